@@ -1,0 +1,456 @@
+"""The one seam to Docker. Nothing else in devenv imports docker or python_on_whales.
+
+Reads (containers, ports, health, logs) go to the Engine API: over the local unix socket with
+the standard library (about 2 ms a call, no 0.2 s `import docker`), or through the docker SDK
+for tcp://, ssh:// and TLS hosts. Compose operations go through python-on-whales, imported
+only when a command needs them. Docker's errors become devenv's errors here.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import shutil
+import socket
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import ComposeError, DockerUnavailableError, ImageMissingError
+
+DEFAULT_SOCKET = "/var/run/docker.sock"
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+WORKDIR_LABEL = "com.docker.compose.project.working_dir"
+#: Engine 25 (API 1.44) is the first to accept a healthcheck's start_interval
+START_INTERVAL_API = (1, 44)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    version: str
+    api_version: str
+    #: host name of a remote engine (tcp:// or ssh://), None for a local one
+    remote_host: str | None
+
+    @property
+    def supports_start_interval(self) -> bool:
+        return _api_tuple(self.api_version) >= START_INTERVAL_API
+
+
+@dataclass(frozen=True)
+class Published:
+    host_ip: str
+    host_port: int
+    container_port: int
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    project: str
+    service: str
+    state: str  # created | running | restarting | exited | paused | dead
+    health: str  # healthy | unhealthy | starting | "" (no healthcheck)
+    status: str  # Docker's words, e.g. "Up 3 minutes (healthy)"
+    ports: tuple[Published, ...]
+    working_dir: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def host_port(self, container_port: int) -> Published | None:
+        return next((p for p in self.ports if p.container_port == container_port), None)
+
+
+def _api_tuple(version: str) -> tuple[int, int]:
+    major, _, minor = version.partition(".")
+    try:
+        return int(major), int(minor)
+    except ValueError:
+        return 0, 0
+
+
+class _API(Protocol):
+    def get(self, path: str, query: Mapping[str, str] | None = None) -> Any: ...
+
+    def get_bytes(self, path: str, query: Mapping[str, str] | None = None) -> bytes: ...
+
+
+class _NotFound(Exception):
+    pass
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class _UnixSocketAPI:
+    """Engine API over a local unix socket, standard library only."""
+
+    def __init__(self, path: str, timeout: float = 10.0):
+        self.path = path
+        self.timeout = timeout
+
+    def get_bytes(self, path: str, query: Mapping[str, str] | None = None) -> bytes:
+        url = path + ("?" + urllib.parse.urlencode(query) if query else "")
+        conn = _UnixConnection(self.path, self.timeout)
+        try:
+            conn.request("GET", url)
+            response = conn.getresponse()
+            body = response.read()
+        except (FileNotFoundError, ConnectionRefusedError, PermissionError) as exc:
+            raise _unreachable(f"unix://{self.path}", exc) from exc
+        except OSError as exc:
+            raise _unreachable(f"unix://{self.path}", exc) from exc
+        finally:
+            conn.close()
+        if response.status == 404:
+            raise _NotFound(path)
+        if response.status >= 400:
+            raise ComposeError(f"Docker engine answered {response.status} to GET {path}: "
+                               f"{_engine_message(body)}")
+        return body
+
+    def get(self, path: str, query: Mapping[str, str] | None = None) -> Any:
+        return json.loads(self.get_bytes(path, query) or b"null")
+
+
+class _SDKAPI:
+    """Engine API through the docker SDK, for tcp://, ssh:// and TLS engines."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        import docker
+        from docker.utils import kwargs_from_env
+
+        self._errors = docker.errors
+        kwargs = kwargs_from_env(environment=dict(environ))
+        if str(kwargs.get("base_url", "")).startswith("ssh://"):
+            kwargs["use_ssh_client"] = True
+        try:
+            self._client = docker.APIClient(timeout=10, **kwargs)
+        except docker.errors.DockerException as exc:
+            raise _unreachable(environ.get("DOCKER_HOST", ""), exc) from exc
+
+    def get_bytes(self, path: str, query: Mapping[str, str] | None = None) -> bytes:
+        try:
+            response = self._client._get(self._client._url(path), params=dict(query or {}))
+        except Exception as exc:  # noqa: BLE001 - requests/paramiko raise many kinds
+            raise _unreachable(str(self._client.base_url), exc) from exc
+        if response.status_code == 404:
+            raise _NotFound(path)
+        if response.status_code >= 400:
+            raise ComposeError(f"Docker engine answered {response.status_code} to GET {path}: "
+                               f"{_engine_message(response.content)}")
+        return bytes(response.content)
+
+    def get(self, path: str, query: Mapping[str, str] | None = None) -> Any:
+        return json.loads(self.get_bytes(path, query) or b"null")
+
+
+def _engine_message(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("message", "")).strip()
+    except (ValueError, AttributeError):
+        return body.decode(errors="replace").strip()[:200]
+
+
+def _unreachable(where: str, exc: BaseException) -> DockerUnavailableError:
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return DockerUnavailableError(
+        f"cannot reach the Docker engine at {where}: {reason}",
+        hint="is the daemon running? start it (e.g. `sudo dockerd` or Docker Desktop), "
+        "or point DOCKER_HOST at a running engine",
+    )
+
+
+def _docker_host(environ: Mapping[str, str]) -> str:
+    return environ.get("DOCKER_HOST", "").strip() or f"unix://{DEFAULT_SOCKET}"
+
+
+def remote_host_of(docker_host: str) -> str | None:
+    """The engine's host name when DOCKER_HOST points at another machine, else None."""
+    parsed = urllib.parse.urlparse(docker_host)
+    if parsed.scheme not in ("tcp", "ssh", "http", "https"):
+        return None
+    host = parsed.hostname or ""
+    if host in ("localhost", "127.0.0.1", "::1", ""):
+        return None
+    return host
+
+
+class Engine:
+    """Docker, as devenv needs it. Build with `connect(environ)`."""
+
+    def __init__(self, api: _API, environ: Mapping[str, str]):
+        self._api = api
+        self._environ = dict(environ)
+        self.docker_host = _docker_host(environ)
+        self.remote_host = remote_host_of(self.docker_host)
+
+    # --- reads ------------------------------------------------------------------------
+    def info(self) -> EngineInfo:
+        data = self._api.get("/version")
+        return EngineInfo(
+            version=str(data.get("Version", "?")),
+            api_version=str(data.get("ApiVersion", "0.0")),
+            remote_host=self.remote_host,
+        )
+
+    def containers(self, project: str | None = None, all: bool = True) -> list[Container]:
+        """Containers of one Compose project (or every container), from one list call."""
+        query: dict[str, str] = {"all": "1" if all else "0"}
+        if project is not None:
+            query["filters"] = json.dumps({"label": [f"{PROJECT_LABEL}={project}"]})
+        return [_container(item) for item in self._api.get("/containers/json", query)]
+
+    def inspect(self, container_id: str) -> dict[str, Any]:
+        try:
+            return dict(self._api.get(f"/containers/{container_id}/json"))
+        except _NotFound:
+            return {}
+
+    def port_bindings(self, container: Container) -> list[int]:
+        """Host ports a stopped or created container will publish when it starts."""
+        if container.running:
+            return [p.host_port for p in container.ports]
+        bindings = (self.inspect(container.id).get("HostConfig") or {}).get("PortBindings") or {}
+        ports = []
+        for entries in bindings.values():
+            for entry in entries or []:
+                if str(entry.get("HostPort", "")).isdigit():
+                    ports.append(int(entry["HostPort"]))
+        return ports
+
+    def network(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._api.get(f"/networks/{urllib.parse.quote(name)}"))
+        except _NotFound:
+            return None
+
+    def image_present(self, reference: str) -> bool:
+        try:
+            self._api.get(f"/images/{urllib.parse.quote(reference, safe='')}/json")
+            return True
+        except _NotFound:
+            return False
+
+    def volumes(self, project: str) -> list[str]:
+        query = {"filters": json.dumps({"label": [f"{PROJECT_LABEL}={project}"]})}
+        data = self._api.get("/volumes", query) or {}
+        return sorted(v["Name"] for v in data.get("Volumes") or [])
+
+    def logs(self, container_id: str, tail: int = 20) -> str:
+        try:
+            raw = self._api.get_bytes(f"/containers/{container_id}/logs",
+                                      {"stdout": "1", "stderr": "1", "tail": str(tail)})
+        except _NotFound:
+            return ""
+        return _demux(raw).decode(errors="replace")
+
+    # --- compose ----------------------------------------------------------------------
+    def compose(self, project: str, compose_file: Path | None = None) -> Compose:
+        return Compose(project, compose_file, self._environ)
+
+
+def _container(item: Mapping[str, Any]) -> Container:
+    labels = item.get("Labels") or {}
+    status = str(item.get("Status", ""))
+    health = ""
+    if "(healthy)" in status:
+        health = "healthy"
+    elif "(unhealthy)" in status:
+        health = "unhealthy"
+    elif "(health: starting)" in status:
+        health = "starting"
+    ports = tuple(
+        Published(str(p.get("IP", "")), int(p["PublicPort"]), int(p["PrivatePort"]))
+        for p in item.get("Ports") or []
+        if p.get("PublicPort") and p.get("Type", "tcp") == "tcp"
+    )
+    names = item.get("Names") or ["?"]
+    return Container(
+        id=str(item.get("Id", "")),
+        name=str(names[0]).lstrip("/"),
+        project=str(labels.get(PROJECT_LABEL, "")),
+        service=str(labels.get(SERVICE_LABEL, "")),
+        state=str(item.get("State", "")),
+        health=health,
+        status=status,
+        ports=ports,
+        working_dir=str(labels.get(WORKDIR_LABEL, "")),
+        labels=dict(labels),
+    )
+
+
+def _demux(raw: bytes) -> bytes:
+    """Strip the 8-byte frame headers of a non-TTY container's log stream."""
+    out, i = bytearray(), 0
+    while i + 8 <= len(raw) and raw[i] in (0, 1, 2) and raw[i + 1 : i + 4] == b"\0\0\0":
+        size = int.from_bytes(raw[i + 4 : i + 8], "big")
+        out += raw[i + 8 : i + 8 + size]
+        i += 8 + size
+    return bytes(out) if i else raw
+
+
+def connect(environ: Mapping[str, str]) -> Engine:
+    """An Engine for DOCKER_HOST (or the local socket). Raises when the engine is unreachable."""
+    host = _docker_host(environ)
+    if host.startswith("unix://"):
+        api: _API = _UnixSocketAPI(host[len("unix://"):])
+    elif "://" not in host:
+        raise DockerUnavailableError(f"DOCKER_HOST={host!r} is not a Docker address",
+                                     hint="use unix:///var/run/docker.sock, tcp://HOST:2375 "
+                                     "or ssh://USER@HOST")
+    else:
+        api = _SDKAPI(environ)
+    return Engine(api, environ)
+
+
+# --- compose, through python-on-whales ------------------------------------------------
+_PORT_RACE = re.compile(
+    r"(?:Bind for [^ ]*?:(\d+) failed: port is already allocated"
+    r"|listen tcp6? [^ ]*?:(\d+): bind: address already in use"
+    r"|[^ ]*?:(\d+): bind: address already in use)"
+)
+_PULL_FAILED = re.compile(
+    r"(pull access denied|manifest unknown|not found: manifest|dial tcp|no such host"
+    r"|failed to resolve reference|i/o timeout|Error response from daemon: Get \"https)",
+    re.IGNORECASE,
+)
+
+
+class PortRaceError(ComposeError):
+    """Compose could not publish a port that was free when devenv planned it."""
+
+    def __init__(self, port: int, stderr: str):
+        super().__init__(f"port {port} was taken after planning", detail=stderr)
+        self.port = port
+
+
+@dataclass
+class Compose:
+    project: str
+    compose_file: Path | None
+    environ: Mapping[str, str]
+
+    def _client(self) -> Any:
+        from python_on_whales import DockerClient
+
+        files = [self.compose_file] if self.compose_file else []
+        project_dir = self.compose_file.parent if self.compose_file else None
+        return DockerClient(compose_files=files, compose_project_name=self.project,
+                            compose_project_directory=project_dir,
+                            client_call=[_docker_cli()])
+
+    def _run(self, action: str, call: Any) -> Any:
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            return call()
+        except DockerException as exc:
+            stderr = _text(exc.stderr)
+            raise compose_error(action, stderr) from None
+
+    def up(self, services: Sequence[str], build: bool = False) -> None:
+        client = self._client()
+        self._run("up", lambda: client.compose.up(
+            services=list(services), detach=True, build=build, quiet=True,
+            dependencies=False))
+
+    def down(self, volumes: bool = False) -> None:
+        client = self._client()
+        self._run("down", lambda: client.compose.down(
+            volumes=volumes, remove_orphans=True, quiet=True))
+
+    def stop(self, services: Sequence[str]) -> None:
+        client = self._client()
+        self._run("stop", lambda: client.compose.stop(services=list(services)))
+
+    def kill(self, services: Sequence[str], signal: str) -> None:
+        client = self._client()
+        self._run("kill", lambda: client.compose.kill(services=list(services), signal=signal))
+
+    def config_json(self) -> dict[str, Any]:
+        """`docker compose config` as JSON (the parsed form drops healthchecks)."""
+        from python_on_whales.utils import run
+
+        client = self._client()
+        cmd = client.client_config.docker_compose_cmd + ["config", "--format", "json"]
+        return dict(json.loads(self._run("config", lambda: run(cmd))))
+
+    def logs_follow(self, services: Sequence[str], tail: int | None) -> Any:
+        client = self._client()
+        return self._run("logs", lambda: client.compose.logs(
+            services=list(services), follow=True, stream=True, tail=str(tail) if tail else None,
+            timestamps=False))
+
+    def version(self) -> str:
+        return str(self._run("version", lambda: self._client().compose.version()))
+
+
+def _docker_cli() -> str:
+    docker = shutil.which("docker")
+    if docker is None:
+        raise DockerUnavailableError("the docker command is not installed",
+                                     hint="install the Docker CLI with the Compose v2 plugin")
+    return docker
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value or "")
+
+
+def compose_error(action: str, stderr: str) -> ComposeError:
+    """Turn compose's stderr into the most specific error devenv knows."""
+    stderr = stderr.strip()
+    race = _PORT_RACE.search(stderr)
+    if race:
+        return PortRaceError(int(next(g for g in race.groups() if g)), stderr)
+    if "is not a docker command" in stderr or "unknown command \"compose\"" in stderr:
+        return DockerUnavailableError(
+            "Docker Compose v2 is not installed (`docker compose` is unknown)",
+            hint="install the docker-compose-plugin package; the old docker-compose v1 "
+            "is not supported")
+    if "Cannot connect to the Docker daemon" in stderr or "error during connect" in stderr:
+        return DockerUnavailableError(
+            "cannot reach the Docker engine: " + _last_line(stderr),
+            hint="is the daemon running? check DOCKER_HOST")
+    if _PULL_FAILED.search(stderr) and ("pull" in stderr.lower() or "image" in stderr.lower()):
+        image = _image_in(stderr)
+        return ImageMissingError(
+            f"image {image or '(see below)'} is not on this engine and could not be pulled",
+            hint="pull or build it, or point DEVENV_<SERVICE>_IMAGE at an image you have "
+            "(`docker images`)", detail=_tail(stderr))
+    return ComposeError(f"docker compose {action} failed: {_last_line(stderr)}",
+                        detail=_tail(stderr))
+
+
+def _image_in(stderr: str) -> str:
+    match = re.search(r"(?:image|repository|reference) \"?([A-Za-z0-9][^\s\"',]*)", stderr)
+    return match.group(1) if match else ""
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1].strip() if lines else "(no output)"
+
+
+def _tail(text: str, lines: int = 12) -> str:
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,83 @@
+"""Typed errors. Each carries its exit code and a hint; none of them prints.
+
+The CLI (``cli.main``) is the one place that turns these into a message and an exit code.
+The exit codes are documented in README.md and checked by tests/test_docs.py.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_READY = 3
+EXIT_DOCKER = 4
+EXIT_PORTS = 5
+EXIT_INTERRUPTED = 130
+
+#: exit code -> meaning; README's table is checked against this.
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_FAILURE: "an operation failed (compose, engine, file system, lock held)",
+    EXIT_USAGE: "usage error: bad flag, setting, .env file, service name or template",
+    EXIT_NOT_READY: "the stack started but a service did not become ready",
+    EXIT_DOCKER: "Docker is not usable: engine unreachable, Compose v2 missing, image missing",
+    EXIT_PORTS: "no usable host port: --strict-ports conflict, or ports exhausted",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+class DevenvError(Exception):
+    """Root of every error devenv reports to the user."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, hint: str | None = None, detail: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        #: extra lines (e.g. a container's log tail) shown under the message
+        self.detail = detail
+
+
+class UsageError(DevenvError):
+    exit_code = EXIT_USAGE
+
+
+class SettingError(UsageError):
+    """A setting has a value devenv cannot use."""
+
+
+class SelectionError(UsageError):
+    """An unknown or empty service name."""
+
+
+class TemplateError(UsageError):
+    """A template (built-in or the project's override) does not render."""
+
+
+class DockerUnavailableError(DevenvError):
+    exit_code = EXIT_DOCKER
+
+
+class ImageMissingError(DockerUnavailableError):
+    pass
+
+
+class ComposeError(DevenvError):
+    """`docker compose` failed for a reason devenv has no better words for."""
+
+
+class PortConflictError(DevenvError):
+    exit_code = EXIT_PORTS
+
+
+class NotReadyError(DevenvError):
+    exit_code = EXIT_NOT_READY
+
+
+class LockedError(DevenvError):
+    """Another devenv holds the project lock for longer than we wait."""
+
+
+class StateError(DevenvError):
+    """The project's files under .devenv/ or compose/ cannot be written."""

@@ -1,0 +1,123 @@
+"""Who holds a host port: this project's containers, other containers, or host processes.
+
+`HostPorts` is the read-only Mapping[int, Holder] that ports.plan_ports consults. It answers
+lazily, one port at a time, so planning past 1,000 busy ports costs 1,000 bind tests at most.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from .ports import Holder
+
+#: a port is free only when all four accept a bind: IPv4 and IPv6, loopback and wildcard.
+#: A listener on ::1 alone would not stop Docker, but a host app asking for "localhost"
+#: could reach it instead of the container.
+BIND_ADDRESSES: tuple[tuple[socket.AddressFamily, str], ...] = (
+    (socket.AF_INET, "127.0.0.1"),
+    (socket.AF_INET, "0.0.0.0"),
+    (socket.AF_INET6, "::1"),
+    (socket.AF_INET6, "::"),
+)
+
+
+def bind_blocked(port: int) -> bool:
+    """True when some address family refuses a bind on `port` because it is in use."""
+    for family, address in BIND_ADDRESSES:
+        try:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue  # no IPv6 on this host: nothing can listen there either
+        try:
+            # docker-proxy binds with SO_REUSEADDR too, so TIME_WAIT leftovers do not count.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            # EADDRNOTAVAIL and friends: this address does not exist here.
+        finally:
+            sock.close()
+    return False
+
+
+def describe_process(port: int) -> str:
+    """Name the process listening on `port` (psutil), or say 'another process'."""
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+                if conn.pid:
+                    return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+                break
+    except Exception:  # noqa: BLE001 - naming is a courtesy; access may be denied
+        pass
+    return "another process"
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    """A host port some container publishes (running) or will publish (created, stopped)."""
+
+    port: int
+    container: str
+    project: str
+    service: str
+    running: bool
+
+
+class HostPorts(Mapping[int, Holder]):
+    """Busy host ports, seen from the engine (containers) and from this host (bind tests).
+
+    project: this project's name; its containers' ports are Holder(kind="own").
+    check_host: False when the engine is remote, where local bind tests prove nothing.
+    """
+
+    def __init__(self, containers: Mapping[int, ContainerPort], project: str,
+                 check_host: bool = True):
+        self._containers = containers
+        self._project = project
+        self._check_host = check_host
+        self._cache: dict[int, Holder | None] = {}
+
+    def _lookup(self, port: int) -> Holder | None:
+        held = self._containers.get(port)
+        if held is not None:
+            if held.project == self._project:
+                return Holder("own", f"this project's {held.service}", held.service)
+            state = "" if held.running else ", stopped"
+            project = f" (project {held.project}{state})" if held.project else (
+                f" ({state[2:]})" if state else "")
+            return Holder("container", f"container {held.container}{project}")
+        if self._check_host and bind_blocked(port):
+            return Holder("process", describe_process(port))
+        return None
+
+    def __getitem__(self, port: int) -> Holder:
+        if port not in self._cache:
+            self._cache[port] = self._lookup(port)
+        holder = self._cache[port]
+        if holder is None:
+            raise KeyError(port)
+        return holder
+
+    def mark(self, port: int, holder: Holder) -> None:
+        """Record a port found busy after planning (the race), so the next plan avoids it."""
+        self._cache[port] = holder
+
+    def own_ports(self) -> dict[str, int]:
+        return {c.service: p for p, c in self._containers.items()
+                if c.project == self._project and c.running}
+
+    # Mapping needs these; the planner never iterates, so only known holders are listed.
+    def __iter__(self) -> Iterator[int]:
+        return iter([p for p, h in self._cache.items() if h is not None])
+
+    def __len__(self) -> int:
+        return sum(1 for h in self._cache.values() if h is not None)

@@ -1,0 +1,287 @@
+"""Settings: catalog defaults < .env < process environment < command-line flags.
+
+The table SETTINGS is data: .env.example, `devenv config` and the docs test iterate over it.
+The .env file is parsed here and never written into os.environ.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .catalog import HOST_APPS, SERVICES
+from .errors import SettingError, UsageError
+
+DEFAULT_PROJECT = "cirkelline"
+DEFAULT_NETWORK = "cirkelline"
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    key: str
+    default: str
+    kind: str  # name | network | address | port | ports | seconds | count | image | path | text
+    help: str
+    secret: bool = False
+
+
+def _service_settings() -> list[SettingSpec]:
+    specs = []
+    for s in SERVICES.values():
+        specs.append(
+            SettingSpec(f"DEVENV_{s.name.upper()}_PORT", str(s.dev_port), "port",
+                        f"host port for {s.title} (container port {s.container_port})")
+        )
+        image_help = (
+            "the team's backend image; empty builds the bundled reference API"
+            if s.name == "api" else f"image for {s.title}"
+        )
+        specs.append(SettingSpec(f"DEVENV_{s.name.upper()}_IMAGE", s.default_image, "image",
+                                 image_help))
+    return specs
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("DEVENV_PROJECT", DEFAULT_PROJECT, "name",
+                "Compose project name; containers, volumes and state are per project"),
+    SettingSpec("DEVENV_NETWORK", "", "network",
+                "Docker network; empty means 'cirkelline' for the default project, "
+                "else the project's own network"),
+    SettingSpec("DEVENV_BIND", "127.0.0.1", "address",
+                "host address published ports bind to; anything wider is reachable by others"),
+    SettingSpec("DEVENV_RESERVED_PORTS",
+                ",".join(str(app.port) for app in HOST_APPS), "ports",
+                "host ports never given to a container (frontend 3000, Metro 8081, Expo 19000)"),
+    SettingSpec("DEVENV_WAIT_TIMEOUT", "120", "seconds",
+                "seconds `up` waits for every service to answer"),
+    *_service_settings(),
+    SettingSpec("DEVENV_API_BUILD", "", "path",
+                "path to the team's backend (with its Dockerfile), built by compose; "
+                "wins over DEVENV_API_IMAGE"),
+    SettingSpec("DEVENV_API_BASE_IMAGE", "python:3.12-slim", "image",
+                "base image of the bundled reference API (needs python3)"),
+    SettingSpec("DEVENV_API_DB_POOL_SIZE", "20", "count", "DB_POOL_SIZE given to the API"),
+    SettingSpec("DEVENV_POSTGRES_USER", "postgres", "text", "PostgreSQL user"),
+    SettingSpec("DEVENV_POSTGRES_PASSWORD", "password", "text",
+                "PostgreSQL password (the spec's default; used only when the volume is "
+                "first created)", secret=True),
+    SettingSpec("DEVENV_POSTGRES_DB", "cirkelline_agents", "text", "PostgreSQL database"),
+    SettingSpec("DEVENV_GRAFANA_ADMIN_USER", "admin", "text", "Grafana admin user"),
+    SettingSpec("DEVENV_GRAFANA_ADMIN_PASSWORD", "", "text",
+                "Grafana admin password; empty generates one once, kept in .devenv/",
+                secret=True),
+)
+
+SPECS: dict[str, SettingSpec] = {spec.key: spec for spec in SETTINGS}
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Settings:
+    values: Mapping[str, str]
+    #: key -> "default", ".env", "environment" or "flag"
+    sources: Mapping[str, str]
+    project_dir: Path
+    env_file: Path | None = None
+    #: DEVENV_* keys found in .env that no setting knows (likely typos)
+    unknown_keys: tuple[str, ...] = field(default_factory=tuple)
+
+    def __getitem__(self, key: str) -> str:
+        return self.values[key]
+
+    @property
+    def project(self) -> str:
+        return self.values["DEVENV_PROJECT"]
+
+    @property
+    def network(self) -> str:
+        explicit = self.values["DEVENV_NETWORK"]
+        if explicit:
+            return explicit
+        # Two projects on one network resolve each other's service names: only the
+        # default project gets the shared name from the spec.
+        return DEFAULT_NETWORK if self.project == DEFAULT_PROJECT else self.project
+
+    @property
+    def bind(self) -> str:
+        return self.values["DEVENV_BIND"]
+
+    @property
+    def bind_is_loopback(self) -> bool:
+        return ipaddress.ip_address(self.bind).is_loopback
+
+    @property
+    def url_host(self) -> str:
+        """The address a host app uses to reach a published port."""
+        address = ipaddress.ip_address(self.bind)
+        if address.is_unspecified:
+            return "127.0.0.1"
+        return f"[{address}]" if address.version == 6 else str(address)
+
+    @property
+    def wait_timeout(self) -> float:
+        return float(self.values["DEVENV_WAIT_TIMEOUT"])
+
+    @property
+    def reserved_ports(self) -> tuple[int, ...]:
+        return parse_port_list(self.values["DEVENV_RESERVED_PORTS"], "DEVENV_RESERVED_PORTS")
+
+    def port(self, service: str) -> int:
+        return int(self.values[f"DEVENV_{service.upper()}_PORT"])
+
+    def image(self, service: str) -> str:
+        return self.values[f"DEVENV_{service.upper()}_IMAGE"]
+
+    @property
+    def compose_dir(self) -> Path:
+        return self.project_dir / "compose"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.project_dir / ".devenv"
+
+
+def parse_port(text: str, key: str) -> int:
+    try:
+        port = int(text.strip())
+    except ValueError:
+        raise SettingError(f"{key}={text!r} is not a port number",
+                           hint="use a whole number from 1 to 65535") from None
+    if not 1 <= port <= 65535:
+        raise SettingError(f"{key}={port} is outside 1-65535",
+                           hint="use a whole number from 1 to 65535")
+    return port
+
+
+def parse_port_list(text: str, key: str) -> tuple[int, ...]:
+    words = [w for w in text.replace(" ", "").split(",") if w]
+    return tuple(parse_port(w, key) for w in words)
+
+
+def _check(spec: SettingSpec, value: str) -> None:
+    key, kind = spec.key, spec.kind
+    if _CONTROL.search(value):
+        raise SettingError(f"{key} contains a control character (newline, tab or similar)",
+                           hint="use a single-line value")
+    if kind == "port":
+        parse_port(value, key)
+    elif kind == "ports":
+        parse_port_list(value, key)
+    elif kind in ("seconds", "count"):
+        try:
+            number = float(value) if kind == "seconds" else int(value)
+        except ValueError:
+            raise SettingError(f"{key}={value!r} is not a number",
+                               hint=f"e.g. {key}={spec.default}") from None
+        if number <= 0:
+            raise SettingError(f"{key}={value} must be greater than 0",
+                               hint=f"e.g. {key}={spec.default}")
+    elif kind == "name" and not _NAME.match(value):
+        raise SettingError(f"{key}={value!r} is not a valid Compose project name",
+                           hint="use lowercase letters, digits, '-' and '_', starting with a "
+                           "letter or digit")
+    elif kind == "network" and value and not _NETWORK.match(value):
+        raise SettingError(f"{key}={value!r} is not a valid network name",
+                           hint="use letters, digits, '.', '-' and '_'")
+    elif kind == "address":
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise SettingError(f"{key}={value!r} is not an IP address",
+                               hint="e.g. 127.0.0.1 (default), 0.0.0.0 or ::1") from None
+    elif kind == "image" and value and not _IMAGE.match(value):
+        raise SettingError(f"{key}={value!r} is not an image reference",
+                           hint="e.g. postgres:16 or registry.example.com/team/api:1.2")
+    elif kind == "text" and not value and not spec.secret:
+        raise SettingError(f"{key} is empty", hint=f"remove it to use the default "
+                           f"{spec.default!r}")
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """Parse a .env file with python-dotenv, literally (no ${VAR} expansion)."""
+    import io
+
+    from dotenv.parser import parse_stream
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"env file {path} does not exist",
+                         hint="check the --env-file path") from None
+    except OSError as exc:
+        raise UsageError(f"env file {path} cannot be read: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UsageError(f"{path.name} is not UTF-8 (line {line})",
+                         hint="save the file as UTF-8") from None
+    values: dict[str, str] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        bad_key = binding.key is not None and not _ENV_KEY.match(binding.key)
+        if binding.error or bad_key:
+            raise UsageError(f"{path.name} line {binding.original.line} cannot be parsed: "
+                             f"{binding.original.string.strip()[:60]!r}",
+                             hint="write KEY=value, one per line; quote values with spaces")
+        if binding.key is not None and binding.value is not None:
+            values[binding.key] = binding.value
+    return values
+
+
+def load_settings(
+    project_dir: Path,
+    environ: Mapping[str, str],
+    flags: Mapping[str, str] | None = None,
+    env_file: Path | None = None,
+) -> Settings:
+    """Merge the four layers and validate every value."""
+    explicit_env_file = env_file is not None
+    path = env_file if explicit_env_file else project_dir / ".env"
+    dotenv: dict[str, str] = {}
+    if explicit_env_file or path.is_file():
+        dotenv = read_env_file(path)
+    values: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for spec in SETTINGS:
+        for layer, source in ((flags or {}, "flag"), (environ, "environment"),
+                              (dotenv, ".env")):
+            if spec.key in layer and layer[spec.key] is not None:
+                values[spec.key], sources[spec.key] = str(layer[spec.key]), source
+                break
+        else:
+            values[spec.key], sources[spec.key] = spec.default, "default"
+        value = values[spec.key]
+        if value != value.strip() and spec.kind != "text":
+            value = values[spec.key] = value.strip()
+        _check(spec, value)
+    unknown = tuple(k for k in dotenv if k.startswith("DEVENV_") and k not in SPECS)
+    settings = Settings(values=values, sources=sources, project_dir=project_dir,
+                        env_file=path if (explicit_env_file or dotenv) else None,
+                        unknown_keys=unknown)
+    _check_distinct_ports(settings)
+    return settings
+
+
+def _check_distinct_ports(settings: Settings) -> None:
+    seen: dict[int, str] = {}
+    for name in SERVICES:
+        port = settings.port(name)
+        if port in seen:
+            first = seen[port]
+            raise SettingError(
+                f"DEVENV_{first.upper()}_PORT and DEVENV_{name.upper()}_PORT are both {port}",
+                hint="give each service its own port (devenv moves taken ports by itself)")
+        seen[port] = name
+
+
+def is_secret(key: str) -> bool:
+    spec = SPECS.get(key)
+    return bool(spec and spec.secret)

@@ -1,0 +1,148 @@
+"""Fixtures for tests that drive the installed `devenv` command against a real engine.
+
+A missing engine fails these tests (pytest.fail), it never skips them: CI must prove the
+product works on Docker, not that it was not tried.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+TEST_IMAGES = {
+    "DEVENV_POSTGRES_IMAGE": "devenv-test/postgres:latest",
+    "DEVENV_REDIS_IMAGE": "devenv-test/redis:latest",
+    "DEVENV_ADMINER_IMAGE": "devenv-test/adminer:latest",
+    "DEVENV_PROMETHEUS_IMAGE": "devenv-test/prometheus:latest",
+    "DEVENV_GRAFANA_IMAGE": "devenv-test/grafana:latest",
+    "DEVENV_API_BASE_IMAGE": "devenv-test/base:bookworm",
+}
+
+
+def devenv_command() -> str:
+    """The installed console script beside this interpreter (the wheel, not the source)."""
+    candidate = Path(sys.executable).parent / "devenv"
+    found = str(candidate) if candidate.exists() else shutil.which("devenv")
+    if not found:
+        pytest.fail("the devenv command is not installed: run `bash scripts/test.sh`")
+    return found
+
+
+@pytest.fixture(scope="session")
+def engine() -> str:
+    result = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.fail("no Docker engine answers: run `bash scripts/install-docker.sh` "
+                    f"({result.stderr.strip()[:200]})")
+    missing = [image for image in TEST_IMAGES.values()
+               if subprocess.run(["docker", "image", "inspect", image],
+                                 capture_output=True).returncode != 0]
+    if missing:
+        pytest.fail(f"offline test images missing: {missing}; run "
+                    "`bash scripts/build-test-images.sh`")
+    return result.stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def free_port_block(size: int = 12) -> int:
+    """The first port of `size` consecutive free ports (for a project's configured ports)."""
+    for _ in range(200):
+        start = free_port()
+        if start + size > 65000:
+            continue
+        ok = True
+        for port in range(start, start + size):
+            try:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", port))
+            except OSError:
+                ok = False
+                break
+        if ok:
+            return start
+    raise RuntimeError("no block of free ports")
+
+
+@dataclass
+class Project:
+    """A throw-away devenv project: its own directory, name, and ports."""
+
+    path: Path
+    name: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run(self, *args: str, check: bool = True, timeout: float = 240,
+            extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        result = subprocess.run([devenv_command(), *args], cwd=self.path, env=env,
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"devenv {' '.join(args)} exited {result.returncode}\n"
+                                 f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+        return result
+
+    def ports(self) -> dict[str, dict]:
+        return {row["service"]: row for row in json.loads(self.run("ports", "--json").stdout)}
+
+    def containers(self) -> list[dict]:
+        out = subprocess.run(
+            ["docker", "ps", "-a", "--filter", f"label=com.docker.compose.project={self.name}",
+             "--format", "{{json .}}"], capture_output=True, text=True, check=True).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def cleanup(self) -> None:
+        self.run("down", "--volumes", "--yes", check=False, timeout=120)
+
+
+def new_project(tmp_path: Path, *, default_ports: bool = False, **env: str) -> Project:
+    name = f"t{uuid.uuid4().hex[:8]}"
+    settings = {**TEST_IMAGES, "DEVENV_PROJECT": name, "DEVENV_WAIT_TIMEOUT": "90", **env}
+    if not default_ports:
+        base = free_port_block()
+        for i, service in enumerate(("API", "POSTGRES", "REDIS", "ADMINER", "PROMETHEUS",
+                                     "GRAFANA")):
+            settings.setdefault(f"DEVENV_{service}_PORT", str(base + 2 * i))
+    path = tmp_path / name
+    path.mkdir()
+    return Project(path=path, name=name, env=settings)
+
+
+@pytest.fixture
+def project(tmp_path: Path, engine: str) -> Iterator[Project]:
+    p = new_project(tmp_path)
+    try:
+        yield p
+    finally:
+        p.cleanup()
+
+
+@pytest.fixture
+def make_project(tmp_path: Path, engine: str) -> Iterator:
+    made: list[Project] = []
+
+    def make(**env: str) -> Project:
+        p = new_project(tmp_path, **env)
+        made.append(p)
+        return p
+
+    try:
+        yield make
+    finally:
+        for p in made:
+            p.cleanup()

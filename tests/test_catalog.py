@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import pytest
+
+from devenv.catalog import ALIASES, SERVICES, select_services, service_url, split_words
+from devenv.errors import EXIT_USAGE, SelectionError
+from devenv.settings import SPECS
+
+
+def test_catalog_matches_the_port_map():
+    ports = {name: (s.container_port, s.dev_port) for name, s in SERVICES.items()}
+    assert ports == {
+        "api": (7777, 7777), "postgres": (5432, 5432), "redis": (6379, 6379),
+        "adminer": (8080, 8080), "prometheus": (9090, 9090), "grafana": (3000, 3000),
+    }
+    assert SERVICES["grafana"].staging_port == 3100
+
+
+def test_aliases_resolve():
+    assert ALIASES == {"backend": "api", "db": "postgres", "cache": "redis", "admin": "adminer",
+                       "metrics": "prometheus", "dashboards": "grafana"}
+
+
+def test_only_db_cache_is_exactly_two():
+    selection = select_services(["db", "cache"])
+    assert selection.services == ("postgres", "redis")
+    assert selection.added == ()
+
+
+def test_dependencies_follow_and_are_reported():
+    selection = select_services(["backend"])
+    assert selection.services == ("api", "postgres", "redis")
+    assert dict(selection.added) == {"postgres": "api", "redis": "api"}
+    assert select_services(["dashboards"]).services == ("prometheus", "grafana")
+    assert select_services(["admin"]).services == ("postgres", "adminer")
+
+
+def test_names_are_case_insensitive_and_deduplicated():
+    assert select_services(["DB", "postgres", " db "]).services == ("postgres",)
+
+
+def test_nothing_selected_means_everything():
+    assert select_services(None).services == tuple(SERVICES)
+    assert select_services(None).everything
+
+
+def test_split_words_joins_repeated_flags():
+    assert split_words(["db,cache", "api"]) == ["db", "cache", "api"]
+
+
+@pytest.mark.parametrize("words, bad", [(["db", "mysql"], "mysql"), (["db", ""], "")])
+def test_unknown_or_empty_name_is_a_usage_error(words, bad):
+    with pytest.raises(SelectionError) as info:
+        select_services(words)
+    assert info.value.exit_code == EXIT_USAGE
+    text = info.value.message + " " + (info.value.hint or "")
+    assert "postgres" in text and "db" in text  # the valid names are listed
+    if bad:
+        assert repr(bad) in info.value.message
+
+
+def test_every_service_has_port_and_image_settings():
+    for name in SERVICES:
+        assert f"DEVENV_{name.upper()}_PORT" in SPECS
+        assert f"DEVENV_{name.upper()}_IMAGE" in SPECS
+
+
+def test_urls_mask_and_encode_credentials():
+    values = {"DEVENV_POSTGRES_USER": "po st", "DEVENV_POSTGRES_PASSWORD": "p@ss:w/rd",
+              "DEVENV_POSTGRES_DB": "db"}
+    assert service_url("postgres", "127.0.0.1", 5433, values) == \
+        "postgresql://po%20st:***@127.0.0.1:5433/db"
+    assert service_url("postgres", "127.0.0.1", 5433, values, show_secrets=True) == \
+        "postgresql://po%20st:p%40ss%3Aw%2Frd@127.0.0.1:5433/db"
+    assert service_url("redis", "127.0.0.1", 6380, values) == "redis://127.0.0.1:6380"
+    assert service_url("adminer", "127.0.0.1", 8080, values) == \
+        "http://127.0.0.1:8080/?pgsql=postgres&username=po+st&db=db"

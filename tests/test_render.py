@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from devenv.catalog import SERVICES
+from devenv.errors import TemplateError
+from devenv.render import (
+    RenderInput,
+    fingerprint,
+    quote,
+    render_stack,
+    write_outputs,
+    yaml_quote,
+)
+from devenv.settings import load_settings
+
+
+def make_input(tmp_path: Path, services=tuple(SERVICES), environ=None, start_interval=False,
+               ports=None) -> RenderInput:
+    s = load_settings(tmp_path, environ or {}, {})
+    return RenderInput(
+        project=s.project, network=s.network, network_external=False, bind=s.bind,
+        url_host=s.url_host, services=tuple(services),
+        ports=ports or {name: s.port(name) for name in services}, values=s.values,
+        secrets={"grafana_admin_password": "gen-secret"}, start_interval=start_interval,
+        api_build={"context": "./api", "args": {"BASE_IMAGE": "python:3.12-slim"}},
+    )
+
+
+def compose_doc(files) -> dict:
+    text = next(f.text for f in files if f.path == "docker-compose.yml")
+    return yaml.safe_load(text)
+
+
+def test_full_stack_renders_every_service(tmp_path):
+    files = render_stack(make_input(tmp_path))
+    doc = compose_doc(files)
+    assert doc["name"] == "cirkelline"
+    assert list(doc["services"]) == list(SERVICES)
+    assert doc["networks"]["default"]["name"] == "cirkelline"
+    for name, svc in doc["services"].items():
+        port = svc["ports"][0]
+        assert port["host_ip"] == "127.0.0.1"
+        assert port["target"] == SERVICES[name].container_port
+        assert "healthcheck" in svc and "start_interval" not in svc["healthcheck"]
+    api_env = doc["services"]["api"]["environment"]
+    assert api_env["DATABASE_URL"] == \
+        "postgresql://postgres:password@postgres:5432/cirkelline_agents"
+    assert api_env["REDIS_URL"] == "redis://redis:6379"
+    assert api_env["PORT"] == "7777" and api_env["HOSTNAME"] == "0.0.0.0"
+    assert api_env["DB_POOL_SIZE"] == "20"
+
+
+def test_every_data_directory_has_a_named_volume(tmp_path):
+    doc = compose_doc(render_stack(make_input(tmp_path)))
+    for name, spec in SERVICES.items():
+        mounts = doc["services"][name].get("volumes", [])
+        targets = {m["target"]: m for m in mounts}
+        for path in spec.data_dirs:
+            assert targets[path]["type"] == "volume"
+            assert targets[path]["source"] in doc["volumes"]
+
+
+def test_start_interval_only_when_the_engine_supports_it(tmp_path):
+    doc = compose_doc(render_stack(make_input(tmp_path, start_interval=True)))
+    assert all(svc["healthcheck"]["start_interval"] == "1s" for svc in doc["services"].values())
+
+
+def test_subset_renders_no_files_for_services_not_selected(tmp_path):
+    files = render_stack(make_input(tmp_path, services=("postgres", "redis")))
+    paths = {f.path for f in files}
+    assert paths == {"docker-compose.yml"}
+    doc = compose_doc(files)
+    assert list(doc["services"]) == ["postgres", "redis"]
+
+
+def test_prometheus_scrapes_the_api_only_when_selected(tmp_path):
+    with_api = render_stack(make_input(tmp_path))
+    prom = yaml.safe_load(next(f.text for f in with_api if f.path == "prometheus/prometheus.yml"))
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
+    assert jobs["api"]["static_configs"][0]["targets"] == ["api:7777"]
+    without = render_stack(make_input(tmp_path, services=("prometheus", "grafana")))
+    prom = yaml.safe_load(next(f.text for f in without if f.path == "prometheus/prometheus.yml"))
+    assert [job["job_name"] for job in prom["scrape_configs"]] == ["prometheus"]
+    assert "grafana/dashboards/api.json" not in {f.path for f in without}
+
+
+def test_moved_port_is_published_and_grafana_root_url_follows(tmp_path):
+    data = make_input(tmp_path, ports={**{n: SERVICES[n].dev_port for n in SERVICES},
+                                       "grafana": 3001})
+    doc = compose_doc(render_stack(data))
+    grafana = doc["services"]["grafana"]
+    assert grafana["ports"][0]["published"] == "3001"
+    assert grafana["environment"]["GF_SERVER_ROOT_URL"] == "http://127.0.0.1:3001/"
+
+
+def test_compose_file_is_private(tmp_path):
+    files = render_stack(make_input(tmp_path))
+    assert next(f for f in files if f.path == "docker-compose.yml").mode == 0o600
+
+
+def test_quote_round_trips_through_yaml():
+    for value in ['a"b', "a'b", "x: y", "#c", "{a}", "[b]", "é", "\u2028", "\\n", "- x", "*a"]:
+        assert yaml.safe_load(yaml_quote(value)) == value
+    assert yaml.safe_load(quote("pa$s")) == "pa$$s"
+
+
+hostile = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
+                                         blacklist_characters="\x00"), min_size=1, max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(user=hostile, password=hostile, db=hostile)
+def test_no_value_changes_the_structure(tmp_path, user, password, db):
+    """Property: whatever the credentials, the file parses to the same shape and the
+    values come back exactly (after Compose's $$ -> $)."""
+    data = make_input(tmp_path)
+    values = dict(data.values, DEVENV_POSTGRES_USER=user, DEVENV_POSTGRES_PASSWORD=password,
+                  DEVENV_POSTGRES_DB=db)
+    data = RenderInput(**{**data.__dict__, "values": values})
+    doc = compose_doc(render_stack(data))
+    assert list(doc) == ["name", "services", "networks", "volumes"]
+    assert list(doc["services"]) == list(SERVICES)
+    env = doc["services"]["postgres"]["environment"]
+    assert set(env) == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+    unescape = lambda v: v.replace("$$", "$")  # noqa: E731 - what Compose does
+    assert (unescape(env["POSTGRES_USER"]), unescape(env["POSTGRES_PASSWORD"]),
+            unescape(env["POSTGRES_DB"])) == (user, password, db)
+    # every $ reaching Compose is doubled: nothing is left to interpolate
+    for value in env.values():
+        assert value.replace("$$", "") .count("$") == 0
+
+
+def test_write_only_on_change_and_remove_stale(tmp_path):
+    out = tmp_path / "compose"
+    full = render_stack(make_input(tmp_path))
+    assert {r.status for r in write_outputs(out, full)} == {"created"}
+    assert {r.status for r in write_outputs(out, full)} == {"identical"}
+    subset = render_stack(make_input(tmp_path, services=("postgres",)))
+    statuses = {r.path: r.status for r in write_outputs(out, subset)}
+    assert statuses["docker-compose.yml"] == "updated"
+    assert statuses["prometheus/prometheus.yml"] == "removed"
+    assert not (out / "prometheus" / "prometheus.yml").exists()
+    assert (out / "docker-compose.yml").stat().st_mode & 0o777 == 0o600
+
+
+def test_project_template_overrides_builtin(tmp_path):
+    templates = tmp_path / "templates" / "services"
+    templates.mkdir(parents=True)
+    (templates / "redis.yml.j2").write_text(
+        "  redis:\n    image: {{ s.redis.image | q }}\n    labels:\n      team: \"ours\"\n")
+    doc = compose_doc(render_stack(make_input(tmp_path), tmp_path / "templates"))
+    assert doc["services"]["redis"]["labels"] == {"team": "ours"}
+    assert "healthcheck" in doc["services"]["postgres"]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("  redis:\n    image: {{ s.redis.image | q }\n", "line 2"),
+    ("  redis:\n\n    image: {{ nothing_here }}\n", "nothing_here"),
+])
+def test_broken_template_names_file_and_line(tmp_path, text, words):
+    templates = tmp_path / "templates" / "services"
+    templates.mkdir(parents=True)
+    (templates / "redis.yml.j2").write_text(text)
+    with pytest.raises(TemplateError) as info:
+        render_stack(make_input(tmp_path), tmp_path / "templates")
+    assert "redis.yml.j2" in info.value.message and words in info.value.message
+
+
+def test_fingerprint_changes_with_content(tmp_path):
+    a = render_stack(make_input(tmp_path))
+    b = render_stack(make_input(tmp_path, services=("postgres",)))
+    assert fingerprint(a) == fingerprint(render_stack(make_input(tmp_path)))
+    assert fingerprint(a) != fingerprint(b)

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devenv.errors import EXIT_USAGE, SettingError, UsageError
+from devenv.settings import SETTINGS, load_settings
+
+
+def load(tmp_path: Path, env_text: str | None = None, environ=None, flags=None):
+    if env_text is not None:
+        (tmp_path / ".env").write_text(env_text)
+    return load_settings(tmp_path, environ or {}, flags or {})
+
+
+def test_defaults(tmp_path):
+    s = load(tmp_path)
+    assert s.project == "cirkelline" and s.network == "cirkelline"
+    assert s.bind == "127.0.0.1"
+    assert s.port("postgres") == 5432 and s.port("grafana") == 3000
+    assert s["DEVENV_POSTGRES_USER"] == "postgres"
+    assert s["DEVENV_POSTGRES_DB"] == "cirkelline_agents"
+    assert s.wait_timeout == 120
+    assert s.reserved_ports == (3000, 8081, 19000)
+    assert set(s.sources.values()) == {"default"}
+
+
+def test_precedence_flag_over_environment_over_dotenv(tmp_path):
+    s = load(tmp_path, "DEVENV_POSTGRES_PORT=6000\nDEVENV_REDIS_PORT=6001\nDEVENV_API_PORT=6002\n",
+             environ={"DEVENV_REDIS_PORT": "7001", "DEVENV_API_PORT": "7002"},
+             flags={"DEVENV_API_PORT": "8002"})
+    assert (s.port("postgres"), s.port("redis"), s.port("api")) == (6000, 7001, 8002)
+    assert s.sources["DEVENV_POSTGRES_PORT"] == ".env"
+    assert s.sources["DEVENV_REDIS_PORT"] == "environment"
+    assert s.sources["DEVENV_API_PORT"] == "flag"
+
+
+def test_dotenv_is_never_written_into_os_environ(tmp_path, monkeypatch):
+    monkeypatch.delenv("DEVENV_PROJECT", raising=False)
+    load(tmp_path, "DEVENV_PROJECT=fromfile\n")
+    import os
+
+    assert "DEVENV_PROJECT" not in os.environ
+
+
+def test_other_project_gets_its_own_network(tmp_path):
+    assert load(tmp_path, environ={"DEVENV_PROJECT": "foo"}).network == "foo"
+    s = load(tmp_path, environ={"DEVENV_PROJECT": "foo", "DEVENV_NETWORK": "shared"})
+    assert s.network == "shared"
+
+
+def test_values_are_literal(tmp_path):
+    s = load(tmp_path, "DEVENV_POSTGRES_PASSWORD='pa$word ${HOME} #x'\n")
+    assert s["DEVENV_POSTGRES_PASSWORD"] == "pa$word ${HOME} #x"
+
+
+@pytest.mark.parametrize("value, words", [
+    ("70000", "outside 1-65535"), ("0", "outside 1-65535"), ("abc", "not a port"),
+    ("-1", "outside"), ("5432.5", "not a port"),
+])
+def test_bad_port_names_the_setting(tmp_path, value, words):
+    with pytest.raises(SettingError) as info:
+        load(tmp_path, environ={"DEVENV_REDIS_PORT": value})
+    assert "DEVENV_REDIS_PORT" in info.value.message and words in info.value.message
+    assert info.value.exit_code == EXIT_USAGE
+
+
+@pytest.mark.parametrize("key, value", [
+    ("DEVENV_WAIT_TIMEOUT", "soon"), ("DEVENV_WAIT_TIMEOUT", "0"), ("DEVENV_BIND", "localhost:1"),
+    ("DEVENV_PROJECT", "Has Spaces"), ("DEVENV_POSTGRES_IMAGE", "bad image"),
+    ("DEVENV_RESERVED_PORTS", "3000,x"), ("DEVENV_POSTGRES_PASSWORD", "two\nlines"),
+    ("DEVENV_NETWORK", "bad/net"), ("DEVENV_POSTGRES_USER", ""),
+])
+def test_bad_values_exit_2_naming_the_setting(tmp_path, key, value):
+    with pytest.raises(SettingError) as info:
+        load(tmp_path, environ={key: value})
+    assert key in info.value.message
+    assert info.value.hint
+
+
+def test_same_port_for_two_services_is_refused(tmp_path):
+    with pytest.raises(SettingError) as info:
+        load(tmp_path, environ={"DEVENV_REDIS_PORT": "5432"})
+    assert "DEVENV_POSTGRES_PORT" in info.value.message
+    assert "DEVENV_REDIS_PORT" in info.value.message
+
+
+def test_garbage_line_names_the_line(tmp_path):
+    with pytest.raises(UsageError) as info:
+        load(tmp_path, "DEVENV_PROJECT=ok\nthis is not a setting\n")
+    assert "line 2" in info.value.message
+
+
+def test_invalid_utf8_is_refused(tmp_path):
+    (tmp_path / ".env").write_bytes(b"DEVENV_PROJECT=ok\nDEVENV_POSTGRES_DB=\xff\xfe\n")
+    with pytest.raises(UsageError) as info:
+        load_settings(tmp_path, {}, {})
+    assert "UTF-8" in info.value.message and "line 2" in info.value.message
+
+
+def test_missing_env_file_named_by_flag(tmp_path):
+    with pytest.raises(UsageError) as info:
+        load_settings(tmp_path, {}, {}, env_file=tmp_path / "nope.env")
+    assert "does not exist" in info.value.message
+
+
+def test_unknown_keys_are_collected(tmp_path):
+    s = load(tmp_path, "DEVENV_POSTGRES_PROT=1\nOTHER=1\n")
+    assert s.unknown_keys == ("DEVENV_POSTGRES_PROT",)
+
+
+def test_settings_table_has_help_for_every_key():
+    assert all(spec.help for spec in SETTINGS)
+    assert len({spec.key for spec in SETTINGS}) == len(SETTINGS)
