@@ -1,13 +1,13 @@
 """The click layer: parse, call one use case, print its report. No logic lives here.
 
-Imports of the use cases are deferred into each command so `devenv --help` loads click only.
+The use cases are imported inside each command, so `devenv --help` loads click only.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import click
 from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, DevenvError
 
 
-def _echo_err(message: str) -> None:
+def _err(message: str) -> None:
     click.echo(message, err=True)
 
 
@@ -27,24 +27,31 @@ class DevenvGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DevenvError as exc:
-            _echo_err(f"devenv: error: {exc.message}")
+            _err(f"devenv: error: {exc.message}")
             if exc.detail:
-                _echo_err(exc.detail.rstrip())
+                _err(exc.detail.rstrip())
             if exc.hint:
-                _echo_err(f"hint: {exc.hint}")
+                _err(f"hint: {exc.hint}")
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
-            _echo_err("devenv: interrupted; nothing was left half-written "
-                      "(run the command again to finish)")
+            _err("devenv: interrupted; run the command again to finish")
             ctx.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except Exception as exc:  # noqa: BLE001 - the last line of defence: no tracebacks
+        except Exception as exc:  # the last line of defence: never a traceback
             if os.environ.get("DEVENV_DEBUG"):
                 raise
-            _echo_err(f"devenv: internal error: {type(exc).__name__}: {exc}")
-            _echo_err("hint: run again with DEVENV_DEBUG=1 for the traceback, and report it")
+            _err(f"devenv: internal error: {type(exc).__name__}: {exc}")
+            _err("hint: run again with DEVENV_DEBUG=1 for the traceback, and report it")
             ctx.exit(EXIT_FAILURE)
+
+
+def _complete_services(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    from .catalog import valid_names
+
+    done, _, last = incomplete.rpartition(",")
+    prefix = f"{done}," if done else ""
+    return [prefix + name for name in valid_names() if name.startswith(last)]
 
 
 @click.group(cls=DevenvGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,102 +61,192 @@ class DevenvGroup(click.Group):
               help="Read settings from this file instead of <project-dir>/.env.")
 @click.option("-p", "--project", default=None, metavar="NAME",
               help="Compose project name (DEVENV_PROJECT).")
+@click.option("--no-color", is_flag=True, help="No colour (NO_COLOR works too).")
 @click.version_option(package_name="devenv")
 @click.pass_context
 def cli(ctx: click.Context, project_dir: Path | None, env_file: Path | None,
-        project: str | None) -> None:
+        project: str | None, no_color: bool) -> None:
     """The whole local stack with one command: API, PostgreSQL, Redis, Adminer,
-    Prometheus and Grafana, on ports that never collide.
+    Prometheus and Grafana, on host ports that never collide.
 
     \b
     Example:
-      devenv up                 # start everything, print the URLs
-      devenv up --only db,cache # PostgreSQL and Redis only
-      devenv ports --json       # the live URLs, for scripts
+      devenv up                  # start everything, print the URLs
+      devenv up --only db,cache  # PostgreSQL and Redis only
+      devenv ports --json        # the live URLs, for scripts
     """
-    flags = {"DEVENV_PROJECT": project} if project else {}
     ctx.obj = {"project_dir": (project_dir or Path.cwd()).resolve(), "env_file": env_file,
-               "flags": flags}
+               "flags": {"DEVENV_PROJECT": project} if project else {},
+               "no_color": no_color}
 
 
 def _context(ctx: click.Context, extra_flags: dict[str, str] | None = None,
-             on_wait: Callable[..., None] | None = None) -> Any:
+             on_wait: Any = None) -> Any:
     from .stack import Context
 
     obj = ctx.obj
     return Context(project_dir=obj["project_dir"], environ=dict(os.environ),
                    flags={**obj["flags"], **(extra_flags or {})}, env_file=obj["env_file"],
-                   notify=_echo_err, on_wait=on_wait)
+                   notify=_err, on_wait=on_wait)
 
 
-def _on_wait(event: Any) -> None:
-    if event.state == "ready":
-        _echo_err(f"  {event.service:<11} ready in {event.elapsed:.1f}s ({event.detail})")
-    elif event.state == "failed":
-        _echo_err(f"  {event.service:<11} FAILED after {event.elapsed:.1f}s: {event.detail}")
+def _display(ctx: click.Context) -> Any:
+    from .console import WaitDisplay, use_color
+
+    stream = sys.stderr
+    live = bool(getattr(stream, "isatty", lambda: False)())
+    return WaitDisplay(stream, live=live,
+                       color=use_color(stream, os.environ, ctx.obj["no_color"]))
+
+
+def _words(values: tuple[str, ...]) -> list[str] | None:
+    from .catalog import split_words
+
+    return split_words(values) if values else None
 
 
 only_option = click.option(
-    "--only", "only", multiple=True, metavar="NAMES",
+    "--only", "only", multiple=True, metavar="NAMES", shell_complete=_complete_services,
     help="Comma-separated services or aliases (db, cache, admin, metrics, dashboards, "
     "backend); repeatable. Dependencies follow.")
+services_argument = click.argument("services", nargs=-1, metavar="[SERVICE]...",
+                                   shell_complete=_complete_services)
+secrets_option = click.option("--show-secrets", is_flag=True,
+                              help="Show passwords in URLs (masked by default).")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="JSON output (versioned: see the `schema` field).")
 
 
 @cli.command()
 @only_option
 @click.option("--timeout", type=str, default=None, metavar="SECONDS",
               help="Seconds to wait for every service (DEVENV_WAIT_TIMEOUT, default 120).")
-@click.option("--reset-ports", is_flag=True, help="Forget remembered ports and plan afresh.")
+@click.option("--reset-ports", is_flag=True, help="Forget remembered ports; plan afresh.")
 @click.option("--strict-ports", is_flag=True,
               help="Fail instead of moving a service whose port is taken.")
-@click.option("--show-secrets", is_flag=True, help="Show passwords in the URLs.")
+@secrets_option
 @click.pass_context
 def up(ctx: click.Context, only: tuple[str, ...], timeout: str | None, reset_ports: bool,
        strict_ports: bool, show_secrets: bool) -> None:
-    """Render compose/, start the stack, wait until every service answers, print URLs.
+    """Start the stack, wait until every service answers, print URLs.
 
     \b
     Example:
       devenv up --only db,cache
     """
     from . import stack
-    from .catalog import split_words
     from .report import format_rows
 
     flags = {"DEVENV_WAIT_TIMEOUT": timeout} if timeout is not None else {}
-    context = _context(ctx, flags, on_wait=_on_wait)
-    result = stack.up(context, split_words(only) if only else None, reset_ports=reset_ports,
-                      strict_ports=strict_ports, show_secrets=show_secrets)
+    with _display(ctx) as display:
+        result = stack.up(_context(ctx, flags, on_wait=display), _words(only),
+                          reset_ports=reset_ports, strict_ports=strict_ports,
+                          show_secrets=show_secrets)
     if not result.started:
-        _echo_err("already up to date: nothing started or recreated")
+        _err("already up to date: nothing started or recreated")
     click.echo(format_rows(result.rows))
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="A JSON array, one object per service.")
+@json_option
 @click.option("--env", "as_env", is_flag=True,
               help="dotenv lines (DATABASE_URL, REDIS_URL, ...) for apps on the host.")
-@click.option("--show-secrets", is_flag=True, help="Show passwords in the URLs.")
+@click.option("--plan", "as_plan", is_flag=True,
+              help="The spec's port allocation (dev, staging, prod) and this machine's plan.")
+@secrets_option
 @click.pass_context
-def ports(ctx: click.Context, as_json: bool, as_env: bool, show_secrets: bool) -> None:
+def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool,
+          show_secrets: bool) -> None:
     """Print the live URLs, read back from Docker.
 
     \b
     Example:
       devenv ports --json
+      devenv ports --env > .env.local
     """
     from . import stack
     from .report import format_env, format_rows, format_rows_json
 
-    settings, rows = stack.live_rows(_context(ctx), show_secrets=show_secrets)
+    if as_plan:
+        from .report import format_plan
+
+        rows = stack.port_table(_context(ctx))
+        click.echo(json.dumps(rows, indent=2) if as_json else format_plan(rows))
+        return
+    settings, rows = stack.ports(_context(ctx), show_secrets=show_secrets)
     if as_env:
-        click.echo(format_env(stack.app_env(settings, rows)), nl=False)
+        from .live import app_env
+
+        click.echo(format_env(app_env(settings, rows)), nl=False)
     elif as_json:
         click.echo(format_rows_json(rows))
     elif rows:
         click.echo(format_rows(rows))
+        if show_secrets:
+            click.echo(stack.secrets_report(settings))
     else:
-        _echo_err(f"nothing of project {settings.project} is running (start it: devenv up)")
+        _err(f"nothing of project {settings.project} is running (start it: devenv up)")
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Show each service's state, health, URL, uptime and restarts.
+
+    \b
+    Example:
+      devenv status --json
+    """
+    from . import stack
+    from .report import format_status, format_status_json
+
+    settings, rows = stack.status(_context(ctx))
+    if as_json:
+        click.echo(format_status_json(rows))
+    elif rows:
+        click.echo(format_status(rows))
+    else:
+        _err(f"nothing of project {settings.project} exists (start it: devenv up)")
+
+
+@cli.command()
+@services_argument
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--tail", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Only the last N lines of each service.")
+@click.pass_context
+def logs(ctx: click.Context, services: tuple[str, ...], follow: bool, tail: int | None) -> None:
+    """Print the services' logs (names or aliases; default all), secrets masked.
+
+    \b
+    Example:
+      devenv logs db --tail 20
+    """
+    from . import stack
+
+    for line in stack.logs(_context(ctx), _words(services), follow=follow, tail=tail):
+        click.echo(line)
+
+
+@cli.command()
+@services_argument
+@secrets_option
+@click.pass_context
+def restart(ctx: click.Context, services: tuple[str, ...], show_secrets: bool) -> None:
+    """Restart services (names or aliases; default all) and wait until they answer.
+
+    \b
+    Example:
+      devenv restart api
+    """
+    from . import stack
+    from .report import format_rows
+
+    with _display(ctx) as display:
+        rows = stack.restart(_context(ctx, on_wait=display), _words(services),
+                             show_secrets=show_secrets)
+    click.echo(format_rows(rows))
 
 
 @cli.command()
@@ -163,9 +260,8 @@ def render(ctx: click.Context, only: tuple[str, ...]) -> None:
       devenv render && docker compose -f compose/docker-compose.yml config
     """
     from . import stack
-    from .catalog import split_words
 
-    for result in stack.render(_context(ctx), split_words(only) if only else None):
+    for result in stack.render(_context(ctx), _words(only)):
         click.echo(f"{result.status:<10} compose/{result.path}")
 
 
@@ -190,8 +286,48 @@ def down(ctx: click.Context, volumes: bool, yes: bool) -> None:
         click.confirm(f"Delete the data volumes of project {project}?", abort=True)
     removed = stack.down(context, volumes=volumes)
     what = ", ".join(removed) if removed else "nothing was running"
-    _echo_err(f"stopped: {what}" + ("; volumes deleted" if volumes else "; data kept"))
+    _err(f"removed: {what}" + ("; volumes deleted" if volumes else "; data kept"))
 
 
-def main() -> None:  # pragma: no cover - console entry point alias
+@cli.command()
+@json_option
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """Check everything `up` needs: engine, Compose, ports, images, disk, .env.
+
+    Exits 1 when something blocks `up`, with the fix for each.
+
+    \b
+    Example:
+      devenv doctor
+    """
+    from .doctor import blocking, run_checks
+    from .report import format_checks, format_checks_json
+
+    obj = ctx.obj
+    checks = run_checks(obj["project_dir"], dict(os.environ), obj["flags"], obj["env_file"])
+    click.echo(format_checks_json(checks) if as_json else format_checks(checks))
+    if blocking(checks):
+        ctx.exit(EXIT_FAILURE)
+
+
+@cli.command()
+@json_option
+@secrets_option
+@click.pass_context
+def config(ctx: click.Context, as_json: bool, show_secrets: bool) -> None:
+    """Show the effective settings and where each came from.
+
+    \b
+    Example:
+      devenv config --json
+    """
+    from . import stack
+    from .report import format_config, format_config_json
+
+    rows = stack.config(_context(ctx), show_secrets=show_secrets)
+    click.echo(format_config_json(rows) if as_json else format_config(rows))
+
+
+def main() -> None:  # pragma: no cover - `python -m devenv`
     cli(prog_name="devenv")

@@ -14,7 +14,7 @@ import re
 import shutil
 import socket
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -211,6 +211,9 @@ class Engine:
             remote_host=self.remote_host,
         )
 
+    def system_info(self) -> dict[str, Any]:
+        return dict(self._api.get("/info") or {})
+
     def containers(self, project: str | None = None, all: bool = True) -> list[Container]:
         """Containers of one Compose project (or every container), from one list call."""
         query: dict[str, str] = {"all": "1" if all else "0"}
@@ -377,10 +380,6 @@ class Compose:
         self._run("down", lambda: client.compose.down(
             volumes=volumes, remove_orphans=True, quiet=True))
 
-    def stop(self, services: Sequence[str]) -> None:
-        client = self._client()
-        self._run("stop", lambda: client.compose.stop(services=list(services)))
-
     def kill(self, services: Sequence[str], signal: str) -> None:
         client = self._client()
         self._run("kill", lambda: client.compose.kill(services=list(services), signal=signal))
@@ -393,11 +392,24 @@ class Compose:
         cmd = client.client_config.docker_compose_cmd + ["config", "--format", "json"]
         return dict(json.loads(self._run("config", lambda: run(cmd))))
 
-    def logs_follow(self, services: Sequence[str], tail: int | None) -> Any:
+    def restart(self, services: Sequence[str]) -> None:
         client = self._client()
-        return self._run("logs", lambda: client.compose.logs(
-            services=list(services), follow=True, stream=True, tail=str(tail) if tail else None,
-            timestamps=False))
+        self._run("restart", lambda: client.compose.restart(services=list(services)))
+
+    def logs(self, services: Sequence[str], follow: bool = False,
+             tail: int | None = None) -> Iterator[str]:
+        """Log lines of the services, prefixed by compose with the service name."""
+        client = self._client()
+        stream = self._run("logs", lambda: client.compose.logs(
+            services=list(services), follow=follow, stream=True,
+            tail=str(tail) if tail is not None else None))
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            for _source, chunk in stream:
+                yield from chunk.decode(errors="replace").splitlines()
+        except DockerException as exc:
+            raise compose_error("logs", _text(exc.stderr)) from None
 
     def version(self) -> str:
         return str(self._run("version", lambda: self._client().compose.version()))

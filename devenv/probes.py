@@ -59,7 +59,8 @@ def probe_postgres(host: str, port: int, user: str, database: str,
             length = struct.unpack("!i", _recv_exact(sock, 4))[0]
             body = _recv_exact(sock, max(0, length - 4)) if length < 65536 else b""
             if kind == b"R":
-                sock.sendall(b"X\0\0\0\4")
+                # Close without answering: the server ends the session silently, where a
+                # Terminate message during authentication would log a FATAL line.
                 return ProbeResult(True, "accepting connections")
     except (OSError, EOFError) as exc:
         return ProbeResult(False, f"startup: {_why(exc)}")

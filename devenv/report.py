@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 from urllib.parse import quote
 
 #: versioned JSON schemas; bump the number on an incompatible change
@@ -77,3 +78,68 @@ def format_env(values: Mapping[str, str]) -> str:
             raise ValueError(f"{key} holds a quote; URLs must be percent-encoded")
         lines.append(f"{key}='{value}'")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+STATUS_SCHEMA = "devenv.status/1"
+DOCTOR_SCHEMA = "devenv.doctor/1"
+CONFIG_SCHEMA = "devenv.config/1"
+PLAN_SCHEMA = "devenv.plan/1"
+
+
+def _duration(seconds: float | None) -> str:
+    """12s, 5m03s, 2h07m, 3d04h."""
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def format_status(rows: Sequence[Any]) -> str:
+    return table(("SERVICE", "STATE", "HEALTH", "URL", "UPTIME", "RESTARTS"),
+                 [(r.service, r.state if r.exit_code is None else f"{r.state} ({r.exit_code})",
+                   r.health, r.url or "-", _duration(r.uptime_seconds), str(r.restarts))
+                  for r in rows])
+
+
+def format_status_json(rows: Sequence[Any]) -> str:
+    return json.dumps([{"schema": STATUS_SCHEMA, **asdict(r)} for r in rows], indent=2)
+
+
+def format_checks(checks: Sequence[Any]) -> str:
+    lines = []
+    for c in checks:
+        lines.append(f"{c.status:<4}  {c.name:<24} {c.detail}")
+        if c.fix and c.status != "ok":
+            lines.append(f"      {'':<24} fix: {c.fix}")
+    return "\n".join(lines)
+
+
+def format_checks_json(checks: Sequence[Any]) -> str:
+    return json.dumps({"schema": DOCTOR_SCHEMA,
+                       "ok": not any(c.status == "fail" for c in checks),
+                       "checks": [asdict(c) for c in checks]}, indent=2)
+
+
+def format_config(rows: Sequence[tuple[str, str, str]]) -> str:
+    return table(("SETTING", "VALUE", "FROM"), [(k, v if v else "''", src) for k, v, src in rows])
+
+
+def format_config_json(rows: Sequence[tuple[str, str, str]]) -> str:
+    return json.dumps({"schema": CONFIG_SCHEMA,
+                       "settings": [{"key": k, "value": v, "source": s} for k, v, s in rows]},
+                      indent=2)
+
+
+def format_plan(rows: Sequence[Mapping[str, Any]]) -> str:
+    def port(value: Any) -> str:
+        return "N/A" if value is None else str(value)
+
+    body = [(r["service"], r["title"], port(r["dev"]), port(r["staging"]), port(r["prod"]),
+             port(r["here"]), r["note"]) for r in rows]
+    return table(("SERVICE", "WHAT", "DEV", "STAGING", "PROD", "HERE", "NOTE"), body)

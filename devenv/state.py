@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import LockedError, StateError
 from .ports import Memory
+from .settings import SETTINGS, Settings
 
 STATE_SCHEMA = 1
 
@@ -114,13 +115,19 @@ class SecretStore:
     def __init__(self, state_dir: Path):
         self.path = state_dir / "secrets.json"
 
-    def get_or_create(self, project: str, key: str) -> str:
+    def _read(self) -> dict[str, Any]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict):
-                data = {}
         except (OSError, ValueError):
-            data = {}
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def existing(self, project: str) -> list[str]:
+        entry = self._read().get(project)
+        return [str(v) for v in entry.values()] if isinstance(entry, dict) else []
+
+    def get_or_create(self, project: str, key: str) -> str:
+        data = self._read()
         project_secrets = data.setdefault(project, {})
         if key not in project_secrets:
             project_secrets[key] = _secrets.token_urlsafe(18)
@@ -169,3 +176,16 @@ def project_lock(state_dir: Path, project: str, command: str, timeout: float,
             handle.seek(0)
             handle.truncate()
         handle.close()
+
+
+def grafana_password(settings: Settings) -> str:
+    """The configured Grafana password, else the one generated once for this project."""
+    return settings["DEVENV_GRAFANA_ADMIN_PASSWORD"] or SecretStore(
+        settings.state_dir).get_or_create(settings.project, "grafana_admin_password")
+
+
+def known_secrets(settings: Settings) -> list[str]:
+    """Every secret devenv knows for this project, to mask in what it shows."""
+    values = [settings[spec.key] for spec in SETTINGS if spec.secret and settings[spec.key]]
+    values += SecretStore(settings.state_dir).existing(settings.project)
+    return values

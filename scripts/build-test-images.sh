@@ -7,13 +7,16 @@
 #
 # Usage: bash scripts/build-test-images.sh [--force] [NAME...]
 #   NAME     build only these images (the base is always checked); default: all
-#   --force  rebuild even when the hash matches
-# Env: DEVENV_TESTBED_MIRROR (default http://deb.debian.org/debian), TMPDIR.
+#   --force  rebuild everything (debootstrap too) even when the hashes match
+# Env: DEVENV_TESTBED_MIRROR (default http://deb.debian.org/debian), TMPDIR,
+#      DEVENV_TESTBED_PREFIX (default devenv-test: image names are PREFIX/NAME).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TESTBED=$ROOT/testbed
-BASE_IMAGE=devenv-test/base:bookworm
+# The prefix only changes for side-by-side experiments (e.g. timing a cold build).
+PREFIX=${DEVENV_TESTBED_PREFIX:-devenv-test}
+BASE_IMAGE=$PREFIX/base:bookworm
 SUITE=bookworm
 MIRROR=${DEVENV_TESTBED_MIRROR:-http://deb.debian.org/debian}
 HASH_LABEL=devenv.testbed.hash
@@ -24,11 +27,12 @@ log() { printf 'build-test-images: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 force=0
+no_cache=()
 wanted=()
 for arg in "$@"; do
   case $arg in
-    --force) force=1 ;;
-    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --force) force=1; no_cache=(--no-cache) ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; exit 0 ;;
     -*) die "unknown option $arg" ;;
     *) [ -d "$TESTBED/images/$arg" ] || die "no such image: testbed/images/$arg"; wanted+=("$arg") ;;
   esac
@@ -39,6 +43,15 @@ fi
 
 docker version --format '{{.Server.Version}}' >/dev/null 2>&1 \
   || die "docker engine does not answer (try: bash scripts/install-docker.sh)"
+
+# One build at a time on this machine: concurrent runs would debootstrap twice and
+# race on the tags. The second run waits, then finds everything up to date.
+exec 9>"${TMPDIR:-/tmp}/devenv-build-test-images.lock"
+flock 9
+
+# Images replaced during this run; removed at the end if nothing uses them any more.
+replaced=()
+image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
 
 # Label value of an image, empty when the image or label is missing.
 image_hash() {
@@ -107,10 +120,11 @@ if [ $force = 0 ] && [ "$(image_hash "$BASE_IMAGE")" = "$base_hash" ]; then
   log "$BASE_IMAGE up to date ($base_hash)"
 else
   start=$SECONDS
+  replaced+=("$(image_id "$BASE_IMAGE")")
   build_base "$base_hash"
   log "$BASE_IMAGE built in $((SECONDS - start)) s"
 fi
-base_id=$(docker image inspect --format '{{.Id}}' "$BASE_IMAGE")
+base_id=$(image_id "$BASE_IMAGE")
 
 # Hash of an image directory: every file's path, mode and content, plus the base id.
 dir_hash() {
@@ -125,28 +139,31 @@ dir_hash() {
 
 for name in "${wanted[@]}"; do
   dir=$TESTBED/images/$name
-  tag=devenv-test/$name:latest
+  tag=$PREFIX/$name:latest
   hash=$(dir_hash "$dir")
   if [ $force = 0 ] && [ "$(image_hash "$tag")" = "$hash" ]; then
     log "$tag up to date ($hash)"
     continue
   fi
   start=$SECONDS
+  replaced=("$(image_id "$tag")" "${replaced[@]}")
   log "building $tag"
   # Keep the build log quiet unless the build fails.
-  if ! out=$(docker build --force-rm --label "$HASH_LABEL=$hash" --tag "$tag" "$dir" 2>&1); then
+  if ! out=$(docker build --force-rm "${no_cache[@]}" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+      --label "$HASH_LABEL=$hash" --tag "$tag" "$dir" 2>&1); then
     printf '%s\n' "$out" | tail -n 40 >&2
     die "building $tag failed"
   fi
   log "$tag built in $((SECONDS - start)) s"
 done
 
-# Drop earlier versions of our own images (dangling and carrying our label);
-# an old image still used by a container stays, which is fine.
-stale=$(docker images --quiet --filter dangling=true --filter "label=$HASH_LABEL" | sort -u)
-if [ -n "$stale" ]; then
-  # shellcheck disable=SC2086  # one id per word
-  docker image rm $stale >/dev/null 2>&1 || true
-fi
+# Drop the versions this run replaced (children first, the old base last). Only these
+# exact ids, never other untagged images; one still used by a container stays.
+for id in "${replaced[@]}"; do
+  [ -n "$id" ] || continue
+  # Still tagged (an identical rebuild): removing it by id would drop the tag.
+  [ "$(docker image inspect --format '{{len .RepoTags}}' "$id" 2>/dev/null || echo 0)" = 0 ] || continue
+  docker image rm "$id" >/dev/null 2>&1 || log "kept old image ${id#sha256:} (still in use)"
+done
 
-docker images --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep '^devenv-test/' | sort >&2
+docker images --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | { grep "^$PREFIX/" || true; } | sort >&2

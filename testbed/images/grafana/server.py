@@ -3,6 +3,7 @@
 Answers GET /api/health with Grafana's health JSON and / with a small HTML page,
 logs every request to stdout and exits at once on SIGTERM (it runs as PID 1).
 Listens on GF_SERVER_HTTP_PORT (default 3000), IPv6 dual-stack when available.
+Given a command as arguments (e.g. `wget ...`), it runs that command instead.
 """
 
 import json
@@ -63,6 +64,9 @@ class DualStackServer(ThreadingHTTPServer):
 
 
 def main():
+    # `docker run IMAGE wget ...` runs that command, like an image whose CMD is replaceable.
+    if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
+        os.execvp(sys.argv[1], sys.argv[1:])
     port = int(os.environ.get("GF_SERVER_HTTP_PORT", "3000"))
     # PID 1 gets no default signal handling from the kernel: exit explicitly.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

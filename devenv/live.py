@@ -1,0 +1,152 @@
+"""The running project, as Docker reports it now: containers, URLs, state, uptime.
+
+Nothing here changes anything; `ports` and `status` read fresh from the engine every time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from .catalog import SERVICES, service_url
+from .engine import Container, Engine
+from .errors import UsageError
+from .report import ServiceRow
+from .settings import Settings
+
+
+def project_containers(engine: Engine, project: str) -> dict[str, Container]:
+    return {c.service: c for c in engine.containers(project) if c.service in SERVICES}
+
+
+def in_catalog_order(names: Iterable[str]) -> list[str]:
+    order = list(SERVICES)
+    return sorted(names, key=order.index)
+
+
+def check_same_directory(settings: Settings, containers: Iterable[Container]) -> None:
+    """Refuse to take over (or stop) a project that runs from another checkout."""
+    mine = os.path.realpath(settings.compose_dir)
+    for c in containers:
+        if c.running and c.working_dir and os.path.realpath(c.working_dir) != mine:
+            raise UsageError(
+                f"project {settings.project} is already running from {c.working_dir}",
+                hint="give this checkout its own name, e.g. DEVENV_PROJECT="
+                f"{settings.project}-{settings.project_dir.name.lower()[:20]} in .env, "
+                "or run devenv there",
+            )
+
+
+def describe_running(engine: Engine, project: str) -> str:
+    running = [c.service for c in project_containers(engine, project).values() if c.running]
+    if not running:
+        return "nothing of the stack is running"
+    return "running now: " + ", ".join(in_catalog_order(running))
+
+
+def dead_services(engine: Engine, project: str, services: Sequence[str]) -> dict[str, str]:
+    """Services whose container stopped, vanished or restarts: the wait fails at once."""
+    found = project_containers(engine, project)
+    dead = {}
+    for name in services:
+        c = found.get(name)
+        if c is None:
+            dead[name] = "its container is gone"
+        elif c.state in ("exited", "dead"):
+            dead[name] = f"its container stopped ({c.status})"
+        elif c.state == "restarting":
+            dead[name] = f"its container is restarting ({c.status})"
+    return dead
+
+
+def url_host(settings: Settings, engine_remote: str | None) -> str:
+    """Where a host app reaches the published ports."""
+    if engine_remote and not settings.bind_is_loopback:
+        return engine_remote
+    return settings.url_host
+
+
+def make_row(settings: Settings, name: str, host: str, port: int, state: str,
+             show_secrets: bool = False) -> ServiceRow:
+    return ServiceRow(service=name,
+                      url=service_url(name, host, port, settings.values, show_secrets),
+                      host=host.strip("[]"), port=port, state=state,
+                      container_port=SERVICES[name].container_port,
+                      configured_port=settings.port(name))
+
+
+def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False
+              ) -> list[ServiceRow]:
+    """One row per running service of the project, ports as Docker publishes them."""
+    host = url_host(settings, engine.remote_host)
+    rows = []
+    containers = project_containers(engine, settings.project)
+    for name in in_catalog_order(containers):
+        c = containers[name]
+        published = c.host_port(SERVICES[name].container_port)
+        if published is None:
+            continue
+        state = f"{c.state} ({c.health})" if c.health else c.state
+        rows.append(make_row(settings, name, host, published.host_port, state, show_secrets))
+    return rows
+
+
+def app_env(settings: Settings, rows: Sequence[ServiceRow]) -> dict[str, str]:
+    """DATABASE_URL, REDIS_URL, API_URL, ... with the real ports and credentials."""
+    return {SERVICES[r.service].app_env:
+            service_url(r.service, f"[{r.host}]" if ":" in r.host else r.host, r.port,
+                        settings.values, show_secrets=True)
+            for r in rows}
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    service: str
+    container: str
+    state: str
+    health: str
+    url: str
+    port: int | None
+    uptime_seconds: float | None
+    restarts: int
+    exit_code: int | None
+
+
+def status_rows(engine: Engine, settings: Settings) -> list[StatusRow]:
+    host = url_host(settings, engine.remote_host)
+    containers = project_containers(engine, settings.project)
+    rows = []
+    for name in in_catalog_order(containers):
+        c = containers[name]
+        detail = engine.inspect(c.id)
+        state = detail.get("State") or {}
+        published = c.host_port(SERVICES[name].container_port)
+        uptime = None
+        if c.running and state.get("StartedAt"):
+            uptime = max(0.0, time.time() - _parse_time(str(state["StartedAt"])))
+        url = (service_url(name, host, published.host_port, settings.values)
+               if published else "")
+        rows.append(StatusRow(
+            service=name, container=c.name, state=c.state,
+            health=str((state.get("Health") or {}).get("Status", "")) or "none",
+            url=url, port=published.host_port if published else None,
+            uptime_seconds=round(uptime, 1) if uptime is not None else None,
+            restarts=int(detail.get("RestartCount") or 0),
+            exit_code=None if c.running else int(state.get("ExitCode") or 0),
+        ))
+    return rows
+
+
+def _parse_time(text: str) -> float:
+    """Docker's RFC 3339 time with nanoseconds -> epoch seconds."""
+    main, _, frac = text.rstrip("Z").partition(".")
+    seconds = datetime.fromisoformat(main + "+00:00").timestamp()
+    return seconds + (float("0." + frac[:6]) if frac else 0.0)
+
+
+def published_ports(containers: Mapping[str, Container]) -> dict[str, int]:
+    return {name: p.host_port for name, c in containers.items()
+            if (p := c.host_port(SERVICES[name].container_port)) is not None}

@@ -1,0 +1,97 @@
+"""CLI behaviour without an engine: exact messages and exit codes."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from devenv.cli import cli
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    for key in [k for k in __import__("os").environ if k.startswith("DEVENV_")]:
+        monkeypatch.delenv(key)
+
+    def invoke(*args: str, env: dict[str, str] | None = None):
+        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+    return invoke
+
+
+def test_help_lists_commands(run):
+    result = run("--help")
+    assert result.exit_code == 0
+    for name in ("up", "down", "ports", "status", "logs", "restart", "render", "doctor",
+                 "config"):
+        assert f"  {name} " in result.output
+
+
+def test_unknown_service_exits_2(run):
+    result = run("up", "--only", "db,nosuch")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == "devenv: error: unknown service 'nosuch'"
+    assert "hint: valid names: api, postgres" in result.output
+
+
+def test_empty_service_name_exits_2(run):
+    result = run("up", "--only", "db,,cache")
+    assert result.exit_code == 2 and "empty service name" in result.output
+
+
+def test_bad_port_setting_exits_2(run):
+    result = run("up", env={"DEVENV_POSTGRES_PORT": "0"})
+    assert result.exit_code == 2
+    assert "DEVENV_POSTGRES_PORT=0 is outside 1-65535" in result.output
+
+
+def test_engine_unreachable_exits_4_in_one_line(run):
+    result = run("ports")
+    assert result.exit_code == 4
+    lines = result.output.splitlines()
+    assert lines[0].startswith("devenv: error: cannot reach the Docker engine at "
+                               "unix:///nonexistent/docker.sock")
+    assert lines[1].startswith("hint: is the daemon running?")
+    assert len(lines) == 2
+
+
+def test_render_without_engine_still_writes(run, tmp_path):
+    result = run("render", "--only", "db")
+    assert result.exit_code == 0, result.output
+    assert "created    compose/docker-compose.yml" in result.output
+    assert (tmp_path / "compose" / "docker-compose.yml").exists()
+
+
+def test_config_masks_secrets_and_names_sources(run, tmp_path):
+    (tmp_path / ".env").write_text("DEVENV_POSTGRES_PASSWORD=hunter22\n")
+    result = run("config", env={"DEVENV_REDIS_PORT": "6400"})
+    assert result.exit_code == 0
+    assert "hunter22" not in result.output
+    lines = {line.split()[0]: line.split()[1:] for line in result.output.splitlines()[1:]}
+    assert lines["DEVENV_POSTGRES_PASSWORD"] == ["***", ".env"]
+    assert lines["DEVENV_REDIS_PORT"] == ["6400", "environment"]
+    shown = run("config", "--show-secrets")
+    assert "hunter22" in shown.output
+
+
+def test_project_flag_wins(run):
+    result = run("-p", "other", "config", "--json", env={"DEVENV_PROJECT": "env"})
+    assert '"value": "other"' in result.output and '"source": "flag"' in result.output
+
+
+def test_down_volumes_without_yes_in_a_script(run):
+    result = run("down", "--volumes")
+    assert result.exit_code == 2 and "--yes" in result.output
+
+
+def test_logs_tail_must_be_a_number(run):
+    result = run("logs", "--tail", "many")
+    assert result.exit_code == 2
+
+
+def test_shell_completion_offers_services_and_aliases(run):
+    result = run(env={"_DEVENV_COMPLETE": "bash_complete", "COMP_WORDS": "devenv up --only db,c",
+                      "COMP_CWORD": "3"})
+    assert "db,cache" in result.output
