@@ -170,8 +170,8 @@ def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool,
     if as_plan:
         from .report import format_plan
 
-        rows = stack.port_table(_context(ctx))
-        click.echo(json.dumps(rows, indent=2) if as_json else format_plan(rows))
+        table = stack.port_table(_context(ctx))
+        click.echo(json.dumps(table, indent=2) if as_json else format_plan(table))
         return
     settings, rows = stack.ports(_context(ctx), show_secrets=show_secrets)
     if as_env:

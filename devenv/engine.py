@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import ComposeError, DockerUnavailableError, ImageMissingError
+from .errors import ComposeError, DevenvError, DockerUnavailableError, ImageMissingError
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 PROJECT_LABEL = "com.docker.compose.project"
@@ -354,7 +354,7 @@ class Compose:
     def _client(self) -> Any:
         from python_on_whales import DockerClient
 
-        files = [self.compose_file] if self.compose_file else []
+        files: list[str | Path] = [self.compose_file] if self.compose_file else []
         project_dir = self.compose_file.parent if self.compose_file else None
         return DockerClient(compose_files=files, compose_project_name=self.project,
                             compose_project_directory=project_dir,
@@ -429,7 +429,7 @@ def _text(value: Any) -> str:
     return str(value or "")
 
 
-def compose_error(action: str, stderr: str) -> ComposeError:
+def compose_error(action: str, stderr: str) -> DevenvError:
     """Turn compose's stderr into the most specific error devenv knows."""
     stderr = stderr.strip()
     race = _PORT_RACE.search(stderr)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import HOST_APPS, SERVICES
+from .catalog import HOST_APPS
 from .engine import Container, Engine, PortRaceError
 from .errors import DevenvError, PortConflictError, UsageError
 from .hostports import ContainerPort, HostPorts, describe_process

@@ -244,7 +244,7 @@ def load_settings(
 ) -> Settings:
     """Merge the four layers and validate every value."""
     explicit_env_file = env_file is not None
-    path = env_file if explicit_env_file else project_dir / ".env"
+    path = env_file if env_file is not None else project_dir / ".env"
     dotenv: dict[str, str] = {}
     if explicit_env_file or path.is_file():
         dotenv = read_env_file(path)

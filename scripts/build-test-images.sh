@@ -38,7 +38,9 @@ for arg in "$@"; do
   esac
 done
 if [ ${#wanted[@]} = 0 ]; then
-  for d in "$TESTBED"/images/*/; do [ -f "$d/Dockerfile" ] && wanted+=("$(basename "$d")"); done
+  for d in "$TESTBED"/images/*/; do
+    if [ -f "$d/Dockerfile" ]; then wanted+=("$(basename "$d")"); fi
+  done
 fi
 
 docker version --format '{{.Server.Version}}' >/dev/null 2>&1 \
@@ -49,8 +51,11 @@ docker version --format '{{.Server.Version}}' >/dev/null 2>&1 \
 exec 9>"${TMPDIR:-/tmp}/devenv-build-test-images.lock"
 flock 9
 
-# Images replaced during this run; removed at the end if nothing uses them any more.
+# Images replaced by this or an earlier run; removed at the end once nothing uses them.
+# The file remembers ids that were still in use, so a later run retries them.
+STALE_FILE=${TMPDIR:-/tmp}/devenv-build-test-images.stale
 replaced=()
+[ ! -s "$STALE_FILE" ] || mapfile -t replaced <"$STALE_FILE"
 image_id() { docker image inspect --format '{{.Id}}' "$1" 2>/dev/null || true; }
 
 # Label value of an image, empty when the image or label is missing.
@@ -157,13 +162,19 @@ for name in "${wanted[@]}"; do
   log "$tag built in $((SECONDS - start)) s"
 done
 
-# Drop the versions this run replaced (children first, the old base last). Only these
-# exact ids, never other untagged images; one still used by a container stays.
+# Drop the versions replaced (children first, the old base last). Only these exact ids,
+# never other untagged images; one still used by a container is kept for a later run.
+kept=()
 for id in "${replaced[@]}"; do
   [ -n "$id" ] || continue
+  docker image inspect "$id" >/dev/null 2>&1 || continue
   # Still tagged (an identical rebuild): removing it by id would drop the tag.
-  [ "$(docker image inspect --format '{{len .RepoTags}}' "$id" 2>/dev/null || echo 0)" = 0 ] || continue
-  docker image rm "$id" >/dev/null 2>&1 || log "kept old image ${id#sha256:} (still in use)"
+  [ "$(docker image inspect --format '{{len .RepoTags}}' "$id")" = 0 ] || continue
+  if ! docker image rm "$id" >/dev/null 2>&1; then
+    log "kept old image ${id#sha256:} (still in use; removed by a later run)"
+    kept+=("$id")
+  fi
 done
+if [ ${#kept[@]} -gt 0 ]; then printf '%s\n' "${kept[@]}" >"$STALE_FILE"; else rm -f "$STALE_FILE"; fi
 
 docker images --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | { grep "^$PREFIX/" || true; } | sort >&2

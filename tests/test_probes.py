@@ -7,7 +7,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from devenv.catalog import ProbeSpec
 from devenv.probes import Target, probe_http, probe_postgres, probe_redis, wait_until_ready
@@ -29,11 +29,8 @@ def server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
                 conn, _ = listener.accept()
             except OSError:
                 continue
-            with conn:
-                try:
-                    handle(conn)
-                except OSError:
-                    pass
+            with conn, suppress(OSError):
+                handle(conn)
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()

@@ -114,7 +114,8 @@ hostile = st.text(alphabet=st.characters(blacklist_categories=("Cs",),
                                          blacklist_characters="\x00"), min_size=1, max_size=40)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(user=hostile, password=hostile, db=hostile)
 def test_no_value_changes_the_structure(tmp_path, user, password, db):
     """Property: whatever the credentials, the file parses to the same shape and the

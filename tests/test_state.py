@@ -78,9 +78,9 @@ def test_lock_makes_the_second_wait_then_names_the_holder(tmp_path):
     thread.start()
     held.wait(5)
     waits = []
-    with pytest.raises(LockedError) as info:
-        with project_lock(tmp_path, "p", "up", timeout=0.5, on_wait=waits.append):
-            pass
+    with pytest.raises(LockedError) as info, project_lock(tmp_path, "p", "up", timeout=0.5,
+                                                          on_wait=waits.append):
+        pass
     assert f"devenv up (pid {os.getpid()})" in info.value.message
     assert waits and "waiting for devenv up" in waits[0]
     release.set()
