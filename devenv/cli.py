@@ -82,7 +82,7 @@ def cli(ctx: click.Context, project_dir: Path | None, env_file: Path | None,
 
 def _context(ctx: click.Context, extra_flags: dict[str, str] | None = None,
              on_wait: Any = None) -> Any:
-    from .stack import Context
+    from .context import Context
 
     obj = ctx.obj
     return Context(project_dir=obj["project_dir"], environ=dict(os.environ),
@@ -164,26 +164,27 @@ def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool,
       devenv ports --json
       devenv ports --env > .env.local
     """
-    from . import stack
+    from . import live
     from .report import format_env, format_rows, format_rows_json
 
     if as_plan:
+        from . import stack
         from .report import format_plan
 
         table = stack.port_table(_context(ctx))
         click.echo(json.dumps(table, indent=2) if as_json else format_plan(table))
         return
-    settings, rows = stack.ports(_context(ctx), show_secrets=show_secrets)
+    settings, rows = live.ports(_context(ctx), show_secrets=show_secrets)
     if as_env:
-        from .live import app_env
-
-        click.echo(format_env(app_env(settings, rows)), nl=False)
+        click.echo(format_env(live.app_env(settings, rows)), nl=False)
     elif as_json:
         click.echo(format_rows_json(rows))
     elif rows:
         click.echo(format_rows(rows))
         if show_secrets:
-            click.echo(stack.secrets_report(settings))
+            from .stack import secrets_report
+
+            click.echo(secrets_report(settings))
     else:
         _err(f"nothing of project {settings.project} is running (start it: devenv up)")
 
@@ -198,10 +199,10 @@ def status(ctx: click.Context, as_json: bool) -> None:
     Example:
       devenv status --json
     """
-    from . import stack
+    from . import live
     from .report import format_status, format_status_json
 
-    settings, rows = stack.status(_context(ctx))
+    settings, rows = live.status(_context(ctx))
     if as_json:
         click.echo(format_status_json(rows))
     elif rows:

@@ -1,6 +1,8 @@
 """The running project, as Docker reports it now: containers, URLs, state, uptime.
 
 Nothing here changes anything; `ports` and `status` read fresh from the engine every time.
+Their use cases live here rather than in stack.py so that they import nothing that renders,
+plans or starts: `devenv ports` must answer as fast as `docker compose ps`.
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from .catalog import SERVICES, service_url
-from .engine import Container, Engine
+from .context import Context
+from .engine import Container, Engine, connect
 from .errors import UsageError
 from .report import ServiceRow
 from .settings import Settings
@@ -142,6 +144,8 @@ def status_rows(engine: Engine, settings: Settings) -> list[StatusRow]:
 
 def _parse_time(text: str) -> float:
     """Docker's RFC 3339 time with nanoseconds -> epoch seconds."""
+    from datetime import datetime
+
     main, _, frac = text.rstrip("Z").partition(".")
     seconds = datetime.fromisoformat(main + "+00:00").timestamp()
     return seconds + (float("0." + frac[:6]) if frac else 0.0)
@@ -150,3 +154,15 @@ def _parse_time(text: str) -> float:
 def published_ports(containers: Mapping[str, Container]) -> dict[str, int]:
     return {name: p.host_port for name, c in containers.items()
             if (p := c.host_port(SERVICES[name].container_port)) is not None}
+
+
+def ports(ctx: Context, show_secrets: bool = False) -> tuple[Settings, list[ServiceRow]]:
+    """The `ports` use case: the project's live URLs."""
+    settings = ctx.settings()
+    return settings, live_rows(connect(ctx.environ), settings, show_secrets)
+
+
+def status(ctx: Context) -> tuple[Settings, list[StatusRow]]:
+    """The `status` use case: state, health, URL, uptime and restarts per service."""
+    settings = ctx.settings()
+    return settings, status_rows(connect(ctx.environ), settings)

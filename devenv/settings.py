@@ -6,7 +6,6 @@ The .env file is parsed here and never written into os.environ.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -116,11 +115,15 @@ class Settings:
 
     @property
     def bind_is_loopback(self) -> bool:
+        import ipaddress
+
         return ipaddress.ip_address(self.bind).is_loopback
 
     @property
     def url_host(self) -> str:
         """The address a host app uses to reach a published port."""
+        import ipaddress
+
         address = ipaddress.ip_address(self.bind)
         if address.is_unspecified:
             return "127.0.0.1"
@@ -192,6 +195,10 @@ def _check(spec: SettingSpec, value: str) -> None:
         raise SettingError(f"{key}={value!r} is not a valid network name",
                            hint="use letters, digits, '.', '-' and '_'")
     elif kind == "address":
+        if value == "127.0.0.1":
+            return  # the default; spares `ports` importing ipaddress
+        import ipaddress
+
         try:
             ipaddress.ip_address(value)
         except ValueError:

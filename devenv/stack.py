@@ -3,12 +3,12 @@ probes together and return values; they never print (progress goes out through c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .catalog import SERVICES, Selection, select_services
+from .context import Context
 from .engine import Engine, EngineInfo, connect
 from .errors import DockerUnavailableError, NotReadyError, UsageError
 from .launch import Launch, PortPlanner, network_external, render_input
@@ -22,28 +22,13 @@ from .live import (
     url_host,
 )
 from .ports import PortPlan
-from .probes import Target, WaitEvent, WaitResult, wait_until_ready
+from .probes import Target, WaitResult, wait_until_ready
 from .render import COMPOSE_FILE, WriteResult, render_stack, write_outputs
 from .report import ServiceRow, format_env, format_rows, mask
-from .settings import Settings, load_settings
+from .settings import Settings
 from .state import ProjectState, StateFile, known_secrets, project_lock, write_atomic
 
 LOG_TAIL = 20
-
-
-@dataclass(frozen=True)
-class Context:
-    """What the CLI hands a use case: where, which environment, and how to tell progress."""
-
-    project_dir: Path
-    environ: Mapping[str, str]
-    flags: Mapping[str, str] = field(default_factory=dict)
-    env_file: Path | None = None
-    notify: Callable[[str], None] = lambda message: None
-    on_wait: Callable[[WaitEvent], None] | None = None
-
-    def settings(self) -> Settings:
-        return load_settings(self.project_dir, self.environ, self.flags, self.env_file)
 
 
 @dataclass(frozen=True)
@@ -233,18 +218,6 @@ def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]
                         url_host(settings, remote))
     return write_outputs(settings.compose_dir, render_stack(data, settings.project_dir /
                                                             "templates"))
-
-
-def ports(ctx: Context, show_secrets: bool = False) -> tuple[Settings, list[ServiceRow]]:
-    settings = ctx.settings()
-    return settings, live_rows(connect(ctx.environ), settings, show_secrets)
-
-
-def status(ctx: Context) -> tuple[Settings, list[Any]]:
-    from .live import status_rows
-
-    settings = ctx.settings()
-    return settings, status_rows(connect(ctx.environ), settings)
 
 
 def logs(ctx: Context, names: Sequence[str] | None, follow: bool,
