@@ -37,8 +37,7 @@ class WaitDisplay:
         self.live = live
         self.color = color
         self.interval = interval
-        self._lines: dict[str, WaitEvent] = {}
-        self._start = time.monotonic()
+        self._lines: dict[str, tuple[WaitEvent, float]] = {}
         self._drawn = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -55,12 +54,10 @@ class WaitDisplay:
 
     def __call__(self, event: WaitEvent) -> None:
         with self._lock:
-            if not self._lines:
-                self._start = time.monotonic()
-            self._lines[event.service] = event
+            self._lines[event.service] = (event, time.monotonic())
         if not self.live:
             if event.state != "waiting":
-                self.stream.write(self._line(event) + "\n")
+                self.stream.write(self._line(event, time.monotonic()) + "\n")
                 self.stream.flush()
             return
         if self._thread is None:
@@ -68,9 +65,9 @@ class WaitDisplay:
             self._thread.start()
         self._draw()
 
-    def _line(self, event: WaitEvent) -> str:
-        if event.state == "waiting":
-            seconds = time.monotonic() - self._start
+    def _line(self, event: WaitEvent, received: float) -> str:
+        if event.state == "waiting":  # the clock keeps running while it waits
+            seconds = event.elapsed + time.monotonic() - received
             word = "waiting"
         else:
             seconds = event.elapsed
@@ -81,7 +78,7 @@ class WaitDisplay:
 
     def _draw(self) -> None:
         with self._lock:
-            lines = [self._line(e) for e in self._lines.values()]
+            lines = [self._line(e, at) for e, at in self._lines.values()]
             up = f"\x1b[{self._drawn}F" if self._drawn else ""
             self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
             self.stream.flush()

@@ -1,13 +1,16 @@
 """The one seam to Docker. Nothing else in devenv imports docker or python_on_whales.
 
-Reads (containers, ports, health, logs) go to the Engine API: over the local unix socket with
-the standard library (about 2 ms a call, no 0.2 s `import docker`), or through the docker SDK
-for tcp://, ssh:// and TLS hosts. Compose operations go through python-on-whales, imported
-only when a command needs them. Docker's errors become devenv's errors here.
+The Engine API serves reads (containers, ports, health, logs) and the few writes that need
+no compose file (signals; stopping and removing a project for `down`): over the local unix
+socket with the standard library (about 2 ms a call, no 0.2 s `import docker`), or through
+the docker SDK for tcp://, ssh:// and TLS hosts. Creating and starting containers from the
+rendered file goes through `docker compose` via python-on-whales, imported (0.4 s) only
+when a command needs it. Docker's errors become devenv's errors here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -75,50 +78,65 @@ def _api_tuple(version: str) -> tuple[int, int]:
         return 0, 0
 
 
-class _API(Protocol):
-    def get(self, path: str, query: Mapping[str, str] | None = None) -> Any: ...
-
-    def get_bytes(self, path: str, query: Mapping[str, str] | None = None) -> bytes: ...
-
-
 class _NotFound(Exception):
     pass
 
 
-class _UnixSocketAPI:
-    """Engine API over a local unix socket: HTTP/1.0 by hand, standard library only.
+class _Transport(Protocol):
+    def request(self, method: str, path: str, query: Mapping[str, str] | None,
+                timeout: float) -> tuple[int, bytes]: ...
+
+
+class _API:
+    """Engine API calls over a transport; 404 becomes _NotFound, other errors ours."""
+
+    def __init__(self, transport: _Transport, where: str):
+        self._transport = transport
+        self.where = where
+
+    def call(self, method: str, path: str, query: Mapping[str, str] | None = None,
+             timeout: float = 10.0, ok: tuple[int, ...] = ()) -> bytes:
+        try:
+            status, body = self._transport.request(method, path, query, timeout)
+        except OSError as exc:
+            raise _unreachable(self.where, exc) from exc
+        if status == 404:
+            raise _NotFound(path)
+        if status >= 400 and status not in ok:
+            raise ComposeError(f"Docker engine answered {status} to {method} {path}: "
+                               f"{_engine_message(body)}")
+        return body
+
+    def get_bytes(self, path: str, query: Mapping[str, str] | None = None) -> bytes:
+        return self.call("GET", path, query)
+
+    def get(self, path: str, query: Mapping[str, str] | None = None) -> Any:
+        return json.loads(self.get_bytes(path, query) or b"null")
+
+
+class _UnixSocket:
+    """HTTP/1.0 by hand over the local unix socket, standard library only.
 
     http.client would pull in the email package and ssl (about 25 ms at start-up), which
     `devenv ports` cannot afford next to `docker compose ps`.
     """
 
-    def __init__(self, path: str, timeout: float = 10.0):
+    def __init__(self, path: str):
         self.path = path
-        self.timeout = timeout
 
-    def get_bytes(self, path: str, query: Mapping[str, str] | None = None) -> bytes:
+    def request(self, method: str, path: str, query: Mapping[str, str] | None,
+                timeout: float) -> tuple[int, bytes]:
         url = path + ("?" + urllib.parse.urlencode(query) if query else "")
-        request = f"GET {url} HTTP/1.0\r\nHost: docker\r\nConnection: close\r\n\r\n"
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(self.timeout)
-                sock.connect(self.path)
-                sock.sendall(request.encode())
-                chunks = []
-                while chunk := sock.recv(65536):
-                    chunks.append(chunk)
-        except OSError as exc:
-            raise _unreachable(f"unix://{self.path}", exc) from exc
-        status, body = _parse_response(b"".join(chunks))
-        if status == 404:
-            raise _NotFound(path)
-        if status >= 400:
-            raise ComposeError(f"Docker engine answered {status} to GET {path}: "
-                               f"{_engine_message(body)}")
-        return body
-
-    def get(self, path: str, query: Mapping[str, str] | None = None) -> Any:
-        return json.loads(self.get_bytes(path, query) or b"null")
+        head = (f"{method} {url} HTTP/1.0\r\nHost: docker\r\nConnection: close\r\n"
+                "Content-Length: 0\r\n\r\n")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(self.path)
+            sock.sendall(head.encode())
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return _parse_response(b"".join(chunks))
 
 
 def _parse_response(raw: bytes) -> tuple[int, bytes]:
@@ -149,14 +167,13 @@ def _dechunk(data: bytes) -> bytes:
     return bytes(out)
 
 
-class _SDKAPI:
-    """Engine API through the docker SDK, for tcp://, ssh:// and TLS engines."""
+class _DockerSDK:
+    """The docker SDK's low-level client, for tcp://, ssh:// and TLS engines."""
 
     def __init__(self, environ: Mapping[str, str]):
         import docker
         from docker.utils import kwargs_from_env
 
-        self._errors = docker.errors
         kwargs = kwargs_from_env(environment=dict(environ))
         if str(kwargs.get("base_url", "")).startswith("ssh://"):
             kwargs["use_ssh_client"] = True
@@ -165,20 +182,15 @@ class _SDKAPI:
         except docker.errors.DockerException as exc:
             raise _unreachable(environ.get("DOCKER_HOST", ""), exc) from exc
 
-    def get_bytes(self, path: str, query: Mapping[str, str] | None = None) -> bytes:
+    def request(self, method: str, path: str, query: Mapping[str, str] | None,
+                timeout: float) -> tuple[int, bytes]:
+        send = {"GET": self._client._get, "POST": self._client._post,
+                "DELETE": self._client._delete}[method]
         try:
-            response = self._client._get(self._client._url(path), params=dict(query or {}))
-        except Exception as exc:  # noqa: BLE001 - requests/paramiko raise many kinds
-            raise _unreachable(str(self._client.base_url), exc) from exc
-        if response.status_code == 404:
-            raise _NotFound(path)
-        if response.status_code >= 400:
-            raise ComposeError(f"Docker engine answered {response.status_code} to GET {path}: "
-                               f"{_engine_message(response.content)}")
-        return bytes(response.content)
-
-    def get(self, path: str, query: Mapping[str, str] | None = None) -> Any:
-        return json.loads(self.get_bytes(path, query) or b"null")
+            response = send(self._client._url(path), params=dict(query or {}), timeout=timeout)
+        except Exception as exc:  # requests and paramiko raise many kinds
+            raise OSError(str(exc)) from exc
+        return response.status_code, bytes(response.content)
 
 
 def _engine_message(body: bytes) -> str:
@@ -284,6 +296,41 @@ class Engine:
             return ""
         return _demux(raw).decode(errors="replace")
 
+    # --- writes that need no compose file -------------------------------------------
+    def signal(self, container_id: str, signal: str) -> None:
+        """Send a signal; a container that is gone (recreated meanwhile) is no error."""
+        with contextlib.suppress(_NotFound):
+            self._api.call("POST", f"/containers/{container_id}/kill", {"signal": signal})
+
+    def remove_project(self, project: str, volumes: bool = False,
+                       stop_timeout: int = 10) -> list[Container]:
+        """What `docker compose down [-v] --remove-orphans` does, straight on the Engine API:
+        stop every container of the project at once (each with its own stop signal and
+        grace period), remove them, then the project's networks (never an external one)
+        and, if asked, its volumes. No compose process, no python-on-whales import."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        containers = self.containers(project)
+
+        def stop_and_remove(c: Container) -> None:
+            if c.running or c.state in ("restarting", "paused"):
+                self._api.call("POST", f"/containers/{c.id}/stop", {"t": str(stop_timeout)},
+                               timeout=stop_timeout + 30, ok=(304,))
+            with contextlib.suppress(_NotFound):  # already gone: another down, auto-remove
+                self._api.call("DELETE", f"/containers/{c.id}", {"force": "1"})
+
+        with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
+            list(pool.map(stop_and_remove, containers))
+        label = json.dumps({"label": [f"{PROJECT_LABEL}={project}"]})
+        for network in self._api.get("/networks", {"filters": label}) or []:
+            with contextlib.suppress(_NotFound):
+                self._api.call("DELETE", f"/networks/{network['Id']}")
+        if volumes:
+            for name in self.volumes(project):
+                with contextlib.suppress(_NotFound):
+                    self._api.call("DELETE", f"/volumes/{urllib.parse.quote(name)}")
+        return containers
+
     # --- compose ----------------------------------------------------------------------
     def compose(self, project: str, compose_file: Path | None = None) -> Compose:
         return Compose(project, compose_file, self._environ)
@@ -333,14 +380,14 @@ def connect(environ: Mapping[str, str]) -> Engine:
     """An Engine for DOCKER_HOST (or the local socket). Raises when the engine is unreachable."""
     host = _docker_host(environ)
     if host.startswith("unix://"):
-        api: _API = _UnixSocketAPI(host[len("unix://"):])
+        transport: _Transport = _UnixSocket(host[len("unix://"):])
     elif "://" not in host:
         raise DockerUnavailableError(f"DOCKER_HOST={host!r} is not a Docker address",
                                      hint="use unix:///var/run/docker.sock, tcp://HOST:2375 "
                                      "or ssh://USER@HOST")
     else:
-        api = _SDKAPI(environ)
-    return Engine(api, environ)
+        transport = _DockerSDK(environ)
+    return Engine(_API(transport, host), environ)
 
 
 # --- compose, through python-on-whales ------------------------------------------------
@@ -395,23 +442,6 @@ class Compose:
         self._run("up", lambda: client.compose.up(
             services=list(services), detach=True, build=build, quiet=True,
             dependencies=False))
-
-    def down(self, volumes: bool = False) -> None:
-        client = self._client()
-        self._run("down", lambda: client.compose.down(
-            volumes=volumes, remove_orphans=True, quiet=True))
-
-    def kill(self, services: Sequence[str], signal: str) -> None:
-        client = self._client()
-        self._run("kill", lambda: client.compose.kill(services=list(services), signal=signal))
-
-    def config_json(self) -> dict[str, Any]:
-        """`docker compose config` as JSON (the parsed form drops healthchecks)."""
-        from python_on_whales.utils import run
-
-        client = self._client()
-        cmd = client.client_config.docker_compose_cmd + ["config", "--format", "json"]
-        return dict(json.loads(self._run("config", lambda: run(cmd))))
 
     def restart(self, services: Sequence[str]) -> None:
         client = self._client()

@@ -16,18 +16,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .catalog import HOST_APPS
+from .catalog import HOST_APPS, SERVICES
 from .engine import Container, Engine, PortRaceError
 from .errors import DevenvError, PortConflictError, UsageError
 from .hostports import ContainerPort, HostPorts, describe_process
 from .live import describe_running
 from .ports import Holder, Memory, PortPlan, PortRequest, plan_ports
-from .render import COMPOSE_FILE, RenderInput, WriteResult, fingerprint, render_stack, write_outputs
+from .render import (
+    COMPOSE_FILE,
+    RenderInput,
+    WriteResult,
+    fingerprint,
+    render_stack,
+    template_origin,
+    write_outputs,
+)
 from .report import mask
 from .settings import Settings
 from .state import ProjectState, grafana_password, known_secrets
 
 RACE_RETRIES = 3
+REFERENCE_API_FILES = SERVICES["api"].files
 
 
 def reserved_ports(settings: Settings) -> dict[int, str]:
@@ -87,7 +96,14 @@ def api_build(settings: Settings) -> dict[str, Any] | None:
         return {"context": str(path), "args": {}}
     if settings.image("api"):
         return None
-    return {"context": "./api", "args": {"BASE_IMAGE": settings["DEVENV_API_BASE_IMAGE"]}}
+    base = settings["DEVENV_API_BASE_IMAGE"]
+    # Tagged by content and shared by every project: a new project reuses the image, and
+    # a changed template or base image gets a new tag, so Compose builds it then only.
+    digest = hashlib.sha256(base.encode())
+    for name in REFERENCE_API_FILES:
+        digest.update(template_origin(name, settings.project_dir / "templates").read_bytes())
+    return {"context": "./api", "args": {"BASE_IMAGE": base},
+            "image": f"devenv-reference-api:{digest.hexdigest()[:12]}"}
 
 
 def context_hash(path: Path) -> str:
@@ -188,7 +204,7 @@ class Launch:
             if any(w.path.startswith("prometheus/") and w.status == "updated" for w in writes) \
                     and "prometheus" in before and before["prometheus"].running:
                 # Prometheus rereads its configuration on SIGHUP and keeps running.
-                compose.kill(["prometheus"], "SIGHUP")
+                self.engine.signal(before["prometheus"].id, "SIGHUP")
             return Launched(plan, writes, True, remembered)
         raise AssertionError("unreachable")  # the loop returns or raises
 
@@ -218,7 +234,8 @@ class Launch:
 
 
 def _build_hash(settings: Settings, data: RenderInput) -> str:
-    if data.api_build is None:
+    """Change detector of the team's build context (the reference API's tag is its own)."""
+    if data.api_build is None or "image" in data.api_build:
         return ""
     context = Path(str(data.api_build["context"]))
     return context_hash(context if context.is_absolute() else settings.compose_dir / context)

@@ -172,16 +172,18 @@ def wait_until_ready(
     check_alive: Callable[[], dict[str, str]] | None = None,
     on_event: Callable[[WaitEvent], None] | None = None,
     alive_interval: float = 0.25,
+    since: float | None = None,
 ) -> WaitResult:
     """Probe every target in parallel, every POLL_SECONDS, until all answer or the deadline.
 
     check_alive() returns {service: why} for containers that exited or restarted; the wait
-    then fails at once instead of running into the deadline.
+    then fails at once instead of running into the deadline. Times are reported from
+    `since` (a time.monotonic() value, e.g. when `up` began), else from the wait's start.
     """
     from tenacity import RetryError, Retrying, retry_if_result, wait_fixed
 
-    start = time.monotonic()
-    deadline = start + timeout
+    deadline = time.monotonic() + timeout
+    start = since if since is not None else time.monotonic()
     cancel = threading.Event()
     all_done = threading.Event()
     lock = threading.Lock()
@@ -217,7 +219,8 @@ def wait_until_ready(
                     all_done.set()
 
     for target in targets:
-        emit(WaitEvent(target.service, "waiting", 0.0, f"{target.host}:{target.port}"))
+        emit(WaitEvent(target.service, "waiting", time.monotonic() - start,
+                       f"{target.host}:{target.port}"))
     if not targets:
         all_done.set()
     for target in targets:

@@ -3,6 +3,7 @@ probes together and return values; they never print (progress goes out through c
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -56,6 +57,7 @@ def _engine(ctx: Context, settings: Settings) -> tuple[Engine, EngineInfo]:
 def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = False,
        strict_ports: bool = False, show_secrets: bool = False) -> UpResult:
     """Plan ports, render, start what does not run as rendered, wait, report."""
+    began = time.monotonic()
     settings = ctx.settings()
     selection = select_services(only)
     for dep, needed_by in selection.added:
@@ -89,7 +91,7 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         rows = tuple(make_row(settings, name, host, launched.plan.port(name), "starting",
                               show_secrets) for name in services)
         _write_app_env(settings, rows)
-        wait = _wait(ctx, engine, settings, rows)
+        wait = _wait(ctx, engine, settings, rows, since=began)
     rows = _with_wait(rows, wait)
     result = UpResult(selection, services, launched.plan, launched.writes, rows,
                       launched.started, wait)
@@ -98,13 +100,13 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
     return result
 
 
-def _wait(ctx: Context, engine: Engine, settings: Settings,
-          rows: Sequence[ServiceRow]) -> WaitResult:
+def _wait(ctx: Context, engine: Engine, settings: Settings, rows: Sequence[ServiceRow],
+          since: float | None = None) -> WaitResult:
     targets = [Target(r.service, SERVICES[r.service].probe, r.host, r.port) for r in rows]
     services = [r.service for r in rows]
     return wait_until_ready(targets, settings.values, settings.wait_timeout,
                             check_alive=lambda: dead_services(engine, settings.project, services),
-                            on_event=ctx.on_wait)
+                            on_event=ctx.on_wait, since=since)
 
 
 def _with_wait(rows: Sequence[ServiceRow], wait: WaitResult) -> tuple[ServiceRow, ...]:
@@ -152,6 +154,7 @@ def _write_app_env(settings: Settings, rows: Sequence[ServiceRow]) -> None:
 def restart(ctx: Context, names: Sequence[str] | None,
             show_secrets: bool = False) -> tuple[ServiceRow, ...]:
     """Restart running services (names or aliases; none means all) and wait for them."""
+    began = time.monotonic()
     settings = ctx.settings()
     engine, info = _engine(ctx, settings)
     with project_lock(settings.state_dir, settings.project, "restart", settings.wait_timeout,
@@ -168,7 +171,7 @@ def restart(ctx: Context, names: Sequence[str] | None,
         engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE).restart(wanted)
         rows = tuple(r for r in live_rows(engine, settings, show_secrets)
                      if r.service in wanted)
-        wait = _wait(ctx, engine, settings, rows)
+        wait = _wait(ctx, engine, settings, rows, since=began)
     rows = _with_wait(rows, wait)
     if not wait.ok:
         raise _not_ready(engine, settings, wait, rows)
@@ -183,11 +186,7 @@ def down(ctx: Context, volumes: bool = False) -> list[str]:
                       on_wait=ctx.notify):
         containers = project_containers(engine, settings.project)
         check_same_directory(settings, containers.values())
-        compose_file = settings.compose_dir / COMPOSE_FILE
-        compose = engine.compose(settings.project,
-                                 compose_file if compose_file.is_file() else None)
-        if containers or volumes:
-            compose.down(volumes=volumes)
+        engine.remove_project(settings.project, volumes=volumes)
         state_file = StateFile(settings.state_dir, warn=ctx.notify)
         # Ports stay remembered (sticky); what ran is forgotten.
         state_file.save(settings.project,
