@@ -1,7 +1,9 @@
 """Who holds a host port: this project's containers, other containers, or host processes.
 
 `HostPorts` is the read-only Mapping[int, Holder] that ports.plan_ports consults. It answers
-lazily, one port at a time, so planning past 1,000 busy ports costs 1,000 bind tests at most.
+lazily, one port at a time: a port in the kernel's listening table is busy at once, any other
+port gets a bind test, so planning past 1,000 busy ports costs one table read and a handful of
+bind tests.
 """
 
 from __future__ import annotations
@@ -46,19 +48,52 @@ def bind_blocked(port: int) -> bool:
     return False
 
 
-def describe_process(port: int) -> str:
-    """Name the process listening on `port` (psutil), or say 'another process'."""
+def listening_ports() -> frozenset[int] | None:
+    """Every TCP port in LISTEN state in this network namespace, from the kernel's table
+    (Linux /proc/net/tcp and tcp6) in one read; None where there is no such table."""
+    ports: set[int] = set()
+    found = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as handle:
+                next(handle, None)  # the header
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == "0A":  # 0A: LISTEN
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+            found = True
+        except OSError:
+            continue
+    return frozenset(ports) if found else None
+
+
+def listener_pids() -> dict[int, int]:
+    """port -> pid of every TCP listener whose process is visible (psutil, one scan)."""
+    pids: dict[int, int] = {}
     try:
         import psutil
 
         for conn in psutil.net_connections(kind="tcp"):
-            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
-                if conn.pid:
-                    return f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
-                break
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.pid:
+                pids.setdefault(conn.laddr.port, conn.pid)
     except Exception:  # noqa: BLE001 - naming is a courtesy; access may be denied
         pass
-    return "another process"
+    return pids
+
+
+def process_name(pid: int | None) -> str:
+    if pid is None:
+        return "another process"
+    try:
+        import psutil
+
+        return f"{psutil.Process(pid).name()} (pid {pid})"
+    except Exception:  # noqa: BLE001 - it may have exited, or be out of sight
+        return "another process"
+
+
+def describe_process(port: int) -> str:
+    return process_name(listener_pids().get(port))
 
 
 @dataclass(frozen=True)
@@ -85,6 +120,13 @@ class HostPorts(Mapping[int, Holder]):
         self._project = project
         self._check_host = check_host
         self._cache: dict[int, Holder | None] = {}
+        self._pids: dict[int, int] | None = None
+        self._listening = listening_ports() if check_host else None
+
+    def _describe(self, port: int) -> str:
+        if self._pids is None:  # one scan, and only when a message needs a name
+            self._pids = listener_pids()
+        return process_name(self._pids.get(port))
 
     def _lookup(self, port: int) -> Holder | None:
         held = self._containers.get(port)
@@ -95,8 +137,12 @@ class HostPorts(Mapping[int, Holder]):
             project = f" (project {held.project}{state})" if held.project else (
                 f" ({state[2:]})" if state else "")
             return Holder("container", f"container {held.container}{project}")
-        if self._check_host and bind_blocked(port):
-            return Holder("process", describe_process(port))
+        if not self._check_host:
+            return None
+        # A listener in the kernel's table is busy without a test; any other port gets the
+        # bind test, which also catches sockets that are bound but do not listen.
+        if (self._listening is not None and port in self._listening) or bind_blocked(port):
+            return Holder("process", lambda: self._describe(port))
         return None
 
     def __getitem__(self, port: int) -> Holder:

@@ -11,7 +11,7 @@ A configured port the user changed wins over memory. With strict=True step 4 is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import PortConflictError
@@ -22,11 +22,19 @@ MAX_PORT = 65535
 
 @dataclass(frozen=True)
 class Holder:
-    """Who holds a host port. kind: own | container | process | reserved."""
+    """Who holds a host port. kind: own | container | process.
+
+    `detail` may be a function, called only when a message names the holder: finding the
+    process behind a port costs a scan of the process table.
+    """
 
     kind: str
-    description: str
+    detail: str | Callable[[], str]
     service: str = ""  # for kind "own": the service of this project that publishes it
+
+    @property
+    def description(self) -> str:
+        return self.detail() if callable(self.detail) else self.detail
 
 
 @dataclass(frozen=True)
@@ -45,13 +53,32 @@ class PortRequest:
 
 
 @dataclass(frozen=True)
+class Blocker:
+    """Why a service cannot have a port: data, put into words only when shown (naming a
+    host process costs a scan of the process table)."""
+
+    port: int
+    reserved_for: str = ""
+    other_service: str = ""
+    holder: Holder | None = None
+
+    def __str__(self) -> str:
+        if self.reserved_for:
+            return f"{self.port} is reserved for {self.reserved_for}"
+        if self.other_service:
+            return f"{self.port} is taken by {self.other_service} in this stack"
+        assert self.holder is not None
+        return f"{self.port} is taken by {self.holder.description}"
+
+
+@dataclass(frozen=True)
 class PortChoice:
     service: str
     port: int
     configured: int
     rule: str
     #: why the configured port was not used (None when it was)
-    reason: str | None = None
+    reason: Blocker | None = None
 
     @property
     def moved(self) -> bool:
@@ -61,7 +88,7 @@ class PortChoice:
         """One line for the run's output, e.g. 'postgres: 5432 is taken, using 5433'."""
         if not self.moved:
             return f"{self.service}: {self.port}"
-        why = self.reason or f"{self.configured} is not used"
+        why = str(self.reason) if self.reason else f"{self.configured} is not used"
         if self.rule == REMEMBERED:
             return f"{self.service}: {why}; using {self.port} as last time"
         if self.rule == RUNNING:
@@ -103,18 +130,23 @@ def plan_ports(
     claimed: dict[int, str] = {}
     chosen: dict[str, PortChoice] = {}
 
-    def blocker(port: int, service: str) -> str | None:
-        """Why `service` cannot have `port`, or None when it can."""
-        if port in reserved:
-            return f"{port} is reserved for {reserved[port]}"
-        if port in claimed and claimed[port] != service:
-            return f"{port} is taken by {claimed[port]} in this stack"
+    def blocked(port: int, service: str) -> bool:
+        if port in reserved or claimed.get(port, service) != service:
+            return True
         holder = busy.get(port)
-        if holder is None or (holder.kind == "own" and holder.service == service):
-            return None
-        return f"{port} is taken by {holder.description}"
+        return holder is not None and not (holder.kind == "own" and holder.service == service)
 
-    def claim(req: PortRequest, port: int, rule: str, reason: str | None) -> None:
+    def why(port: int, service: str) -> Blocker | None:
+        """Why `service` cannot have `port`, or None when it can."""
+        if not blocked(port, service):
+            return None
+        if port in reserved:
+            return Blocker(port, reserved_for=reserved[port])
+        if claimed.get(port, service) != service:
+            return Blocker(port, other_service=claimed[port])
+        return Blocker(port, holder=busy[port])
+
+    def claim(req: PortRequest, port: int, rule: str, reason: Blocker | None) -> None:
         claimed[port] = req.service
         chosen[req.service] = PortChoice(req.service, port, req.configured, rule, reason)
 
@@ -126,48 +158,39 @@ def plan_ports(
         if not memory_valid(req) and req.memory is not None:
             continue  # the user changed the configured port: plan it afresh
         kept = own.get(req.service)
-        if kept is not None and blocker(kept, req.service) is None:
+        if kept is not None and not blocked(kept, req.service):
             if strict and kept != req.configured:
                 continue
-            claim(req, kept, RUNNING, blocker_of_configured(req, kept, busy, reserved))
+            claim(req, kept, RUNNING,
+                  None if kept == req.configured else why(req.configured, req.service))
     # Pass 2: remembered ports.
     for req in requests:
         if req.service in chosen or not memory_valid(req) or strict:
             continue
         assert req.memory is not None
-        if blocker(req.memory.port, req.service) is None:
-            why = None if req.memory.port == req.configured else blocker(req.configured,
-                                                                          req.service)
-            claim(req, req.memory.port, REMEMBERED, why)
+        if not blocked(req.memory.port, req.service):
+            reason = None if req.memory.port == req.configured else why(req.configured,
+                                                                         req.service)
+            claim(req, req.memory.port, REMEMBERED, reason)
     # Pass 3: configured ports.
     for req in requests:
-        if req.service not in chosen and blocker(req.configured, req.service) is None:
+        if req.service not in chosen and not blocked(req.configured, req.service):
             claim(req, req.configured, CONFIGURED, None)
     # Pass 4: the next free port above the configured one.
     for req in requests:
         if req.service in chosen:
             continue
-        why = blocker(req.configured, req.service)
+        reason = why(req.configured, req.service)
         if strict:
             raise PortConflictError(
-                f"{req.service}: {why}",
+                f"{req.service}: {reason}",
                 hint="free the port, or drop --strict-ports to let devenv move the service")
         port = next((p for p in range(req.configured + 1, MAX_PORT + 1)
-                     if blocker(p, req.service) is None), None)
+                     if not blocked(p, req.service)), None)
         if port is None:
             raise PortConflictError(
                 f"{req.service}: no free port above {req.configured}",
                 hint=f"set DEVENV_{req.service.upper()}_PORT to a lower port")
-        claim(req, port, NEXT_FREE, why)
+        claim(req, port, NEXT_FREE, reason)
     return PortPlan(tuple(chosen[req.service] for req in requests))
 
-
-def blocker_of_configured(req: PortRequest, kept: int, busy: Mapping[int, Holder],
-                          reserved: Mapping[int, str]) -> str | None:
-    """For a kept port that differs from the configured one, say why it once moved."""
-    if kept == req.configured:
-        return None
-    if req.configured in reserved:
-        return f"{req.configured} is reserved for {reserved[req.configured]}"
-    holder = busy.get(req.configured)
-    return f"{req.configured} is taken by {holder.description}" if holder else None
