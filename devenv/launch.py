@@ -178,7 +178,10 @@ class Launch:
             files = render_stack(data, settings.project_dir / "templates")
             writes = tuple(write_outputs(settings.compose_dir, files))
             build = _build_hash(settings, data)
-            remembered = ProjectState(ports={**state.ports, **plan.as_memory()},
+            # Only what this run starts is remembered anew; what it leaves alone keeps its
+            # memory (its container still publishes the port it had).
+            started = {s: m for s, m in plan.as_memory().items() if s in start}
+            remembered = ProjectState(ports={**state.ports, **started},
                                       fingerprint=fingerprint(files, extra=build), build=build)
             if remembered.fingerprint == state.fingerprint and all(
                     name in before and before[name].running
@@ -217,7 +220,9 @@ class Launch:
                 hint="find what holds it (`devenv doctor`) or configure another port",
                 detail=describe_running(self.engine, self.settings.project),
             ) from None
-        planner.marks[race.port] = Holder("process", describe_process(race.port))
+        port = race.port
+        planner.marks[port] = Holder("process", (lambda: describe_process(port))
+                                     if planner.check_host else "a process on the engine's host")
         self.notify(f"{service}: {race.port} was taken after planning; moving it")
         new_plan = planner.plan(self.services)
         self.notify(new_plan.by_service()[service].describe())
