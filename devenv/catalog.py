@@ -42,6 +42,9 @@ class ServiceSpec:
     description: str = ""
     #: container paths that hold data; each gets a named volume
     data_dirs: tuple[str, ...] = field(default_factory=tuple)
+    #: started in a first wave on a cold start, so that its long initialisation (initdb)
+    #: overlaps the start of everything else
+    start_first: bool = False
     #: files under templates/ rendered into compose/ when the service is selected
     #: (a .j2 suffix is rendered with Jinja and dropped; other files are copied)
     files: tuple[str, ...] = field(default_factory=tuple)
@@ -91,6 +94,7 @@ SERVICES: dict[str, ServiceSpec] = {
             app_env="DATABASE_URL",
             description="Database",
             data_dirs=("/var/lib/postgresql/data",),
+            start_first=True,
         ),
         ServiceSpec(
             name="redis",

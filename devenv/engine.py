@@ -14,6 +14,7 @@ import contextlib
 import json
 import re
 import socket
+import threading
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -464,6 +465,23 @@ class Compose:
 
     def version(self) -> str:
         return str(self._run("version", lambda: self._client().compose.version()))
+
+
+_preloading: list[threading.Thread] = []
+
+
+def preload_compose() -> None:
+    """Import python-on-whales (0.3-0.4 s, pydantic models) in the background while the
+    caller plans and renders; the compose call then finds it loaded."""
+    if not _preloading:
+        thread = threading.Thread(target=_import_compose, daemon=True, name="preload")
+        _preloading.append(thread)
+        thread.start()
+
+
+def _import_compose() -> None:
+    with contextlib.suppress(Exception):
+        import python_on_whales  # noqa: F401
 
 
 def _docker_cli() -> str:

@@ -175,7 +175,8 @@ class Launch:
         for attempt in range(RACE_RETRIES + 1):
             data = render_input(settings, self.services, plan, self.start_interval,
                                 self.network_external, self.url_host)
-            files = render_stack(data, settings.project_dir / "templates")
+            files = render_stack(data, settings.project_dir / "templates",
+                                 settings.template_cache)
             writes = tuple(write_outputs(settings.compose_dir, files))
             build = _build_hash(settings, data)
             # Only what this run starts is remembered anew; what it leaves alone keeps its
@@ -195,7 +196,8 @@ class Launch:
             self.notify(f"starting {', '.join(start)}" + (" (building the API)" if rebuild
                                                             else ""))
             try:
-                compose.up(start, build=rebuild)
+                for wave in _waves(start, before):
+                    compose.up(wave, build=rebuild and "api" in wave)
             except PortRaceError as race:
                 plan = self._move_after_race(race, plan, planner, attempt)
                 continue
@@ -236,6 +238,14 @@ class Launch:
             if image and not self.engine.image_present(image):
                 self.notify(f"{name}: image {image} is not on this engine; "
                             "docker compose will try to pull it from its registry")
+
+
+def _waves(start: Sequence[str], before: Mapping[str, Container]) -> list[list[str]]:
+    """The services to start, in waves: on a cold start the slow initialisers first, so
+    their initialisation overlaps the start of the rest; else all in one compose call."""
+    first = [s for s in start if SERVICES[s].start_first and s not in before]
+    rest = [s for s in start if s not in first]
+    return [wave for wave in (first, rest) if wave]
 
 
 def _build_hash(settings: Settings, data: RenderInput) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .catalog import SERVICES, service_url
 from .context import Context
@@ -80,9 +80,13 @@ def make_row(settings: Settings, name: str, host: str, port: int, state: str,
                       configured_port=settings.port(name))
 
 
-def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False
-              ) -> list[ServiceRow]:
-    """One row per running service of the project, ports as Docker publishes them."""
+def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False,
+              check: bool = True) -> list[ServiceRow]:
+    """One row per running service of the project, ports as Docker publishes them.
+
+    With `check`, every service is probed once, in parallel, at the URL shown: its state
+    is "ready" when it answers its own protocol there, else Docker's state and why not.
+    """
     host = url_host(settings, engine.remote_host)
     rows = []
     containers = project_containers(engine, settings.project)
@@ -91,8 +95,15 @@ def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False
         published = c.host_port(SERVICES[name].container_port)
         if published is None:
             continue
-        state = f"{c.state} ({c.health})" if c.health else c.state
-        rows.append(make_row(settings, name, host, published.host_port, state, show_secrets))
+        rows.append(make_row(settings, name, host, published.host_port, c.state, show_secrets))
+    if check and rows:
+        from .probes import Target, probe_all
+
+        answers = probe_all([Target(r.service, SERVICES[r.service].probe, r.host, r.port)
+                             for r in rows], settings.values)
+        rows = [replace(r, state="ready" if answers[r.service].ok
+                        else f"{r.state}, not answering ({answers[r.service].detail})")
+                for r in rows]
     return rows
 
 

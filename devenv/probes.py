@@ -6,7 +6,6 @@ inside listens. Each probe speaks the service's protocol and wants the service's
 
 from __future__ import annotations
 
-import http.client
 import socket
 import struct
 import threading
@@ -27,18 +26,24 @@ class ProbeResult:
 
 
 def probe_http(host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
-    conn = http.client.HTTPConnection(host.strip("[]"), port, timeout=timeout)
+    """GET `path`; a 2xx status line is an answer. HTTP/1.0 by hand: http.client would
+    cost `devenv ports` the import of the email package."""
+    host = host.strip("[]")
+    request = (f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
+               "User-Agent: devenv-probe\r\n\r\n").encode()
     try:
-        conn.request("GET", path, headers={"User-Agent": "devenv-probe"})
-        response = conn.getresponse()
-        response.read(65536)
-    except (OSError, http.client.HTTPException) as exc:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(request)
+            line = _recv_line(sock)
+    except (OSError, EOFError) as exc:
         return ProbeResult(False, f"GET {path}: {_why(exc)}")
-    finally:
-        conn.close()
-    if 200 <= response.status < 300:
-        return ProbeResult(True, f"GET {path} -> {response.status}")
-    return ProbeResult(False, f"GET {path} -> {response.status} {response.reason}")
+    parts = line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        return ProbeResult(False, f"GET {path}: not an HTTP answer: {line[:60]!r}")
+    status = int(parts[1])
+    if 200 <= status < 300:
+        return ProbeResult(True, f"GET {path} -> {status}")
+    return ProbeResult(False, f"GET {path} -> {line.split(' ', 1)[1]}")
 
 
 def probe_postgres(host: str, port: int, user: str, database: str,
@@ -111,8 +116,8 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
 
 def _recv_line(sock: socket.socket) -> str:
     data = b""
-    while not data.endswith(b"\r\n") and len(data) < 512:
-        chunk = sock.recv(512)
+    while b"\r\n" not in data and len(data) < 4096:
+        chunk = sock.recv(4096)
         if not chunk:
             raise EOFError("connection closed before the service answered")
         data += chunk
@@ -152,6 +157,22 @@ class WaitEvent:
     state: str  # waiting | ready | failed
     elapsed: float
     detail: str
+
+
+def probe_all(targets: Sequence[Target], values: Mapping[str, str],
+              timeout: float = PROBE_TIMEOUT) -> dict[str, ProbeResult]:
+    """One probe of each target, all at once: what `ports` and `status` check."""
+    results: dict[str, ProbeResult] = {}
+
+    def one(target: Target) -> None:
+        results[target.service] = run_probe(target.probe, target.host, target.port, values)
+
+    threads = [threading.Thread(target=one, args=(t,), daemon=True) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout + 1)
+    return {t.service: results.get(t.service, ProbeResult(False, "no answer")) for t in targets}
 
 
 @dataclass(frozen=True)

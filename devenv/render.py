@@ -145,8 +145,11 @@ class RenderedFile:
 
 
 @functools.lru_cache(maxsize=4)
-def _environment(project_templates: Path | None) -> Any:
-    """One Jinja environment per template search path; it rechecks files' mtimes itself."""
+def _environment(project_templates: Path | None, cache_dir: Path | None = None) -> Any:
+    """One Jinja environment per template search path; it rechecks files' mtimes itself.
+
+    Compiled templates are kept in `cache_dir` (keyed by name and source, so an edited
+    template compiles afresh): compiling them is most of a no-op `devenv up`."""
     import jinja2
 
     paths = [str(p) for p in (project_templates, builtin_templates()) if p and p.is_dir()]
@@ -155,10 +158,30 @@ def _environment(project_templates: Path | None) -> Any:
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
+        bytecode_cache=_bytecode_cache(cache_dir) if cache_dir else None,
     )
     env.filters["q"] = quote
     env.filters["qlist"] = quote_list
     return env
+
+
+def _bytecode_cache(directory: Path) -> Any:
+    import jinja2
+
+    class QuietCache(jinja2.FileSystemBytecodeCache):
+        """A cache that never fails a render: no room or no rights means no cache."""
+
+        def load_bytecode(self, bucket: Any) -> None:
+            with contextlib.suppress(OSError, ValueError, EOFError):
+                super().load_bytecode(bucket)
+
+        def dump_bytecode(self, bucket: Any) -> None:
+            with contextlib.suppress(OSError):
+                super().dump_bytecode(bucket)
+
+    with contextlib.suppress(OSError):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return QuietCache(str(directory))
 
 
 def template_origin(name: str, project_templates: Path | None) -> Path:
@@ -168,11 +191,12 @@ def template_origin(name: str, project_templates: Path | None) -> Path:
     return builtin_templates() / name
 
 
-def render_stack(data: RenderInput, project_templates: Path | None = None) -> list[RenderedFile]:
+def render_stack(data: RenderInput, project_templates: Path | None = None,
+                 cache_dir: Path | None = None) -> list[RenderedFile]:
     """Render every output file in memory. Raises TemplateError naming file and line."""
     import jinja2
 
-    env = _environment(project_templates)
+    env = _environment(project_templates, cache_dir)
     context = _context(data)
     outputs: list[RenderedFile] = []
     names = [SKELETON] + [f for svc in data.services for f in SERVICES[svc].files]

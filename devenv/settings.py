@@ -151,6 +151,10 @@ class Settings:
     def state_dir(self) -> Path:
         return self.project_dir / ".devenv"
 
+    @property
+    def template_cache(self) -> Path:
+        return self.state_dir / "cache" / "templates"
+
 
 def parse_port(text: str, key: str) -> int:
     try:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .catalog import SERVICES, Selection, select_services
 from .context import Context
-from .engine import Engine, EngineInfo, connect
+from .engine import Engine, EngineInfo, connect, preload_compose
 from .errors import DockerUnavailableError, NotReadyError, UsageError
 from .launch import Launch, PortPlanner, network_external, render_input
 from .live import (
@@ -69,6 +69,8 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         before = project_containers(engine, settings.project)
         check_same_directory(settings, before.values())
         running = {name for name, c in before.items() if c.running}
+        if set(selection.services) - running:
+            preload_compose()  # something will start: load compose's client meanwhile
         # The file holds what is selected and what already runs: nothing running becomes
         # an orphan, and Prometheus and Grafana get files only for services that run.
         services = tuple(in_catalog_order(set(selection.services) | running))
@@ -169,7 +171,7 @@ def restart(ctx: Context, names: Sequence[str] | None,
                              hint="start it with `devenv up --only " + ",".join(missing) + "`")
         ctx.notify(f"restarting {', '.join(in_catalog_order(wanted))}")
         engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE).restart(wanted)
-        rows = tuple(r for r in live_rows(engine, settings, show_secrets)
+        rows = tuple(r for r in live_rows(engine, settings, show_secrets, check=False)
                      if r.service in wanted)
         wait = _wait(ctx, engine, settings, rows, since=began)
     rows = _with_wait(rows, wait)
@@ -215,8 +217,8 @@ def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]
                         info.supports_start_interval if info else False,
                         network_external(engine, settings) if engine else False,
                         url_host(settings, remote))
-    return write_outputs(settings.compose_dir, render_stack(data, settings.project_dir /
-                                                            "templates"))
+    files = render_stack(data, settings.project_dir / "templates", settings.template_cache)
+    return write_outputs(settings.compose_dir, files)
 
 
 def logs(ctx: Context, names: Sequence[str] | None, follow: bool,

@@ -105,3 +105,17 @@ def test_config_shows_sources_and_masks_secrets(project):
     assert settings["DEVENV_WAIT_TIMEOUT"]["source"] == ".env"
     assert settings["DEVENV_POSTGRES_PASSWORD"]["value"] == "***"
     assert settings["DEVENV_BIND"]["source"] == "default"
+
+
+def test_ports_checks_that_services_answer(project):
+    project.run("up", "--only", "db,cache")
+    rows = project.ports()
+    assert rows["redis"]["state"] == "ready" and rows["postgres"]["state"] == "ready"
+    subprocess.run(["docker", "pause", f"{project.name}-redis-1"], check=True,
+                   capture_output=True)
+    try:
+        rows = project.ports()
+        assert rows["redis"]["state"].startswith("paused, not answering (PING")
+        assert rows["postgres"]["state"] == "ready"
+    finally:
+        subprocess.run(["docker", "unpause", f"{project.name}-redis-1"], capture_output=True)

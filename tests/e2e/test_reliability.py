@@ -59,7 +59,7 @@ def test_special_characters_reach_the_service_exactly(project):
     assert result.stdout.strip() == "1", result.stderr
     compose = (project.path / "compose" / "docker-compose.yml")
     assert oct(compose.stat().st_mode & 0o777) == "0o600"
-    assert project.ports()["api"]["state"].startswith("running")
+    assert project.ports()["api"]["state"] == "ready"
 
 
 def test_compose_v1_only_is_named(project, tmp_path):
