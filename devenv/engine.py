@@ -439,10 +439,12 @@ class Compose:
             raise compose_error(action, stderr) from None
 
     def up(self, services: Sequence[str], build: bool = False) -> None:
+        # With dependencies (no --no-deps): --no-deps leaves the depends_on label and the
+        # config hash different from a plain `docker compose up`, which would then
+        # recreate the containers. The dependencies are running or named anyway.
         client = self._client()
         self._run("up", lambda: client.compose.up(
-            services=list(services), detach=True, build=build, quiet=True,
-            dependencies=False))
+            services=list(services), detach=True, build=build, quiet=True))
 
     def restart(self, services: Sequence[str]) -> None:
         client = self._client()
