@@ -20,16 +20,22 @@ def env_lines(text: str) -> dict[str, str]:
 
 
 def test_full_stack_answers_at_the_reported_urls(tmp_path, engine):
-    p = new_project(tmp_path, default_ports=True, DEVENV_PROJECT="cirkelline")
+    # the spec's default ports; a project name of its own, so that a developer's own
+    # `cirkelline` stack on this machine is never touched (its ports would simply move)
+    p = new_project(tmp_path, default_ports=True)
     try:
         up = p.run("up")
         rows = {line.split()[0]: line.split()[1] for line in up.stdout.splitlines()[1:]}
         assert set(rows) == {"api", "postgres", "redis", "adminer", "prometheus", "grafana"}
         assert "ready" in up.stdout and "not ready" not in up.stdout
+        live = p.ports()
+        assert {name: row["url"] for name, row in live.items()} == rows
         # grafana's 3000 is reserved for the frontend: it moved, and the run said why
-        assert "grafana: 3000 is reserved for the frontend, using 3001" in up.stderr
-        assert rows["grafana"] == "http://127.0.0.1:3001"
-        assert rows["postgres"] == "postgresql://postgres:***@127.0.0.1:5432/cirkelline_agents"
+        assert f"grafana: 3000 is reserved for the frontend, using {live['grafana']['port']}" \
+            in up.stderr
+        pg = live["postgres"]
+        assert rows["postgres"] == \
+            f"postgresql://postgres:***@127.0.0.1:{pg['port']}/cirkelline_agents"
 
         health = http_json(rows["api"] + "/health")
         assert health["database"]["status"] == "ok" and health["cache"]["status"] == "ok"
@@ -48,10 +54,10 @@ def test_full_stack_answers_at_the_reported_urls(tmp_path, engine):
         # every published port is bound to loopback only
         for c in p.containers():
             assert "0.0.0.0" not in c["Ports"], c["Ports"]
-        # the network is the spec's
+        # a project other than the default gets a network of its own
         networks = subprocess.run(["docker", "network", "ls", "--format", "{{.Name}}"],
                                   capture_output=True, text=True).stdout.split()
-        assert "cirkelline" in networks
+        assert p.name in networks
     finally:
         p.cleanup()
 
@@ -150,3 +156,23 @@ def test_works_from_an_empty_directory_with_builtin_templates(project):
     result = subprocess.run(["docker", "compose", "-f", str(compose), "config", "-q"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_network_made_outside_compose_is_joined_and_kept(project):
+    name = f"{project.name}-shared"
+    subprocess.run(["docker", "network", "create", name], check=True, capture_output=True)
+    try:
+        project.env["DEVENV_NETWORK"] = name
+        project.run("up", "--only", "cache")
+        compose = (project.path / "compose" / "docker-compose.yml").read_text()
+        assert "external: true" in compose
+        inspect = subprocess.run(["docker", "inspect", f"{project.name}-redis-1", "--format",
+                                  "{{json .NetworkSettings.Networks}}"], capture_output=True,
+                                 text=True, check=True).stdout
+        assert name in json.loads(inspect)
+        project.run("down")
+        left = subprocess.run(["docker", "network", "ls", "--format", "{{.Name}}"],
+                              capture_output=True, text=True).stdout.split()
+        assert name in left  # not ours to remove
+    finally:
+        subprocess.run(["docker", "network", "rm", name], capture_output=True)
