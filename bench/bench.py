@@ -44,15 +44,13 @@ from typing import Any
 
 SCHEMA = "devenv.bench/1"
 
-#: the offline test images (tests/e2e/conftest.py TEST_IMAGES)
-TEST_IMAGES = {
-    "DEVENV_POSTGRES_IMAGE": "devenv-test/postgres:latest",
-    "DEVENV_REDIS_IMAGE": "devenv-test/redis:latest",
-    "DEVENV_ADMINER_IMAGE": "devenv-test/adminer:latest",
-    "DEVENV_PROMETHEUS_IMAGE": "devenv-test/prometheus:latest",
-    "DEVENV_GRAFANA_IMAGE": "devenv-test/grafana:latest",
-    "DEVENV_API_BASE_IMAGE": "devenv-test/base:bookworm",
-}
+#: the offline test images as settings (testbed/test-images.env, shared with the tests)
+TEST_IMAGES = dict(
+    line.split("=", 1)
+    for line in (Path(__file__).resolve().parent.parent / "testbed" / "test-images.env")
+    .read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+)
 
 #: catalog order; configured host port = block start + 2 * index
 SERVICES = ("api", "postgres", "redis", "adminer", "prometheus", "grafana")

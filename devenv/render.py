@@ -78,7 +78,6 @@ class ServiceContext:
     host_port: int
     host_url: str
     volumes: tuple[dict[str, str], ...]
-    depends_on: tuple[str, ...]
     build: dict[str, Any] | None = None
 
 
@@ -111,7 +110,6 @@ def _service_context(name: str, data: RenderInput) -> ServiceContext:
         host_port=port,
         host_url=f"http://{data.url_host}:{port}/",
         volumes=volumes,
-        depends_on=tuple(d for d in spec.needs if d in data.services),
         build=dict(data.api_build) if name == "api" and data.api_build else None,
     )
 

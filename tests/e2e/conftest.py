@@ -18,15 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
 
-TEST_IMAGES = {
-    "DEVENV_POSTGRES_IMAGE": "devenv-test/postgres:latest",
-    "DEVENV_REDIS_IMAGE": "devenv-test/redis:latest",
-    "DEVENV_ADMINER_IMAGE": "devenv-test/adminer:latest",
-    "DEVENV_PROMETHEUS_IMAGE": "devenv-test/prometheus:latest",
-    "DEVENV_GRAFANA_IMAGE": "devenv-test/grafana:latest",
-    "DEVENV_API_BASE_IMAGE": "devenv-test/base:bookworm",
-}
+ROOT = Path(__file__).resolve().parents[2]
+#: the offline images as settings: one file for the tests, the benchmark and users
+TEST_IMAGES: dict[str, str] = {k: v for k, v in dotenv_values(ROOT / "testbed" /
+                                                              "test-images.env").items() if v}
 
 
 def devenv_command() -> str:

@@ -9,27 +9,18 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import devenv_command
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench" / "bench.py"
 QUICK_FIGURES = {"3", "4", "5"}
-
-
-def _devenv() -> str:
-    """The installed console script beside this interpreter, else the one on PATH."""
-    candidate = Path(sys.executable).parent / "devenv"
-    found = str(candidate) if candidate.exists() else shutil.which("devenv")
-    if not found:
-        pytest.fail("the devenv command is not installed: run `bash scripts/test.sh`")
-    return found
 
 
 def _number(value: object) -> bool:
@@ -43,13 +34,11 @@ def _bench_containers() -> set[str]:
     return {line for line in out.split() if line.startswith("bench-")}
 
 
-def test_quick_json_reports_every_figure(tmp_path: Path) -> None:
-    if subprocess.run(["docker", "version"], capture_output=True).returncode != 0:
-        pytest.fail("no Docker engine answers: run `bash scripts/install-docker.sh`")
+def test_quick_json_reports_every_figure(tmp_path: Path, engine: str) -> None:
     before = _bench_containers()
 
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", "--devenv", _devenv(),
+        [sys.executable, str(BENCH), "--quick", "--json", "--devenv", devenv_command(),
          "--tmpdir", str(tmp_path)],
         capture_output=True, text=True, timeout=240, cwd=tmp_path)
 
