@@ -517,7 +517,7 @@ def compose_error(action: str, stderr: str) -> DevenvError:
         return DockerUnavailableError(
             "cannot reach the Docker engine: " + _last_line(stderr),
             hint="is the daemon running? check DOCKER_HOST")
-    if _PULL_FAILED.search(stderr) and ("pull" in stderr.lower() or "image" in stderr.lower()):
+    if _PULL_FAILED.search(stderr):
         image = _image_in(stderr)
         return ImageMissingError(
             f"image {image or '(see below)'} is not on this engine and could not be pulled",
@@ -527,9 +527,18 @@ def compose_error(action: str, stderr: str) -> DevenvError:
                         detail=_tail(stderr))
 
 
+_IMAGE_NAMED = re.compile(
+    r"pull access denied for ([^\s,]+)"
+    r"|manifest for ([^\s,]+) not found"
+    r"|failed to resolve reference \"([^\"]+)\""
+    r"|No such image: ([^\s,]+)"
+    r"|image \"([^\"]+)\""
+)
+
+
 def _image_in(stderr: str) -> str:
-    match = re.search(r"(?:image|repository|reference) \"?([A-Za-z0-9][^\s\"',]*)", stderr)
-    return match.group(1) if match else ""
+    match = _IMAGE_NAMED.search(stderr)
+    return next((g for g in match.groups() if g), "") if match else ""
 
 
 def _last_line(text: str) -> str:

@@ -1,0 +1,87 @@
+"""The engine seam's pure parts: HTTP parsing, Docker's error words, container records."""
+
+from __future__ import annotations
+
+import pytest
+
+from devenv.engine import (
+    PortRaceError,
+    _container,
+    _demux,
+    _parse_response,
+    compose_error,
+    remote_host_of,
+)
+from devenv.errors import ComposeError, DockerUnavailableError, ImageMissingError
+
+
+def test_parse_plain_and_chunked_responses():
+    assert _parse_response(b"HTTP/1.0 200 OK\r\nContent-Type: x\r\n\r\n[1]") == (200, b"[1]")
+    chunked = (b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    assert _parse_response(chunked) == (404, b"abcde")
+    with pytest.raises(ComposeError):
+        _parse_response(b"garbage")
+
+
+def test_demux_strips_frame_headers():
+    frames = b"\x01\0\0\0\0\0\0\x03out" + b"\x02\0\0\0\0\0\0\x04err\n"
+    assert _demux(frames) == b"outerr\n"
+    assert _demux(b"tty output") == b"tty output"
+
+
+@pytest.mark.parametrize("stderr, port", [
+    ("Error response from daemon: driver failed programming external connectivity on "
+     "endpoint x: Bind for 127.0.0.1:5433 failed: port is already allocated", 5433),
+    ("Error starting userland proxy: listen tcp4 127.0.0.1:6380: bind: address already in use",
+     6380),
+])
+def test_port_race_is_recognised(stderr, port):
+    error = compose_error("up", stderr)
+    assert isinstance(error, PortRaceError) and error.port == port
+
+
+def test_missing_compose_and_images_and_engine():
+    assert isinstance(compose_error("up", "docker: 'compose' is not a docker command."),
+                      DockerUnavailableError)
+    pull = compose_error("up", "redis Error pull access denied for devenv-test/nope, "
+                                "repository does not exist")
+    assert isinstance(pull, ImageMissingError) and "devenv-test/nope" in pull.message
+    assert isinstance(compose_error("up", "Cannot connect to the Docker daemon at unix://x"),
+                      DockerUnavailableError)
+    other = compose_error("up", "line one\nservice \"x\" refers to undefined volume y")
+    assert type(other) is ComposeError and "undefined volume y" in other.message
+
+
+def test_remote_hosts():
+    assert remote_host_of("unix:///var/run/docker.sock") is None
+    assert remote_host_of("tcp://127.0.0.1:2375") is None
+    assert remote_host_of("tcp://build-box:2376") == "build-box"
+    assert remote_host_of("ssh://me@10.0.0.5") == "10.0.0.5"
+
+
+def test_container_record_from_the_list_endpoint():
+    c = _container({
+        "Id": "abc", "Names": ["/p-postgres-1"], "State": "running",
+        "Status": "Up 3 minutes (health: starting)",
+        "Ports": [{"IP": "127.0.0.1", "PrivatePort": 5432, "PublicPort": 5433, "Type": "tcp"},
+                  {"PrivatePort": 9, "Type": "tcp"}],
+        "Labels": {"com.docker.compose.project": "p", "com.docker.compose.service": "postgres",
+                   "com.docker.compose.project.working_dir": "/x/compose"},
+    })
+    assert (c.name, c.project, c.service, c.health, c.running) == \
+        ("p-postgres-1", "p", "postgres", "starting", True)
+    assert c.host_port(5432).host_port == 5433 and c.host_port(9) is None
+
+
+@pytest.mark.parametrize("stderr, image", [
+    ("Error response from daemon: manifest for redis:99 not found: manifest unknown", "redis:99"),
+    ('failed to resolve reference "docker.io/library/x:1": dial tcp: lookup '
+     "registry-1.docker.io: no such host", "docker.io/library/x:1"),
+    ("Error response from daemon: pull access denied for team/api, repository does not exist "
+     "or may require 'docker login'", "team/api"),
+])
+def test_pull_failures_name_the_image(stderr, image):
+    error = compose_error("up", stderr)
+    assert isinstance(error, ImageMissingError)
+    assert error.message == f"image {image} is not on this engine and could not be pulled"
