@@ -522,7 +522,7 @@ def compose_error(action: str, stderr: str) -> DevenvError:
         return ImageMissingError(
             f"image {image or '(see below)'} is not on this engine and could not be pulled",
             hint="pull or build it, or point DEVENV_<SERVICE>_IMAGE at an image you have "
-            "(`docker images`)", detail=_tail(stderr))
+            "(`docker images`)", detail=_tail(stderr), image=image)
     return ComposeError(f"docker compose {action} failed: {_last_line(stderr)}",
                         detail=_tail(stderr))
 

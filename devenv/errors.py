@@ -60,7 +60,11 @@ class DockerUnavailableError(DevenvError):
 
 
 class ImageMissingError(DockerUnavailableError):
-    pass
+    def __init__(self, message: str, hint: str | None = None, detail: str | None = None,
+                 image: str = ""):
+        super().__init__(message, hint, detail)
+        #: the image Docker named, when it named one
+        self.image = image
 
 
 class ComposeError(DevenvError):

@@ -18,7 +18,7 @@ from typing import Any
 
 from .catalog import HOST_APPS, SERVICES
 from .engine import Container, Engine, PortRaceError
-from .errors import DevenvError, PortConflictError, UsageError
+from .errors import DevenvError, ImageMissingError, PortConflictError, UsageError
 from .hostports import ContainerPort, HostPorts, describe_process
 from .live import describe_running
 from .ports import Holder, Memory, PortPlan, PortRequest, plan_ports
@@ -190,7 +190,10 @@ class Launch:
                     for name in self.services):
                 return Launched(plan, writes, False, remembered)
             if attempt == 0:
-                self._say_missing_images()
+                missing = self._missing_images()
+                for name, image in missing:
+                    self.notify(f"{name}: image {image} is not on this engine; "
+                                "docker compose will try to pull it from its registry")
                 _wait_for_test_seam(self.environ, plan)
             rebuild = bool(build) and (build != state.build or "api" not in before)
             self.notify(f"starting {', '.join(start)}" + (" (building the API)" if rebuild
@@ -202,6 +205,11 @@ class Launch:
                 plan = self._move_after_race(race, plan, planner, attempt)
                 continue
             except DevenvError as exc:
+                if isinstance(exc, ImageMissingError) and not exc.image and missing:
+                    images = ", ".join(image for _name, image in missing)
+                    are = "images {} are" if len(missing) > 1 else "image {} is"
+                    exc.message = (f"{are.format(images)} not on this engine and could not "
+                                   "be pulled")
                 secrets = known_secrets(settings)
                 exc.message = mask(exc.message, secrets)
                 exc.detail = mask(exc.detail, secrets) if exc.detail else exc.detail
@@ -230,14 +238,16 @@ class Launch:
         self.notify(new_plan.by_service()[service].describe())
         return new_plan
 
-    def _say_missing_images(self) -> None:
+    def _missing_images(self) -> list[tuple[str, str]]:
+        """(service, image) for every image Compose will have to pull."""
+        missing = []
         for name in self.services:
             image = self.settings.image(name)
             if name == "api" and api_build(self.settings) is not None:
                 continue
             if image and not self.engine.image_present(image):
-                self.notify(f"{name}: image {image} is not on this engine; "
-                            "docker compose will try to pull it from its registry")
+                missing.append((name, image))
+        return missing
 
 
 def _waves(start: Sequence[str], before: Mapping[str, Container]) -> list[list[str]]:
