@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from .catalog import SERVICES, service_url
@@ -160,11 +160,6 @@ def _parse_time(text: str) -> float:
     main, _, frac = text.rstrip("Z").partition(".")
     seconds = datetime.fromisoformat(main + "+00:00").timestamp()
     return seconds + (float("0." + frac[:6]) if frac else 0.0)
-
-
-def published_ports(containers: Mapping[str, Container]) -> dict[str, int]:
-    return {name: p.host_port for name, c in containers.items()
-            if (p := c.host_port(SERVICES[name].container_port)) is not None}
 
 
 def ports(ctx: Context, show_secrets: bool = False) -> tuple[Settings, list[ServiceRow]]:

@@ -199,8 +199,6 @@ def _check(spec: SettingSpec, value: str) -> None:
         raise SettingError(f"{key}={value!r} is not a valid network name",
                            hint="use letters, digits, '.', '-' and '_'")
     elif kind == "address":
-        if value == "127.0.0.1":
-            return  # the default; spares `ports` importing ipaddress
         import ipaddress
 
         try:
@@ -291,8 +289,3 @@ def _check_distinct_ports(settings: Settings) -> None:
                 f"DEVENV_{first.upper()}_PORT and DEVENV_{name.upper()}_PORT are both {port}",
                 hint="give each service its own port (devenv moves taken ports by itself)")
         seen[port] = name
-
-
-def is_secret(key: str) -> bool:
-    spec = SPECS.get(key)
-    return bool(spec and spec.secret)

@@ -7,6 +7,7 @@ import os
 import pty
 import select
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -224,10 +225,8 @@ def test_redis_keys_and_rows_survive_down_up_and_a_port_move(project):
     assert redis_cmd("127.0.0.1", redis_port, "SET", "k", "v") == "+OK"
     project.run("down")
     # the next up finds the old ports taken and moves both: the data follows
-    import socket
-
     holders = []
-    for port in (project.ports and int(project.env["DEVENV_POSTGRES_PORT"]), redis_port):
+    for port in (int(project.env["DEVENV_POSTGRES_PORT"]), redis_port):
         s = socket.socket()
         s.bind(("127.0.0.1", port))
         s.listen()
