@@ -76,7 +76,7 @@ def cli(ctx: click.Context, project_dir: Path | None, env_file: Path | None,
       devenv ports --json        # the live URLs, for scripts
     """
     ctx.obj = {"project_dir": (project_dir or Path.cwd()).resolve(), "env_file": env_file,
-               "flags": {"DEVENV_PROJECT": project} if project else {},
+               "flags": {"DEVENV_PROJECT": project} if project is not None else {},
                "no_color": no_color}
 
 

@@ -75,10 +75,25 @@ SETTINGS: tuple[SettingSpec, ...] = (
 )
 
 SPECS: dict[str, SettingSpec] = {spec.key: spec for spec in SETTINGS}
+#: kinds whose text must be exactly a number: no whitespace is trimmed from them
+_NUMBERS = ("port", "ports", "seconds", "count")
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _NETWORK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+_DIGITS = re.compile(r"^(0|[1-9][0-9]*)$")  # ASCII digits only: no sign, `_`, space, `1e3`
+_DECIMAL = re.compile(r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)$")  # no exponent, no nan/inf
+MAX_SECONDS = 86400.0
+MAX_COUNT = 100000
+# Docker's reference grammar (distribution/reference): [host[:port]/]path[:tag][@digest]
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}"
+_REPOSITORY = re.compile(rf"^{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*$")
+_DOMAIN_RE = re.compile(rf"^{_DOMAIN}$")
+_TAG_RE = re.compile(rf"^{_TAG}$")
+_DIGEST_RE = re.compile(rf"^(?:{_DIGEST})$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -131,14 +146,15 @@ class Settings:
 
     @property
     def wait_timeout(self) -> float:
-        return float(self.values["DEVENV_WAIT_TIMEOUT"])
+        return parse_seconds(self.values["DEVENV_WAIT_TIMEOUT"], "DEVENV_WAIT_TIMEOUT")
 
     @property
     def reserved_ports(self) -> tuple[int, ...]:
         return parse_port_list(self.values["DEVENV_RESERVED_PORTS"], "DEVENV_RESERVED_PORTS")
 
     def port(self, service: str) -> int:
-        return int(self.values[f"DEVENV_{service.upper()}_PORT"])
+        key = f"DEVENV_{service.upper()}_PORT"
+        return parse_port(self.values[key], key)
 
     def image(self, service: str) -> str:
         return self.values[f"DEVENV_{service.upper()}_IMAGE"]
@@ -157,11 +173,12 @@ class Settings:
 
 
 def parse_port(text: str, key: str) -> int:
-    try:
-        port = int(text.strip())
-    except ValueError:
+    """A port written as plain ASCII digits: `8_081`, `+5`, ` 5`, `1e3` are refused (int()
+    and float() accept them, and the text would reach Compose verbatim)."""
+    if not _DIGITS.match(text):
         raise SettingError(f"{key}={text!r} is not a port number",
-                           hint="use a whole number from 1 to 65535") from None
+                           hint="use a whole number from 1 to 65535, digits only")
+    port = int(text)
     if not 1 <= port <= 65535:
         raise SettingError(f"{key}={port} is outside 1-65535",
                            hint="use a whole number from 1 to 65535")
@@ -169,11 +186,73 @@ def parse_port(text: str, key: str) -> int:
 
 
 def parse_port_list(text: str, key: str) -> tuple[int, ...]:
-    words = [w for w in text.replace(" ", "").split(",") if w]
-    return tuple(parse_port(w, key) for w in words)
+    """Comma-separated ports; an empty value is an empty list."""
+    if text == "":
+        return ()
+    return tuple(parse_port(word, key) for word in text.split(","))
 
 
-def _check(spec: SettingSpec, value: str) -> None:
+def parse_seconds(text: str, key: str, example: str = "120") -> float:
+    """A finite decimal number of seconds > 0 (no `nan`, `inf`, exponent, sign or `_`)."""
+    hint = f"a decimal number of seconds above 0, at most {MAX_SECONDS:g}, e.g. {key}={example}"
+    if not _DECIMAL.match(text):
+        raise SettingError(f"{key}={text!r} is not a number of seconds", hint=hint)
+    number = float(text)
+    if not 0 < number <= MAX_SECONDS:
+        raise SettingError(f"{key}={text} must be above 0 and at most {MAX_SECONDS:g}",
+                           hint=hint)
+    return number
+
+
+def parse_count(text: str, key: str, example: str = "20") -> int:
+    hint = f"a whole number from 1 to {MAX_COUNT}, digits only, e.g. {key}={example}"
+    if not _DIGITS.match(text):
+        raise SettingError(f"{key}={text!r} is not a whole number", hint=hint)
+    if not 1 <= int(text) <= MAX_COUNT:
+        raise SettingError(f"{key}={text} must be from 1 to {MAX_COUNT}", hint=hint)
+    return int(text)
+
+
+def image_reference_problem(value: str) -> str | None:
+    """Why Docker would refuse `value` as an image reference, or None when it is valid.
+
+    Docker's grammar: an optional registry host[:port] (it has a `.` or `:`, or is
+    `localhost`), lowercase path components, an optional tag, an optional digest."""
+    rest, _, digest = value.partition("@")
+    if "@" in value and not _DIGEST_RE.match(digest):
+        return "the digest after @ must be sha256:<64 hex digits>"
+    name, tag = rest, ""
+    last_slash = rest.rfind("/")
+    if rest.rfind(":") > last_slash:
+        name, tag = rest[: rest.rfind(":")], rest[rest.rfind(":") + 1:]
+        if not _TAG_RE.match(tag):
+            return "a tag is letters, digits, '_', '.' and '-' (at most 128, not starting " \
+                   "with '.' or '-')"
+    first, slash, remainder = name.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"
+                  or first != first.lower()):
+        if not _DOMAIN_RE.match(first):
+            return f"{first!r} is not a registry host[:port]"
+        name = remainder
+    if len(rest) - (len(tag) + 1 if tag else 0) > 255:
+        return "the name is longer than 255 characters"
+    if not _REPOSITORY.match(name):
+        if name != name.lower():
+            return "the repository name must be lowercase"
+        return ("the repository name is lowercase letters and digits, separated by '/', "
+                "'.', '_', '__' or '-'")
+    return None
+
+
+_SOURCE_NAMES = {"flag": " (given by a command-line flag)", "environment": " (in the environment)",
+                 ".env": " (in the .env file)"}
+
+
+def _from(source: str) -> str:
+    return _SOURCE_NAMES.get(source, "")
+
+
+def _check(spec: SettingSpec, value: str, source: str = "") -> None:
     key, kind = spec.key, spec.kind
     if _CONTROL.search(value):
         raise SettingError(f"{key} contains a control character (newline, tab or similar)",
@@ -182,15 +261,14 @@ def _check(spec: SettingSpec, value: str) -> None:
         parse_port(value, key)
     elif kind == "ports":
         parse_port_list(value, key)
-    elif kind in ("seconds", "count"):
-        try:
-            number = float(value) if kind == "seconds" else int(value)
-        except ValueError:
-            raise SettingError(f"{key}={value!r} is not a number",
-                               hint=f"e.g. {key}={spec.default}") from None
-        if number <= 0:
-            raise SettingError(f"{key}={value} must be greater than 0",
-                               hint=f"e.g. {key}={spec.default}")
+    elif kind == "seconds":
+        parse_seconds(value, key, spec.default)
+    elif kind == "count":
+        parse_count(value, key, spec.default)
+    elif kind == "name" and not value:
+        raise SettingError(f"{key} is empty{_from(source)}",
+                           hint=f"give a project name, or leave {key} unset for the default "
+                           f"{spec.default!r}; an empty name never means the default")
     elif kind == "name" and not _NAME.match(value):
         raise SettingError(f"{key}={value!r} is not a valid Compose project name",
                            hint="use lowercase letters, digits, '-' and '_', starting with a "
@@ -206,9 +284,10 @@ def _check(spec: SettingSpec, value: str) -> None:
         except ValueError:
             raise SettingError(f"{key}={value!r} is not an IP address",
                                hint="e.g. 127.0.0.1 (default), 0.0.0.0 or ::1") from None
-    elif kind == "image" and value and not _IMAGE.match(value):
-        raise SettingError(f"{key}={value!r} is not an image reference",
-                           hint="e.g. postgres:16 or registry.example.com/team/api:1.2")
+    elif kind == "image" and value and (problem := image_reference_problem(value)):
+        raise SettingError(f"{key}={value!r} is not an image reference: {problem}",
+                           hint="e.g. postgres:16, registry.example.com:5000/team/api:1.2 "
+                           "or redis@sha256:<digest>")
     elif kind == "text" and not value and not spec.secret:
         raise SettingError(f"{key} is empty", hint=f"remove it to use the default "
                            f"{spec.default!r}")
@@ -268,9 +347,9 @@ def load_settings(
         else:
             values[spec.key], sources[spec.key] = spec.default, "default"
         value = values[spec.key]
-        if value != value.strip() and spec.kind != "text":
+        if value != value.strip() and spec.kind not in ("text", *_NUMBERS):
             value = values[spec.key] = value.strip()
-        _check(spec, value)
+        _check(spec, value, sources[spec.key])
     unknown = tuple(k for k in dotenv if k.startswith("DEVENV_") and k not in SPECS)
     settings = Settings(values=values, sources=sources, project_dir=project_dir,
                         env_file=path if (explicit_env_file or dotenv) else None,

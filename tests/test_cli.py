@@ -95,3 +95,34 @@ def test_shell_completion_offers_services_and_aliases(run):
     result = run(env={"_DEVENV_COMPLETE": "bash_complete", "COMP_WORDS": "devenv up --only db,c",
                       "COMP_CWORD": "3"})
     assert "db,cache" in result.output
+
+
+@pytest.mark.parametrize("command", [["down", "--volumes", "--yes"], ["up"], ["ports"]])
+def test_empty_project_flag_never_means_the_default_project(run, command):
+    result = run("-p", "", *command)
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == \
+        "devenv: error: DEVENV_PROJECT is empty (given by a command-line flag)"
+    assert "hint: " in result.output and "Traceback" not in result.output
+
+
+def test_empty_project_in_dotenv_is_refused(run, tmp_path):
+    (tmp_path / ".env").write_text("DEVENV_PROJECT=\n")
+    result = run("down", "--volumes", "--yes")
+    assert result.exit_code == 2
+    assert "DEVENV_PROJECT is empty (in the .env file)" in result.output
+
+
+def test_bad_image_reference_exits_2_naming_the_setting(run):
+    result = run("up", "--only", "cache", env={"DEVENV_REDIS_IMAGE": "Bars-redis:local"})
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == (
+        "devenv: error: DEVENV_REDIS_IMAGE='Bars-redis:local' is not an image reference: "
+        "the repository name must be lowercase")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "1e3", "-5"])
+def test_timeout_flag_is_parsed_strictly(run, value):
+    result = run("up", "--only", "db", "--timeout", value)
+    assert result.exit_code == 2
+    assert f"DEVENV_WAIT_TIMEOUT={value!r} is not a number of seconds" in result.output

@@ -57,7 +57,7 @@ def test_values_are_literal(tmp_path):
 
 @pytest.mark.parametrize("value, words", [
     ("70000", "outside 1-65535"), ("0", "outside 1-65535"), ("abc", "not a port"),
-    ("-1", "outside"), ("5432.5", "not a port"),
+    ("-1", "not a port"), ("5432.5", "not a port"),
 ])
 def test_bad_port_names_the_setting(tmp_path, value, words):
     with pytest.raises(SettingError) as info:
@@ -113,3 +113,75 @@ def test_unknown_keys_are_collected(tmp_path):
 def test_settings_table_has_help_for_every_key():
     assert all(spec.help for spec in SETTINGS)
     assert len({spec.key for spec in SETTINGS}) == len(SETTINGS)
+
+
+@pytest.mark.parametrize("key", ["DEVENV_REDIS_PORT", "DEVENV_RESERVED_PORTS"])
+@pytest.mark.parametrize("value", ["8_081", "1_0", "+5", " 5", "5 ", "1e3", "nan", "inf",
+                                   "0x50", "\u0665", "05", "5.0"])
+def test_ports_are_plain_digits_only(tmp_path, key, value):
+    with pytest.raises(SettingError) as info:
+        load(tmp_path, environ={key: value})
+    assert key in info.value.message and info.value.exit_code == EXIT_USAGE
+
+
+def test_port_list_is_comma_separated_digits(tmp_path):
+    s = load(tmp_path, environ={"DEVENV_RESERVED_PORTS": "3000,8081"})
+    assert s.reserved_ports == (3000, 8081)
+    assert load(tmp_path, environ={"DEVENV_RESERVED_PORTS": ""}).reserved_ports == ()
+    for bad in ("3000,,8081", "3000, 8081", "3000,"):
+        with pytest.raises(SettingError):
+            load(tmp_path, environ={"DEVENV_RESERVED_PORTS": bad})
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e3", "1_0", "+5", " 5", "-1",
+                                   "0", "0.0", "", "86401", "9" * 400, "\u0665"])
+def test_seconds_are_a_finite_decimal_above_zero(tmp_path, value):
+    with pytest.raises(SettingError) as info:
+        load(tmp_path, environ={"DEVENV_WAIT_TIMEOUT": value})
+    assert "DEVENV_WAIT_TIMEOUT" in info.value.message
+    assert "decimal number of seconds above 0" in info.value.hint
+
+
+@pytest.mark.parametrize("value, seconds", [("120", 120.0), ("0.5", 0.5), ("2.", 2.0),
+                                            (".25", 0.25), ("86400", 86400.0)])
+def test_good_seconds(tmp_path, value, seconds):
+    assert load(tmp_path, environ={"DEVENV_WAIT_TIMEOUT": value}).wait_timeout == seconds
+
+
+@pytest.mark.parametrize("value", ["1_0", "+5", " 5", "1e3", "nan", "0", "2.0", "100001", "-3"])
+def test_counts_are_whole_numbers(tmp_path, value):
+    with pytest.raises(SettingError) as info:
+        load(tmp_path, environ={"DEVENV_API_DB_POOL_SIZE": value})
+    assert "DEVENV_API_DB_POOL_SIZE" in info.value.message
+
+
+@pytest.mark.parametrize("image", [
+    "postgres:16", "prom/prometheus:v2.53.0", "registry.example.com:5000/team/api:1.2",
+    "localhost/api", "localhost:5000/api:dev", "devenv-test/postgres:latest", "a__b/c-d.e:T_1",
+    "redis@sha256:" + "a" * 64, "redis:7@sha256:" + "0" * 64, "[::1]:5000/x:y", "REG.IO/x",
+])
+def test_valid_image_references(tmp_path, image):
+    assert load(tmp_path, environ={"DEVENV_REDIS_IMAGE": image}).image("redis") == image
+
+
+@pytest.mark.parametrize("image, words", [
+    ("Bars-redis:local", "lowercase"), ("team/Redis", "lowercase"), ("redis:-x", "tag"),
+    ("redis:" + "t" * 129, "tag"), ("redis@sha256:abc", "digest"), ("a..b", "repository"),
+    ("redis:7:8", "repository"), ("-redis", "repository"), ("redis/", "repository"),
+    ("bad_host.io:x/y", "registry"), ("a" * 256, "255"),
+])
+def test_image_references_follow_dockers_grammar(tmp_path, image, words):
+    with pytest.raises(SettingError) as info:
+        load(tmp_path, environ={"DEVENV_REDIS_IMAGE": image})
+    assert "DEVENV_REDIS_IMAGE" in info.value.message and words in info.value.message
+    assert info.value.exit_code == EXIT_USAGE
+
+
+@pytest.mark.parametrize("layer", ["flags", "environ", "dotenv"])
+def test_empty_project_name_is_refused_from_every_layer(tmp_path, layer):
+    kwargs = {"flags": {"flags": {"DEVENV_PROJECT": ""}}, "environ": {"environ": {"DEVENV_PROJECT": ""}},
+              "dotenv": {"env_text": "DEVENV_PROJECT=\n"}}[layer]
+    with pytest.raises(SettingError) as info:
+        load(tmp_path, **kwargs)
+    assert "DEVENV_PROJECT is empty" in info.value.message
+    assert "never means the default" in info.value.hint
