@@ -184,7 +184,7 @@ def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool,
         if show_secrets:
             from .stack import secrets_report
 
-            click.echo(secrets_report(settings))
+            click.echo(secrets_report(settings, _err))
     else:
         _err(f"nothing of project {settings.project} is running (start it: devenv up)")
 

@@ -123,7 +123,8 @@ def context_hash(path: Path) -> str:
 
 
 def render_input(settings: Settings, services: Sequence[str], plan: PortPlan,
-                 start_interval: bool, network_external: bool, url_host: str) -> RenderInput:
+                 start_interval: bool, network_external: bool, url_host: str,
+                 warn: Callable[[str], None] | None = None) -> RenderInput:
     return RenderInput(
         project=settings.project,
         network=settings.network,
@@ -133,7 +134,7 @@ def render_input(settings: Settings, services: Sequence[str], plan: PortPlan,
         services=tuple(services),
         ports={name: plan.port(name) for name in services},
         values=settings.values,
-        secrets=({"grafana_admin_password": grafana_password(settings)}
+        secrets=({"grafana_admin_password": grafana_password(settings, warn)}
                  if "grafana" in services else {}),
         start_interval=start_interval,
         api_build=api_build(settings) if "api" in services else None,
@@ -174,7 +175,7 @@ class Launch:
         compose = self.engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
         for attempt in range(RACE_RETRIES + 1):
             data = render_input(settings, self.services, plan, self.start_interval,
-                                self.network_external, self.url_host)
+                                self.network_external, self.url_host, self.notify)
             files = render_stack(data, settings.project_dir / "templates",
                                  settings.template_cache)
             writes = tuple(write_outputs(settings.compose_dir, files))
@@ -210,7 +211,7 @@ class Launch:
                     are = "images {} are" if len(missing) > 1 else "image {} is"
                     exc.message = (f"{are.format(images)} not on this engine and could not "
                                    "be pulled")
-                secrets = known_secrets(settings)
+                secrets = known_secrets(settings, self.notify)
                 exc.message = mask(exc.message, secrets)
                 exc.detail = mask(exc.detail, secrets) if exc.detail else exc.detail
                 raise

@@ -4,7 +4,7 @@ probes together and return values; they never print (progress goes out through c
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -216,7 +216,7 @@ def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]
     data = render_input(settings, selection.services, plan,
                         info.supports_start_interval if info else False,
                         network_external(engine, settings) if engine else False,
-                        url_host(settings, remote))
+                        url_host(settings, remote), ctx.notify)
     files = render_stack(data, settings.project_dir / "templates", settings.template_cache)
     return write_outputs(settings.compose_dir, files)
 
@@ -233,7 +233,7 @@ def logs(ctx: Context, names: Sequence[str] | None, follow: bool,
                          hint="start it with `devenv up`")
     compose_file = settings.compose_dir / COMPOSE_FILE
     compose = engine.compose(settings.project, compose_file if compose_file.is_file() else None)
-    secrets = known_secrets(settings)
+    secrets = known_secrets(settings, ctx.notify)
     for line in compose.logs(wanted, follow=follow, tail=tail):
         yield mask(line, secrets)
 
@@ -252,12 +252,12 @@ def config(ctx: Context, show_secrets: bool = False) -> list[tuple[str, str, str
     return rows
 
 
-def secrets_report(settings: Settings) -> str:
+def secrets_report(settings: Settings, warn: Callable[[str], None] | None = None) -> str:
     """The logins `ports --show-secrets` prints under the table."""
     from .state import grafana_password
 
     return (f"grafana login: {settings['DEVENV_GRAFANA_ADMIN_USER']} / "
-            f"{grafana_password(settings)}\n"
+            f"{grafana_password(settings, warn)}\n"
             f"postgres login: {settings['DEVENV_POSTGRES_USER']} / "
             f"{settings['DEVENV_POSTGRES_PASSWORD']}")
 

@@ -84,16 +84,44 @@ class StateFile:
             return {"schema": STATE_SCHEMA, "projects": {}}
 
     def load(self, project: str) -> ProjectState:
-        entry = self._read_all()["projects"].get(project) or {}
-        try:
-            ports = {name: Memory(int(p["port"]), int(p["configured"]))
-                     for name, p in (entry.get("ports") or {}).items()}
-            return ProjectState(ports=ports, fingerprint=str(entry.get("fingerprint", "")),
-                                containers=dict(entry.get("containers") or {}),
-                                build=str(entry.get("build", "")))
-        except (TypeError, KeyError, ValueError, AttributeError):
+        """The project's entry, every value checked like input: a bad value is forgotten
+        with a warning (a remembered port 0 would be published as a random port)."""
+        entry = self._read_all()["projects"].get(project)
+        if entry is None:
+            return ProjectState()
+        if not isinstance(entry, dict):
             self._warn(f"{self.path}: the entry for {project} is damaged; forgetting it")
             return ProjectState()
+        forgotten: list[str] = []
+        ports: dict[str, Memory] = {}
+        raw_ports = entry.get("ports", {})
+        if not isinstance(raw_ports, dict):
+            forgotten.append("ports")
+            raw_ports = {}
+        for name, memory in raw_ports.items():
+            if (isinstance(memory, dict) and _is_port(memory.get("port"))
+                    and _is_port(memory.get("configured"))):
+                ports[name] = Memory(memory["port"], memory["configured"])
+            else:
+                forgotten.append(f"the port of {name}")
+        fingerprint = entry.get("fingerprint", "")
+        if not _is_hex(fingerprint):
+            forgotten.append("the fingerprint")
+            fingerprint = ""
+        containers = entry.get("containers", {})
+        if not (isinstance(containers, dict)
+                and all(isinstance(k, str) and _is_hex(v) for k, v in containers.items())):
+            forgotten.append("the containers")
+            containers = {}
+        build = entry.get("build", "")
+        if not _is_hex(build):
+            forgotten.append("the build")
+            build = ""
+        if forgotten:
+            self._warn(f"{self.path}: {', '.join(forgotten)} remembered for {project} "
+                       "made no sense; forgetting it")
+        return ProjectState(ports=ports, fingerprint=fingerprint, containers=dict(containers),
+                            build=build)
 
     def save(self, project: str, state: ProjectState) -> None:
         data = self._read_all()
@@ -109,22 +137,79 @@ class StateFile:
 
 
 
+def _is_port(value: Any) -> bool:
+    return type(value) is int and 1 <= value <= 65535
+
+
+def _is_hex(value: Any) -> bool:
+    return isinstance(value, str) and all(c in "0123456789abcdef" for c in value)
+
+
+def _utc_stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+#: what the volume of a service remembers from a generated secret, and how to reset it
+_SECRET_VOLUMES = {"grafana_admin_password": ("Grafana", "DEVENV_GRAFANA_ADMIN_PASSWORD")}
+
+
 class SecretStore:
-    """.devenv/secrets.json (0600): secrets devenv generated, per project."""
+    """.devenv/secrets.json (0600): secrets devenv generated, per project.
 
-    def __init__(self, state_dir: Path):
+    A damaged or wrong-shaped file is set aside (never overwritten) with a warning, and a
+    secret made anew says that a volume may still hold the old one and what to do."""
+
+    def __init__(self, state_dir: Path, warn: Callable[[str], None] | None = None):
         self.path = state_dir / "secrets.json"
+        self._warn = warn or (lambda message: None)
+        self._set_aside: Path | None = None
 
-    def _read(self) -> dict[str, Any]:
+    def _read(self) -> dict[str, dict[str, str]]:
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
             return {}
-        return data if isinstance(data, dict) else {}
+        except OSError as exc:
+            # Likely a file made by another user (sudo): the secrets are fine, only not
+            # readable; making new ones would lock the user out of the volumes.
+            raise StateError(f"cannot read {self.path}: {exc.strerror}",
+                             hint=f"make it readable again (e.g. sudo chown $USER {self.path})"
+                             ) from exc
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+            for project, entry in data.items():
+                if not isinstance(entry, dict) or not all(
+                        isinstance(k, str) and isinstance(v, str) and v
+                        for k, v in entry.items()):
+                    raise ValueError(f"the entry for {project} is not a set of strings")
+            return data
+        except (ValueError, RecursionError) as exc:
+            self._put_aside(exc)
+            return {}
+
+    def _put_aside(self, exc: Exception) -> None:
+        aside = self.path.with_name(f"secrets.corrupt-{_utc_stamp()}.json")
+        try:
+            os.replace(self.path, aside)
+        except OSError as err:
+            raise StateError(f"{self.path} is damaged and cannot be set aside: {err.strerror}",
+                             hint=f"move {self.path} away yourself; it may hold the "
+                             "passwords your volumes were created with") from err
+        with contextlib.suppress(OSError):
+            os.chmod(aside, 0o600)
+        self._set_aside = aside
+        why = str(exc) if type(exc) is ValueError else "not JSON"
+        self._warn(f"warning: {self.path} was damaged ({why}); set aside as {aside.name}")
 
     def existing(self, project: str) -> list[str]:
-        entry = self._read().get(project)
-        return [str(v) for v in entry.values()] if isinstance(entry, dict) else []
+        """The project's secrets, to mask: never fails (nothing to mask then)."""
+        try:
+            return list(self._read().get(project, {}).values())
+        except StateError as exc:
+            self._warn(f"warning: {exc.message}")
+            return []
 
     def get_or_create(self, project: str, key: str) -> str:
         data = self._read()
@@ -132,7 +217,17 @@ class SecretStore:
         if key not in project_secrets:
             project_secrets[key] = _secrets.token_urlsafe(18)
             write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n", 0o600)
-        return str(project_secrets[key])
+            aside = self._set_aside or max(self.path.parent.glob("secrets.corrupt-*.json"),
+                                           default=None)
+            if aside is not None:
+                what, setting = _SECRET_VOLUMES.get(key, (key, ""))
+                self._warn(
+                    f"warning: a new {what} password was generated for project {project}; "
+                    f"if its {what} volume already existed it still holds the old one, so "
+                    f"the new one will not log in: set {setting} to the old value "
+                    f"({key} in .devenv/{aside.name}), or delete the data with "
+                    f"`devenv down --volumes`")
+        return project_secrets[key]
 
 
 @contextlib.contextmanager
@@ -149,6 +244,7 @@ def project_lock(state_dir: Path, project: str, command: str, timeout: float,
                          hint="check that the project directory is writable") from exc
     deadline = time.monotonic() + timeout
     told = False
+    held = False
     try:
         while True:
             try:
@@ -166,26 +262,28 @@ def project_lock(state_dir: Path, project: str, command: str, timeout: float,
                     on_wait(f"waiting for {holder} to finish")
                     told = True
                 time.sleep(0.2)
+        held = True
         handle.seek(0)
         handle.truncate()
         handle.write(f"devenv {command} (pid {os.getpid()})")
         handle.flush()
         yield
     finally:
-        with contextlib.suppress(OSError):
-            handle.seek(0)
-            handle.truncate()
+        if held:  # only the holder clears its own line; a waiter that gives up leaves it
+            with contextlib.suppress(OSError):
+                handle.seek(0)
+                handle.truncate()
         handle.close()
 
 
-def grafana_password(settings: Settings) -> str:
+def grafana_password(settings: Settings, warn: Callable[[str], None] | None = None) -> str:
     """The configured Grafana password, else the one generated once for this project."""
     return settings["DEVENV_GRAFANA_ADMIN_PASSWORD"] or SecretStore(
-        settings.state_dir).get_or_create(settings.project, "grafana_admin_password")
+        settings.state_dir, warn).get_or_create(settings.project, "grafana_admin_password")
 
 
-def known_secrets(settings: Settings) -> list[str]:
+def known_secrets(settings: Settings, warn: Callable[[str], None] | None = None) -> list[str]:
     """Every secret devenv knows for this project, to mask in what it shows."""
     values = [settings[spec.key] for spec in SETTINGS if spec.secret and settings[spec.key]]
-    values += SecretStore(settings.state_dir).existing(settings.project)
+    values += SecretStore(settings.state_dir, warn).existing(settings.project)
     return values

@@ -88,3 +88,109 @@ def test_lock_makes_the_second_wait_then_names_the_holder(tmp_path):
     start = time.monotonic()
     with project_lock(tmp_path, "p", "up", timeout=5):
         assert time.monotonic() - start < 1
+
+
+def _state_with(tmp_path, entry) -> None:
+    import json
+
+    (tmp_path / "state.json").write_text(json.dumps({"schema": 1, "projects": {"a": entry}}))
+
+
+GOOD = {"ports": {"api": {"port": 7778, "configured": 7777}}, "fingerprint": "ab12",
+        "containers": {"api": "c0ffee"}, "build": ""}
+
+
+@pytest.mark.parametrize("port", [70000, 0, -1, "abc", "5432", True, None, 5432.0, [5432]])
+def test_a_bad_remembered_port_is_forgotten_with_a_warning(tmp_path, port):
+    _state_with(tmp_path, {**GOOD, "ports": {"api": {"port": 7778, "configured": 7777},
+                                             "postgres": {"port": port, "configured": 5432}}})
+    warnings = []
+    state = StateFile(tmp_path, warn=warnings.append).load("a")
+    assert state.ports == {"api": Memory(7778, 7777)}  # only the bad entry is forgotten
+    assert state.fingerprint == "ab12" and state.containers == {"api": "c0ffee"}
+    assert len(warnings) == 1 and "the port of postgres" in warnings[0]
+
+
+@pytest.mark.parametrize("field, value", [
+    ("fingerprint", 5), ("fingerprint", ["x"]), ("fingerprint", "not hex!"),
+    ("containers", ["api"]), ("containers", {"api": 5}), ("containers", "c0ffee"),
+    ("build", {"x": 1}), ("build", 3), ("ports", [1, 2]), ("ports", "7777"),
+])
+def test_wrong_types_are_forgotten_field_by_field(tmp_path, field, value):
+    _state_with(tmp_path, {**GOOD, field: value})
+    warnings = []
+    state = StateFile(tmp_path, warn=warnings.append).load("a")
+    assert warnings and "made no sense" in warnings[0]
+    assert state == StateFile(tmp_path).load("a")  # stable, never an exception
+    empty = {"fingerprint": "", "containers": {}, "build": "", "ports": {}}[field]
+    assert getattr(state, field) == empty
+
+
+@pytest.mark.parametrize("entry", [[1, 2], "x", 5, True])
+def test_a_project_entry_that_is_not_an_object_is_forgotten(tmp_path, entry):
+    _state_with(tmp_path, entry)
+    warnings = []
+    assert StateFile(tmp_path, warn=warnings.append).load("a") == ProjectState()
+    assert warnings
+
+
+@pytest.mark.parametrize("garbage", [
+    b"", b"{", b"\xff\xfe", b"[1, 2]", b'"text"', b'{"p": [1]}', b'{"p": "x"}',
+    b'{"p": {"grafana_admin_password": 5}}', b'{"p": {"grafana_admin_password": ""}}',
+    b'{"p": {"grafana_admin_password": null}}', b"[" * 100000,
+])
+def test_damaged_secrets_are_set_aside_and_a_new_password_says_what_to_do(tmp_path, garbage):
+    (tmp_path / "secrets.json").write_bytes(garbage)
+    warnings = []
+    store = SecretStore(tmp_path, warn=warnings.append)
+    assert store.existing("p") == []
+    [aside] = tmp_path.glob("secrets.corrupt-*.json")
+    assert aside.read_bytes() == garbage  # nothing of it is lost
+    assert stat.S_IMODE(aside.stat().st_mode) == 0o600
+    assert "set aside as " + aside.name in warnings[0]
+    new = store.get_or_create("p", "grafana_admin_password")
+    assert new and len(warnings) == 2
+    assert "a new Grafana password was generated" in warnings[1]
+    assert "DEVENV_GRAFANA_ADMIN_PASSWORD" in warnings[1] and aside.name in warnings[1]
+    assert "devenv down --volumes" in warnings[1]
+    assert SecretStore(tmp_path).get_or_create("p", "grafana_admin_password") == new
+
+
+def test_a_healthy_secret_store_is_never_set_aside(tmp_path):
+    store = SecretStore(tmp_path)
+    first = store.get_or_create("p", "grafana_admin_password")
+    warnings = []
+    again = SecretStore(tmp_path, warn=warnings.append)
+    assert again.get_or_create("p", "grafana_admin_password") == first
+    assert again.existing("p") == [first] and warnings == []
+    assert not list(tmp_path.glob("secrets.corrupt-*"))
+
+
+def test_unreadable_secrets_are_refused_not_replaced(tmp_path, monkeypatch):
+    (tmp_path / "secrets.json").write_text('{"p": {"grafana_admin_password": "old"}}')
+    from pathlib import Path
+
+    real = Path.read_bytes
+
+    def denied(self):
+        if self.name == "secrets.json":
+            raise PermissionError(13, "Permission denied")
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    warnings = []
+    store = SecretStore(tmp_path, warn=warnings.append)
+    assert store.existing("p") == [] and "Permission denied" in warnings[0]
+    with pytest.raises(StateError) as info:
+        store.get_or_create("p", "grafana_admin_password")
+    assert "cannot read" in info.value.message and "chown" in info.value.hint
+    monkeypatch.undo()
+    assert "old" in (tmp_path / "secrets.json").read_text()
+
+
+def test_giving_up_on_the_lock_leaves_the_holders_name(tmp_path):
+    with project_lock(tmp_path, "p", "up", timeout=5):
+        with pytest.raises(LockedError), project_lock(tmp_path, "p", "down", timeout=0.3):
+            pass
+        assert (tmp_path / "p.lock").read_text() == f"devenv up (pid {os.getpid()})"
+    assert (tmp_path / "p.lock").read_text() == ""  # the holder clears its own line
