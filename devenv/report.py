@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -28,11 +29,48 @@ class ServiceRow:
         return self.port != self.configured_port
 
 
+#: words after which a value is a credential: `PASSWORD 'x'`, `password: x`, `token=x`
+_CREDENTIAL_WORD = r"(?i:\b(?:password|passwd|pwd|pass|secret|token|api[_-]?key)\b)"
+#: where a value ends: whitespace, a quote, a delimiter, a full stop, the end of the line
+_VALUE_END = r"(?=$|[\s\"'`,;&)}\]>]|\.(?:\s|$))"
+#: a secret made of letters (and single hyphens, apostrophes or spaces) could be a word of
+#: prose, like the spec's default `password`: it is masked only where it is a value
+_WORDLIKE = re.compile(r"[A-Za-z]+(?:[-' ][A-Za-z]+)*")
+
+
+def _value_positions(form: str) -> re.Pattern[str]:
+    f = re.escape(form)
+    return re.compile("|".join((
+        rf"(?P<url>://[^\s/@:]*:){f}(?=@)",  # scheme://user:SECRET@
+        rf"(?P<assign>[\w.-]+\s*=\s*[\"']?){f}{_VALUE_END}",  # key=SECRET, key="SECRET"
+        # key: SECRET as the whole value (to the end of the line, or a , or } after it)
+        rf"(?P<colon>[\w.-]+[\"']?[ \t]*:[ \t]*[\"']?){f}(?=[\"']?[ \t]*(?:$|[,}}]))",
+        rf"(?P<word>{_CREDENTIAL_WORD}[\"']?(?:[ \t]*[:=][ \t]*|[ \t]+(?:is[ \t]+)?)[\"'`]?)"
+        rf"{f}{_VALUE_END}",  # PASSWORD 'SECRET', password is SECRET
+        rf"(?P<quote>(?P<q>[\"'`])){f}(?=(?P=q)(?![ \t]*:))",  # "SECRET", not a "key":
+    )), re.MULTILINE)
+
+
+def _keep_prefix(match: re.Match[str]) -> str:
+    prefix = next(v for k, v in match.groupdict().items() if v is not None and k != "q")
+    return prefix + "***"
+
+
 def mask(text: str, secrets: Iterable[str]) -> str:
-    """Replace every secret (and its URL-encoded form) in `text` with ***."""
+    """Replace each secret (plain, URL-encoded, `$$`-escaped for Compose) with ***.
+
+    A secret that could be a word of prose (`password`) is replaced only where it stands as
+    a value: in a URL's user part, after `key=` or `key:`, after a credential word, or
+    quoted exactly; so `FATAL:  password authentication failed` stays readable. Any other
+    secret (a generated one, anything with digits or symbols) is replaced wherever it is."""
     for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
-        for form in {secret, quote(secret, safe=""), secret.replace("$", "$$")}:
-            text = text.replace(form, "***")
+        anywhere = len(secret) >= 8 and not _WORDLIKE.fullmatch(secret)
+        for form in sorted({secret, quote(secret, safe=""), secret.replace("$", "$$")},
+                           key=len, reverse=True):
+            if anywhere:
+                text = text.replace(form, "***")
+            else:
+                text = _value_positions(form).sub(_keep_prefix, text)
     return text
 
 
