@@ -178,14 +178,17 @@ class Launch:
                                 self.network_external, self.url_host, self.notify)
             files = render_stack(data, settings.project_dir / "templates",
                                  settings.template_cache)
-            writes = tuple(write_outputs(settings.compose_dir, files))
+            writes = tuple(write_outputs(settings.compose_dir, files, self.notify))
             build = _build_hash(settings, data)
             # Only what this run starts is remembered anew; what it leaves alone keeps its
             # memory (its container still publishes the port it had).
             started = {s: m for s, m in plan.as_memory().items() if s in start}
             remembered = ProjectState(ports={**state.ports, **started},
                                       fingerprint=fingerprint(files, extra=build), build=build)
-            if remembered.fingerprint == state.fingerprint and all(
+            # A person's edit set aside is never met with "already up to date": compose
+            # then checks the running containers against the file.
+            set_aside = any(w.aside for w in writes)
+            if remembered.fingerprint == state.fingerprint and not set_aside and all(
                     name in before and before[name].running
                     and state.containers.get(name) == before[name].id
                     for name in self.services):

@@ -12,13 +12,14 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+import stat
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .catalog import SERVICES, service_url
-from .errors import TemplateError
+from .errors import DevenvError, StateError, TemplateError
 from .state import write_atomic
 
 COMPOSE_FILE = "docker-compose.yml"
@@ -251,36 +252,203 @@ def fingerprint(files: Sequence[RenderedFile], extra: str = "") -> str:
 
 
 # --- writing ----------------------------------------------------------------------------
+MANIFEST_SCHEMA = 1
+_HEX64 = frozenset("0123456789abcdef")
+
+
 @dataclass(frozen=True)
 class WriteResult:
     path: str
-    status: str  # created | updated | identical | removed
+    status: str  # created | updated | identical | removed | kept
+    #: where a person's version of this file was set aside (relative to compose/)
+    aside: str = ""
 
 
-def write_outputs(compose_dir: Path, files: Sequence[RenderedFile]) -> list[WriteResult]:
-    """Write changed files atomically; remove files an earlier render wrote and this one not."""
-    results = []
-    for f in files:
-        path = compose_dir / f.path
-        try:
-            old = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            old = None
-        if old == f.text and (path.stat().st_mode & 0o777) == f.mode:
-            results.append(WriteResult(f.path, "identical"))
-            continue
-        write_atomic(path, f.text, f.mode)
-        results.append(WriteResult(f.path, "created" if old is None else "updated"))
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX64
+
+
+def safe_relative(path: Any) -> bool:
+    """A path devenv could have written: relative, normalized, inside compose/."""
+    if not isinstance(path, str) or not path or "\0" in path or "\\" in path:
+        return False
+    parts = path.split("/")
+    return (not path.startswith("/") and os.path.normpath(path) == path
+            and ".." not in parts and "." not in parts and path != MANIFEST)
+
+
+def _utc_stamp() -> str:
+    import time
+
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def _set_aside(path: Path, label: str) -> Path:
+    """Rename `path` to `<name>.<label>-<UTC time>` beside it (mode and content kept)."""
+    stamp = _utc_stamp()
+    aside = path.with_name(f"{path.name}.{label}-{stamp}")
+    n = 1
+    while aside.exists() or aside.is_symlink():
+        n += 1
+        aside = path.with_name(f"{path.name}.{label}-{stamp}-{n}")
+    try:
+        os.rename(path, aside)
+    except OSError as exc:
+        raise StateError(f"cannot set {path} aside: {exc.strerror}",
+                         hint="move it away yourself; devenv does not overwrite it") from exc
+    return aside
+
+
+def read_manifest(compose_dir: Path, notify: Callable[[str], None]) -> dict[str, frozenset[str]]:
+    """compose/.devenv-files.json: path -> the digests of what devenv wrote there.
+
+    Read like input: an entry outside compose/, not normalized, or a digest that is not
+    one, and the whole manifest is set aside and trusted for nothing. The format before
+    digests (a list of paths) is read with no digest: such files are never assumed
+    unchanged."""
     manifest = compose_dir / MANIFEST
     try:
-        previous = set(json.loads(manifest.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
-        previous = set()
-    current = {f.path for f in files}
-    for stale in sorted(previous - current):
-        with contextlib.suppress(OSError):
-            os.unlink(compose_dir / stale)
-            results.append(WriteResult(stale, "removed"))
-    if previous != current:
-        write_atomic(manifest, json.dumps(sorted(current), indent=1) + "\n")
+        raw = manifest.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        notify(f"warning: compose/{MANIFEST} cannot be read ({exc.strerror}); files in "
+               "compose/ are treated as not written by devenv")
+        return {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        if isinstance(data, list) and all(safe_relative(p) for p in data):
+            return {p: frozenset() for p in data}
+        files = data.get("files") if isinstance(data, dict) else None
+        if (not isinstance(data, dict) or data.get("schema") != MANIFEST_SCHEMA
+                or not isinstance(files, dict)):
+            raise ValueError("not a manifest devenv wrote")
+        out: dict[str, frozenset[str]] = {}
+        for path, digests in files.items():
+            if isinstance(digests, str):
+                digests = [digests]
+            if not (safe_relative(path) and isinstance(digests, list) and digests
+                    and all(_is_digest(d) for d in digests)):
+                raise ValueError(f"entry {str(path)[:80]!r} is not a file inside compose/")
+            out[path] = frozenset(digests)
+        return out
+    except (ValueError, AttributeError, RecursionError) as exc:
+        aside = _set_aside(manifest, "corrupt")
+        why = str(exc) if type(exc) is ValueError else "not JSON"
+        notify(f"warning: compose/{MANIFEST} is damaged ({why}); set aside as "
+               f"compose/{aside.name}; nothing in compose/ is removed or replaced unchecked")
+        return {}
+
+
+def _inside(compose_dir: Path, rel: str) -> Path:
+    """compose_dir / rel, refusing a path whose directories lead out of compose/."""
+    base = compose_dir.resolve()
+    path = compose_dir / rel
+    parent = path.parent.resolve()
+    if parent != base and base not in parent.parents:
+        raise StateError(f"compose/{rel} leads outside compose/ (to {parent}); devenv writes "
+                         "only inside compose/",
+                         hint="remove that link in compose/; devenv recreates the directory")
+    return path
+
+
+def _write_manifest(compose_dir: Path, files: Mapping[str, Sequence[str]]) -> None:
+    text = json.dumps({"schema": MANIFEST_SCHEMA,
+                       "files": {p: (d[0] if len(d) == 1 else sorted(d))
+                                 for p, d in sorted(files.items())}}, indent=1)
+    # 0600: a digest of a file holding a password would let a weak one be guessed
+    write_atomic(compose_dir / MANIFEST, text + "\n", 0o600)
+
+
+def write_outputs(compose_dir: Path, files: Sequence[RenderedFile],
+                  notify: Callable[[str], None] | None = None) -> list[WriteResult]:
+    """Write changed files atomically; remove files an earlier render wrote and this one not.
+
+    Only a file devenv wrote, and that still holds exactly what it wrote (its digest is in
+    the manifest), is replaced or removed. Any other file in the way (a person's edit, a
+    file devenv did not write, a link) is set aside as `<name>.edited-<UTC time>` first,
+    and said; a stale file that was changed is kept where it is."""
+    say = notify or (lambda message: None)
+    known = read_manifest(compose_dir, say)
+    wanted = {f.path: _digest(f.text.encode("utf-8")) for f in files}
+    plan: list[tuple[RenderedFile, Path, bytes | None, str]] = []  # file, path, old, action
+    for f in files:
+        path = _inside(compose_dir, f.path)
+        old: bytes | None = None
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            plan.append((f, path, None, "create"))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            raise StateError(f"compose/{f.path} is a directory; devenv writes a file there",
+                             hint="move that directory out of compose/")
+        if stat.S_ISREG(st.st_mode):
+            with contextlib.suppress(OSError):
+                old = path.read_bytes()
+        new = f.text.encode("utf-8")
+        if old == new and stat.S_IMODE(st.st_mode) == f.mode:
+            plan.append((f, path, old, "identical"))
+        elif old is not None and (old == new or _digest(old) in known.get(f.path, ())):
+            plan.append((f, path, old, "update"))
+        else:
+            plan.append((f, path, old, "aside"))
+    stale = sorted(set(known) - set(wanted))
+    changes = any(action != "identical" for _f, _p, _o, action in plan) or stale
+    final = {p: [d] for p, d in wanted.items()}
+    if not changes and {p: frozenset(d) for p, d in final.items()} == known:
+        return [WriteResult(f.path, "identical") for f in files]
+    # Written first with both digests: a render cut short (Ctrl-C, a full disk) leaves
+    # every file recognised as devenv's, old or new.
+    interim = {p: sorted(known.get(p, frozenset()) | {d}) for p, d in wanted.items()}
+    interim.update({p: sorted(known[p]) for p in stale if known[p]})
+    _write_manifest(compose_dir, interim)
+    results = []
+    for f, path, old, action in plan:
+        if action == "identical":
+            results.append(WriteResult(f.path, "identical"))
+            continue
+        aside = ""
+        if action == "aside":
+            moved = _set_aside(path, "edited")
+            aside = os.path.relpath(moved, compose_dir)
+            say(f"compose/{f.path} was changed since devenv wrote it (or devenv did not "
+                f"write it): kept as compose/{aside}, devenv's version written in its place; "
+                "to change a generated file for good, override its template in templates/")
+        write_atomic(path, f.text, f.mode)
+        results.append(WriteResult(f.path, "created" if action == "create" else "updated",
+                                   aside))
+    for rel in stale:
+        removed = _remove_stale(compose_dir, rel, known[rel], say)
+        if removed is not None:
+            results.append(removed)
+    _write_manifest(compose_dir, final)
     return results
+
+
+def _remove_stale(compose_dir: Path, rel: str, digests: frozenset[str],
+                  say: Callable[[str], None]) -> WriteResult | None:
+    """Remove a file an earlier render wrote, only if it still holds what devenv wrote."""
+    try:
+        path = _inside(compose_dir, rel)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except DevenvError as exc:
+        say(f"warning: {exc.message}; left alone")
+        return WriteResult(rel, "kept")
+    if stat.S_ISREG(st.st_mode):
+        with contextlib.suppress(OSError):
+            if _digest(path.read_bytes()) in digests:
+                path.unlink()
+                return WriteResult(rel, "removed")
+    if digests:
+        say(f"compose/{rel} is no longer needed but was changed since devenv wrote it; kept")
+    else:  # listed by an older devenv, with no digest to compare
+        say(f"compose/{rel} is no longer needed; kept (devenv cannot tell whether it was "
+            "changed since it was written)")
+    return WriteResult(rel, "kept")

@@ -218,7 +218,7 @@ def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]
                         network_external(engine, settings) if engine else False,
                         url_host(settings, remote), ctx.notify)
     files = render_stack(data, settings.project_dir / "templates", settings.template_cache)
-    return write_outputs(settings.compose_dir, files)
+    return write_outputs(settings.compose_dir, files, ctx.notify)
 
 
 def logs(ctx: Context, names: Sequence[str] | None, follow: bool,

@@ -178,3 +178,173 @@ def test_fingerprint_changes_with_content(tmp_path):
     b = render_stack(make_input(tmp_path, services=("postgres",)))
     assert fingerprint(a) == fingerprint(render_stack(make_input(tmp_path)))
     assert fingerprint(a) != fingerprint(b)
+
+
+# --- what write_outputs may touch --------------------------------------------------------
+def _manifest(out: Path) -> dict:
+    import json
+
+    return json.loads((out / ".devenv-files.json").read_text())
+
+
+def test_manifest_records_a_digest_per_file_and_is_private(tmp_path):
+    import hashlib
+
+    out = tmp_path / "compose"
+    files = render_stack(make_input(tmp_path))
+    write_outputs(out, files)
+    manifest = _manifest(out)
+    assert manifest["schema"] == 1
+    assert manifest["files"] == {f.path: hashlib.sha256(f.text.encode()).hexdigest()
+                                 for f in files}
+    assert (out / ".devenv-files.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("listed", [["../outside.txt"], {"schema": 1, "files": {
+    "../outside.txt": "0" * 64}}, {"schema": 1, "files": {"/abs/outside.txt": "0" * 64}},
+    {"schema": 1, "files": {"a/../../outside.txt": "0" * 64}}])
+def test_a_path_outside_compose_in_the_manifest_is_never_removed(tmp_path, listed):
+    import hashlib
+    import json
+
+    out = tmp_path / "compose"
+    out.mkdir()
+    victim = tmp_path / "outside.txt"
+    victim.write_text("mine")
+    if isinstance(listed, dict):  # even with the right digest
+        digest = hashlib.sha256(b"mine").hexdigest()
+        listed["files"] = {p: digest for p in listed["files"]}
+    (out / ".devenv-files.json").write_text(json.dumps(listed))
+    said = []
+    results = write_outputs(out, render_stack(make_input(tmp_path, services=("redis",))),
+                            said.append)
+    assert victim.read_text() == "mine"
+    assert all(r.status != "removed" for r in results)
+    assert "damaged" in said[0] and "set aside" in said[0]
+    assert list(out.glob(".devenv-files.json.corrupt-*"))
+
+
+@pytest.mark.parametrize("garbage", [b"{", b"5", b'{"schema": 1, "files": ["a"]}',
+                                     b'{"schema": 1, "files": {"a": "xyz"}}', b"\xff",
+                                     b'{"schema": 2, "files": {}}', b'["./a"]', b'["a//b"]'])
+def test_a_wrong_shaped_manifest_is_set_aside_and_trusted_for_nothing(tmp_path, garbage):
+    out = tmp_path / "compose"
+    files = render_stack(make_input(tmp_path, services=("redis",)))
+    write_outputs(out, files)
+    (out / "docker-compose.yml").write_text("# mine\n")
+    (out / ".devenv-files.json").write_bytes(garbage)
+    said = []
+    write_outputs(out, files, said.append)
+    assert "set aside" in said[0]
+    assert any("kept as compose/docker-compose.yml.edited-" in m for m in said)
+    [kept] = out.glob("docker-compose.yml.edited-*")
+    assert kept.read_text() == "# mine\n"
+
+
+def test_an_edited_compose_file_is_kept_and_named(tmp_path):
+    out = tmp_path / "compose"
+    files = render_stack(make_input(tmp_path))
+    write_outputs(out, files)
+    compose = out / "docker-compose.yml"
+    edited = compose.read_text() + "# my change\n"
+    compose.write_text(edited)
+    compose.chmod(0o640)
+    said = []
+    results = {r.path: r for r in write_outputs(out, files, said.append)}
+    [kept] = out.glob("docker-compose.yml.edited-*")
+    assert kept.read_text() == edited and kept.stat().st_mode & 0o777 == 0o640
+    assert results["docker-compose.yml"].status == "updated"
+    assert results["docker-compose.yml"].aside == kept.name
+    assert len(said) == 1 and f"kept as compose/{kept.name}" in said[0]
+    assert compose.read_text() == next(f.text for f in files if f.path == "docker-compose.yml")
+    # the next render finds devenv's own file again: nothing more is set aside
+    assert {r.status for r in write_outputs(out, files, said.append)} == {"identical"}
+    assert len(list(out.glob("docker-compose.yml.edited-*"))) == 1
+
+
+def test_a_file_devenv_did_not_write_is_set_aside_not_overwritten(tmp_path):
+    out = tmp_path / "compose"
+    out.mkdir()
+    (out / "docker-compose.yml").write_text("services: {mine: {image: x}}\n")
+    said = []
+    write_outputs(out, render_stack(make_input(tmp_path, services=("redis",))), said.append)
+    [kept] = out.glob("docker-compose.yml.edited-*")
+    assert "mine" in kept.read_text() and kept.name in said[0]
+
+
+def test_identical_content_is_adopted_without_setting_aside(tmp_path):
+    out = tmp_path / "compose"
+    files = render_stack(make_input(tmp_path, services=("redis",)))
+    write_outputs(out, files)
+    (out / ".devenv-files.json").unlink()
+    said = []
+    assert {r.status for r in write_outputs(out, files, said.append)} == {"identical"}
+    assert said == [] and "docker-compose.yml" in _manifest(out)["files"]
+
+
+def test_a_stale_file_is_removed_only_while_it_holds_what_devenv_wrote(tmp_path):
+    out = tmp_path / "compose"
+    write_outputs(out, render_stack(make_input(tmp_path)))
+    rules = out / "prometheus" / "prometheus.yml"
+    rules.write_text(rules.read_text() + "# tuned by hand\n")
+    said = []
+    statuses = {r.path: r.status for r in write_outputs(
+        out, render_stack(make_input(tmp_path, services=("postgres",))), said.append)}
+    assert statuses["prometheus/prometheus.yml"] == "kept"
+    assert rules.read_text().endswith("# tuned by hand\n")
+    assert any("prometheus/prometheus.yml" in m and "kept" in m for m in said)
+    assert "prometheus/prometheus.yml" not in _manifest(out)["files"]
+
+
+def test_a_link_in_compose_is_set_aside_and_its_target_untouched(tmp_path):
+    out = tmp_path / "compose"
+    files = render_stack(make_input(tmp_path, services=("redis",)))
+    write_outputs(out, files)
+    target = tmp_path / "elsewhere.yml"
+    target.write_text("theirs")
+    (out / "docker-compose.yml").unlink()
+    (out / "docker-compose.yml").symlink_to(target)
+    write_outputs(out, files)
+    assert target.read_text() == "theirs"
+    [kept] = out.glob("docker-compose.yml.edited-*")
+    assert kept.is_symlink()
+    assert not (out / "docker-compose.yml").is_symlink()
+
+
+def test_a_directory_leading_out_of_compose_is_refused(tmp_path):
+    from devenv.errors import StateError
+
+    out = tmp_path / "compose"
+    out.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (out / "prometheus").symlink_to(outside)
+    with pytest.raises(StateError) as info:
+        write_outputs(out, render_stack(make_input(tmp_path)))
+    assert "leads outside compose/" in info.value.message
+    assert list(outside.iterdir()) == []
+
+
+def test_a_render_cut_short_leaves_every_file_recognised(tmp_path, monkeypatch):
+    import devenv.render as render
+
+    out = tmp_path / "compose"
+    write_outputs(out, render_stack(make_input(tmp_path)))
+    moved = render_stack(make_input(tmp_path, ports={n: 20000 + i for i, n in
+                                                     enumerate(SERVICES)}))
+    real = render.write_atomic
+    calls = []
+
+    def cut(path, text, mode=0o644):
+        calls.append(path)
+        if len(calls) == 3:  # the interim manifest and one file are written
+            raise KeyboardInterrupt
+        real(path, text, mode)
+
+    monkeypatch.setattr(render, "write_atomic", cut)
+    with pytest.raises(KeyboardInterrupt):
+        write_outputs(out, moved)
+    monkeypatch.undo()
+    said = []
+    write_outputs(out, moved, said.append)
+    assert said == [] and not list(out.rglob("*.edited-*"))
