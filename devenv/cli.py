@@ -7,17 +7,40 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, DevenvError
+from .errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, DevenvError, Terminated
 
 
 def _err(message: str) -> None:
     click.echo(message, err=True)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # A second SIGTERM ends the process at once, as a second Ctrl-C would.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
+
+
+@contextmanager
+def sigterm_like_ctrl_c() -> Iterator[None]:
+    """SIGTERM raises Terminated, so it unwinds like Ctrl-C: locks released, no traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class DevenvGroup(click.Group):
@@ -25,7 +48,11 @@ class DevenvGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with sigterm_like_ctrl_c():
+                return super().invoke(ctx)
+        except Terminated:
+            _err("devenv: terminated (SIGTERM); run the command again to finish")
+            ctx.exit(EXIT_TERMINATED)
         except DevenvError as exc:
             _err(f"devenv: error: {exc.message}")
             if exc.detail:
@@ -226,8 +253,11 @@ def logs(ctx: click.Context, services: tuple[str, ...], follow: bool, tail: int 
     """
     from . import stack
 
-    for line in stack.logs(_context(ctx), _words(services), follow=follow, tail=tail):
-        click.echo(line)
+    try:
+        for line in stack.logs(_context(ctx), _words(services), follow=follow, tail=tail):
+            click.echo(line)
+    except KeyboardInterrupt as exc:  # the way out of `logs -f`: nothing is left to finish
+        ctx.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
 
 
 @cli.command()

@@ -13,6 +13,7 @@ EXIT_NOT_READY = 3
 EXIT_DOCKER = 4
 EXIT_PORTS = 5
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
 
 #: exit code -> meaning; README's table is checked against this.
 EXIT_CODES: dict[int, str] = {
@@ -23,7 +24,12 @@ EXIT_CODES: dict[int, str] = {
     EXIT_DOCKER: "Docker is not usable: engine unreachable, Compose v2 missing, image missing",
     EXIT_PORTS: "no usable host port: --strict-ports conflict, or ports exhausted",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_TERMINATED: "terminated (SIGTERM), handled like Ctrl-C",
 }
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwinds like Ctrl-C (locks released, temp files removed)."""
 
 
 class DevenvError(Exception):

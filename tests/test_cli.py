@@ -126,3 +126,61 @@ def test_timeout_flag_is_parsed_strictly(run, value):
     result = run("up", "--only", "db", "--timeout", value)
     assert result.exit_code == 2
     assert f"DEVENV_WAIT_TIMEOUT={value!r} is not a number of seconds" in result.output
+
+
+def test_ctrl_c_in_logs_follow_exits_130_quietly(run, monkeypatch):
+    import devenv.stack
+
+    def lines(*args, **kwargs):
+        yield "db-1  | ready to accept connections"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(devenv.stack, "logs", lines)
+    result = run("logs", "-f", "db")
+    assert result.exit_code == 130
+    assert result.output == "db-1  | ready to accept connections\n"
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from devenv.cli import cli
+from devenv.state import project_lock
+
+@cli.command("hold")
+def hold():
+    with project_lock(Path(sys.argv[1]), "p", "up", 5):
+        print("held", flush=True)
+        time.sleep(60)
+
+cli(["hold"], prog_name="devenv")
+"""
+
+
+def test_sigterm_is_handled_like_ctrl_c_and_releases_the_lock(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from devenv.errors import EXIT_CODES, EXIT_TERMINATED
+
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent  # `-c` imports devenv from here
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    assert (tmp_path / "p.lock").read_text() == f"devenv up (pid {proc.pid})"
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == EXIT_TERMINATED == 143 and 143 in EXIT_CODES
+    assert err == "devenv: terminated (SIGTERM); run the command again to finish\n"
+    assert (tmp_path / "p.lock").read_text() == ""  # the lock was left by its holder
+
+
+def test_the_sigterm_handler_is_only_set_while_a_command_runs(run):
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    run("config")
+    assert signal.getsignal(signal.SIGTERM) is before
