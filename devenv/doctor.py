@@ -15,7 +15,7 @@ from pathlib import Path
 from .catalog import SERVICES
 from .engine import Engine, EngineInfo, connect
 from .errors import DevenvError
-from .settings import SPECS, Settings, load_settings
+from .settings import SPECS, Settings, load_settings_leniently
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 DISK_FAIL_BYTES = 500 * 2**20
@@ -32,26 +32,36 @@ class Check:
 
 def run_checks(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str],
                env_file: Path | None) -> list[Check]:
+    """Every check, even when one fails: a bad setting fails the settings check and the
+    rest run with what can be known (a bad value's default, except where it matters)."""
     checks: list[Check] = []
-    try:
-        settings = load_settings(project_dir, environ, flags, env_file)
-    except DevenvError as exc:
-        return [Check("settings", FAIL, exc.message, exc.hint or "")]
-    checks.append(Check("settings", OK, f"project {settings.project}, network "
-                                         f"{settings.network}, bind {settings.bind}"))
+    settings, problems = load_settings_leniently(project_dir, environ, flags, env_file)
+    for problem in problems:
+        checks.append(Check("settings", FAIL, problem.error.message, problem.error.hint or ""))
+    if not problems:
+        checks.append(Check("settings", OK, f"project {settings.project}, network "
+                                             f"{settings.network}, bind {settings.bind}"))
+    bad = {p.key for p in problems}
     checks.extend(_unknown_keys(settings))
-    engine, info, check = _engine(environ)
+    try:
+        engine, info, check = _engine(environ)
+    except Exception as exc:  # noqa: BLE001 - doctor reports; it never stops half-way
+        engine, info = None, None
+        check = Check("engine", FAIL, f"internal error: {type(exc).__name__}: {exc}")
     checks.append(check)
     if engine is not None and info is not None:
-        checks.append(_compose(engine, settings))
+        checks.append(_guard("compose", lambda: _compose(engine, settings)))
         allowed = ("allowed" if info.supports_start_interval
                    else "not allowed (needs Engine 25, API 1.44)")
         checks.append(Check("api level", OK, f"Engine API {info.api_version}: healthcheck "
                             f"start_interval {allowed}"))
-        checks.extend(_ports(engine, info, settings))
-        checks.extend(_images(engine, settings))
-    checks.extend(_disk(settings, engine))
-    checks.append(_writable(settings))
+        # Ports and images follow the settings: those of a bad value are not known.
+        if not bad & {"", "DEVENV_PROJECT", "DEVENV_RESERVED_PORTS", "DEVENV_*_PORT"}:
+            checks.extend(_guard_all("ports", lambda: _ports(engine, info, settings, bad)))
+        if "" not in bad:
+            checks.extend(_guard_all("images", lambda: _images(engine, settings, bad)))
+    checks.extend(_guard_all("disk", lambda: _disk(settings, engine)))
+    checks.append(_guard("project directory", lambda: _writable(settings)))
     return checks
 
 
@@ -60,10 +70,21 @@ def blocking(checks: list[Check]) -> bool:
 
 
 def _guard(name: str, call: Callable[[], Check]) -> Check:
+    return _guard_all(name, lambda: [call()])[0]
+
+
+def _guard_all(name: str, call: Callable[[], list[Check]]) -> list[Check]:
+    """A check that cannot run is a failed check, never the end of the report."""
     try:
         return call()
     except DevenvError as exc:
-        return Check(name, FAIL, exc.message, exc.hint or "")
+        return [Check(name, FAIL, exc.message, exc.hint or "")]
+    except OSError as exc:
+        return [Check(name, FAIL, f"{exc.strerror or exc}"
+                      + (f": {exc.filename}" if exc.filename else ""), "")]
+    except Exception as exc:  # noqa: BLE001 - doctor reports; it never stops half-way
+        return [Check(name, FAIL, f"internal error: {type(exc).__name__}: {exc}",
+                      "run again with DEVENV_DEBUG=1 for the traceback, and report it")]
 
 
 def _engine(environ: Mapping[str, str]) -> tuple[Engine | None, EngineInfo | None, Check]:
@@ -91,13 +112,15 @@ def _compose(engine: Engine, settings: Settings) -> Check:
     return result
 
 
-def _ports(engine: Engine, info: EngineInfo, settings: Settings) -> list[Check]:
+def _ports(engine: Engine, info: EngineInfo, settings: Settings,
+           bad: set[str] | frozenset[str] = frozenset()) -> list[Check]:
     from .launch import PortPlanner
     from .state import StateFile
 
     memory = StateFile(settings.state_dir).load(settings.project).ports
+    services = tuple(n for n in SERVICES if f"DEVENV_{n.upper()}_PORT" not in bad)
     plan = PortPlanner(engine, settings, memory, check_host=info.remote_host is None).plan(
-        tuple(SERVICES))
+        services)
     checks = []
     for choice in plan.choices:
         if not choice.moved:
@@ -115,11 +138,17 @@ def _ports(engine: Engine, info: EngineInfo, settings: Settings) -> list[Check]:
     return checks
 
 
-def _images(engine: Engine, settings: Settings) -> list[Check]:
+def _images(engine: Engine, settings: Settings,
+            bad: set[str] | frozenset[str] = frozenset()) -> list[Check]:
     from .launch import api_build
 
     checks = []
     for name in SERVICES:
+        keys = {f"DEVENV_{name.upper()}_IMAGE"}
+        if name == "api":
+            keys |= {"DEVENV_API_BASE_IMAGE", "DEVENV_API_BUILD"}
+        if keys & bad:
+            continue  # the settings check names it
         image = settings.image(name)
         if name == "api" and api_build(settings) is not None:
             base = settings["DEVENV_API_BASE_IMAGE"]
@@ -143,7 +172,7 @@ def _disk(settings: Settings, engine: Engine | None) -> list[Check]:
             paths["Docker data"] = Path(root)
     checks = []
     for label, path in paths.items():
-        free = shutil.disk_usage(path if path.exists() else path.parent).free
+        free = shutil.disk_usage(_existing(path)).free
         text = f"{free / 2**30:.1f} GiB free for the {label} ({path})"
         if free < DISK_FAIL_BYTES:
             checks.append(Check(f"disk {label}", FAIL, text, "free some disk space "
@@ -165,8 +194,26 @@ def _unknown_keys(settings: Settings) -> list[Check]:
     return checks
 
 
+def _existing(path: Path) -> Path:
+    """`path`, or its nearest ancestor that exists."""
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
 def _writable(settings: Settings) -> Check:
     target = settings.project_dir
+    if not target.exists():
+        ancestor = _existing(target)
+        if ancestor.is_dir() and os.access(ancestor, os.W_OK | os.X_OK):
+            return Check("project directory", WARN, f"{target} does not exist yet",
+                         "devenv up creates it (with compose/ and .devenv/)")
+        return Check("project directory", FAIL, f"{target} does not exist and cannot be "
+                     f"created ({ancestor} is not a writable directory)",
+                     "create it, or choose another --project-dir")
+    if not target.is_dir():
+        return Check("project directory", FAIL, f"{target} is not a directory",
+                     "choose a directory with --project-dir")
     if os.access(target, os.W_OK):
         return Check("project directory", OK, f"{target} is writable")
     return Check("project directory", FAIL, f"{target} is not writable",

@@ -331,11 +331,39 @@ def load_settings(
     env_file: Path | None = None,
 ) -> Settings:
     """Merge the four layers and validate every value."""
+    return _load(project_dir, environ, flags, env_file, problems=None)
+
+
+@dataclass(frozen=True)
+class SettingProblem:
+    key: str  # the setting, or "" for the .env file as a whole
+    error: UsageError
+
+
+def load_settings_leniently(
+    project_dir: Path,
+    environ: Mapping[str, str],
+    flags: Mapping[str, str] | None = None,
+    env_file: Path | None = None,
+) -> tuple[Settings, list[SettingProblem]]:
+    """For `doctor`: every problem at once, and settings with a bad value replaced by its
+    default (an unreadable .env file by none), so the other checks can still run."""
+    problems: list[SettingProblem] = []
+    return _load(project_dir, environ, flags, env_file, problems), problems
+
+
+def _load(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str] | None,
+          env_file: Path | None, problems: list[SettingProblem] | None) -> Settings:
     explicit_env_file = env_file is not None
     path = env_file if env_file is not None else project_dir / ".env"
     dotenv: dict[str, str] = {}
     if explicit_env_file or path.is_file():
-        dotenv = read_env_file(path)
+        try:
+            dotenv = read_env_file(path)
+        except UsageError as exc:
+            if problems is None:
+                raise
+            problems.append(SettingProblem("", exc))
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
     for spec in SETTINGS:
@@ -349,18 +377,32 @@ def load_settings(
         value = values[spec.key]
         if value != value.strip() and spec.kind not in ("text", *_NUMBERS):
             value = values[spec.key] = value.strip()
-        _check(spec, value, sources[spec.key])
+        try:
+            _check(spec, value, sources[spec.key])
+        except SettingError as exc:
+            if problems is None:
+                raise
+            problems.append(SettingProblem(spec.key, exc))
+            values[spec.key], sources[spec.key] = spec.default, "default"
     unknown = tuple(k for k in dotenv if k.startswith("DEVENV_") and k not in SPECS)
     settings = Settings(values=values, sources=sources, project_dir=project_dir,
                         env_file=path if (explicit_env_file or dotenv) else None,
                         unknown_keys=unknown)
-    _check_distinct_ports(settings)
+    try:
+        _check_distinct_ports(settings, skip={p.key for p in problems or ()})
+    except SettingError as exc:
+        if problems is None:
+            raise
+        problems.append(SettingProblem("DEVENV_*_PORT", exc))
     return settings
 
 
-def _check_distinct_ports(settings: Settings) -> None:
+def _check_distinct_ports(settings: Settings, skip: set[str] | frozenset[str] = frozenset()
+                          ) -> None:
     seen: dict[int, str] = {}
     for name in SERVICES:
+        if f"DEVENV_{name.upper()}_PORT" in skip:
+            continue
         port = settings.port(name)
         if port in seen:
             first = seen[port]

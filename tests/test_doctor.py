@@ -1,0 +1,136 @@
+"""doctor without a real engine: every check is reported, whatever fails."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import devenv.doctor as doctor
+from devenv.cli import cli
+from devenv.engine import EngineInfo
+
+
+class FakeCompose:
+    def version(self) -> str:
+        return "Docker Compose version v2.26.1"
+
+
+class FakeEngine:
+    """The few engine calls doctor makes, answered from memory."""
+
+    remote_host = None
+    docker_host = "unix:///fake.sock"
+
+    def __init__(self, images=()):
+        self.images = set(images)
+        self.asked: list[str] = []
+
+    def compose(self, project, file=None):
+        return FakeCompose()
+
+    def containers(self, project=None):
+        return []
+
+    def port_bindings(self, container):
+        return []
+
+    def image_present(self, image):
+        self.asked.append(image)
+        return image in self.images
+
+    def system_info(self):
+        return {}
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    engine = FakeEngine()
+    info = EngineInfo("20.10.24", "1.41", remote_host="fake-host")
+
+    def connected(environ):
+        return engine, info, doctor.Check("engine", doctor.OK, "fake")
+
+    monkeypatch.setattr(doctor, "_engine", connected)
+    return engine
+
+
+def names(checks):
+    return [c.name for c in checks]
+
+
+def test_a_bad_setting_fails_its_check_and_every_other_check_still_runs(tmp_path,
+                                                                       fake_engine):
+    checks = doctor.run_checks(tmp_path, {"DEVENV_REDIS_IMAGE": "Bars-redis:local",
+                                          "DEVENV_WAIT_TIMEOUT": "nan"}, {}, None)
+    failed = [c for c in checks if c.status == doctor.FAIL]
+    assert [c.name for c in failed] == ["settings", "settings"]
+    assert any("DEVENV_REDIS_IMAGE" in c.detail for c in failed)
+    assert any("DEVENV_WAIT_TIMEOUT" in c.detail for c in failed)
+    for name in ("engine", "compose", "api level", "port postgres", "disk project directory",
+                 "project directory"):
+        assert name in names(checks), name
+    assert "Bars-redis:local" not in fake_engine.asked  # never sent to the engine
+    assert "postgres:16" in fake_engine.asked  # the other images are still checked
+
+
+def test_a_bad_port_skips_only_that_ports_check(tmp_path, fake_engine):
+    checks = doctor.run_checks(tmp_path, {"DEVENV_REDIS_PORT": "8_081"}, {}, None)
+    assert "port redis" not in names(checks) and "port postgres" in names(checks)
+
+
+def test_an_unreadable_env_file_still_runs_the_checks_that_need_no_settings(tmp_path,
+                                                                           fake_engine):
+    (tmp_path / ".env").write_text("this is not a setting\n")
+    checks = doctor.run_checks(tmp_path, {}, {}, None)
+    assert checks[0].name == "settings" and checks[0].status == doctor.FAIL
+    assert {"engine", "compose", "disk project directory", "project directory"} <= set(
+        names(checks))
+
+
+def test_a_project_directory_that_does_not_exist_is_a_check(tmp_path):
+    missing = tmp_path / "not" / "yet"
+    checks = doctor.run_checks(missing, {"DOCKER_HOST": "unix:///nonexistent.sock"}, {},
+                               None)
+    by_name = {c.name: c for c in checks}
+    assert by_name["project directory"].status == doctor.WARN
+    assert "does not exist yet" in by_name["project directory"].detail
+    assert by_name["disk project directory"].status in (doctor.OK, doctor.WARN, doctor.FAIL)
+    assert not missing.exists()  # doctor creates nothing
+
+
+def test_a_project_directory_that_is_a_file_fails_its_check(tmp_path):
+    (tmp_path / "f").write_text("x")
+    checks = doctor.run_checks(tmp_path / "f", {"DOCKER_HOST": "unix:///nonexistent.sock"},
+                               {}, None)
+    assert {c.name: c.status for c in checks}["project directory"] == doctor.FAIL
+
+
+def test_a_check_that_breaks_is_a_failed_check_not_the_end(tmp_path, fake_engine,
+                                                           monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(doctor, "_images", broken)
+    checks = doctor.run_checks(tmp_path, {}, {}, None)
+    [images] = [c for c in checks if c.name == "images"]
+    assert images.status == doctor.FAIL and "boom" in images.detail
+    assert "project directory" in names(checks)
+
+
+@pytest.mark.parametrize("args, env", [
+    (["--project-dir", "{tmp}/nowhere", "doctor", "--json"], {}),
+    (["doctor", "--json"], {"DEVENV_REDIS_IMAGE": "Bars-redis:local"}),
+    (["-p", "", "doctor", "--json"], {}),
+    (["doctor", "--json"], {"DEVENV_API_DB_POOL_SIZE": "1_0"}),
+])
+def test_doctor_json_always_prints_json(tmp_path, monkeypatch, args, env):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(cli, args, env=env, catch_exceptions=False)
+    report = json.loads(result.stdout)
+    assert report["schema"] == "devenv.doctor/1" and report["ok"] is False
+    assert result.exit_code == 1
+    assert {"engine", "project directory"} <= {c["name"] for c in report["checks"]}
