@@ -8,7 +8,8 @@
 # Usage: bash scripts/build-test-images.sh [--force] [NAME...]
 #   NAME     build only these images (the base is always checked); default: all
 #   --force  rebuild everything (debootstrap too) even when the hashes match
-# Env: DEVENV_TESTBED_MIRROR (default http://deb.debian.org/debian), TMPDIR,
+# Env: DEVENV_TESTBED_MIRROR (default: the Debian mirror this machine's apt uses, else
+#      http://deb.debian.org/debian), TMPDIR,
 #      DEVENV_TESTBED_PREFIX (default devenv-test: image names are PREFIX/NAME).
 set -euo pipefail
 
@@ -18,7 +19,10 @@ TESTBED=$ROOT/testbed
 PREFIX=${DEVENV_TESTBED_PREFIX:-devenv-test}
 BASE_IMAGE=$PREFIX/base:bookworm
 SUITE=bookworm
-MIRROR=${DEVENV_TESTBED_MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=lib/apt-mirror.sh
+. "$ROOT/scripts/lib/apt-mirror.sh"
+# Not part of the base image's hash: the same packages from another mirror are the same.
+MIRROR=${DEVENV_TESTBED_MIRROR:-$(debian_mirror || echo http://deb.debian.org/debian)}
 HASH_LABEL=devenv.testbed.hash
 # No buildx plugin here and nothing to pull: the classic builder works offline.
 export DOCKER_BUILDKIT=0

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Make a Docker engine and Compose v2 answer on this machine (Debian, as root).
 # Idempotent: installs only what is missing, starts dockerd only when it does not answer.
+# Env: DEVENV_TESTBED_MIRROR (default: the Debian mirror this machine's apt uses, else
+#      http://deb.debian.org/debian), for the trixie source Compose v2 comes from.
 set -euo pipefail
+# shellcheck source=lib/apt-mirror.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/apt-mirror.sh"
 
 log() { printf 'install-docker: %s\n' "$*" >&2; }
 
@@ -25,9 +29,11 @@ fi
 if ! docker compose version >/dev/null 2>&1; then
   log "installing Compose v2 from Debian trixie (pinned at priority 100)"
   if [ ! -f /etc/apt/sources.list.d/trixie.sources ]; then
-    cat >/etc/apt/sources.list.d/trixie.sources <<'SRC'
+    mirror=${DEVENV_TESTBED_MIRROR:-$(debian_mirror || echo http://deb.debian.org/debian)}
+    log "trixie from $mirror"
+    cat >/etc/apt/sources.list.d/trixie.sources <<SRC
 Types: deb
-URIs: http://deb.debian.org/debian
+URIs: $mirror
 Suites: trixie
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
