@@ -375,14 +375,14 @@ def write_outputs(compose_dir: Path, files: Sequence[RenderedFile],
     say = notify or (lambda message: None)
     known = read_manifest(compose_dir, say)
     wanted = {f.path: _digest(f.text.encode("utf-8")) for f in files}
-    plan: list[tuple[RenderedFile, Path, bytes | None, str]] = []  # file, path, old, action
+    plan: list[tuple[RenderedFile, Path, str]] = []  # file, path, action
     for f in files:
         path = _inside(compose_dir, f.path)
         old: bytes | None = None
         try:
             st = os.lstat(path)
         except FileNotFoundError:
-            plan.append((f, path, None, "create"))
+            plan.append((f, path, "create"))
             continue
         if stat.S_ISDIR(st.st_mode):
             raise StateError(f"compose/{f.path} is a directory; devenv writes a file there",
@@ -392,13 +392,13 @@ def write_outputs(compose_dir: Path, files: Sequence[RenderedFile],
                 old = path.read_bytes()
         new = f.text.encode("utf-8")
         if old == new and stat.S_IMODE(st.st_mode) == f.mode:
-            plan.append((f, path, old, "identical"))
+            plan.append((f, path, "identical"))
         elif old is not None and (old == new or _digest(old) in known.get(f.path, ())):
-            plan.append((f, path, old, "update"))
+            plan.append((f, path, "update"))
         else:
-            plan.append((f, path, old, "aside"))
+            plan.append((f, path, "aside"))
     stale = sorted(set(known) - set(wanted))
-    changes = any(action != "identical" for _f, _p, _o, action in plan) or stale
+    changes = any(action != "identical" for _f, _p, action in plan) or stale
     final = {p: [d] for p, d in wanted.items()}
     if not changes and {p: frozenset(d) for p, d in final.items()} == known:
         return [WriteResult(f.path, "identical") for f in files]
@@ -408,7 +408,7 @@ def write_outputs(compose_dir: Path, files: Sequence[RenderedFile],
     interim.update({p: sorted(known[p]) for p in stale if known[p]})
     _write_manifest(compose_dir, interim)
     results = []
-    for f, path, old, action in plan:
+    for f, path, action in plan:
         if action == "identical":
             results.append(WriteResult(f.path, "identical"))
             continue

@@ -161,10 +161,9 @@ def test_sigterm_is_handled_like_ctrl_c_and_releases_the_lock(tmp_path):
     import signal
     import subprocess
     import sys
+    from pathlib import Path
 
     from devenv.errors import EXIT_CODES, EXIT_TERMINATED
-
-    from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent  # `-c` imports devenv from here
     proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], cwd=root,

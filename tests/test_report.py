@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-
 from urllib.parse import quote
 
 import pytest

@@ -179,7 +179,8 @@ def test_image_references_follow_dockers_grammar(tmp_path, image, words):
 
 @pytest.mark.parametrize("layer", ["flags", "environ", "dotenv"])
 def test_empty_project_name_is_refused_from_every_layer(tmp_path, layer):
-    kwargs = {"flags": {"flags": {"DEVENV_PROJECT": ""}}, "environ": {"environ": {"DEVENV_PROJECT": ""}},
+    kwargs = {"flags": {"flags": {"DEVENV_PROJECT": ""}},
+              "environ": {"environ": {"DEVENV_PROJECT": ""}},
               "dotenv": {"env_text": "DEVENV_PROJECT=\n"}}[layer]
     with pytest.raises(SettingError) as info:
         load(tmp_path, **kwargs)
