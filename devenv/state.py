@@ -118,8 +118,8 @@ class StateFile:
             forgotten.append("the build")
             build = ""
         if forgotten:
-            self._warn(f"{self.path}: {', '.join(forgotten)} remembered for {project} "
-                       "made no sense; forgetting it")
+            self._warn(f"{self.path}: forgetting {', '.join(forgotten)} remembered for "
+                       f"{project} (not a valid value)")
         return ProjectState(ports=ports, fingerprint=fingerprint, containers=dict(containers),
                             build=build)
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from devenv.errors import EXIT_USAGE, SettingError, UsageError
 from devenv.settings import SETTINGS, load_settings
@@ -186,3 +188,20 @@ def test_empty_project_name_is_refused_from_every_layer(tmp_path, layer):
         load(tmp_path, **kwargs)
     assert "DEVENV_PROJECT is empty" in info.value.message
     assert "never means the default" in info.value.hint
+
+
+@given(st.text(max_size=8))
+def test_an_accepted_number_is_exactly_its_canonical_digits(text):
+    from devenv.settings import parse_count, parse_port, parse_seconds
+
+    for parse in (parse_port, parse_count):
+        try:
+            number = parse(text, "DEVENV_X")
+        except SettingError:
+            continue
+        assert text == str(number)  # nothing but the number reaches Compose
+    try:
+        seconds = parse_seconds(text, "DEVENV_X")
+    except SettingError:
+        return
+    assert 0 < seconds <= 86400 and text.strip() == text and text.replace(".", "").isascii()
