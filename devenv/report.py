@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +39,7 @@ _VALUE_END = r"(?=$|[\s\"'`,;&)}\]>]|\.(?:\s|$))"
 _WORDLIKE = re.compile(r"[A-Za-z]+(?:[-' ][A-Za-z]+)*")
 
 
+@functools.lru_cache(maxsize=64)  # `logs -f` masks every line with the same secrets
 def _value_positions(form: str) -> re.Pattern[str]:
     f = re.escape(form)
     return re.compile("|".join((
