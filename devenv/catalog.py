@@ -157,10 +157,12 @@ SERVICES: dict[str, ServiceSpec] = {
             app_env="GRAFANA_URL",
             description="Dashboards",
             data_dirs=("/var/lib/grafana",),
+            # the dashboards before their provider: the provider (and the mount of
+            # grafana/dashboards) exist only when a dashboard was rendered
             files=(
+                "grafana/dashboards/api.json.j2",
                 "grafana/provisioning/datasources/prometheus.yml.j2",
                 "grafana/provisioning/dashboards/devenv.yml.j2",
-                "grafana/dashboards/api.json.j2",
             ),
         ),
     )

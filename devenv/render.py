@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -198,7 +199,12 @@ def render_stack(data: RenderInput, project_templates: Path | None = None,
     env = _environment(project_templates, cache_dir)
     context = _context(data)
     outputs: list[RenderedFile] = []
-    names = [SKELETON] + [f for svc in data.services for f in SERVICES[svc].files]
+    # The services' files first, in catalog order, the compose file last: each template
+    # sees in `rendered` the files (and their directories) rendered before it, so a mount
+    # or a provider exists exactly when what it points at was written.
+    names = [f for svc in data.services for f in SERVICES[svc].files] + [SKELETON]
+    rendered: set[str] = set()
+    context["rendered"] = rendered
     current = SKELETON
     try:
         for name in names:
@@ -212,6 +218,7 @@ def render_stack(data: RenderInput, project_templates: Path | None = None,
                 continue  # a template that renders to nothing writes no file
             mode = 0o600 if target in SECRET_FILES else 0o644
             outputs.append(RenderedFile(target, text, mode))
+            rendered.update(_with_parents(target))
     except jinja2.TemplateSyntaxError as exc:
         where = exc.filename or exc.name or current
         raise TemplateError(f"template {where}, line {exc.lineno}: {exc.message}",
@@ -229,7 +236,38 @@ def render_stack(data: RenderInput, project_templates: Path | None = None,
     except Exception as exc:  # noqa: BLE001 - any error raised inside a template
         raise TemplateError(f"template {_where(exc, current, project_templates)}: {exc}",
                             hint="fix the template, or delete your override") from None
+    compose = next((f for f in outputs if f.path == COMPOSE_FILE), None)
+    if compose is None:
+        return outputs
+    outputs.remove(compose)
+    outputs.insert(0, compose)  # the compose file first, as a reader expects
+    missing = [source for source in bind_sources(compose.text) if source not in rendered]
+    if missing:
+        raise TemplateError(
+            f"template {SKELETON} (or a service's fragment) mounts "
+            f"{', '.join('compose/' + m for m in missing)}, which no template rendered",
+            hint="mount only files and directories devenv renders for the selected services "
+            "(see `rendered` in the templates)")
     return outputs
+
+
+def _with_parents(path: str) -> list[str]:
+    """'a/b/c.yml' -> ['a/b/c.yml', 'a/b', 'a']."""
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(len(parts), 0, -1)]
+
+
+_BIND = re.compile(r"^\s*-?\s*type:\s*[\"']?bind[\"']?\s*\n\s*source:\s*[\"']?\./([^\s\"']+)",
+                   re.MULTILINE)
+_SHORT_BIND = re.compile(r"^\s*-\s*[\"']?\./([^:\s\"']+):/", re.MULTILINE)
+
+
+def bind_sources(compose_text: str) -> list[str]:
+    """Relative bind-mount sources (under compose/) of a rendered compose file, in the long
+    (`type: bind` then `source: ./x`) and the short (`- ./x:/target`) syntax."""
+    found = [m.group(1).rstrip("/") for m in _BIND.finditer(compose_text)]
+    found += [m.group(1).rstrip("/") for m in _SHORT_BIND.finditer(compose_text)]
+    return list(dict.fromkeys(found))
 
 
 def _where(exc: BaseException, current: str, project_templates: Path | None) -> str:

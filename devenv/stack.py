@@ -71,9 +71,10 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         running = {name for name, c in before.items() if c.running}
         if set(selection.services) - running:
             preload_compose()  # something will start: load compose's client meanwhile
-        # The file holds what is selected and what already runs: nothing running becomes
-        # an orphan, and Prometheus and Grafana get files only for services that run.
-        services = tuple(in_catalog_order(set(selection.services) | running))
+        # The file holds what is selected and what already runs (with what those need):
+        # nothing running becomes an orphan, and Prometheus and Grafana get files only for
+        # services that run.
+        services = select_services(set(selection.services) | running).services
         state = state_file.load(settings.project)
         if reset_ports:
             state = replace(state, ports={})

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from devenv.catalog import SERVICES
 from devenv.errors import TemplateError
 from devenv.render import (
+    bind_sources,
     RenderInput,
     fingerprint,
     quote,
@@ -348,3 +349,55 @@ def test_a_render_cut_short_leaves_every_file_recognised(tmp_path, monkeypatch):
     said = []
     write_outputs(out, moved, said.append)
     assert said == [] and not list(out.rglob("*.edited-*"))
+
+
+def _all_selections() -> list[tuple[str, ...]]:
+    from itertools import combinations
+
+    names = list(SERVICES)
+    return [combo for size in range(1, len(names) + 1) for combo in combinations(names, size)]
+
+
+@pytest.mark.parametrize("services", _all_selections(), ids="+".join)
+def test_every_selection_mounts_only_what_it_renders(tmp_path, services):
+    """All 63 non-empty combinations of the six services, as the compose file may hold
+    them (a selection plus whatever already runs): the file parses, and every bind-mount
+    source is a file or directory this render writes."""
+    files = render_stack(make_input(tmp_path, services=services))
+    doc = compose_doc(files)
+    assert list(doc["services"]) == list(services)
+    written = {f.path for f in files}
+    directories = {"/".join(p.split("/")[:i]) for p in written
+                   for i in range(1, p.count("/") + 1)}
+    binds = [m["source"] for svc in doc["services"].values() for m in svc.get("volumes", [])
+             if m["type"] == "bind"]
+    for source in binds:
+        relative = source.removeprefix("./").rstrip("/")
+        assert source.startswith("./") and (relative in written or relative in directories), \
+            (services, source, sorted(written))
+    if "grafana" in services:
+        assert ("./grafana/provisioning" in binds) == bool({"api", "prometheus"} & set(services))
+        assert ("./grafana/dashboards" in binds) == ("api" in services)
+        provider = "grafana/provisioning/dashboards/devenv.yml"
+        assert (provider in written) == ("api" in services)
+    for f in files:
+        if f.path.endswith((".yml", ".json")):
+            yaml.safe_load(f.text)  # JSON is YAML too
+
+
+def test_a_mount_of_something_not_rendered_is_refused(tmp_path):
+    templates = tmp_path / "templates" / "services"
+    templates.mkdir(parents=True)
+    (templates / "redis.yml.j2").write_text(
+        "  redis:\n    image: {{ s.redis.image | q }}\n    volumes:\n"
+        "      - type: bind\n        source: ./redis/redis.conf\n"
+        "        target: /etc/redis.conf\n")
+    with pytest.raises(TemplateError) as info:
+        render_stack(make_input(tmp_path, services=("redis",)), tmp_path / "templates")
+    assert "compose/redis/redis.conf" in info.value.message
+
+
+def test_bind_sources_reads_long_and_short_syntax():
+    text = ("    volumes:\n      - type: bind\n        source: ./a/b\n        target: /x\n"
+            "      - \"./c:/y:ro\"\n      - type: volume\n        source: data\n")
+    assert bind_sources(text) == ["a/b", "c"]
