@@ -93,9 +93,11 @@ def _engine(environ: Mapping[str, str]) -> tuple[Engine | None, EngineInfo | Non
         info = engine.info()
     except DevenvError as exc:
         return None, None, Check("engine", FAIL, exc.message, exc.hint or "")
-    where = f"remote host {info.remote_host}" if info.remote_host else engine.docker_host
+    remote = f", remote host {info.remote_host}" if info.remote_host else ""
     return engine, info, Check("engine", OK, f"Docker Engine {info.version} "
-                                             f"(API {info.api_version}) at {where}")
+                                             f"(API {info.api_version}) at "
+                                             f"{engine.docker_host}{remote}, "
+                                             f"{engine.target.how}")
 
 
 def _compose(engine: Engine, settings: Settings) -> Check:

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .dockercontext import EngineTarget, resolve_engine
 from .errors import ComposeError, DevenvError, DockerUnavailableError, ImageMissingError
 
-DEFAULT_SOCKET = "/var/run/docker.sock"
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
 WORKDIR_LABEL = "com.docker.compose.project.working_dir"
@@ -91,16 +91,16 @@ class _Transport(Protocol):
 class _API:
     """Engine API calls over a transport; 404 becomes _NotFound, other errors ours."""
 
-    def __init__(self, transport: _Transport, where: str):
+    def __init__(self, transport: _Transport, target: EngineTarget):
         self._transport = transport
-        self.where = where
+        self.target = target
 
     def call(self, method: str, path: str, query: Mapping[str, str] | None = None,
              timeout: float = 10.0, ok: tuple[int, ...] = ()) -> bytes:
         try:
             status, body = self._transport.request(method, path, query, timeout)
         except OSError as exc:
-            raise _unreachable(self.where, exc) from exc
+            raise _unreachable(self.target, exc) from exc
         if status == 404:
             raise _NotFound(path)
         if status >= 400 and status not in ok:
@@ -171,17 +171,17 @@ def _dechunk(data: bytes) -> bytes:
 class _DockerSDK:
     """The docker SDK's low-level client, for tcp://, ssh:// and TLS engines."""
 
-    def __init__(self, environ: Mapping[str, str]):
+    def __init__(self, target: EngineTarget, environ: Mapping[str, str]):
         import docker
         from docker.utils import kwargs_from_env
 
-        kwargs = kwargs_from_env(environment=dict(environ))
+        kwargs = kwargs_from_env(environment=target.environ(environ))
         if str(kwargs.get("base_url", "")).startswith("ssh://"):
             kwargs["use_ssh_client"] = True
         try:
             self._client = docker.APIClient(timeout=10, **kwargs)
         except docker.errors.DockerException as exc:
-            raise _unreachable(environ.get("DOCKER_HOST", ""), exc) from exc
+            raise _unreachable(target, exc) from exc
 
     def request(self, method: str, path: str, query: Mapping[str, str] | None,
                 timeout: float) -> tuple[int, bytes]:
@@ -201,17 +201,21 @@ def _engine_message(body: bytes) -> str:
         return body.decode(errors="replace").strip()[:200]
 
 
-def _unreachable(where: str, exc: BaseException) -> DockerUnavailableError:
+def _unreachable(target: EngineTarget, exc: BaseException) -> DockerUnavailableError:
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return DockerUnavailableError(
-        f"cannot reach the Docker engine at {where}: {reason}",
-        hint="is the daemon running? start it (e.g. `sudo dockerd` or Docker Desktop), "
-        "or point DOCKER_HOST at a running engine",
+        f"cannot reach the Docker engine at {target.where}: {reason}",
+        hint=unreachable_hint(target),
     )
 
 
-def _docker_host(environ: Mapping[str, str]) -> str:
-    return environ.get("DOCKER_HOST", "").strip() or f"unix://{DEFAULT_SOCKET}"
+def unreachable_hint(target: EngineTarget) -> str:
+    if target.source in ("DOCKER_CONTEXT", "config"):
+        return (f"is the engine of context {target.context} running (e.g. `colima start`, "
+                "Docker Desktop)? or switch: `docker context use default`, DOCKER_CONTEXT, "
+                "or DOCKER_HOST")
+    return ("is the daemon running? start it (e.g. `sudo dockerd` or Docker Desktop), "
+            "or point DOCKER_HOST at a running engine")
 
 
 def remote_host_of(docker_host: str) -> str | None:
@@ -231,7 +235,9 @@ class Engine:
     def __init__(self, api: _API, environ: Mapping[str, str]):
         self._api = api
         self._environ = dict(environ)
-        self.docker_host = _docker_host(environ)
+        #: the engine and how it was chosen (DOCKER_HOST, a Docker context, the default)
+        self.target = api.target
+        self.docker_host = api.target.host
         self.remote_host = remote_host_of(self.docker_host)
 
     # --- reads ------------------------------------------------------------------------
@@ -334,7 +340,7 @@ class Engine:
 
     # --- compose ----------------------------------------------------------------------
     def compose(self, project: str, compose_file: Path | None = None) -> Compose:
-        return Compose(project, compose_file, self._environ)
+        return Compose(project, compose_file, self._environ, self.target)
 
 
 def _container(item: Mapping[str, Any]) -> Container:
@@ -378,17 +384,22 @@ def _demux(raw: bytes) -> bytes:
 
 
 def connect(environ: Mapping[str, str]) -> Engine:
-    """An Engine for DOCKER_HOST (or the local socket). Raises when the engine is unreachable."""
-    host = _docker_host(environ)
+    """An Engine for the engine the Docker CLI would use: DOCKER_HOST, else the Docker
+    context (DOCKER_CONTEXT, else the CLI config's current one), else the local socket.
+    Raises when the context cannot be resolved; the engine is reached on the first call."""
+    target = resolve_engine(environ)
+    host = target.host
     if host.startswith("unix://"):
         transport: _Transport = _UnixSocket(host[len("unix://"):])
     elif "://" not in host:
-        raise DockerUnavailableError(f"DOCKER_HOST={host!r} is not a Docker address",
+        named = ("DOCKER_HOST" if target.source == "DOCKER_HOST"
+                 else f"Docker context {target.context}")
+        raise DockerUnavailableError(f"{named}: {host!r} is not a Docker address",
                                      hint="use unix:///var/run/docker.sock, tcp://HOST:2375 "
                                      "or ssh://USER@HOST")
     else:
-        transport = _DockerSDK(environ)
-    return Engine(_API(transport, host), environ)
+        transport = _DockerSDK(target, environ)
+    return Engine(_API(transport, target), environ)
 
 
 # --- compose, through python-on-whales ------------------------------------------------
@@ -415,19 +426,30 @@ class PortRaceError(ComposeError):
 class Compose:
     """`docker compose` for one project, through python-on-whales."""
 
-    def __init__(self, project: str, compose_file: Path | None, environ: Mapping[str, str]):
+    def __init__(self, project: str, compose_file: Path | None, environ: Mapping[str, str],
+                 target: EngineTarget | None = None):
         self.project = project
         self.compose_file = compose_file
         self.environ = environ
+        self.target = target or resolve_engine(environ)
 
     def _client(self) -> Any:
         from python_on_whales import DockerClient
 
         files: list[str | Path] = [self.compose_file] if self.compose_file else []
         project_dir = self.compose_file.parent if self.compose_file else None
+        # The engine devenv resolved, as --host: compose then talks to the same engine
+        # whatever DOCKER_CONTEXT or the CLI's current context say.
+        tls: dict[str, Any] = {}
+        if self.target.tls_dir and self.target.source != "DOCKER_HOST":
+            certs = Path(self.target.tls_dir)
+            tls = {name: certs / f"{stem}.pem" for name, stem in
+                   (("tlscacert", "ca"), ("tlscert", "cert"), ("tlskey", "key"))
+                   if (certs / f"{stem}.pem").is_file()}
+            tls["tlsverify" if not self.target.skip_tls_verify else "tls"] = True
         return DockerClient(compose_files=files, compose_project_name=self.project,
-                            compose_project_directory=project_dir,
-                            client_call=[_docker_cli()])
+                            compose_project_directory=project_dir, host=self.target.host,
+                            client_call=[_docker_cli()], **tls)
 
     def _run(self, action: str, call: Any) -> Any:
         from python_on_whales.exceptions import DockerException
@@ -436,7 +458,7 @@ class Compose:
             return call()
         except DockerException as exc:
             stderr = _text(exc.stderr)
-            raise compose_error(action, stderr) from None
+            raise compose_error(action, stderr, self.target) from None
 
     def up(self, services: Sequence[str], build: bool = False) -> None:
         # With dependencies (no --no-deps): --no-deps leaves the depends_on label and the
@@ -463,7 +485,7 @@ class Compose:
             for _source, chunk in stream:
                 yield from chunk.decode(errors="replace").splitlines()
         except DockerException as exc:
-            raise compose_error("logs", _text(exc.stderr)) from None
+            raise compose_error("logs", _text(exc.stderr), self.target) from None
 
     def version(self) -> str:
         return str(self._run("version", lambda: self._client().compose.version()))
@@ -502,7 +524,8 @@ def _text(value: Any) -> str:
     return str(value or "")
 
 
-def compose_error(action: str, stderr: str) -> DevenvError:
+def compose_error(action: str, stderr: str,
+                  target: EngineTarget | None = None) -> DevenvError:
     """Turn compose's stderr into the most specific error devenv knows."""
     stderr = stderr.strip()
     race = _PORT_RACE.search(stderr)
@@ -514,9 +537,11 @@ def compose_error(action: str, stderr: str) -> DevenvError:
             hint="install the docker-compose-plugin package; the old docker-compose v1 "
             "is not supported")
     if "Cannot connect to the Docker daemon" in stderr or "error during connect" in stderr:
+        at = f" at {target.where}" if target else ""
         return DockerUnavailableError(
-            "cannot reach the Docker engine: " + _last_line(stderr),
-            hint="is the daemon running? check DOCKER_HOST")
+            f"cannot reach the Docker engine{at}: " + _last_line(stderr),
+            hint=unreachable_hint(target) if target else "is the daemon running? check "
+            "DOCKER_HOST")
     if _PULL_FAILED.search(stderr):
         image = _image_in(stderr)
         return ImageMissingError(
