@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 
 from .catalog import SERVICES, service_url
 from .context import Context
-from .engine import Container, Engine, connect
+from .engine import Container, Engine, Published, connect
 from .errors import UsageError
 from .report import ServiceRow
-from .settings import Settings
+from .settings import Settings, url_host_for
 
 
 def project_containers(engine: Engine, project: str) -> dict[str, Container]:
@@ -71,6 +71,25 @@ def url_host(settings: Settings, engine_remote: str | None) -> str:
     return settings.url_host
 
 
+def published_port(settings: Settings, container: Container, name: str) -> Published | None:
+    """The container's published port for the service, on DEVENV_BIND when Docker lists
+    several addresses (0.0.0.0 and ::), else whichever it bound."""
+    ports = [p for p in container.ports if p.container_port == SERVICES[name].container_port]
+    return next((p for p in ports if p.host_ip == settings.bind), ports[0] if ports else None)
+
+
+def published_host(settings: Settings, host: str, engine_remote: str | None,
+                   published: Published) -> str:
+    """The address to reach a port at, from what Docker really bound: a stack started with
+    another DEVENV_BIND (e.g. `::`) is reached where it listens, not where .env says now."""
+    if engine_remote or not published.host_ip or published.host_ip == settings.bind:
+        return host
+    try:
+        return url_host_for(published.host_ip)
+    except ValueError:
+        return host
+
+
 def make_row(settings: Settings, name: str, host: str, port: int, state: str,
              show_secrets: bool = False) -> ServiceRow:
     return ServiceRow(service=name,
@@ -92,10 +111,12 @@ def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False,
     containers = project_containers(engine, settings.project)
     for name in in_catalog_order(containers):
         c = containers[name]
-        published = c.host_port(SERVICES[name].container_port)
+        published = published_port(settings, c, name)
         if published is None:
             continue
-        rows.append(make_row(settings, name, host, published.host_port, c.state, show_secrets))
+        rows.append(make_row(settings, name,
+                             published_host(settings, host, engine.remote_host, published),
+                             published.host_port, c.state, show_secrets))
     if check and rows:
         from .probes import Target, probe_all
 
@@ -136,12 +157,12 @@ def status_rows(engine: Engine, settings: Settings) -> list[StatusRow]:
         c = containers[name]
         detail = engine.inspect(c.id)
         state = detail.get("State") or {}
-        published = c.host_port(SERVICES[name].container_port)
+        published = published_port(settings, c, name)
         uptime = None
         if c.running and state.get("StartedAt"):
             uptime = max(0.0, time.time() - _parse_time(str(state["StartedAt"])))
-        url = (service_url(name, host, published.host_port, settings.values)
-               if published else "")
+        url = (service_url(name, published_host(settings, host, engine.remote_host, published),
+                           published.host_port, settings.values) if published else "")
         rows.append(StatusRow(
             service=name, container=c.name, state=c.state,
             health=str((state.get("Health") or {}).get("Status", "")) or "none",

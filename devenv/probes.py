@@ -29,7 +29,8 @@ def probe_http(host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT) 
     """GET `path`; a 2xx status line is an answer. HTTP/1.0 by hand: http.client would
     cost `devenv ports` the import of the email package."""
     host = host.strip("[]")
-    request = (f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
+    authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    request = (f"GET {path} HTTP/1.0\r\nHost: {authority}\r\n"
                "User-Agent: devenv-probe\r\n\r\n").encode()
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:

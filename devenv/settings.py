@@ -137,12 +137,7 @@ class Settings:
     @property
     def url_host(self) -> str:
         """The address a host app uses to reach a published port."""
-        import ipaddress
-
-        address = ipaddress.ip_address(self.bind)
-        if address.is_unspecified:
-            return "127.0.0.1"
-        return f"[{address}]" if address.version == 6 else str(address)
+        return url_host_for(self.bind)
 
     @property
     def wait_timeout(self) -> float:
@@ -170,6 +165,18 @@ class Settings:
     @property
     def template_cache(self) -> Path:
         return self.state_dir / "cache" / "templates"
+
+
+def url_host_for(bind: str) -> str:
+    """Where a host app reaches a port published on `bind`, as a URL writes it: the
+    loopback of the same family for a wildcard (Docker publishes `::` on IPv6 only, so
+    127.0.0.1 would not answer), the address itself otherwise; IPv6 in brackets."""
+    import ipaddress
+
+    address = ipaddress.ip_address(bind.strip("[]"))
+    if address.is_unspecified:
+        return "[::1]" if address.version == 6 else "127.0.0.1"
+    return f"[{address.compressed}]" if address.version == 6 else str(address)
 
 
 def parse_port(text: str, key: str) -> int:

@@ -1,6 +1,20 @@
 from __future__ import annotations
 
-from devenv.live import _parse_time, app_env, make_row, url_host
+import socket
+import threading
+
+import pytest
+
+from devenv.engine import Container, Published
+from devenv.live import (
+    _parse_time,
+    app_env,
+    make_row,
+    published_host,
+    published_port,
+    url_host,
+)
+from devenv.probes import probe_redis
 from devenv.settings import load_settings
 
 
@@ -28,3 +42,48 @@ def test_app_env_has_real_credentials_and_ports(tmp_path):
         "DATABASE_URL": "postgresql://postgres:p%40ss@127.0.0.1:5433/cirkelline_agents",
         "REDIS_URL": "redis://[::1]:6380",
     }
+
+
+#: every kind of DEVENV_BIND value, and where a host app (and the probe) reaches it
+BINDS = [("127.0.0.1", "127.0.0.1"), ("0.0.0.0", "127.0.0.1"), ("::", "[::1]"),
+         ("::1", "[::1]"), ("127.0.0.2", "127.0.0.2"), ("0:0::0", "[::1]")]
+
+
+@pytest.mark.parametrize("bind, host", BINDS)
+def test_every_bind_is_probed_and_reported_where_it_listens(tmp_path, bind, host):
+    """A listener bound as Docker publishes (`::` on IPv6 only) answers the probe at the
+    reported URL for every accepted bind value."""
+    settings = load_settings(tmp_path, {"DEVENV_BIND": bind}, {})
+    assert settings.url_host == host
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family) as listener:
+        if family == socket.AF_INET6:
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        listener.bind((bind, 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        threading.Thread(target=pong, args=(listener,), daemon=True).start()
+        row = make_row(settings, "redis", url_host(settings, None), port, "starting")
+        assert row.url == f"redis://{host}:{port}"
+        assert probe_redis(row.host, row.port).ok
+        assert app_env(settings, [row])["REDIS_URL"] == f"redis://{host}:{port}"
+
+
+def pong(listener: socket.socket) -> None:
+    conn, _ = listener.accept()
+    with conn:
+        conn.recv(64)
+        conn.sendall(b"+PONG\r\n")
+
+
+def test_a_stack_is_reached_where_docker_bound_it_not_where_env_says_now(tmp_path):
+    settings = load_settings(tmp_path, {}, {})  # .env says 127.0.0.1 now
+    c = Container("id", "x", "cirkelline", "redis", "running", "", "Up",
+                  (Published("::", 6380, 6379),))
+    published = published_port(settings, c, "redis")
+    assert published_host(settings, "127.0.0.1", None, published) == "[::1]"
+    both = Container("id", "x", "cirkelline", "redis", "running", "", "Up",
+                     (Published("::", 6380, 6379), Published("127.0.0.1", 6380, 6379)))
+    assert published_port(settings, both, "redis").host_ip == "127.0.0.1"
+    # a remote engine: its host name, whatever it bound
+    assert published_host(settings, "box", "box", published) == "box"

@@ -42,3 +42,15 @@ def test_up_and_doctor_follow_the_docker_context(project, tmp_path):
     assert (f"cannot reach the Docker engine at unix://{socket_path} (context e2e-ctx)"
             in gone.stderr), gone.stderr
     assert "hint:" in gone.stderr and "Traceback" not in gone.stderr
+
+
+def test_ipv6_wildcard_bind_is_probed_and_reported_on_ipv6(project):
+    """DEVENV_BIND=:: publishes on [::] only: devenv waits on [::1] and reports it."""
+    up = project.run("up", "--only", "cache", "--timeout", "30",
+                     extra_env={"DEVENV_BIND": "::"})
+    redis = project.ports()["redis"]
+    assert redis["url"] == f"redis://[::1]:{redis['port']}" and redis["state"] == "ready"
+    assert f"redis://[::1]:{redis['port']}" in up.stdout
+    assert redis_ping("::1", redis["port"]) == "+PONG"
+    env = project.run("ports", "--env").stdout
+    assert f"REDIS_URL='redis://[::1]:{redis['port']}'" in env
