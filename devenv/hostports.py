@@ -27,7 +27,11 @@ BIND_ADDRESSES: tuple[tuple[socket.AddressFamily, str], ...] = (
 
 
 def bind_blocked(port: int) -> bool:
-    """True when some address family refuses a bind on `port` because it is in use."""
+    """True when some address family refuses a bind on `port` because it is in use.
+
+    EACCES (a port below 1024 for a user who is not root) says nothing about use: the
+    engine publishes as root, so such a port is free unless something listens there, which
+    the kernel's listening table (consulted first, see HostPorts) tells."""
     for family, address in BIND_ADDRESSES:
         try:
             sock = socket.socket(family, socket.SOCK_STREAM)
@@ -40,9 +44,10 @@ def bind_blocked(port: int) -> bool:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind((address, port))
         except OSError as exc:
-            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            if exc.errno == errno.EADDRINUSE:
                 return True
-            # EADDRNOTAVAIL and friends: this address does not exist here.
+            # EACCES: not ours to bind, not in use; EADDRNOTAVAIL and friends: this
+            # address does not exist here.
         finally:
             sock.close()
     return False

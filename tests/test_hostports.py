@@ -61,3 +61,25 @@ def test_remote_engine_skips_local_bind_tests():
         s.bind(("127.0.0.1", 0))
         s.listen()
         assert HostPorts({}, "p", check_host=False).get(s.getsockname()[1]) is None
+
+
+class _NoPrivilegedPorts(socket.socket):
+    """A socket as a user who is not root sees it: binds below 1024 fail with EACCES."""
+
+    def bind(self, address):  # type: ignore[override]
+        if address[1] < 1024:
+            raise PermissionError(13, "Permission denied")
+        return super().bind(address)
+
+
+def test_privileged_port_is_free_for_a_user_unless_something_listens(monkeypatch):
+    """The engine publishes as root: EACCES on a bind test is not "taken"; only the kernel's
+    listening table can say a port below 1024 is in use."""
+    import devenv.hostports as hostports
+
+    monkeypatch.setattr(hostports.socket, "socket", _NoPrivilegedPorts)
+    assert not bind_blocked(80)
+    monkeypatch.setattr(hostports, "listening_ports", lambda: frozenset({443}))
+    ports = HostPorts({}, "p")
+    assert 80 not in ports
+    assert ports[443].kind == "process"
