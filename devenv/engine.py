@@ -309,6 +309,26 @@ class Engine:
         with contextlib.suppress(_NotFound):
             self._api.call("POST", f"/containers/{container_id}/kill", {"signal": signal})
 
+    def restart(self, containers: Sequence[Container], stop_timeout: int = 10) -> None:
+        """Restart containers at once on the Engine API (what `docker compose restart`
+        does, without needing the compose file to still hold them)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(c: Container) -> None:
+            try:
+                self._api.call("POST", f"/containers/{c.id}/restart", {"t": str(stop_timeout)},
+                               timeout=stop_timeout + 30)
+            except _NotFound:
+                raise ComposeError(f"{c.service}'s container {c.name} is gone",
+                                   hint="start it again with `devenv up`") from None
+            except ComposeError as exc:
+                exc.hint = exc.hint or (f"read `devenv logs {c.service}`; `devenv up` "
+                                        "recreates it")
+                raise
+
+        with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
+            list(pool.map(one, containers))
+
     def remove_project(self, project: str, volumes: bool = False,
                        stop_timeout: int = 10) -> list[Container]:
         """What `docker compose down [-v] --remove-orphans` does, straight on the Engine API:
@@ -468,10 +488,6 @@ class Compose:
         self._run("up", lambda: client.compose.up(
             services=list(services), detach=True, build=build, quiet=True))
 
-    def restart(self, services: Sequence[str]) -> None:
-        client = self._client()
-        self._run("restart", lambda: client.compose.restart(services=list(services)))
-
     def logs(self, services: Sequence[str], follow: bool = False,
              tail: int | None = None) -> Iterator[str]:
         """Log lines of the services, prefixed by compose with the service name."""
@@ -548,8 +564,13 @@ def compose_error(action: str, stderr: str,
             f"image {image or '(see below)'} is not on this engine and could not be pulled",
             hint="pull or build it, or point DEVENV_<SERVICE>_IMAGE at an image you have "
             "(`docker images`)", detail=_tail(stderr), image=image)
+    # The last line is the message; the lines before it (if any) are the detail, so no
+    # line is printed twice.
+    before = "\n".join(line for line in stderr.splitlines()[:-1][-12:] if line.strip())
     return ComposeError(f"docker compose {action} failed: {_last_line(stderr)}",
-                        detail=_tail(stderr))
+                        hint="the lines above are docker compose's own; `devenv doctor` "
+                        "checks the engine, Compose and the settings",
+                        detail=before or None)
 
 
 _IMAGE_NAMED = re.compile(

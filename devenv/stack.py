@@ -166,12 +166,16 @@ def restart(ctx: Context, names: Sequence[str] | None,
         check_same_directory(settings, containers.values())
         running = [n for n, c in containers.items() if c.running]
         wanted = (select_services(names).requested if names else tuple(running))
+        if not running:
+            only = f" --only {','.join(wanted)}" if names else ""
+            raise UsageError(f"nothing of project {settings.project} is running, so nothing "
+                             "was restarted", hint=f"start it with `devenv up{only}`")
         missing = [n for n in wanted if n not in running]
         if missing:
             raise UsageError(f"not running: {', '.join(missing)}",
                              hint="start it with `devenv up --only " + ",".join(missing) + "`")
         ctx.notify(f"restarting {', '.join(in_catalog_order(wanted))}")
-        engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE).restart(wanted)
+        engine.restart([containers[name] for name in wanted])
         rows = tuple(r for r in live_rows(engine, settings, show_secrets, check=False)
                      if r.service in wanted)
         wait = _wait(ctx, engine, settings, rows, since=began)
