@@ -208,12 +208,19 @@ def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool,
         click.echo(format_rows_json(rows))
     elif rows:
         click.echo(format_rows(rows))
+        _say_not_running([r.service for r in rows if not r.running])
         if show_secrets:
             from .stack import secrets_report
 
             click.echo(secrets_report(settings, _err))
     else:
         _err(f"nothing of project {settings.project} is running (start it: devenv up)")
+
+
+def _say_not_running(names: list[str]) -> None:
+    if names:
+        _err(f"not running: {', '.join(names)} (start again: devenv up --only "
+             f"{','.join(names)})")
 
 
 @cli.command()
@@ -234,6 +241,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(format_status_json(rows))
     elif rows:
         click.echo(format_status(rows))
+        _say_not_running([r.service for r in rows if r.state != "running"])
     else:
         _err(f"nothing of project {settings.project} exists (start it: devenv up)")
 

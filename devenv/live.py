@@ -99,33 +99,64 @@ def make_row(settings: Settings, name: str, host: str, port: int, state: str,
                       configured_port=settings.port(name))
 
 
+def expected_services(settings: Settings) -> dict[str, int]:
+    """Services the last `up` left running (until `down`), with their remembered ports:
+    one whose container exited or vanished since must be mentioned, not left out."""
+    from .state import StateFile
+
+    state = StateFile(settings.state_dir).load(settings.project)
+    return {name: (state.ports[name].port if name in state.ports else settings.port(name))
+            for name in state.containers if name in SERVICES}
+
+
 def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False,
-              check: bool = True) -> list[ServiceRow]:
+              check: bool = True, missing: bool = False) -> list[ServiceRow]:
     """One row per running service of the project, ports as Docker publishes them.
 
     With `check`, every service is probed once, in parallel, at the URL shown: its state
     is "ready" when it answers its own protocol there, else Docker's state and why not.
+    With `missing`, a service that is not running (its container exited, or is gone
+    though the last `up` started it) gets a row too, at the port it would publish, with
+    `running` false and a state that says what happened.
     """
     host = url_host(settings, engine.remote_host)
     rows = []
     containers = project_containers(engine, settings.project)
-    for name in in_catalog_order(containers):
-        c = containers[name]
-        published = published_port(settings, c, name)
-        if published is None:
-            continue
-        rows.append(make_row(settings, name,
-                             published_host(settings, host, engine.remote_host, published),
-                             published.host_port, c.state, show_secrets))
+    expected = expected_services(settings) if missing else {}
+    for name in in_catalog_order(set(containers) | set(expected)):
+        c = containers.get(name)
+        published = published_port(settings, c, name) if c else None
+        if published is not None and c is not None:
+            rows.append(make_row(settings, name,
+                                 published_host(settings, host, engine.remote_host, published),
+                                 published.host_port, c.state, show_secrets))
+        elif missing:
+            port = next(iter(engine.port_bindings(c)), expected.get(name)) if c else \
+                expected[name]
+            if c is None:
+                state = "gone: its container was removed (devenv up starts it again)"
+            else:
+                state = f"{_not_running(engine, c)} (devenv up starts it again)"
+            rows.append(replace(make_row(settings, name, host, port or settings.port(name),
+                                         state, show_secrets), running=False))
     if check and rows:
         from .probes import Target, probe_all
 
+        live = [r for r in rows if r.running]
         answers = probe_all([Target(r.service, SERVICES[r.service].probe, r.host, r.port)
-                             for r in rows], settings.values)
-        rows = [replace(r, state="ready" if answers[r.service].ok
+                             for r in live], settings.values)
+        rows = [r if not r.running else
+                replace(r, state="ready" if answers[r.service].ok
                         else f"{r.state}, not answering ({answers[r.service].detail})")
                 for r in rows]
     return rows
+
+
+def _not_running(engine: Engine, c: Container) -> str:
+    if c.state in ("exited", "dead"):
+        code = (engine.inspect(c.id).get("State") or {}).get("ExitCode")
+        return f"{c.state} (code {code})" if code is not None else c.state
+    return c.state  # created, paused, restarting
 
 
 def app_env(settings: Settings, rows: Sequence[ServiceRow]) -> dict[str, str]:
@@ -133,7 +164,7 @@ def app_env(settings: Settings, rows: Sequence[ServiceRow]) -> dict[str, str]:
     return {SERVICES[r.service].app_env:
             service_url(r.service, f"[{r.host}]" if ":" in r.host else r.host, r.port,
                         settings.values, show_secrets=True)
-            for r in rows}
+            for r in rows if r.running}
 
 
 @dataclass(frozen=True)
@@ -171,7 +202,13 @@ def status_rows(engine: Engine, settings: Settings) -> list[StatusRow]:
             restarts=int(detail.get("RestartCount") or 0),
             exit_code=None if c.running else int(state.get("ExitCode") or 0),
         ))
-    return rows
+    for name, _port in expected_services(settings).items():
+        if name not in containers:  # started by the last `up`, removed since
+            rows.append(StatusRow(service=name, container="", state="gone", health="none",
+                                  url="", port=None, uptime_seconds=None, restarts=0,
+                                  exit_code=None))
+    order = list(SERVICES)
+    return sorted(rows, key=lambda r: order.index(r.service))
 
 
 def _parse_time(text: str) -> float:
@@ -186,7 +223,7 @@ def _parse_time(text: str) -> float:
 def ports(ctx: Context, show_secrets: bool = False) -> tuple[Settings, list[ServiceRow]]:
     """The `ports` use case: the project's live URLs."""
     settings = ctx.settings()
-    return settings, live_rows(connect(ctx.environ), settings, show_secrets)
+    return settings, live_rows(connect(ctx.environ), settings, show_secrets, missing=True)
 
 
 def status(ctx: Context) -> tuple[Settings, list[StatusRow]]:

@@ -24,6 +24,8 @@ class ServiceRow:
     container_port: int
     configured_port: int
     seconds_to_ready: float | None = None
+    #: False: the service should run (the last `up` started it) but its container does not
+    running: bool = True
 
     @property
     def moved(self) -> bool:
@@ -95,7 +97,7 @@ def state_text(row: ServiceRow) -> str:
 
 def format_rows(rows: Sequence[ServiceRow]) -> str:
     return table(("SERVICE", "URL", "STATE"),
-                 [(r.service, r.url, state_text(r)) for r in rows])
+                 [(r.service, r.url if r.running else "-", state_text(r)) for r in rows])
 
 
 def format_rows_json(rows: Sequence[ServiceRow]) -> str:

@@ -87,3 +87,49 @@ def test_a_stack_is_reached_where_docker_bound_it_not_where_env_says_now(tmp_pat
     assert published_port(settings, both, "redis").host_ip == "127.0.0.1"
     # a remote engine: its host name, whatever it bound
     assert published_host(settings, "box", "box", published) == "box"
+
+
+class FakeEngine:
+    remote_host = None
+
+    def __init__(self, containers):
+        self._containers = containers
+
+    def containers(self, project=None, all=True):
+        return [c for c in self._containers if project is None or c.project == project]
+
+    def port_bindings(self, c):
+        return [7001] if c.service == "postgres" else []
+
+    def inspect(self, container_id):
+        return {"State": {"ExitCode": 137}, "RestartCount": 0}
+
+
+def test_a_service_the_last_up_started_is_mentioned_when_exited_or_gone(tmp_path):
+    from devenv.live import live_rows, status_rows
+    from devenv.ports import Memory
+    from devenv.state import ProjectState, StateFile
+
+    settings = load_settings(tmp_path, {}, {})
+    StateFile(settings.state_dir).save("cirkelline", ProjectState(
+        ports={"redis": Memory(6390, 6379)},
+        containers={"postgres": "a", "redis": "b", "adminer": "c"}))
+    engine = FakeEngine([
+        Container("a", "cirkelline-postgres-1", "cirkelline", "postgres", "exited", "",
+                  "Exited (137)", ()),
+        Container("c", "cirkelline-adminer-1", "cirkelline", "adminer", "running", "", "Up",
+                  (Published("127.0.0.1", 8080, 8080),)),
+    ])
+    rows = {r.service: r for r in live_rows(engine, settings, check=False, missing=True)}
+    assert list(rows) == ["postgres", "redis", "adminer"]
+    assert not rows["postgres"].running and rows["postgres"].port == 7001
+    assert rows["postgres"].state.startswith("exited (code 137)")
+    assert not rows["redis"].running and rows["redis"].port == 6390
+    assert rows["redis"].state.startswith("gone")
+    assert rows["adminer"].running
+    assert list(app_env(settings, list(rows.values()))) == ["ADMINER_URL"]
+    # restart's view (missing=False) is unchanged: only what runs
+    assert [r.service for r in live_rows(engine, settings, check=False)] == ["adminer"]
+    status = {r.service: r for r in status_rows(engine, settings)}
+    assert list(status) == ["postgres", "redis", "adminer"]
+    assert status["redis"].state == "gone" and status["postgres"].exit_code == 137

@@ -40,7 +40,10 @@ def test_dockerd_restart(project):
 
     restart_dockerd()
 
-    assert project.ports() == {}  # nothing is published: nothing runs
+    stopped = project.ports()  # nothing is published: nothing runs, and ports says so
+    assert set(stopped) == {"postgres", "redis"}
+    assert not any(row["running"] for row in stopped.values())
+    assert all(row["state"].startswith("exited") for row in stopped.values())
     status = project.run("status").stdout
     assert "exited" in status and "running" not in status
     up = project.run("up", "--only", "db,cache")
