@@ -209,6 +209,9 @@ def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool,
     elif rows:
         click.echo(format_rows(rows))
         _say_not_running([r.service for r in rows if not r.running])
+        refused = live.login_refused(rows)
+        if refused:
+            _err(f"hint: {live.login_hint(refused)}")
         if show_secrets:
             from .stack import secrets_report
 

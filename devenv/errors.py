@@ -20,7 +20,8 @@ EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_FAILURE: "an operation failed (compose, engine, file system, lock held)",
     EXIT_USAGE: "usage error: bad flag, setting, .env file, service name or template",
-    EXIT_NOT_READY: "the stack started but a service did not become ready",
+    EXIT_NOT_READY: "the stack started but a service did not become ready, or refuses "
+                    "the configured login",
     EXIT_DOCKER: "Docker is not usable: engine unreachable, Compose v2 missing, image missing",
     EXIT_PORTS: "no usable host port: --strict-ports conflict, or ports exhausted",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
@@ -83,6 +84,11 @@ class PortConflictError(DevenvError):
 
 class NotReadyError(DevenvError):
     exit_code = EXIT_NOT_READY
+
+
+class CredentialsError(NotReadyError):
+    """A service answers but refuses the credentials devenv hands to the app (PostgreSQL
+    keeps the password, user and database its volume was created with)."""
 
 
 class LockedError(DevenvError):

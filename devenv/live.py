@@ -11,12 +11,16 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from .catalog import SERVICES, service_url
 from .context import Context
 from .engine import Container, Engine, Published, connect
-from .errors import UsageError
+from .errors import CredentialsError, UsageError
 from .report import ServiceRow
+
+if TYPE_CHECKING:
+    from .probes import LoginResult
 from .settings import Settings, url_host_for
 
 
@@ -149,7 +153,16 @@ def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False,
                 replace(r, state="ready" if answers[r.service].ok
                         else f"{r.state}, not answering ({answers[r.service].detail})")
                 for r in rows]
+        rows = [_with_login(settings, r) for r in rows]
     return rows
+
+
+def _with_login(settings: Settings, row: ServiceRow) -> ServiceRow:
+    """A PostgreSQL that answers is ready for the app only if DATABASE_URL logs in."""
+    if row.service != "postgres" or row.state != "ready":
+        return row
+    result = check_postgres_login(settings, row.host, row.port)
+    return replace(row, state=login_refused_state(result)) if result.refused else row
 
 
 def _not_running(engine: Engine, c: Container) -> str:
@@ -157,6 +170,47 @@ def _not_running(engine: Engine, c: Container) -> str:
         code = (engine.inspect(c.id).get("State") or {}).get("ExitCode")
         return f"{c.state} (code {code})" if code is not None else c.state
     return c.state  # created, paused, restarting
+
+
+LOGIN_REFUSED = "answers, but the configured login is refused"
+#: what to change when PostgreSQL refuses the login, by SQLSTATE
+_LOGIN_SETTING = {"28P01": "DEVENV_POSTGRES_PASSWORD", "28000": "DEVENV_POSTGRES_USER",
+                  "3D000": "DEVENV_POSTGRES_DB"}
+
+
+def check_postgres_login(settings: Settings, host: str, port: int) -> LoginResult:
+    """Log in with the credentials DATABASE_URL carries (once the server answers)."""
+    from .probes import postgres_login
+
+    return postgres_login(host, port, settings["DEVENV_POSTGRES_USER"],
+                          settings["DEVENV_POSTGRES_PASSWORD"], settings["DEVENV_POSTGRES_DB"])
+
+
+def login_refused_state(result: LoginResult) -> str:
+    return f"{LOGIN_REFUSED}: {result.detail}"
+
+
+def login_hint(code: str) -> str:
+    setting = _LOGIN_SETTING.get(code, "DEVENV_POSTGRES_PASSWORD")
+    return (f"PostgreSQL keeps the user, password and database its data volume was created "
+            f"with; {setting} changed since. Set it back to the old value, or delete the "
+            "data with `devenv down --volumes` (every row is lost) and run `devenv up`")
+
+
+def login_refused(rows: Sequence[ServiceRow]) -> str:
+    """The SQLSTATE of a refused PostgreSQL login among `ports` rows, else ""."""
+    import re
+
+    for row in rows:
+        if row.service == "postgres" and row.state.startswith(LOGIN_REFUSED):
+            found = re.search(r"\((\w{5})\)$", row.state)
+            return found.group(1) if found else "28P01"
+    return ""
+
+
+def login_error(result: LoginResult) -> CredentialsError:
+    return CredentialsError(f"postgres {login_refused_state(result)}",
+                            hint=login_hint(result.code))
 
 
 def app_env(settings: Settings, rows: Sequence[ServiceRow]) -> dict[str, str]:

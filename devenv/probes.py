@@ -80,6 +80,175 @@ def probe_postgres(host: str, port: int, user: str, database: str,
     return ProbeResult(False, f"startup: unexpected message {kind!r}")
 
 
+# --- PostgreSQL login: the client side of its authentication --------------------------
+#: SQLSTATEs that mean "these credentials do not open this database"
+LOGIN_REFUSED = {"28P01": "password", "28000": "role", "3D000": "database"}
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    ok: bool
+    detail: str
+    #: the server's SQLSTATE when it refused (28P01 wrong password, 28000 no such role or
+    #: no pg_hba entry, 3D000 no such database); "" when it let us in or never answered
+    code: str = ""
+
+    @property
+    def refused(self) -> bool:
+        """The server answered and refused these credentials (not: it was unreachable)."""
+        return self.code in LOGIN_REFUSED
+
+
+class ScramClient:
+    """SCRAM-SHA-256 (RFC 5802, RFC 7677) as a PostgreSQL client speaks it, without
+    channel binding. PostgreSQL takes the user from the startup message, so the SCRAM
+    user name may stay empty."""
+
+    def __init__(self, password: str, user: str = "", nonce: str | None = None):
+        import base64
+        import secrets
+
+        self.password = password
+        self.nonce = nonce or base64.b64encode(secrets.token_bytes(18)).decode()
+        self.first_bare = f"n={user},r={self.nonce}"
+        self._server_signature = b""
+
+    def first(self) -> str:
+        return "n,," + self.first_bare
+
+    def final(self, server_first: str) -> str:
+        import base64
+        import hashlib
+        import hmac
+
+        fields = dict(item.split("=", 1) for item in server_first.split(",") if "=" in item)
+        nonce, salt, iterations = fields.get("r", ""), fields.get("s", ""), fields.get("i", "")
+        if not nonce.startswith(self.nonce) or not salt or not iterations.isdigit():
+            raise ValueError(f"not a SCRAM server-first message: {server_first[:80]!r}")
+        salted = hashlib.pbkdf2_hmac("sha256", saslprep(self.password).encode(),
+                                     base64.b64decode(salt), int(iterations))
+        client_key = hmac.digest(salted, b"Client Key", "sha256")
+        stored_key = hashlib.sha256(client_key).digest()
+        without_proof = f"c={base64.b64encode(b'n,,').decode()},r={nonce}"
+        auth_message = f"{self.first_bare},{server_first},{without_proof}".encode()
+        signature = hmac.digest(stored_key, auth_message, "sha256")
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        server_key = hmac.digest(salted, b"Server Key", "sha256")
+        self._server_signature = hmac.digest(server_key, auth_message, "sha256")
+        return f"{without_proof},p={base64.b64encode(proof).decode()}"
+
+    def verify(self, server_final: str) -> bool:
+        """The server proved it knows the password too (v=...)."""
+        import base64
+        import hmac
+
+        fields = dict(item.split("=", 1) for item in server_final.split(",") if "=" in item)
+        try:
+            sent = base64.b64decode(fields.get("v", ""), validate=True)
+        except ValueError:
+            return False
+        return bool(self._server_signature) and hmac.compare_digest(sent,
+                                                                    self._server_signature)
+
+
+def saslprep(password: str) -> str:
+    """The password as PostgreSQL's SCRAM uses it (RFC 4013 SASLprep, as pg_saslprep):
+    non-ASCII spaces become spaces, "mapped to nothing" characters go, then NFKC. A
+    password with a prohibited or unassigned character (or broken bidi) is used as is."""
+    import stringprep
+    import unicodedata
+
+    if password.isascii():
+        return password
+    mapped = "".join(" " if stringprep.in_table_c12(ch) else ch for ch in password
+                     if not stringprep.in_table_b1(ch))
+    text = unicodedata.normalize("NFKC", mapped)
+    prohibited = (stringprep.in_table_c12, stringprep.in_table_c21, stringprep.in_table_c22,
+                  stringprep.in_table_c3, stringprep.in_table_c4, stringprep.in_table_c5,
+                  stringprep.in_table_c6, stringprep.in_table_c7, stringprep.in_table_c8,
+                  stringprep.in_table_c9, stringprep.in_table_a1)
+    if any(check(ch) for ch in text for check in prohibited):
+        return password
+    if any(stringprep.in_table_d1(ch) for ch in text):
+        # RFC 3454 section 6: a right-to-left string has no left-to-right character and
+        # starts and ends with a right-to-left one
+        if any(stringprep.in_table_d2(ch) for ch in text) or not (
+                stringprep.in_table_d1(text[0]) and stringprep.in_table_d1(text[-1])):
+            return password
+    return text
+
+
+def md5_password(user: str, password: str, salt: bytes) -> str:
+    """PostgreSQL's md5 answer: 'md5' + md5(md5(password + user) + salt)."""
+    import hashlib
+
+    inner = hashlib.md5((password + user).encode()).hexdigest()
+    return "md5" + hashlib.md5(inner.encode() + salt).hexdigest()
+
+
+def _pg_message(kind: bytes, payload: bytes) -> bytes:
+    return kind + struct.pack("!i", 4 + len(payload)) + payload
+
+
+def _pg_read(sock: socket.socket) -> tuple[bytes, bytes]:
+    kind = _recv_exact(sock, 1)
+    length = struct.unpack("!i", _recv_exact(sock, 4))[0]
+    if not 4 <= length < 1 << 20:
+        raise EOFError(f"implausible message length {length}")
+    return kind, _recv_exact(sock, length - 4)
+
+
+def postgres_login(host: str, port: int, user: str, password: str, database: str,
+                   timeout: float = 3.0) -> LoginResult:
+    """Log in as the app would (cleartext, md5 or SCRAM-SHA-256, whatever the server
+    asks), then say goodbye. A refusal carries the server's SQLSTATE and words."""
+    params = b"".join(k.encode() + b"\0" + v.encode() + b"\0"
+                      for k, v in (("user", user), ("database", database),
+                                   ("application_name", "devenv-login-check"))) + b"\0"
+    startup = struct.pack("!ii", 8 + len(params), 196608) + params
+    scram: ScramClient | None = None
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=timeout) as sock:
+            sock.sendall(startup)
+            while True:
+                kind, body = _pg_read(sock)
+                if kind == b"E":
+                    fields = _error_fields(body)
+                    code = fields.get("C", "")
+                    return LoginResult(False, f"{fields.get('M', 'error')} ({code})", code)
+                if kind == b"Z":  # ReadyForQuery: logged in
+                    sock.sendall(_pg_message(b"X", b""))
+                    return LoginResult(True, "logged in")
+                if kind != b"R":
+                    continue  # ParameterStatus, BackendKeyData, notices
+                auth = struct.unpack("!i", body[:4])[0]
+                if auth == 0:  # AuthenticationOk; wait for ReadyForQuery
+                    continue
+                if auth == 3:  # cleartext
+                    sock.sendall(_pg_message(b"p", password.encode() + b"\0"))
+                elif auth == 5:  # md5 with a 4-byte salt
+                    answer = md5_password(user, password, body[4:8])
+                    sock.sendall(_pg_message(b"p", answer.encode() + b"\0"))
+                elif auth == 10:  # SASL: the mechanisms the server offers
+                    mechanisms = [m.decode() for m in body[4:].split(b"\0") if m]
+                    if "SCRAM-SHA-256" not in mechanisms:
+                        return LoginResult(False, f"no supported SASL mechanism in "
+                                           f"{', '.join(mechanisms)}")
+                    scram = ScramClient(password)
+                    first = scram.first().encode()
+                    sock.sendall(_pg_message(b"p", b"SCRAM-SHA-256\0"
+                                             + struct.pack("!i", len(first)) + first))
+                elif auth == 11 and scram is not None:  # SASLContinue: server-first
+                    sock.sendall(_pg_message(b"p", scram.final(body[4:].decode()).encode()))
+                elif auth == 12 and scram is not None:  # SASLFinal: the server's proof
+                    if not scram.verify(body[4:].decode()):
+                        return LoginResult(False, "the server's SCRAM signature is wrong")
+                else:
+                    return LoginResult(False, f"unsupported authentication request {auth}")
+    except (OSError, EOFError, ValueError, struct.error) as exc:
+        return LoginResult(False, f"login: {_why(exc) if isinstance(exc, OSError) else exc}")
+
+
 def probe_redis(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
     try:
         with socket.create_connection((host.strip("[]"), port), timeout=timeout) as sock:

@@ -100,7 +100,20 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
                       launched.started, wait)
     if not wait.ok:
         raise _not_ready(engine, settings, wait, rows)
+    _check_login(settings, rows)
     return result
+
+
+def _check_login(settings: Settings, rows: Sequence[ServiceRow]) -> None:
+    """Readiness is the protocol's; once PostgreSQL answers, log in as DATABASE_URL would:
+    a volume created with other credentials keeps them, and the app could not connect."""
+    from .live import check_postgres_login, login_error
+
+    for row in rows:
+        if row.service == "postgres":
+            result = check_postgres_login(settings, row.host, row.port)
+            if result.refused:
+                raise login_error(result)
 
 
 def _wait(ctx: Context, engine: Engine, settings: Settings, rows: Sequence[ServiceRow],

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import socket
 import struct
 import threading
@@ -10,7 +13,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
 from devenv.catalog import ProbeSpec
-from devenv.probes import Target, probe_http, probe_postgres, probe_redis, wait_until_ready
+import pytest
+
+from devenv.probes import (
+    ScramClient,
+    Target,
+    md5_password,
+    postgres_login,
+    saslprep,
+    probe_http,
+    probe_postgres,
+    probe_redis,
+    wait_until_ready,
+)
 
 VALUES = {"DEVENV_POSTGRES_USER": "postgres", "DEVENV_POSTGRES_DB": "db"}
 
@@ -139,3 +154,133 @@ def test_wait_runs_in_parallel():
         elapsed = time.monotonic() - start
     assert result.ok and set(result.ready) == {"a", "b", "c"}
     assert elapsed < 1.0  # three 0.4 s answers, not one after another
+
+
+# --- PostgreSQL login: SCRAM-SHA-256, md5, cleartext -----------------------------------
+def test_scram_client_matches_the_rfc_7677_example():
+    """RFC 7677 section 3: user "user", password "pencil"."""
+    client = ScramClient("pencil", user="user", nonce="rOprNGfwEbeRWgbNEkqO")
+    assert client.first() == "n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
+    server_first = ("r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+                    "s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
+    assert client.final(server_first) == (
+        "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+        "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+    assert client.verify("v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+    assert not client.verify("v=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+
+
+def test_scram_refuses_a_server_nonce_that_does_not_extend_ours():
+    client = ScramClient("pencil", nonce="abc")
+    with pytest.raises(ValueError):
+        client.final("r=xyz,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
+
+
+def test_md5_answer_is_postgres_formula():
+    # md5(password + user) is what pg_authid stores: md532e12f21... for password/postgres
+    assert hashlib.md5(b"passwordpostgres").hexdigest() == "32e12f215ba27cb750c9e093ce4b5127"
+    salt = b"\x01\x02\x03\x04"
+    expected = "md5" + hashlib.md5(b"32e12f215ba27cb750c9e093ce4b5127" + salt).hexdigest()
+    assert md5_password("postgres", "password", salt) == expected
+
+
+def _read_message(conn: socket.socket, startup: bool = False) -> tuple[bytes, bytes]:
+    kind = b"" if startup else conn.recv(1)
+    length = struct.unpack("!i", conn.recv(4))[0]
+    body = b""
+    while len(body) < length - 4:
+        body += conn.recv(length - 4 - len(body))
+    return kind, body
+
+
+def _send(conn: socket.socket, kind: bytes, body: bytes) -> None:
+    conn.sendall(kind + struct.pack("!i", 4 + len(body)) + body)
+
+
+def _ok(conn: socket.socket) -> None:
+    _send(conn, b"R", struct.pack("!i", 0))
+    _send(conn, b"S", b"server_version\x0015.0\x00")
+    _send(conn, b"Z", b"I")
+    conn.recv(16)  # Terminate
+
+
+def _refuse(conn: socket.socket, user: str) -> None:
+    _send(conn, b"E", b"SFATAL\x00C28P01\x00Mpassword authentication failed for user \""
+          + user.encode() + b"\"\x00\x00")
+
+
+def fake_postgres(method: str, password: str) -> Callable[[socket.socket], None]:
+    """A server that checks a password the way PostgreSQL does, by `method`."""
+
+    def handle(conn: socket.socket) -> None:
+        _kind, startup = _read_message(conn, startup=True)
+        params = startup[4:].split(b"\0")
+        user = params[params.index(b"user") + 1].decode()
+        if method == "cleartext":
+            _send(conn, b"R", struct.pack("!i", 3))
+            _, body = _read_message(conn)
+            return _ok(conn) if body == password.encode() + b"\0" else _refuse(conn, user)
+        if method == "md5":
+            salt = b"\x09\x08\x07\x06"
+            _send(conn, b"R", struct.pack("!i", 5) + salt)
+            _, body = _read_message(conn)
+            stored = hashlib.md5((password + user).encode()).hexdigest()
+            want = "md5" + hashlib.md5(stored.encode() + salt).hexdigest()
+            return _ok(conn) if body == want.encode() + b"\0" else _refuse(conn, user)
+        # SCRAM-SHA-256, the server side of RFC 5802, with what pg_authid stores
+        salt, iterations = b"0123456789abcdef", 4096
+        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+        stored_key = hashlib.sha256(hmac.digest(salted, b"Client Key", "sha256")).digest()
+        server_key = hmac.digest(salted, b"Server Key", "sha256")
+        _send(conn, b"R", struct.pack("!i", 10) + b"SCRAM-SHA-256\x00\x00")
+        _, body = _read_message(conn)
+        mechanism, rest = body.split(b"\0", 1)
+        assert mechanism == b"SCRAM-SHA-256"
+        client_first = rest[4:].decode()
+        first_bare = client_first.split(",", 2)[2]
+        nonce = dict(f.split("=", 1) for f in first_bare.split(","))["r"] + "SERVERNONCE"
+        server_first = f"r={nonce},s={base64.b64encode(salt).decode()},i={iterations}"
+        _send(conn, b"R", struct.pack("!i", 11) + server_first.encode())
+        _, body = _read_message(conn)
+        final = body.decode()
+        without_proof, proof = final.rsplit(",p=", 1)
+        auth = f"{first_bare},{server_first},{without_proof}".encode()
+        signature = hmac.digest(stored_key, auth, "sha256")
+        client_key = bytes(a ^ b for a, b in zip(base64.b64decode(proof), signature))
+        if hashlib.sha256(client_key).digest() != stored_key:
+            return _refuse(conn, user)
+        verifier = base64.b64encode(hmac.digest(server_key, auth, "sha256")).decode()
+        _send(conn, b"R", struct.pack("!i", 12) + f"v={verifier}".encode())
+        _ok(conn)
+
+    return handle
+
+
+@pytest.mark.parametrize("method", ["cleartext", "md5", "scram"])
+def test_login_with_each_method_and_a_wrong_password_is_refused(method):
+    with server(fake_postgres(method, "s3cret p@ss")) as port:
+        good = postgres_login("127.0.0.1", port, "postgres", "s3cret p@ss", "db")
+        assert good.ok and not good.refused, good
+        bad = postgres_login("127.0.0.1", port, "postgres", "password", "db")
+        assert not bad.ok and bad.refused and bad.code == "28P01"
+        assert "password authentication failed" in bad.detail
+
+
+def test_login_to_nothing_is_not_a_refusal():
+    with server(accept_and_close) as port:
+        result = postgres_login("127.0.0.1", port, "postgres", "x", "db", timeout=0.5)
+    assert not result.ok and not result.refused
+
+
+@pytest.mark.parametrize("given, used", [
+    ("I\u00adX", "IX"),  # RFC 4013 section 3 examples: soft hyphen mapped to nothing
+    ("user", "user"),
+    ("USER", "USER"),
+    ("\u00aa", "a"),  # NFKC
+    ("\u2168", "IX"),
+    ("a\u00a0b", "a b"),  # non-ASCII space to space
+    ("\u0007", "\u0007"),  # prohibited: PostgreSQL then uses the password as it is
+    ("p@ss$w\"o'rd #1:x{y}\\z", "p@ss$w\"o'rd #1:x{y}\\z"),
+])
+def test_saslprep_as_postgres_applies_it(given, used):
+    assert saslprep(given) == used
