@@ -215,7 +215,10 @@ def down(ctx: Context, volumes: bool = False) -> list[str]:
 
 
 def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]:
-    """Write compose/ for the selection without starting anything."""
+    """Write compose/ for the selection without starting anything.
+
+    Under the project lock, and for what runs plus the selection (as `up` renders): a
+    render never pulls a file out from under a running container or orphans it."""
     settings = ctx.settings()
     selection = select_services(only)
     engine: Engine | None
@@ -225,18 +228,31 @@ def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]
     except DockerUnavailableError as exc:
         ctx.notify(f"no engine ({exc.message}); ports are checked on this host only")
         engine, info = None, None
-    state = StateFile(settings.state_dir, warn=ctx.notify).load(settings.project)
-    remote = info.remote_host if info else None
-    planner = PortPlanner(engine, settings, state.ports, check_host=remote is None)
-    plan = planner.plan(selection.services)
-    for choice in plan.moved:
-        ctx.notify(choice.describe())
-    data = render_input(settings, selection.services, plan,
-                        info.supports_start_interval if info else False,
-                        network_external(engine, settings) if engine else False,
-                        url_host(settings, remote), ctx.notify)
-    files = render_stack(data, settings.project_dir / "templates", settings.template_cache)
-    return write_outputs(settings.compose_dir, files, ctx.notify)
+    with project_lock(settings.state_dir, settings.project, "render", settings.wait_timeout,
+                      on_wait=ctx.notify):
+        running: set[str] = set()
+        if engine is not None:
+            running = {name for name, c in project_containers(engine, settings.project).items()
+                       if c.running}
+        services = select_services(set(selection.services) | running).services
+        kept = [name for name in services if name in running and name not in
+                selection.services]
+        if kept:
+            ctx.notify(f"keeping {', '.join(kept)} in the file: running now "
+                       "(`devenv down` first to render less)")
+        state = StateFile(settings.state_dir, warn=ctx.notify).load(settings.project)
+        remote = info.remote_host if info else None
+        planner = PortPlanner(engine, settings, state.ports, check_host=remote is None)
+        plan = planner.plan(services)
+        for choice in plan.moved:
+            ctx.notify(choice.describe())
+        data = render_input(settings, services, plan,
+                            info.supports_start_interval if info else False,
+                            network_external(engine, settings) if engine else False,
+                            url_host(settings, remote), ctx.notify)
+        files = render_stack(data, settings.project_dir / "templates",
+                             settings.template_cache)
+        return write_outputs(settings.compose_dir, files, ctx.notify)
 
 
 def logs(ctx: Context, names: Sequence[str] | None, follow: bool,

@@ -83,3 +83,52 @@ def test_compose_error_keeps_earlier_lines_as_detail_only():
     many = compose_error("up", "line one\nline two\nno such service: grafana")
     assert many.message.endswith("no such service: grafana")
     assert many.detail == "line one\nline two"
+
+
+class RunningStack(FakeEngine):
+    """Postgres, Prometheus and Grafana running; what `render` asks of the engine."""
+
+    def port_bindings(self, c: Container) -> list[int]:
+        return [p.host_port for p in c.ports]
+
+    def network(self, name: str) -> dict | None:
+        return {"Labels": {"com.docker.compose.project": "cirkelline"}}
+
+
+def running(service: str, port: int) -> Container:
+    from devenv.catalog import SERVICES
+
+    return Container(f"id-{service}", f"cirkelline-{service}-1", "cirkelline", service,
+                     "running", "", "Up",
+                     (Published("127.0.0.1", port, SERVICES[service].container_port),))
+
+
+def test_render_only_x_keeps_what_runs_in_the_file(run, tmp_path):
+    import yaml
+
+    engine = RunningStack([running("postgres", 45432), running("prometheus", 49090),
+                           running("grafana", 43001)])
+    first = run(engine, "render", "--only", "db,dashboards")
+    assert first.exit_code == 0, first.output
+    result = run(engine, "render", "--only", "cache")
+    assert result.exit_code == 0, result.output
+    assert "keeping postgres, prometheus, grafana in the file: running now" in result.output
+    assert "removed" not in result.output
+    doc = yaml.safe_load((tmp_path / "compose" / "docker-compose.yml").read_text())
+    assert list(doc["services"]) == ["postgres", "redis", "prometheus", "grafana"]
+    # the running services keep the ports they publish
+    assert doc["services"]["grafana"]["ports"][0]["published"] == "43001"
+    assert (tmp_path / "compose" / "prometheus" / "prometheus.yml").is_file()
+    assert (tmp_path / "compose" / "grafana" / "provisioning" / "datasources" /
+            "prometheus.yml").is_file()
+
+
+def test_render_takes_the_project_lock(run, tmp_path, monkeypatch):
+    from devenv.state import project_lock
+
+    monkeypatch.setenv("DEVENV_WAIT_TIMEOUT", "0.5")
+    with project_lock(tmp_path / ".devenv", "cirkelline", "up", 1):
+        result = run(RunningStack([]), "render", "--only", "cache")
+    assert result.exit_code == 1
+    assert "project cirkelline is busy: devenv up" in result.output
+    assert not (tmp_path / "compose").exists()
