@@ -326,9 +326,12 @@ def down(ctx: click.Context, volumes: bool, yes: bool) -> None:
             raise click.UsageError("--volumes deletes data: add --yes to confirm in a script")
         project = context.settings().project
         click.confirm(f"Delete the data volumes of project {project}?", abort=True)
-    removed = stack.down(context, volumes=volumes)
-    what = ", ".join(removed) if removed else "nothing was running"
+    result = stack.down(context, volumes=volumes)
+    what = ", ".join(result.services) if result.services else "nothing was running"
     _err(f"removed: {what}" + ("; volumes deleted" if volumes else "; data kept"))
+    for network, users in result.kept_networks.items():
+        _err(f"kept network {network}: still used by {', '.join(users) or 'other containers'}"
+             f" (remove it once they are gone: docker network rm {network})")
 
 
 @cli.command()

@@ -60,6 +60,8 @@ def run_checks(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str
             checks.extend(_guard_all("ports", lambda: _ports(engine, info, settings, bad)))
         if "" not in bad:
             checks.extend(_guard_all("images", lambda: _images(engine, settings, bad)))
+        if not bad & {"", "DEVENV_PROJECT", "DEVENV_NETWORK"}:
+            checks.append(_guard("network", lambda: _network(engine, settings)))
     checks.extend(_guard_all("disk", lambda: _disk(settings, engine)))
     checks.append(_guard("project directory", lambda: _writable(settings)))
     return checks
@@ -138,6 +140,20 @@ def _ports(engine: Engine, info: EngineInfo, settings: Settings,
         checks.append(Check("ports", WARN, f"ports are checked against the containers of "
                             f"{info.remote_host} only", "processes on that host are invisible"))
     return checks
+
+
+def _network(engine: Engine, settings: Settings) -> Check:
+    from .networks import attached_containers, check_network
+
+    description = engine.network(settings.network)
+    attached = (attached_containers(description, engine.containers())
+                if description and description.get("Containers") else [])
+    network = check_network(settings.network, settings.project, tuple(SERVICES), description,
+                            attached)
+    if network.missing:
+        return Check("network", OK, f"{settings.network} will be created by up")
+    how = "joined (made outside this project)" if network.external else "this project's"
+    return Check("network", OK, f"{settings.network}: bridge, {how}")
 
 
 def _images(engine: Engine, settings: Settings,

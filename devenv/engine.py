@@ -329,12 +329,23 @@ class Engine:
         with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
             list(pool.map(one, containers))
 
+    def remove_containers(self, containers: Sequence[Container]) -> None:
+        """Remove stopped containers (e.g. ones whose network was pruned: they can never
+        start again, and compose recreates them; their volumes stay)."""
+        for c in containers:
+            with contextlib.suppress(_NotFound):
+                self._api.call("DELETE", f"/containers/{c.id}")
+
     def remove_project(self, project: str, volumes: bool = False,
-                       stop_timeout: int = 10) -> list[Container]:
+                       stop_timeout: int = 10) -> Removed:
         """What `docker compose down [-v] --remove-orphans` does, straight on the Engine API:
         stop every container of the project at once (each with its own stop signal and
         grace period), remove them, then the project's networks (never an external one)
-        and, if asked, its volumes. No compose process, no python-on-whales import."""
+        and, if asked, its volumes. No compose process, no python-on-whales import.
+
+        A network that another project still uses is kept (the engine refuses with 403),
+        as `docker compose down` keeps it with a warning: the rest is removed all the same
+        and the result says which network was kept and who uses it."""
         from concurrent.futures import ThreadPoolExecutor
 
         containers = self.containers(project)
@@ -349,18 +360,32 @@ class Engine:
         with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
             list(pool.map(stop_and_remove, containers))
         label = json.dumps({"label": [f"{PROJECT_LABEL}={project}"]})
+        kept: dict[str, list[str]] = {}
         for network in self._api.get("/networks", {"filters": label}) or []:
-            with contextlib.suppress(_NotFound):
+            try:
                 self._api.call("DELETE", f"/networks/{network['Id']}")
+            except _NotFound:
+                pass
+            except ComposeError:  # 403: active endpoints, another project's containers
+                users = (self.network(str(network["Id"])) or {}).get("Containers") or {}
+                kept[str(network.get("Name", network["Id"]))] = sorted(
+                    str(info.get("Name", "?")) for info in users.values())
         if volumes:
             for name in self.volumes(project):
                 with contextlib.suppress(_NotFound):
                     self._api.call("DELETE", f"/volumes/{urllib.parse.quote(name)}")
-        return containers
+        return Removed(containers, kept)
 
     # --- compose ----------------------------------------------------------------------
     def compose(self, project: str, compose_file: Path | None = None) -> Compose:
         return Compose(project, compose_file, self._environ, self.target)
+
+
+@dataclass(frozen=True)
+class Removed:
+    containers: list[Container]
+    #: network name -> the containers (of other projects) still on it, so it was kept
+    kept_networks: dict[str, list[str]]
 
 
 def _container(item: Mapping[str, Any]) -> Container:

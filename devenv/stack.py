@@ -4,15 +4,16 @@ probes together and return values; they never print (progress goes out through c
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .catalog import SERVICES, Selection, select_services
 from .context import Context
-from .engine import Engine, EngineInfo, connect, preload_compose
+from .engine import Container, Engine, EngineInfo, connect, preload_compose
 from .errors import DockerUnavailableError, NotReadyError, UsageError
 from .launch import Launch, PortPlanner, network_external, render_input
+from .networks import NetworkCheck
 from .live import (
     check_same_directory,
     dead_services,
@@ -75,6 +76,9 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         # nothing running becomes an orphan, and Prometheus and Grafana get files only for
         # services that run.
         services = select_services(set(selection.services) | running).services
+        network = _check_network(ctx, engine, settings, services, before)
+        if network.missing and any(not c.running for c in before.values()):
+            before = project_containers(engine, settings.project)
         state = state_file.load(settings.project)
         if reset_ports:
             state = replace(state, ports={})
@@ -86,7 +90,7 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
             ctx.notify(choice.describe())
         host = url_host(settings, info.remote_host)
         launch = Launch(engine, settings, services, host, info.supports_start_interval,
-                        network_external(engine, settings), ctx.notify, ctx.environ)
+                        network.external, ctx.notify, ctx.environ)
         launched = launch.run(selection.services, plan, planner, state, before)
         after = project_containers(engine, settings.project)
         state_file.save(settings.project, replace(
@@ -114,6 +118,27 @@ def _check_login(settings: Settings, rows: Sequence[ServiceRow]) -> None:
             result = check_postgres_login(settings, row.host, row.port)
             if result.refused:
                 raise login_error(result)
+
+
+def _check_network(ctx: Context, engine: Engine, settings: Settings,
+                   services: Sequence[str], before: Mapping[str, Container]) -> NetworkCheck:
+    """Refuse a network the stack cannot (or must not) run on before anything is created;
+    after `docker network prune`, remove the stopped containers that still point at the
+    pruned network (compose recreates them; their data volumes stay)."""
+    from .networks import attached_containers, check_network
+
+    description = engine.network(settings.network)
+    attached = (attached_containers(description, engine.containers())
+                if description and description.get("Containers") else [])
+    network = check_network(settings.network, settings.project, services, description,
+                            attached)
+    stale = [c for c in before.values() if not c.running]
+    if network.missing and stale:
+        ctx.notify(f"network {settings.network} is gone (docker network prune?): recreating "
+                   f"{', '.join(in_catalog_order(c.service for c in stale))}; "
+                   "data volumes are kept")
+        engine.remove_containers(stale)
+    return network
 
 
 def _wait(ctx: Context, engine: Engine, settings: Settings, rows: Sequence[ServiceRow],
@@ -198,7 +223,14 @@ def restart(ctx: Context, names: Sequence[str] | None,
     return rows
 
 
-def down(ctx: Context, volumes: bool = False) -> list[str]:
+@dataclass(frozen=True)
+class DownResult:
+    services: list[str]
+    #: network -> the other containers still on it, so it was kept
+    kept_networks: dict[str, list[str]]
+
+
+def down(ctx: Context, volumes: bool = False) -> DownResult:
     """Remove the project's containers and network (and volumes if asked)."""
     settings = ctx.settings()
     engine = connect(ctx.environ)
@@ -206,12 +238,12 @@ def down(ctx: Context, volumes: bool = False) -> list[str]:
                       on_wait=ctx.notify):
         containers = project_containers(engine, settings.project)
         check_same_directory(settings, containers.values())
-        engine.remove_project(settings.project, volumes=volumes)
+        removed = engine.remove_project(settings.project, volumes=volumes)
         state_file = StateFile(settings.state_dir, warn=ctx.notify)
         # Ports stay remembered (sticky); what ran is forgotten.
         state_file.save(settings.project,
                         ProjectState(ports=state_file.load(settings.project).ports))
-    return in_catalog_order(containers)
+    return DownResult(in_catalog_order(containers), removed.kept_networks)
 
 
 def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]:
