@@ -174,8 +174,9 @@ def _not_running(engine: Engine, c: Container) -> str:
 
 LOGIN_REFUSED = "answers, but the configured login is refused"
 #: what to change when PostgreSQL refuses the login, by SQLSTATE
-_LOGIN_SETTING = {"28P01": "DEVENV_POSTGRES_PASSWORD", "28000": "DEVENV_POSTGRES_USER",
-                  "3D000": "DEVENV_POSTGRES_DB"}
+#: (PostgreSQL answers an unknown user like a wrong password, so as not to tell which)
+_LOGIN_SETTING = {"28P01": "DEVENV_POSTGRES_PASSWORD (or DEVENV_POSTGRES_USER)",
+                  "28000": "DEVENV_POSTGRES_USER", "3D000": "DEVENV_POSTGRES_DB"}
 
 
 def check_postgres_login(settings: Settings, host: str, port: int) -> LoginResult:

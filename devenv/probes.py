@@ -169,12 +169,12 @@ def saslprep(password: str) -> str:
                   stringprep.in_table_c9, stringprep.in_table_a1)
     if any(check(ch) for ch in text for check in prohibited):
         return password
-    if any(stringprep.in_table_d1(ch) for ch in text):
-        # RFC 3454 section 6: a right-to-left string has no left-to-right character and
-        # starts and ends with a right-to-left one
-        if any(stringprep.in_table_d2(ch) for ch in text) or not (
-                stringprep.in_table_d1(text[0]) and stringprep.in_table_d1(text[-1])):
-            return password
+    # RFC 3454 section 6: a right-to-left string has no left-to-right character and starts
+    # and ends with a right-to-left one
+    right_to_left = any(stringprep.in_table_d1(ch) for ch in text)
+    if right_to_left and (any(stringprep.in_table_d2(ch) for ch in text) or not (
+            stringprep.in_table_d1(text[0]) and stringprep.in_table_d1(text[-1]))):
+        return password
     return text
 
 

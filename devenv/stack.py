@@ -13,7 +13,6 @@ from .context import Context
 from .engine import Container, Engine, EngineInfo, connect, preload_compose
 from .errors import DockerUnavailableError, NotReadyError, UsageError
 from .launch import Launch, PortPlanner, network_external, render_input
-from .networks import NetworkCheck
 from .live import (
     check_same_directory,
     dead_services,
@@ -23,6 +22,7 @@ from .live import (
     project_containers,
     url_host,
 )
+from .networks import NetworkCheck
 from .ports import PortPlan
 from .probes import Target, WaitResult, wait_until_ready
 from .render import COMPOSE_FILE, WriteResult, render_stack, write_outputs

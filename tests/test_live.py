@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,19 @@ def test_a_service_the_last_up_started_is_mentioned_when_exited_or_gone(tmp_path
     status = {r.service: r for r in status_rows(engine, settings)}
     assert list(status) == ["postgres", "redis", "adminer"]
     assert status["redis"].state == "gone" and status["postgres"].exit_code == 137
+
+
+@pytest.mark.parametrize("code, setting", [
+    ("28P01", "DEVENV_POSTGRES_PASSWORD (or DEVENV_POSTGRES_USER) changed"),
+    ("3D000", "DEVENV_POSTGRES_DB changed"),
+])
+def test_a_refused_login_names_the_setting_and_both_ways_out(code, setting):
+    from devenv.live import login_error, login_refused
+    from devenv.probes import LoginResult
+
+    error = login_error(LoginResult(False, f"the server said no ({code})", code))
+    assert error.exit_code == 3 and setting in error.hint
+    assert "back to the old value" in error.hint and "devenv down --volumes" in error.hint
+    settings_row = make_row(load_settings(Path("/nonexistent"), {}, {}), "postgres",
+                            "127.0.0.1", 5432, error.message.removeprefix("postgres "))
+    assert login_refused([settings_row]) == code

@@ -12,18 +12,18 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
-from devenv.catalog import ProbeSpec
 import pytest
 
+from devenv.catalog import ProbeSpec
 from devenv.probes import (
     ScramClient,
     Target,
     md5_password,
     postgres_login,
-    saslprep,
     probe_http,
     probe_postgres,
     probe_redis,
+    saslprep,
     wait_until_ready,
 )
 
@@ -246,7 +246,7 @@ def fake_postgres(method: str, password: str) -> Callable[[socket.socket], None]
         without_proof, proof = final.rsplit(",p=", 1)
         auth = f"{first_bare},{server_first},{without_proof}".encode()
         signature = hmac.digest(stored_key, auth, "sha256")
-        client_key = bytes(a ^ b for a, b in zip(base64.b64decode(proof), signature))
+        client_key = bytes(a ^ b for a, b in zip(base64.b64decode(proof), signature, strict=True))
         if hashlib.sha256(client_key).digest() != stored_key:
             return _refuse(conn, user)
         verifier = base64.b64encode(hmac.digest(server_key, auth, "sha256")).decode()

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from devenv.catalog import SERVICES
 from devenv.errors import TemplateError
 from devenv.render import (
-    bind_sources,
     RenderInput,
+    bind_sources,
     fingerprint,
     quote,
     render_stack,

@@ -17,7 +17,7 @@ def test_changed_password_after_the_volume_exists_is_a_clear_error(project):
     assert again.returncode == 3, again.stderr
     assert "postgres answers, but the configured login is refused: password " \
            "authentication failed" in again.stderr
-    assert "DEVENV_POSTGRES_PASSWORD changed" in again.stderr
+    assert "DEVENV_POSTGRES_PASSWORD (or DEVENV_POSTGRES_USER) changed" in again.stderr
     assert "devenv down --volumes" in again.stderr and "Traceback" not in again.stderr
     assert "a-new-one" not in again.stderr + again.stdout
     rows = {r["service"]: r for r in json.loads(project.run("ports", "--json").stdout)}
