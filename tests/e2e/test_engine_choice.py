@@ -35,13 +35,19 @@ def test_up_and_doctor_follow_the_docker_context(project, tmp_path):
     assert engine["status"] == "ok"
     assert f"unix://{socket_path}" in engine["detail"] and "context e2e-ctx" in engine["detail"]
 
-    # the context's engine gone: named, exit 4, before anything is tried
-    socket_path.unlink()
+    # the current context's engine gone: named, exit 4, before anything is tried;
+    # DOCKER_CONTEXT picks another context over the current one
+    gone_socket = tmp_path / "gone.sock"
+    for args in (["context", "create", "e2e-gone", "--docker", f"host=unix://{gone_socket}"],
+                 ["context", "use", "e2e-gone"]):
+        subprocess.run(["docker", *args], env=env, check=True, capture_output=True)
     gone = project.run("up", "--only", "cache", check=False, extra_env=unset)
     assert gone.returncode == 4
-    assert (f"cannot reach the Docker engine at unix://{socket_path} (context e2e-ctx)"
+    assert (f"cannot reach the Docker engine at unix://{gone_socket} (context e2e-gone)"
             in gone.stderr), gone.stderr
     assert "hint:" in gone.stderr and "Traceback" not in gone.stderr
+    chosen = project.run("ports", "--json", extra_env={**unset, "DOCKER_CONTEXT": "e2e-ctx"})
+    assert [row["service"] for row in json.loads(chosen.stdout)] == ["redis"]
 
 
 def test_ipv6_wildcard_bind_is_probed_and_reported_on_ipv6(project):
