@@ -593,8 +593,9 @@ def compose_error(action: str, stderr: str,
     # line is printed twice.
     before = "\n".join(line for line in stderr.splitlines()[:-1][-12:] if line.strip())
     return ComposeError(f"docker compose {action} failed: {_last_line(stderr)}",
-                        hint="the lines above are docker compose's own; `devenv doctor` "
-                        "checks the engine, Compose and the settings",
+                        hint=("the lines above are docker compose's own output; "
+                              if before else "") + "`devenv doctor` checks the engine, "
+                        "Compose and the settings",
                         detail=before or None)
 
 
