@@ -43,6 +43,9 @@ class FakeEngine:
     def system_info(self):
         return {}
 
+    def network(self, name):
+        return None  # compose will create it
+
 
 @pytest.fixture
 def fake_engine(monkeypatch):
