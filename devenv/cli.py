@@ -152,14 +152,17 @@ json_option = click.option("--json", "as_json", is_flag=True,
 @click.option("--strict-ports", is_flag=True,
               help="Fail instead of moving a service whose port is taken.")
 @secrets_option
+@click.option("--dashboard", "with_dashboard", is_flag=True,
+              help="Then serve the live page (`devenv dashboard`) until Ctrl-C.")
 @click.pass_context
 def up(ctx: click.Context, only: tuple[str, ...], timeout: str | None, reset_ports: bool,
-       strict_ports: bool, show_secrets: bool) -> None:
+       strict_ports: bool, show_secrets: bool, with_dashboard: bool) -> None:
     """Start the stack, wait until every service answers, print URLs.
 
     \b
     Example:
       devenv up --only db,cache
+      devenv up --dashboard
     """
     from . import stack
     from .report import format_rows
@@ -172,6 +175,10 @@ def up(ctx: click.Context, only: tuple[str, ...], timeout: str | None, reset_por
     if not result.started:
         _err("already up to date: nothing started or recreated")
     click.echo(format_rows(result.rows))
+    if with_dashboard:
+        from .cli_dashboard import run_dashboard
+
+        run_dashboard(ctx, None, False, False)
 
 
 @cli.command()
@@ -372,6 +379,11 @@ def config(ctx: click.Context, as_json: bool, show_secrets: bool) -> None:
 
     rows = stack.config(_context(ctx), show_secrets=show_secrets)
     click.echo(format_config_json(rows) if as_json else format_config(rows))
+
+
+from .cli_dashboard import dashboard as _dashboard  # noqa: E402  (click only)
+
+cli.add_command(_dashboard)
 
 
 def main() -> None:  # pragma: no cover - `python -m devenv`

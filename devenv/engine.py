@@ -87,6 +87,9 @@ class _Transport(Protocol):
     def request(self, method: str, path: str, query: Mapping[str, str] | None,
                 timeout: float) -> tuple[int, bytes]: ...
 
+    def stream(self, path: str, query: Mapping[str, str] | None,
+               timeout: float | None) -> _Stream: ...
+
 
 class _API:
     """Engine API calls over a transport; 404 becomes _NotFound, other errors ours."""
@@ -107,6 +110,18 @@ class _API:
             raise ComposeError(f"Docker engine answered {status} to {method} {path}: "
                                f"{_engine_message(body)}")
         return body
+
+    def stream(self, path: str, query: Mapping[str, str] | None = None,
+               timeout: float | None = None) -> _Stream:
+        try:
+            stream = self._transport.stream(path, query, timeout)
+        except OSError as exc:
+            raise _unreachable(self.where, exc) from exc
+        if stream.status == 404:
+            raise _NotFound(path)
+        if stream.status >= 400:
+            raise ComposeError(f"Docker engine answered {stream.status} to GET {path}")
+        return stream
 
     def get_bytes(self, path: str, query: Mapping[str, str] | None = None) -> bytes:
         return self.call("GET", path, query)
@@ -138,6 +153,55 @@ class _UnixSocket:
             while chunk := sock.recv(65536):
                 chunks.append(chunk)
         return _parse_response(b"".join(chunks))
+
+    def stream(self, path: str, query: Mapping[str, str] | None,
+               timeout: float | None) -> _Stream:
+        """A long GET (events, a followed log): the body as it arrives, until closed."""
+        url = path + ("?" + urllib.parse.urlencode(query) if query else "")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(10)
+            sock.connect(self.path)
+            sock.sendall(f"GET {url} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    raise OSError("the engine closed the connection")
+                head += chunk
+        except BaseException:
+            sock.close()
+            raise
+        head, _, rest = head.partition(b"\r\n\r\n")
+        status, _body = _parse_response(head + b"\r\n\r\n")
+        if status >= 400:
+            sock.close()
+            return _Stream(status, iter(()), lambda: None)
+        sock.settimeout(timeout)
+
+        def chunks() -> Iterator[bytes]:
+            if rest:
+                yield rest
+            try:
+                while chunk := sock.recv(65536):
+                    yield chunk
+            finally:
+                sock.close()
+
+        def close() -> None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+        return _Stream(status, chunks(), close)
+
+
+@dataclass
+class _Stream:
+    """A streamed response body; close() may be called from another thread."""
+
+    status: int
+    chunks: Iterator[bytes]
+    close: Any
 
 
 def _parse_response(raw: bytes) -> tuple[int, bytes]:
@@ -192,6 +256,22 @@ class _DockerSDK:
         except Exception as exc:  # requests and paramiko raise many kinds
             raise OSError(str(exc)) from exc
         return response.status_code, bytes(response.content)
+
+    def stream(self, path: str, query: Mapping[str, str] | None,
+               timeout: float | None) -> _Stream:
+        try:
+            response = self._client._get(self._client._url(path), params=dict(query or {}),
+                                         stream=True, timeout=timeout)
+        except Exception as exc:
+            raise OSError(str(exc)) from exc
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from response.raw.stream(65536, decode_content=False)
+            except Exception as exc:
+                raise OSError(str(exc)) from exc
+
+        return _Stream(response.status_code, chunks(), response.close)
 
 
 def _engine_message(body: bytes) -> str:
@@ -302,6 +382,36 @@ class Engine:
         except _NotFound:
             return ""
         return _demux(raw).decode(errors="replace")
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """One sample of a container's CPU and memory (the engine waits ~1 s for the CPU
+        delta); {} when the container is gone."""
+        try:
+            return dict(self._api.get(f"/containers/{container_id}/stats", {"stream": "0"})
+                        or {})
+        except _NotFound:
+            return {}
+
+    def events(self, project: str | None = None) -> EventStream:
+        """Docker's event stream of container events (of one project), as it happens.
+        Iterating raises DockerUnavailableError when the engine goes away."""
+        filters: dict[str, list[str]] = {"type": ["container"]}
+        if project is not None:
+            filters["label"] = [f"{PROJECT_LABEL}={project}"]
+        stream = self._api.stream("/events", {"filters": json.dumps(filters)})
+        return EventStream(stream, self._api.where)
+
+    def follow_logs(self, container_id: str, tail: int = 100,
+                    since: float | None = None) -> LogStream:
+        """A container's log lines as they are written, until it stops or close()."""
+        query = {"stdout": "1", "stderr": "1", "follow": "1", "tail": str(tail)}
+        if since is not None:
+            query["since"] = f"{since:.3f}"
+        try:
+            stream = self._api.stream(f"/containers/{container_id}/logs", query)
+        except _NotFound:
+            stream = _Stream(404, iter(()), lambda: None)
+        return LogStream(stream, self._api.where)
 
     # --- writes that need no compose file -------------------------------------------
     def signal(self, container_id: str, signal: str) -> None:
@@ -426,6 +536,89 @@ def _demux(raw: bytes) -> bytes:
         out += raw[i + 8 : i + 8 + size]
         i += 8 + size
     return bytes(out) if i else raw
+
+
+class EventStream:
+    """Iterate Docker events (dicts); close() from another thread ends the iteration."""
+
+    def __init__(self, stream: _Stream, where: str):
+        self._stream = stream
+        self._where = where
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        decoder = json.JSONDecoder()
+        buffer = ""
+        try:
+            for chunk in self._stream.chunks:
+                buffer += chunk.decode(errors="replace")
+                while True:
+                    buffer = buffer.lstrip()
+                    if not buffer:
+                        break
+                    try:
+                        event, end = decoder.raw_decode(buffer)
+                    except ValueError:
+                        break  # an event cut in two: wait for the rest
+                    buffer = buffer[end:]
+                    if isinstance(event, dict):
+                        yield event
+        except OSError as exc:
+            raise _unreachable(self._where, exc) from exc
+        raise DockerUnavailableError(f"the Docker engine at {self._where} ended the event "
+                                     "stream", hint="is the daemon restarting?")
+
+
+class LogDemuxer:
+    """Incremental reader of a log stream: the 8-byte frame headers of a non-TTY container
+    (possibly split across chunks) are removed; a TTY container's raw bytes pass through."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._framed: bool | None = None
+        self._partial = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        self._buffer += data
+        if self._framed is None and len(self._buffer) >= 8:
+            b = self._buffer
+            self._framed = b[0] in (0, 1, 2) and b[1:4] == b"\0\0\0"
+        if self._framed is None:
+            return []
+        out = b""
+        if self._framed:
+            while len(self._buffer) >= 8:
+                size = int.from_bytes(self._buffer[4:8], "big")
+                if len(self._buffer) < 8 + size:
+                    break
+                out += self._buffer[8:8 + size]
+                self._buffer = self._buffer[8 + size:]
+        else:
+            out, self._buffer = self._buffer, b""
+        text = self._partial + out
+        *lines, self._partial = text.split(b"\n")
+        return [line.decode(errors="replace").rstrip("\r") for line in lines]
+
+
+class LogStream:
+    """Iterate a followed container log line by line; close() ends it."""
+
+    def __init__(self, stream: _Stream, where: str):
+        self._stream = stream
+        self._where = where
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __iter__(self) -> Iterator[str]:
+        demux = LogDemuxer()
+        try:
+            for chunk in self._stream.chunks:
+                yield from demux.feed(chunk)
+        except OSError as exc:
+            raise _unreachable(self._where, exc) from exc
 
 
 def connect(environ: Mapping[str, str]) -> Engine:

@@ -70,6 +70,17 @@ class Blocker:
         assert self.holder is not None
         return f"{self.port} is taken by {self.holder.description}"
 
+    def as_data(self) -> dict[str, object]:
+        """The reason as data: kind reserved | stack | own | container | process, and who."""
+        if self.reserved_for:
+            kind, who = "reserved", self.reserved_for
+        elif self.other_service:
+            kind, who = "stack", self.other_service
+        else:
+            assert self.holder is not None
+            kind, who = self.holder.kind, self.holder.description
+        return {"port": self.port, "kind": kind, "by": who, "text": str(self)}
+
 
 @dataclass(frozen=True)
 class PortChoice:
@@ -83,6 +94,12 @@ class PortChoice:
     @property
     def moved(self) -> bool:
         return self.port != self.configured
+
+    def as_data(self) -> dict[str, object]:
+        return {"service": self.service, "port": self.port, "configured": self.configured,
+                "rule": self.rule, "moved": self.moved,
+                "reason": self.reason.as_data() if self.reason else None,
+                "text": self.describe()}
 
     def describe(self) -> str:
         """One line for the run's output, e.g. 'postgres: 5432 is taken, using 5433'."""

@@ -63,6 +63,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("DEVENV_API_BASE_IMAGE", "python:3.12-slim", "image",
                 "base image of the bundled reference API (needs python3)"),
     SettingSpec("DEVENV_API_DB_POOL_SIZE", "20", "count", "DB_POOL_SIZE given to the API"),
+    SettingSpec("DEVENV_DASHBOARD_PORT", "7780", "port",
+                "wanted host port of `devenv dashboard` (planned like the services, "
+                "loopback only)"),
     SettingSpec("DEVENV_POSTGRES_USER", "postgres", "text", "PostgreSQL user"),
     SettingSpec("DEVENV_POSTGRES_PASSWORD", "password", "text",
                 "PostgreSQL password (the spec's default; used only when the volume is "

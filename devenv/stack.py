@@ -99,6 +99,7 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
                               show_secrets) for name in services)
         _write_app_env(settings, rows)
         wait = _wait(ctx, engine, settings, rows, since=began)
+        _save_timing(settings, began, launched.started, selection.services, wait)
     rows = _with_wait(rows, wait)
     result = UpResult(selection, services, launched.plan, launched.writes, rows,
                       launched.started, wait)
@@ -148,6 +149,27 @@ def _wait(ctx: Context, engine: Engine, settings: Settings, rows: Sequence[Servi
     return wait_until_ready(targets, settings.values, settings.wait_timeout,
                             check_alive=lambda: dead_services(engine, settings.project, services),
                             on_event=ctx.on_wait, since=since)
+
+
+def _save_timing(settings: Settings, began: float, started: bool,
+                 services: Sequence[str], wait: WaitResult) -> None:
+    """Seconds from the start of `up` to each service's first answer (the dashboard's
+    start-up timing); a failed save never fails `up`."""
+    from .errors import StateError
+    from .state import save_timing
+
+    try:
+        save_timing(settings.state_dir, settings.project, {
+            "finished_at": time.time(),
+            "total_seconds": round(time.monotonic() - began, 3),
+            "started": started,
+            "services": {name: round(wait.ready[name], 3) if name in wait.ready else None
+                         for name in services},
+            "failed": {name: mask(why, known_secrets(settings))
+                       for name, why in {**wait.exited, **wait.timed_out}.items()},
+        })
+    except StateError:
+        pass
 
 
 def _with_wait(rows: Sequence[ServiceRow], wait: WaitResult) -> tuple[ServiceRow, ...]:

@@ -153,6 +153,24 @@ def _utc_stamp() -> str:
 _SECRET_VOLUMES = {"grafana_admin_password": ("Grafana", "DEVENV_GRAFANA_ADMIN_PASSWORD")}
 
 
+TIMING_SCHEMA = "devenv.timing/1"
+
+
+def save_timing(state_dir: Path, project: str, timing: Mapping[str, Any]) -> None:
+    """.devenv/timing-<project>.json: how long each service took to answer at the last `up`."""
+    write_atomic(state_dir / f"timing-{project}.json",
+                 json.dumps({"schema": TIMING_SCHEMA, **timing}, indent=2, sort_keys=True)
+                 + "\n")
+
+
+def load_timing(state_dir: Path, project: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads((state_dir / f"timing-{project}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("schema") == TIMING_SCHEMA else None
+
+
 class SecretStore:
     """.devenv/secrets.json (0600): secrets devenv generated, per project.
 

@@ -1,0 +1,273 @@
+"""The dashboard's one view of the engine, shared by every browser.
+
+One thread reads Docker's event stream for the project; each event marks the state dirty,
+and one refresher thread rebuilds the state document (a few Engine API calls, devenv's own
+probes, the port plan) and publishes it. One thread per running container follows its log.
+Browsers never cause engine calls by watching: they get what the hub publishes. When the
+engine goes away the hub says so and reconnects with backoff; on return it refreshes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..catalog import SERVICES, service_url
+from ..context import Context
+from ..errors import DevenvError
+from . import model
+
+LOG_LINES = 200  # kept per service for a browser that connects later
+RECONNECT_FIRST, RECONNECT_MAX = 0.5, 5.0
+DEBOUNCE = 0.05  # events that come together make one refresh
+REPROBE = 1.0  # while a running service does not answer yet
+STATS_CACHE = 2.0
+
+Publish = Callable[[str, dict[str, Any]], None]
+
+
+class Hub:
+    def __init__(self, ctx: Context, publish: Publish,
+                 connect: Callable[[Mapping[str, str]], Any] | None = None,
+                 features: Mapping[str, bool] | None = None):
+        from ..engine import connect as engine_connect
+        from ..state import known_secrets
+
+        self.ctx = ctx
+        self.settings = ctx.settings()
+        self.project = self.settings.project
+        self._publish = publish
+        self._connect = connect or engine_connect
+        self._secrets = known_secrets(self.settings)
+        self.features = dict(features or {})
+        self.engine: Any = None
+        self.engine_status: dict[str, Any] = {"connected": False, "since": time.time(),
+                                              "error": "connecting"}
+        self.state: dict[str, Any] | None = None
+        self.logs: dict[str, deque[dict[str, Any]]] = {n: deque(maxlen=LOG_LINES)
+                                                       for n in SERVICES}
+        self._followers: dict[str, tuple[str, str, Any, threading.Thread]] = {}
+        self._last_line_at: dict[str, float] = {}
+        self._dirty = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._events: Any = None
+        self._threads: list[threading.Thread] = []
+        self._stats: tuple[float, dict[str, Any]] | None = None
+
+    # --- life -------------------------------------------------------------------------
+    def start(self) -> None:
+        for target, name in ((self._watch, "events"), (self._refresher, "refresh")):
+            thread = threading.Thread(target=target, name=f"dashboard-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._dirty.set()
+        if self._events is not None:
+            self._events.close()
+        for _key, _cid, stream, _thread in list(self._followers.values()):
+            stream.close()
+
+    # --- the event stream, with reconnects -----------------------------------------
+    def _watch(self) -> None:
+        delay = RECONNECT_FIRST
+        while not self._stop.is_set():
+            try:
+                engine = self._connect(self.ctx.environ)
+                events = engine.events(self.project)
+                self.engine, self._events = engine, events
+                self._set_engine(True, "")
+                delay = RECONNECT_FIRST
+                self._dirty.set()
+                for _event in events:
+                    self._dirty.set()
+                    if self._stop.is_set():
+                        return
+                raise DevenvError("the engine ended the event stream")
+            except DevenvError as exc:
+                if self._stop.is_set():
+                    return
+                self._set_engine(False, exc.message)
+            except OSError as exc:  # a transport error the seam did not translate
+                self._set_engine(False, str(exc))
+            self._stop.wait(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    def _set_engine(self, connected: bool, error: str) -> None:
+        with self._lock:
+            changed = self.engine_status["connected"] != connected or (
+                not connected and self.engine_status["error"] != error)
+            if changed:
+                self.engine_status = {"connected": connected, "since": time.time(),
+                                      "error": error}
+                if self.state is not None:
+                    self.state = {**self.state, "engine": dict(self.engine_status)}
+            status = dict(self.engine_status)
+        if changed:
+            self._publish("engine", status)
+
+    # --- the state document ---------------------------------------------------------
+    def _refresher(self) -> None:
+        while not self._stop.is_set():
+            self._dirty.wait()
+            if self._stop.is_set():
+                return
+            time.sleep(DEBOUNCE)
+            self._dirty.clear()
+            if not self.engine_status["connected"]:
+                continue
+            try:
+                state = self.build_state()
+            except DevenvError as exc:
+                self._set_engine(False, exc.message)
+                continue
+            with self._lock:
+                self.state = state
+            self._publish("state", state)
+            waiting = any(s["state"] == "running" and s["probe"] is not None
+                          and not s["probe"]["ok"] for s in state["services"])
+            if waiting:
+                threading.Timer(REPROBE, self._dirty.set).start()
+
+    def build_state(self) -> dict[str, Any]:
+        from ..live import project_containers, url_host
+        from ..probes import Target, probe_all
+
+        engine, settings = self.engine, self.settings
+        containers = project_containers(engine, self.project)
+        with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
+            details = dict(zip(containers, pool.map(lambda c: engine.inspect(c.id),
+                                                    containers.values()), strict=True))
+        host = url_host(settings, engine.remote_host)
+        live: dict[str, int] = {}
+        for name, c in containers.items():
+            published = c.host_port(SERVICES[name].container_port)
+            if published is not None and c.running:
+                live[name] = published.host_port
+        answers = probe_all([Target(n, SERVICES[n].probe, host, p) for n, p in live.items()],
+                            settings.values) if live else {}
+        ports, memory = self._port_plan(engine, live)
+        services = []
+        for name in SERVICES:
+            port = live.get(name) or ports.get(name, {}).get("port") or settings.port(name)
+            answer = answers.get(name)
+            services.append(model.service_entry(
+                name, details.get(name) or None,
+                (answer.ok, answer.detail) if answer is not None else None,
+                service_url(name, host, port, settings.values)))
+        self._follow_logs(containers, details)
+        return model.state_document(
+            self.project, self.engine_status, services,
+            model.port_entries(ports, live, memory), self._timing(), self.features,
+            time.time())
+
+    def _port_plan(self, engine: Any, live: Mapping[str, int]) -> tuple[
+            dict[str, dict[str, Any]], dict[str, int]]:
+        from ..launch import PortPlanner
+        from ..state import StateFile
+
+        memory = StateFile(self.settings.state_dir).load(self.project).ports
+        remote = engine.remote_host
+        plan = PortPlanner(engine, self.settings, memory, check_host=remote is None).plan(
+            tuple(SERVICES))
+        return ({c.service: c.as_data() for c in plan.choices},
+                {name: m.port for name, m in memory.items()})
+
+    def _timing(self) -> dict[str, Any] | None:
+        from ..state import load_timing
+
+        return load_timing(self.settings.state_dir, self.project)
+
+    # --- logs -------------------------------------------------------------------------
+    def _follow_logs(self, containers: Mapping[str, Any],
+                     details: Mapping[str, Mapping[str, Any]]) -> None:
+        for name, c in containers.items():
+            started = str((details.get(name) or {}).get("State", {}).get("StartedAt", ""))
+            current = self._followers.get(name)
+            if current is not None:
+                key, cid, stream, thread = current
+                if thread.is_alive() and (key == started and cid == c.id):
+                    continue
+                stream.close()
+            if not c.running:
+                continue
+            since = self._last_line_at.get(name) if current and current[1] == c.id else None
+            stream = self.engine.follow_logs(c.id, tail=100 if since is None else 0,
+                                             since=since)
+            thread = threading.Thread(target=self._read_log, args=(name, stream),
+                                      name=f"dashboard-log-{name}", daemon=True)
+            self._followers[name] = (started, c.id, stream, thread)
+            thread.start()
+        for name in set(self._followers) - set(containers):
+            self._followers.pop(name)[2].close()
+
+    def _read_log(self, name: str, stream: Any) -> None:
+        from ..report import mask
+
+        with contextlib.suppress(DevenvError):
+            for line in stream:
+                entry = {"service": name, "line": mask(line, self._secrets), "at": time.time()}
+                self._last_line_at[name] = entry["at"]
+                self.logs[name].append(entry)
+                self._publish("log", entry)
+
+    def log_document(self, service: str | None = None) -> dict[str, Any]:
+        names = [service] if service else list(SERVICES)
+        lines = sorted((e for n in names for e in list(self.logs[n])), key=lambda e: e["at"])
+        return {"schema": model.LOGS_SCHEMA, "project": self.project, "lines": lines}
+
+    # --- on request ---------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """CPU and memory per running container: one sample each, in parallel, shared by
+        browsers asking within STATS_CACHE seconds."""
+        from ..live import project_containers
+
+        cached = self._stats
+        if cached is not None and time.monotonic() - cached[0] < STATS_CACHE:
+            return cached[1]
+        engine = self.engine
+        if engine is None or not self.engine_status["connected"]:
+            raise DevenvError("the Docker engine is not reachable")
+        running = {n: c for n, c in project_containers(engine, self.project).items()
+                   if c.running}
+        with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
+            raw = dict(zip(running, pool.map(lambda c: engine.stats(c.id), running.values()),
+                           strict=True))
+        document = {"schema": model.STATS_SCHEMA, "project": self.project,
+                    "at": time.time(),
+                    "services": [model.stats_entry(n, r) for n, r in raw.items() if r]}
+        self._stats = (time.monotonic(), document)
+        return document
+
+    def secrets(self) -> dict[str, Any]:
+        from ..live import url_host
+        from ..state import grafana_password
+
+        settings = self.settings
+        host = url_host(settings, self.engine.remote_host if self.engine else None)
+        ports = {s["service"]: s["here"] for s in (self.state or {}).get("ports", [])
+                 if s["kind"] == "container" and s["here"]}
+        urls = {name: service_url(name, host, ports.get(name) or settings.port(name),
+                                  settings.values, show_secrets=True) for name in SERVICES}
+        return {"schema": model.SECRETS_SCHEMA, "project": self.project, "urls": urls,
+                "logins": {"postgres": {"user": settings["DEVENV_POSTGRES_USER"],
+                                        "password": settings["DEVENV_POSTGRES_PASSWORD"]},
+                           "grafana": {"user": settings["DEVENV_GRAFANA_ADMIN_USER"],
+                                       "password": grafana_password(settings)}}}
+
+    def restart(self, service: str) -> dict[str, Any]:
+        from .. import stack
+
+        rows = stack.restart(self.ctx, [service])
+        self._dirty.set()
+        row = rows[0] if rows else None
+        return {"schema": model.ACTION_SCHEMA, "action": "restart", "service": service,
+                "ok": True, "state": row.state if row else "",
+                "seconds_to_ready": row.seconds_to_ready if row else None}

@@ -1,0 +1,219 @@
+"""The dashboard's web server (aiohttp): the page, its JSON, and one Server-Sent Events
+stream per browser fed from the hub.
+
+Security, in one middleware every request passes:
+- the socket binds 127.0.0.1 only;
+- the Host header must be 127.0.0.1:PORT or localhost:PORT (a DNS-rebinding page has its
+  own name there);
+- the token (random, in the URL the command prints) must come as ?token= or in the
+  X-Devenv-Token header; without it: 403;
+- a request that carries an Origin (or Sec-Fetch-Site: cross-site) from anywhere but the
+  page itself is refused, and no response has CORS headers, so no other site can read or
+  drive the dashboard;
+- actions are POSTs with the token in the header (a link or a form cannot set it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from ..catalog import SERVICES
+from ..errors import DevenvError
+from .hub import Hub
+
+TOKEN_HEADER = "X-Devenv-Token"
+HEARTBEAT = 15.0
+QUEUE_LIMIT = 2000  # a browser that falls this far behind is dropped (it reconnects)
+STATIC = {"app.js": "text/javascript", "style.css": "text/css"}
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    # the token is in the page's URL: never send it on to a service a link opens
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'none'",
+}
+
+HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
+CONFIG: web.AppKey[dict[str, Any]] = web.AppKey("config", dict)
+CLIENTS: web.AppKey[set[asyncio.Queue[tuple[str, Any]]]] = web.AppKey("clients", set)
+
+
+def allowed_hosts(port: int) -> set[str]:
+    return {f"127.0.0.1:{port}", f"localhost:{port}"}
+
+
+def refuse(request: web.Request) -> str | None:
+    """Why a request is refused, or None. Pure over the request's headers and query."""
+    config = request.app[CONFIG]
+    port = config["port"]
+    if request.headers.get("Host", "") not in allowed_hosts(port):
+        return "host not allowed"
+    origin = request.headers.get("Origin")
+    if origin is not None and origin not in {f"http://{h}" for h in allowed_hosts(port)}:
+        return "cross-origin request refused"
+    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+        return "cross-site request refused"
+    token = request.headers.get(TOKEN_HEADER, "")
+    if request.method == "GET" and not token:
+        token = request.query.get("token", "")
+    if not token or not hmac.compare_digest(token.encode(), config["token"].encode()):
+        return "missing or wrong token"
+    return None
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    why = refuse(request)
+    if why is not None:
+        response: web.StreamResponse = web.Response(status=403, text=f"forbidden: {why}\n")
+    else:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+    for key, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(key, value)
+    return response
+
+
+def _asset(name: str) -> str:
+    return resources.files("devenv.dashboard").joinpath("static", name).read_text("utf-8")
+
+
+async def index(request: web.Request) -> web.Response:
+    token = request.app[CONFIG]["token"]
+    page = _asset("index.html").replace("__TOKEN__", token)
+    return web.Response(text=page, content_type="text/html")
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in STATIC:
+        raise web.HTTPNotFound()
+    return web.Response(text=_asset(name), content_type=STATIC[name])
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(data), status=status, content_type="application/json")
+
+
+async def state(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    if hub.state is None:
+        return _json({"schema": "devenv.dashboard/1", "project": hub.project,
+                      "engine": hub.engine_status, "services": None}, status=503)
+    return _json(hub.state)
+
+
+async def logs(request: web.Request) -> web.Response:
+    service = request.query.get("service") or None
+    if service is not None and service not in SERVICES:
+        raise web.HTTPNotFound(text=f"unknown service {service}\n")
+    return _json(request.app[HUB].log_document(service))
+
+
+async def stats(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    try:
+        document = await asyncio.get_running_loop().run_in_executor(None, hub.stats)
+    except DevenvError as exc:
+        return _json({"error": exc.message}, status=503)
+    return _json(document)
+
+
+async def secrets(request: web.Request) -> web.Response:
+    return _json(request.app[HUB].secrets())
+
+
+async def restart(request: web.Request) -> web.Response:
+    service = request.match_info["service"]
+    if service not in SERVICES:
+        raise web.HTTPNotFound(text=f"unknown service {service}\n")
+    hub = request.app[HUB]
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(None, hub.restart, service)
+    except DevenvError as exc:
+        return _json({"schema": "devenv.dashboard.action/1", "action": "restart",
+                      "service": service, "ok": False, "error": exc.message,
+                      "hint": exc.hint or ""}, status=409)
+    return _json(result)
+
+
+def _sse(kind: str, data: Any) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """The browser's live feed: a snapshot first, then what the hub publishes."""
+    hub = request.app[HUB]
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=QUEUE_LIMIT)
+    clients = request.app[CLIENTS]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-store"})
+    for key, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(key, value)
+    await response.prepare(request)
+    clients.add(queue)
+    try:
+        await response.write(_sse("snapshot", {"state": hub.state, "engine": hub.engine_status,
+                                               "logs": hub.log_document()["lines"]}))
+        while True:
+            try:
+                kind, data = await asyncio.wait_for(queue.get(), HEARTBEAT)
+            except asyncio.TimeoutError:
+                await response.write(b": keep-alive\n\n")
+                continue
+            if kind == "close":
+                break
+            await response.write(_sse(kind, data))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        clients.discard(queue)
+    return response
+
+
+def make_app(hub: Hub, token: str, port: int) -> web.Application:
+    app = web.Application(middlewares=[guard])
+    app[HUB] = hub
+    app[CONFIG] = {"token": token, "port": port}
+    app[CLIENTS] = set()
+    app.router.add_get("/", index)
+    app.router.add_get("/static/{name}", static)
+    app.router.add_get("/api/state", state)
+    app.router.add_get("/api/events", events)
+    app.router.add_get("/api/logs", logs)
+    app.router.add_get("/api/stats", stats)
+    app.router.add_get("/api/secrets", secrets)
+    app.router.add_post("/api/services/{service}/restart", restart)
+    return app
+
+
+def broadcaster(app: web.Application, loop: asyncio.AbstractEventLoop) -> Any:
+    """A publish function the hub's threads call: hands the event to every browser."""
+
+    def deliver(kind: str, data: Any) -> None:
+        for queue in list(app[CLIENTS]):
+            try:
+                queue.put_nowait((kind, data))
+            except asyncio.QueueFull:
+                app[CLIENTS].discard(queue)
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.get_nowait()
+                    queue.put_nowait(("close", None))
+
+    def publish(kind: str, data: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: shutting down
+            loop.call_soon_threadsafe(deliver, kind, data)
+
+    return publish
