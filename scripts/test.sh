@@ -2,13 +2,14 @@
 # The test command (README and .ci/run): from a fresh Debian machine, install Docker and
 # Compose v2, start dockerd, build the offline test images, install devenv as a wheel
 # (not editable: the wheel must carry the templates) and run every test, real-Docker
-# ones included. A missing daemon fails the run; nothing is skipped.
+# ones included (the dashboard's in headless Chromium: scripts/install-browser.sh). A missing daemon fails the run; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$(date +%s)
 bash scripts/install-docker.sh
 bash scripts/build-test-images.sh
+bash scripts/install-browser.sh
 
 venv="${DEVENV_TEST_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

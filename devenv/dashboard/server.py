@@ -80,7 +80,9 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            response = exc
+            response = web.Response(status=exc.status, text=exc.text,
+                                    headers={k: v for k, v in exc.headers.items()
+                                             if k.lower() == "allow"})
     for key, value in SECURITY_HEADERS.items():
         response.headers.setdefault(key, value)
     return response

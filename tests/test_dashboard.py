@@ -1,0 +1,296 @@
+"""The dashboard's pure parts, its security rules and its reconnect logic, at the seams
+(a fake hub for the server, a fake engine for the hub). The real page against the real
+engine in a real browser is tests/e2e/test_dashboard.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from devenv.context import Context
+from devenv.dashboard import model
+from devenv.dashboard.hub import Hub
+from devenv.dashboard.server import make_app
+from devenv.engine import Container, EventStream, LogDemuxer, Published, _Stream
+from devenv.errors import DockerUnavailableError
+from devenv.ports import Blocker, Holder, PortChoice
+
+PORT = 40123
+TOKEN = "t0ken-for-tests"
+
+
+# --- documents ---------------------------------------------------------------------------
+def test_service_entry_running_exited_and_absent():
+    running = {"Name": "/p-redis-1", "RestartCount": 2,
+               "State": {"Status": "running", "StartedAt": "2026-11-26T10:00:00Z",
+                         "Health": {"Status": "healthy"}}}
+    entry = model.service_entry("redis", running, (True, "PING -> +PONG"), "redis://x:1")
+    assert entry["state"] == "running" and entry["health"] == "healthy"
+    assert entry["probe"] == {"ok": True, "detail": "PING -> +PONG"}
+    assert entry["restarts"] == 2 and entry["container"] == "p-redis-1"
+    assert entry["started_at"] == "2026-11-26T10:00:00Z" and entry["exit_code"] is None
+    exited = {"Name": "/p-redis-1", "State": {"Status": "exited", "ExitCode": 137}}
+    gone = model.service_entry("redis", exited, (False, "refused"), "redis://x:1")
+    assert gone["state"] == "exited" and gone["exit_code"] == 137
+    assert gone["probe"] is None and gone["started_at"] is None
+    assert model.service_entry("api", None, None, "")["state"] == "absent"
+
+
+def test_port_entries_carry_the_reason_as_data_and_the_spec_columns():
+    blocker = Blocker(6379, holder=Holder("process", "nginx (pid 812)"))
+    choice = PortChoice("redis", 6380, 6379, "next free", blocker)
+    rows = {r["service"]: r for r in model.port_entries({"redis": choice.as_data()},
+                                                        {"redis": 6380}, {"redis": 6380})}
+    redis = rows["redis"]
+    assert redis["wanted"] == 6379 and redis["here"] == 6380 and redis["moved"]
+    assert redis["reason"] == {"port": 6379, "kind": "process", "by": "nginx (pid 812)",
+                               "text": "6379 is taken by nginx (pid 812)"}
+    assert (redis["dev"], redis["staging"], redis["prod"]) == (6379, 6379, 6379)
+    assert rows["grafana"]["staging"] == 3100 and rows["grafana"]["prod"] is None
+    assert rows["frontend"]["kind"] == "host app" and rows["frontend"]["wanted"] == 3000
+
+
+def test_blocker_kinds():
+    assert Blocker(3000, reserved_for="the frontend").as_data()["kind"] == "reserved"
+    assert Blocker(1, other_service="api").as_data()["kind"] == "stack"
+    held = Blocker(1, holder=Holder("container", "container x (project y)")).as_data()
+    assert held["kind"] == "container" and held["by"] == "container x (project y)"
+
+
+def test_graph_layers_and_edges():
+    g = model.graph([{"service": "redis", "state": "running"}])
+    layers = {n["id"]: n["layer"] for n in g["nodes"]}
+    assert layers == {"api": 1, "postgres": 0, "redis": 0, "adminer": 1, "prometheus": 0,
+                      "grafana": 1}
+    assert {"from": "grafana", "to": "prometheus"} in g["edges"]
+    states = {n["id"]: n["state"] for n in g["nodes"]}
+    assert states["redis"] == "running" and states["api"] == "absent"
+
+
+def test_critical_chain_follows_the_slowest_need():
+    assert model.critical_chain({"api": 3.0, "postgres": 2.5, "redis": 0.4}) == ["api",
+                                                                                 "postgres"]
+    assert model.critical_chain({"redis": 0.4, "prometheus": 0.9}) == ["prometheus"]
+    assert model.critical_chain({"redis": None}) == []
+
+
+def test_stats_entry_as_docker_stats():
+    raw = {"cpu_stats": {"cpu_usage": {"total_usage": 3_000}, "system_cpu_usage": 110_000,
+                         "online_cpus": 2},
+           "precpu_stats": {"cpu_usage": {"total_usage": 1_000}, "system_cpu_usage": 100_000},
+           "memory_stats": {"usage": 10_000_000, "limit": 1 << 30,
+                            "stats": {"inactive_file": 2_000_000}}}
+    entry = model.stats_entry("redis", raw)
+    assert entry["cpu_percent"] == 40.0  # 2000 / 10000 * 2 cpus * 100
+    assert entry["memory_bytes"] == 8_000_000 and entry["memory_limit_bytes"] == 1 << 30
+
+
+# --- the engine seam -------------------------------------------------------------------------
+def test_log_demuxer_handles_frames_split_anywhere():
+    def frame(stream: int, text: bytes) -> bytes:
+        return bytes([stream, 0, 0, 0]) + len(text).to_bytes(4, "big") + text
+
+    raw = frame(1, b"hello\nwor") + frame(2, b"ld\n") + frame(1, b"last\n")
+    for cut in range(1, len(raw)):
+        demux = LogDemuxer()
+        lines = demux.feed(raw[:cut]) + demux.feed(raw[cut:])
+        assert lines == ["hello", "world", "last"], cut
+    tty = LogDemuxer()
+    assert tty.feed(b"plain tty output\nnext") == ["plain tty output"]
+    assert tty.feed(b" line\n") == ["next line"]
+
+
+def test_event_stream_parses_split_events_and_says_when_the_engine_goes():
+    chunks = iter([b'{"Action": "start"}\n{"Act', b'ion": "die"}\n'])
+    events = EventStream(_Stream(200, chunks, lambda: None), "unix:///x")
+    seen = []
+    with pytest.raises(DockerUnavailableError):
+        for event in events:
+            seen.append(event["Action"])
+    assert seen == ["start", "die"]
+
+
+# --- the hub: reconnects at the seam ---------------------------------------------------------
+class FakeEvents:
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def __iter__(self) -> Any:
+        self.closed.wait(10)
+        raise DockerUnavailableError("the engine went away")
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class FakeEngine:
+    remote_host = None
+
+    def __init__(self) -> None:
+        self.events_given: list[FakeEvents] = []
+
+    def containers(self, project: str | None = None, all: bool = True) -> list[Container]:
+        return [Container("c1", "p-redis-1", "p", "redis", "running", "", "Up",
+                          (Published("127.0.0.1", 1, 6379),))]
+
+    def inspect(self, container_id: str) -> dict[str, Any]:
+        return {"Name": "/p-redis-1", "RestartCount": 0,
+                "State": {"Status": "running", "StartedAt": "2026-11-26T10:00:00Z"}}
+
+    def port_bindings(self, container: Container) -> list[int]:
+        return [1]
+
+    def events(self, project: str | None = None) -> FakeEvents:
+        stream = FakeEvents()
+        self.events_given.append(stream)
+        return stream
+
+    def follow_logs(self, container_id: str, tail: int = 100, since: float | None = None):
+        return EventStream(_Stream(200, iter(()), lambda: None), "x")  # ends at once
+
+
+def test_hub_says_the_engine_is_lost_and_recovers(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr("devenv.dashboard.hub.RECONNECT_FIRST", 0.05)
+    engine = FakeEngine()
+    calls = {"n": 0}
+
+    def connect(environ: Any) -> FakeEngine:
+        calls["n"] += 1
+        if calls["n"] in (2, 3):  # gone for two tries after the first stream breaks
+            raise DockerUnavailableError("cannot reach the Docker engine at unix:///x")
+        return engine
+
+    published: list[tuple[str, dict]] = []
+    ctx = Context(project_dir=tmp_path, environ={"DEVENV_PROJECT": "p"})
+    hub = Hub(ctx, lambda kind, data: published.append((kind, data)), connect=connect)
+    hub.start()
+    try:
+        _until(lambda: any(k == "state" for k, _ in published))
+        assert hub.engine_status["connected"]
+        engine.events_given[0].close()  # the stream breaks: the engine went away
+        _until(lambda: len(engine.events_given) == 2)
+        _until(lambda: hub.engine_status["connected"])
+        seen = [d["connected"] for k, d in published if k == "engine"]
+        changes = [c for i, c in enumerate(seen) if i == 0 or seen[i - 1] != c]
+        assert changes == [True, False, True]
+        errors = [d["error"] for k, d in published if k == "engine" and not d["connected"]]
+        assert errors[0] == "the engine went away"  # the stream broke...
+        assert "cannot reach the Docker engine" in errors[-1]  # ...and reconnecting failed
+        _until(lambda: sum(k == "state" for k, _ in published) >= 2)  # refreshed on return
+        redis = next(s for s in hub.state["services"] if s["service"] == "redis")
+        assert redis["state"] == "running"
+    finally:
+        hub.stop()
+
+
+def _until(check: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+# --- the server's security rules ------------------------------------------------------------
+class FakeHub:
+    project = "p"
+    engine_status = {"connected": True, "since": 0, "error": ""}
+    state = {"schema": model.STATE_SCHEMA, "project": "p", "services": []}
+
+    def __init__(self) -> None:
+        self.restarted: list[str] = []
+
+    def log_document(self, service: str | None = None) -> dict:
+        return {"schema": model.LOGS_SCHEMA, "project": "p", "lines": []}
+
+    def secrets(self) -> dict:
+        return {"schema": model.SECRETS_SCHEMA, "urls": {}, "logins": {}}
+
+    def restart(self, service: str) -> dict:
+        self.restarted.append(service)
+        return {"schema": model.ACTION_SCHEMA, "ok": True, "service": service}
+
+
+def _requests(calls: list[tuple[str, str, dict[str, str]]], hub: FakeHub | None = None
+              ) -> list[tuple[int, dict[str, str], str]]:
+    app = make_app(hub or FakeHub(), TOKEN, PORT)  # type: ignore[arg-type]
+
+    async def go() -> list[tuple[int, dict[str, str], str]]:
+        out = []
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            for method, path, headers in calls:
+                response = await client.request(method, path, headers={
+                    "Host": f"127.0.0.1:{PORT}", **headers})
+                out.append((response.status, dict(response.headers),
+                            await response.text() if path != "/api/events?token=" + TOKEN
+                            else ""))
+                response.close()
+        return out
+
+    return asyncio.run(go())
+
+
+PATHS = ["/", "/static/app.js", "/static/style.css", "/api/state", "/api/events",
+         "/api/logs", "/api/stats", "/api/secrets"]
+
+
+def test_every_request_without_the_token_is_refused():
+    results = _requests([("GET", path, {}) for path in PATHS]
+                        + [("GET", path + "?token=wrong", {}) for path in PATHS]
+                        + [("POST", "/api/services/redis/restart", {})])
+    for status, headers, body in results:
+        assert status == 403 and "forbidden" in body
+        assert not any(k.lower().startswith("access-control") for k in headers)
+
+
+def test_a_host_that_is_not_the_loopback_address_is_refused():
+    ok = {"X-Devenv-Token": TOKEN}
+    results = _requests([("GET", "/api/state", {**ok, "Host": "evil.example:40123"}),
+                         ("GET", "/api/state", {**ok, "Host": "127.0.0.1:80"}),
+                         ("GET", "/api/state", {**ok, "Host": "localhost:40123"}),
+                         ("GET", "/api/state", ok)])
+    assert [r[0] for r in results] == [403, 403, 200, 200]
+    assert "host not allowed" in results[0][2]
+
+
+def test_cross_origin_requests_are_refused_and_get_no_cors_headers():
+    ok = {"X-Devenv-Token": TOKEN}
+    results = _requests([
+        ("POST", "/api/services/redis/restart", {**ok, "Origin": "http://evil.example"}),
+        ("GET", "/api/events?token=" + TOKEN, {"Origin": "http://127.0.0.1:9999"}),
+        ("GET", "/api/state", {**ok, "Sec-Fetch-Site": "cross-site"}),
+        ("OPTIONS", "/api/services/redis/restart", {"Origin": "http://evil.example",
+                                                    "Access-Control-Request-Method": "POST"}),
+    ])
+    for status, headers, _body in results:
+        assert status == 403
+        assert not any(k.lower().startswith("access-control") for k in headers)
+
+
+def test_restart_needs_a_post_with_the_token_in_the_header():
+    hub = FakeHub()
+    results = _requests([
+        ("GET", "/api/services/redis/restart?token=" + TOKEN, {}),
+        ("POST", "/api/services/redis/restart?token=" + TOKEN, {}),
+        ("POST", "/api/services/redis/restart", {"X-Devenv-Token": TOKEN,
+                                                 "Origin": f"http://127.0.0.1:{PORT}"}),
+        ("POST", "/api/services/nosuch/restart", {"X-Devenv-Token": TOKEN}),
+    ], hub)
+    assert [r[0] for r in results] == [405, 403, 200, 404]
+    assert hub.restarted == ["redis"]
+    assert json.loads(results[2][2])["schema"] == model.ACTION_SCHEMA
+
+
+def test_the_page_carries_its_token_and_no_secret_and_strict_headers():
+    results = _requests([("GET", "/?token=" + TOKEN, {})])
+    status, headers, body = results[0]
+    assert status == 200 and f"/static/app.js?token={TOKEN}" in body
+    assert "password" not in body.lower()
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
