@@ -3,6 +3,7 @@ probes together and return values; they never print (progress goes out through c
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -158,7 +159,7 @@ def _save_timing(settings: Settings, began: float, started: bool,
     from .errors import StateError
     from .state import save_timing
 
-    try:
+    with contextlib.suppress(StateError):
         save_timing(settings.state_dir, settings.project, {
             "finished_at": time.time(),
             "total_seconds": round(time.monotonic() - began, 3),
@@ -168,8 +169,6 @@ def _save_timing(settings: Settings, began: float, started: bool,
             "failed": {name: mask(why, known_secrets(settings))
                        for name, why in {**wait.exited, **wait.timed_out}.items()},
         })
-    except StateError:
-        pass
 
 
 def _with_wait(rows: Sequence[ServiceRow], wait: WaitResult) -> tuple[ServiceRow, ...]:

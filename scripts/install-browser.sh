@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Headless Chromium and its WebDriver from Debian's packages, for the dashboard's
-# real-browser tests (tests/e2e/test_dashboard.py drives them with selenium). Nothing
+# real-browser tests (tests/e2e/test_dashboard_browser.py drives them with selenium). Nothing
 # downloads a browser build: selenium is given /usr/bin/chromium and /usr/bin/chromedriver.
 # Idempotent: installs only what is missing.
 set -euo pipefail

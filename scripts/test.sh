@@ -2,7 +2,8 @@
 # The test command (README and .ci/run): from a fresh Debian machine, install Docker and
 # Compose v2, start dockerd, build the offline test images, install devenv as a wheel
 # (not editable: the wheel must carry the templates) and run every test, real-Docker
-# ones included (the dashboard's in headless Chromium: scripts/install-browser.sh). A missing daemon fails the run; nothing is skipped.
+# ones included (the dashboard's in headless Chromium: scripts/install-browser.sh).
+# A missing daemon fails the run; nothing is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,6 +1,6 @@
 """The dashboard's pure parts, its security rules and its reconnect logic, at the seams
 (a fake hub for the server, a fake engine for the hub). The real page against the real
-engine in a real browser is tests/e2e/test_dashboard.py."""
+engine in a real browser is tests/e2e/test_dashboard_browser.py."""
 
 from __future__ import annotations
 

@@ -194,3 +194,15 @@ def test_giving_up_on_the_lock_leaves_the_holders_name(tmp_path):
             pass
         assert (tmp_path / "p.lock").read_text() == f"devenv up (pid {os.getpid()})"
     assert (tmp_path / "p.lock").read_text() == ""  # the holder clears its own line
+
+
+def test_timing_is_saved_and_read_back(tmp_path):
+    from devenv.state import load_timing, save_timing
+
+    assert load_timing(tmp_path, "p") is None
+    save_timing(tmp_path, "p", {"services": {"redis": 0.4}, "total_seconds": 0.5})
+    timing = load_timing(tmp_path, "p")
+    assert timing == {"schema": "devenv.timing/1", "services": {"redis": 0.4},
+                      "total_seconds": 0.5}
+    (tmp_path / "timing-p.json").write_text("{broken")
+    assert load_timing(tmp_path, "p") is None

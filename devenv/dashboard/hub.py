@@ -59,6 +59,7 @@ class Hub:
         self._events: Any = None
         self._threads: list[threading.Thread] = []
         self._stats: tuple[float, dict[str, Any]] | None = None
+        self._probes: dict[str, tuple[tuple[str, str], tuple[bool, str]]] = {}
 
     # --- life -------------------------------------------------------------------------
     def start(self) -> None:
@@ -86,8 +87,11 @@ class Hub:
                 self._set_engine(True, "")
                 delay = RECONNECT_FIRST
                 self._dirty.set()
-                for _event in events:
-                    self._dirty.set()
+                for event in events:
+                    # a healthcheck is an exec every few seconds: its own events change
+                    # nothing on the page (its result comes as health_status)
+                    if not str(event.get("Action", "")).startswith("exec_"):
+                        self._dirty.set()
                     if self._stop.is_set():
                         return
                 raise DevenvError("the engine ended the event stream")
@@ -124,49 +128,82 @@ class Hub:
             if not self.engine_status["connected"]:
                 continue
             try:
-                state = self.build_state()
+                # What Docker says goes out at once; devenv's own probes (up to a second
+                # for a service that hangs) follow in a second document.
+                snapshot = self._snapshot()
+                self._emit(self._document(snapshot, self._cached_probes(snapshot)))
+                state = self._document(snapshot, self._probe(snapshot))
             except DevenvError as exc:
                 self._set_engine(False, exc.message)
                 continue
-            with self._lock:
-                self.state = state
-            self._publish("state", state)
+            self._emit(state)
             waiting = any(s["state"] == "running" and s["probe"] is not None
                           and not s["probe"]["ok"] for s in state["services"])
             if waiting:
                 threading.Timer(REPROBE, self._dirty.set).start()
 
+    def _emit(self, state: dict[str, Any]) -> None:
+        """Publish the document unless only its time changed."""
+        with self._lock:
+            same = self.state is not None and all(
+                self.state.get(k) == state.get(k) for k in state if k != "generated_at")
+            self.state = state
+        if not same:
+            self._publish("state", state)
+
     def build_state(self) -> dict[str, Any]:
+        snapshot = self._snapshot()
+        return self._document(snapshot, self._probe(snapshot))
+
+    def _snapshot(self) -> dict[str, Any]:
+        """What the engine says now: containers, their inspect documents, published ports."""
         from ..live import project_containers, url_host
-        from ..probes import Target, probe_all
 
         engine, settings = self.engine, self.settings
         containers = project_containers(engine, self.project)
         with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
             details = dict(zip(containers, pool.map(lambda c: engine.inspect(c.id),
                                                     containers.values()), strict=True))
-        host = url_host(settings, engine.remote_host)
         live: dict[str, int] = {}
         for name, c in containers.items():
             published = c.host_port(SERVICES[name].container_port)
             if published is not None and c.running:
                 live[name] = published.host_port
-        answers = probe_all([Target(n, SERVICES[n].probe, host, p) for n, p in live.items()],
-                            settings.values) if live else {}
         ports, memory = self._port_plan(engine, live)
+        self._follow_logs(containers, details)
+        keys = {name: (c.id, str((details.get(name) or {}).get("State", {}).get("StartedAt")))
+                for name, c in containers.items()}
+        return {"details": details, "live": live, "ports": ports, "memory": memory,
+                "keys": keys, "host": url_host(settings, engine.remote_host)}
+
+    def _cached_probes(self, snapshot: Mapping[str, Any]) -> dict[str, tuple[bool, str]]:
+        """The last probe of each container that has not restarted since."""
+        return {name: result for name, (key, result) in self._probes.items()
+                if snapshot["keys"].get(name) == key and name in snapshot["live"]}
+
+    def _probe(self, snapshot: Mapping[str, Any]) -> dict[str, tuple[bool, str]]:
+        from ..probes import Target, probe_all
+
+        live = snapshot["live"]
+        answers = probe_all([Target(n, SERVICES[n].probe, snapshot["host"], p)
+                             for n, p in live.items()], self.settings.values) if live else {}
+        results = {n: (a.ok, a.detail) for n, a in answers.items()}
+        self._probes = {n: (snapshot["keys"][n], r) for n, r in results.items()}
+        return results
+
+    def _document(self, snapshot: Mapping[str, Any],
+                  probes: Mapping[str, tuple[bool, str]]) -> dict[str, Any]:
+        settings, live, ports = self.settings, snapshot["live"], snapshot["ports"]
         services = []
         for name in SERVICES:
             port = live.get(name) or ports.get(name, {}).get("port") or settings.port(name)
-            answer = answers.get(name)
             services.append(model.service_entry(
-                name, details.get(name) or None,
-                (answer.ok, answer.detail) if answer is not None else None,
-                service_url(name, host, port, settings.values)))
-        self._follow_logs(containers, details)
+                name, snapshot["details"].get(name) or None, probes.get(name),
+                service_url(name, snapshot["host"], port, settings.values)))
         return model.state_document(
             self.project, self.engine_status, services,
-            model.port_entries(ports, live, memory), self._timing(), self.features,
-            time.time())
+            model.port_entries(ports, live, snapshot["memory"]), self._timing(),
+            self.features, time.time())
 
     def _port_plan(self, engine: Any, live: Mapping[str, int]) -> tuple[
             dict[str, dict[str, Any]], dict[str, int]]:
@@ -213,8 +250,9 @@ class Hub:
 
         with contextlib.suppress(DevenvError):
             for line in stream:
-                entry = {"service": name, "line": mask(line, self._secrets), "at": time.time()}
-                self._last_line_at[name] = entry["at"]
+                at = time.time()
+                entry = {"service": name, "line": mask(line, self._secrets), "at": at}
+                self._last_line_at[name] = at
                 self.logs[name].append(entry)
                 self._publish("log", entry)
 

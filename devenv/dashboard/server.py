@@ -45,7 +45,7 @@ SECURITY_HEADERS = {
 
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 CONFIG: web.AppKey[dict[str, Any]] = web.AppKey("config", dict)
-CLIENTS: web.AppKey[set[asyncio.Queue[tuple[str, Any]]]] = web.AppKey("clients", set)
+CLIENTS = web.AppKey("clients", set)  # of asyncio.Queue[tuple[str, Any]], one per browser
 
 
 def allowed_hosts(port: int) -> set[str]:
@@ -172,7 +172,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         while True:
             try:
                 kind, data = await asyncio.wait_for(queue.get(), HEARTBEAT)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
             if kind == "close":
@@ -205,11 +205,12 @@ def broadcaster(app: web.Application, loop: asyncio.AbstractEventLoop) -> Any:
     """A publish function the hub's threads call: hands the event to every browser."""
 
     def deliver(kind: str, data: Any) -> None:
-        for queue in list(app[CLIENTS]):
+        clients: set[asyncio.Queue[tuple[str, Any]]] = app[CLIENTS]
+        for queue in list(clients):
             try:
                 queue.put_nowait((kind, data))
             except asyncio.QueueFull:
-                app[CLIENTS].discard(queue)
+                clients.discard(queue)
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.get_nowait()
                     queue.put_nowait(("close", None))

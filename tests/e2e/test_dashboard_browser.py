@@ -8,6 +8,7 @@ A screenshot is kept in test-artifacts/ (gitignored).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -43,6 +44,7 @@ class Dashboard:
     url: str
     port: int
     token: str
+    port_note: str
 
     def stop(self) -> None:
         self.process.terminate()
@@ -64,7 +66,8 @@ def start_dashboard(project: Project, extra_env: dict[str, str] | None = None) -
         raise AssertionError(f"dashboard did not start: {process.stderr.read()}")
     data = json.loads(line)
     assert data["schema"] == "devenv.dashboard.url/1"
-    return Dashboard(process, data["url"], data["port"], data["url"].split("token=")[1])
+    return Dashboard(process, data["url"], data["port"], data["url"].split("token=")[1],
+                     data["port_note"])
 
 
 def chromium() -> webdriver.Chrome:
@@ -136,10 +139,8 @@ def browsers() -> Iterator[Callable[[], webdriver.Chrome]]:
         yield open_one
     finally:
         for driver in opened:
-            try:
+            with contextlib.suppress(WebDriverException):
                 driver.quit()
-            except WebDriverException:
-                pass
 
 
 def test_page_lists_services_with_state_and_a_moved_ports_reason(stack: Stack, browsers):
@@ -267,10 +268,8 @@ class SocketProxy:
             self._listener = None
         self.path.unlink(missing_ok=True)
         for sock in self._open:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
         self._open.clear()
 
@@ -294,20 +293,19 @@ class SocketProxy:
         except OSError:
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 target.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
 
 
 def test_engine_going_away_and_back_is_said_and_recovered(stack: Stack, browsers,
                                                           tmp_path: Path):
     proxy = SocketProxy(tmp_path / "docker.sock")
     proxy.start()
-    dashboard = start_dashboard(stack.project,
-                                {"DOCKER_HOST": f"unix://{proxy.path}",
-                                 "DEVENV_DASHBOARD_PORT": str(free_port())})
+    # the same project's dashboard port is held by the first dashboard: this one moves
+    dashboard = start_dashboard(stack.project, {"DOCKER_HOST": f"unix://{proxy.path}"})
     try:
+        assert dashboard.port != stack.dashboard.port
+        assert f"{stack.dashboard.port} is taken by" in dashboard.port_note
         driver = browsers()
         driver.get(dashboard.url)
         until(driver, lambda d: row_state(d, "redis") == "running", "page did not load")
