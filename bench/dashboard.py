@@ -207,6 +207,10 @@ def main() -> int:
         env[f"DEVENV_{service}_PORT"] = str(base + i)
     workdir = Path(tempfile.mkdtemp(prefix="bench-dash-"))
     dashboard = None
+    # a listener on redis's configured port: redis moves, and the page tells why
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", base + 2))
+    holder.listen()
     try:
         subprocess.run([args.devenv, "up"], cwd=workdir, env=env, check=True,
                        capture_output=True, timeout=300)
@@ -219,7 +223,7 @@ def main() -> int:
         time.sleep(1.0)  # first state built, logs followed
 
         # 1. first load
-        http_ms, page_ms, nav_ms = [], [], []
+        http_ms, page_ms, nav_ms, reload_ms = [], [], [], []
         for _ in range(args.runs):
             began = time.perf_counter()
             for path in ("/", "/static/app.js", "/static/style.css", "/api/state"):
@@ -234,8 +238,14 @@ def main() -> int:
                 shown = page_shows(driver, "return document.querySelectorAll("
                                    "\"#services tr[data-state='running']\").length == 6")
                 page_ms.append((shown - began) * 1000)
-                nav_ms.append(driver.execute_script(
-                    "return performance.getEntriesByName('devenv:first-render')[0].startTime"))
+                mark = ("return (performance.getEntriesByName('devenv:first-render')[0] || {})"
+                        ".startTime")
+                nav_ms.append(driver.execute_script(mark))
+                driver.refresh()  # the same page again in a browser that is running
+                page_shows(driver, "return document.querySelectorAll("
+                           "\"#services tr[data-state='running']\").length == 6")
+                reload_ms.append(page_shows(driver, mark + " > 0") and
+                                 driver.execute_script(mark))
             finally:
                 driver.quit()
 
@@ -280,7 +290,7 @@ def main() -> int:
 
         result = {
             "first_load_http_ms": med(http_ms), "first_load_browser_ms": med(page_ms),
-            "first_load_navigation_ms": med(nav_ms),
+            "first_load_navigation_ms": med(nav_ms), "reload_navigation_ms": med(reload_ms),
             "engine_pause_call_ms": med(engine_ms),
             "docker_event_to_server_sent_event_ms": med(after_docker_ms),
             "state_change_to_event_ms": med(event_ms),
@@ -297,7 +307,9 @@ def main() -> int:
                  result["first_load_http_ms"], "ms", "<= 200 ms"),
                 ("first load in Chromium, navigation start -> first view (median)",
                  result["first_load_navigation_ms"], "ms", "<= 200 ms"),
-                ("  same, from driver.get() incl. a fresh browser's start",
+                ("reload in a running browser, navigation start -> view (median)",
+                 result["reload_navigation_ms"], "ms", "<= 200 ms"),
+                ("  first load from driver.get(), incl. a fresh browser's start",
                  result["first_load_browser_ms"], "ms", ""),
                 ("the engine's pause/unpause call itself (median)",
                  result["engine_pause_call_ms"], "ms", ""),
@@ -323,6 +335,7 @@ def main() -> int:
         subprocess.run([args.devenv, "down", "--volumes", "--yes"], cwd=workdir, env=env,
                        capture_output=True, timeout=180)
         shutil.rmtree(workdir, ignore_errors=True)
+        holder.close()
 
 
 if __name__ == "__main__":

@@ -29,9 +29,10 @@ def run_dashboard(ctx: click.Context, port: int | None, open_browser: bool,
                 _err("no browser found to open; copy the URL above")
 
     try:
-        serve(context, ready, features=_features())
+        serve(context, ready, features=_features())  # returns on SIGTERM or SIGHUP
     except KeyboardInterrupt:
-        _err("dashboard stopped")
+        pass
+    _err("dashboard stopped")
 
 
 def _features() -> dict[str, bool]:

@@ -167,8 +167,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     clients.add(queue)
     try:
-        await response.write(_sse("snapshot", {"state": hub.state, "engine": hub.engine_status,
-                                               "logs": hub.log_document()["lines"]}))
+        # the state first, so the page shows the services before it parses the log backlog
+        await response.write(_sse("snapshot", {"state": hub.state, "engine": hub.engine_status}))
+        await response.write(_sse("logs", hub.log_document()))
         while True:
             try:
                 kind, data = await asyncio.wait_for(queue.get(), HEARTBEAT)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import threading
@@ -359,6 +360,36 @@ def test_security_of_the_running_server(stack: Stack):
     assert document["schema"] == "devenv.dashboard/1" and PASSWORD not in body
     status, _, body = _get(base + f"/api/stats?token={dash.token}")
     assert json.loads(body)["schema"] == "devenv.dashboard.stats/1"
+
+
+def test_up_with_dashboard_serves_until_ctrl_c(stack: Stack):
+    env = {**os.environ, **stack.project.env, "DEVENV_DASHBOARD_PORT": str(free_port())}
+    process = subprocess.Popen([devenv_command(), "up", "--only", "cache,metrics",
+                                "--dashboard"], cwd=stack.project.path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        while not (lines and lines[-1].startswith("dashboard of ")):
+            line = process.stdout.readline() if process.stdout else ""
+            assert line, f"no URL printed: {lines} {process.stderr.read()}"
+            lines.append(line.strip())
+        assert lines[0].split() == ["SERVICE", "URL", "STATE"]  # up's table first
+        url = lines[-1].split(": ", 1)[1]
+        assert url.startswith("http://127.0.0.1:")
+        deadline = time.monotonic() + WAIT
+        while (answer := _get(url.replace("/?", "/api/state?")))[0] == 503:  # first build
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.1)
+        status, _, body = answer
+        assert status == 200 and json.loads(body)["project"] == stack.project.name
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=15)
+        assert process.returncode == 0 and "dashboard stopped" in err
+        assert "Traceback" not in err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def test_a_service_removed_by_hand_is_shown_removed(stack: Stack, browsers):

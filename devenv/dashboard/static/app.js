@@ -309,9 +309,11 @@ function connect() {
   source.addEventListener("snapshot", (ev) => {
     const data = JSON.parse(ev.data);
     setEngine(data.engine);
-    logLines.length = 0;
-    for (const entry of data.logs) logLines.push(entry);
     if (data.state) { state = data.state; render(); }
+  });
+  source.addEventListener("logs", (ev) => {  // the backlog, after the snapshot
+    logLines.length = 0;
+    for (const entry of JSON.parse(ev.data).lines.slice(-LOG_KEEP)) logLines.push(entry);
     renderLogs();
   });
   source.addEventListener("state", (ev) => {
@@ -328,6 +330,10 @@ document.addEventListener("DOMContentLoaded", () => {
   q("#refresh-stats").addEventListener("click", refreshStats);
   q("#log-service").addEventListener("change", renderLogs);
   connect();
+  // a plain fetch answers sooner than the event stream opens: the first view from it
+  api("/api/state").then((r) => r.ok ? r.json() : null).then((doc) => {
+    if (doc && !state) { state = doc; setEngine(doc.engine); render(); }
+  }).catch(() => {});
   refreshStats();
   setInterval(() => { if (!document.hidden) refreshStats(); }, 10000);
 });
