@@ -140,7 +140,9 @@ class Hub:
             waiting = any(s["state"] == "running" and s["probe"] is not None
                           and not s["probe"]["ok"] for s in state["services"])
             if waiting:
-                threading.Timer(REPROBE, self._dirty.set).start()
+                timer = threading.Timer(REPROBE, self._dirty.set)
+                timer.daemon = True
+                timer.start()
 
     def _emit(self, state: dict[str, Any]) -> None:
         """Publish the document unless only its time changed."""
