@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import click
@@ -28,10 +29,8 @@ def run_dashboard(ctx: click.Context, port: int | None, open_browser: bool,
             if not webbrowser.open(served.url):
                 _err("no browser found to open; copy the URL above")
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         serve(context, ready, features=_features())  # returns on SIGTERM or SIGHUP
-    except KeyboardInterrupt:
-        pass
     _err("dashboard stopped")
 
 

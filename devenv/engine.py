@@ -116,7 +116,7 @@ class _API:
         try:
             stream = self._transport.stream(path, query, timeout)
         except OSError as exc:
-            raise _unreachable(self.where, exc) from exc
+            raise _unreachable(self.target, exc) from exc
         if stream.status == 404:
             raise _NotFound(path)
         if stream.status >= 400:
@@ -399,7 +399,7 @@ class Engine:
         if project is not None:
             filters["label"] = [f"{PROJECT_LABEL}={project}"]
         stream = self._api.stream("/events", {"filters": json.dumps(filters)})
-        return EventStream(stream, self._api.where)
+        return EventStream(stream, self._api.target)
 
     def follow_logs(self, container_id: str, tail: int = 100,
                     since: float | None = None) -> LogStream:
@@ -411,7 +411,7 @@ class Engine:
             stream = self._api.stream(f"/containers/{container_id}/logs", query)
         except _NotFound:
             stream = _Stream(404, iter(()), lambda: None)
-        return LogStream(stream, self._api.where)
+        return LogStream(stream, self._api.target)
 
     # --- writes that need no compose file -------------------------------------------
     def signal(self, container_id: str, signal: str) -> None:
@@ -541,9 +541,9 @@ def _demux(raw: bytes) -> bytes:
 class EventStream:
     """Iterate Docker events (dicts); close() from another thread ends the iteration."""
 
-    def __init__(self, stream: _Stream, where: str):
+    def __init__(self, stream: _Stream, target: EngineTarget):
         self._stream = stream
-        self._where = where
+        self._target = target
 
     def close(self) -> None:
         self._stream.close()
@@ -566,9 +566,9 @@ class EventStream:
                     if isinstance(event, dict):
                         yield event
         except OSError as exc:
-            raise _unreachable(self._where, exc) from exc
-        raise DockerUnavailableError(f"the Docker engine at {self._where} ended the event "
-                                     "stream", hint="is the daemon restarting?")
+            raise _unreachable(self._target, exc) from exc
+        raise DockerUnavailableError(f"the Docker engine at {self._target.where} ended the "
+                                     "event stream", hint=unreachable_hint(self._target))
 
 
 class LogDemuxer:
@@ -605,9 +605,9 @@ class LogDemuxer:
 class LogStream:
     """Iterate a followed container log line by line; close() ends it."""
 
-    def __init__(self, stream: _Stream, where: str):
+    def __init__(self, stream: _Stream, target: EngineTarget):
         self._stream = stream
-        self._where = where
+        self._target = target
 
     def close(self) -> None:
         self._stream.close()
@@ -618,7 +618,7 @@ class LogStream:
             for chunk in self._stream.chunks:
                 yield from demux.feed(chunk)
         except OSError as exc:
-            raise _unreachable(self._where, exc) from exc
+            raise _unreachable(self._target, exc) from exc
 
 
 def connect(environ: Mapping[str, str]) -> Engine:

@@ -18,10 +18,12 @@ from devenv.context import Context
 from devenv.dashboard import model
 from devenv.dashboard.hub import Hub
 from devenv.dashboard.server import make_app
+from devenv.dockercontext import EngineTarget
 from devenv.engine import Container, EventStream, LogDemuxer, Published, _Stream
 from devenv.errors import DockerUnavailableError
 from devenv.ports import Blocker, Holder, PortChoice
 
+TARGET = EngineTarget(host="unix:///x", context="", source="DOCKER_HOST")
 PORT = 40123
 TOKEN = "t0ken-for-tests"
 
@@ -109,7 +111,7 @@ def test_log_demuxer_handles_frames_split_anywhere():
 
 def test_event_stream_parses_split_events_and_says_when_the_engine_goes():
     chunks = iter([b'{"Action": "start"}\n{"Act', b'ion": "die"}\n'])
-    events = EventStream(_Stream(200, chunks, lambda: None), "unix:///x")
+    events = EventStream(_Stream(200, chunks, lambda: None), TARGET)
     seen = []
     with pytest.raises(DockerUnavailableError):
         for event in events:
@@ -153,7 +155,7 @@ class FakeEngine:
         return stream
 
     def follow_logs(self, container_id: str, tail: int = 100, since: float | None = None):
-        return EventStream(_Stream(200, iter(()), lambda: None), "x")  # ends at once
+        return EventStream(_Stream(200, iter(()), lambda: None), TARGET)  # ends at once
 
 
 def test_hub_says_the_engine_is_lost_and_recovers(tmp_path: Path, monkeypatch):
