@@ -183,3 +183,10 @@ def test_the_sigterm_handler_is_only_set_while_a_command_runs(run):
     before = signal.getsignal(signal.SIGTERM)
     run("config")
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_dashboard_port_out_of_range_is_a_usage_error():
+    from devenv.cli import cli
+
+    result = CliRunner().invoke(cli, ["dashboard", "--port", "70000"])
+    assert result.exit_code == 2 and "70000 is not in the range 1<=x<=65535" in result.output

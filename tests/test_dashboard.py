@@ -119,6 +119,40 @@ def test_event_stream_parses_split_events_and_says_when_the_engine_goes():
     assert seen == ["start", "die"]
 
 
+def test_unix_socket_stream_delivers_the_body_as_it_arrives(tmp_path: Path):
+    import socket as _socket
+
+    from devenv.engine import _UnixSocket
+
+    path = str(tmp_path / "engine.sock")
+    server = _socket.socket(_socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+    go_on = threading.Event()
+
+    def engine() -> None:
+        conn, _ = server.accept()
+        request = conn.recv(4096)
+        assert request.startswith(b"GET /events?filters=x HTTP/1.0")
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: appl")  # headers split...
+        conn.sendall(b"ication/json\r\n\r\n{\"Action\": \"start\"}\n")
+        go_on.wait(5)  # ...the first event must arrive before the stream ends
+        conn.sendall(b'{"Action": "die"}\n')
+        conn.close()
+
+    thread = threading.Thread(target=engine, daemon=True)
+    thread.start()
+    stream = _UnixSocket(path).stream("/events", {"filters": "x"}, None)
+    assert stream.status == 200
+    events = iter(EventStream(stream, TARGET))
+    assert next(events)["Action"] == "start"
+    go_on.set()
+    assert next(events)["Action"] == "die"
+    with pytest.raises(DockerUnavailableError, match="ended the event stream"):
+        next(events)
+    server.close()
+
+
 # --- the hub: reconnects at the seam ---------------------------------------------------------
 class FakeEvents:
     def __init__(self) -> None:

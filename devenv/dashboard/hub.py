@@ -161,7 +161,10 @@ class Hub:
         """What the engine says now: containers, their inspect documents, published ports."""
         from ..live import project_containers, url_host
 
+        from ..state import known_secrets
+
         engine, settings = self.engine, self.settings
+        self._secrets = known_secrets(settings)  # a secret generated since is masked too
         containers = project_containers(engine, self.project)
         with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
             details = dict(zip(containers, pool.map(lambda c: engine.inspect(c.id),
