@@ -160,7 +160,6 @@ class Hub:
     def _snapshot(self) -> dict[str, Any]:
         """What the engine says now: containers, their inspect documents, published ports."""
         from ..live import project_containers, url_host
-
         from ..state import known_secrets
 
         engine, settings = self.engine, self.settings
