@@ -48,6 +48,9 @@ class ServiceSpec:
     #: files under templates/ rendered into compose/ when the service is selected
     #: (a .j2 suffix is rendered with Jinja and dropped; other files are copied)
     files: tuple[str, ...] = field(default_factory=tuple)
+    #: holds the team's data: `devenv up --lan` publishes it on the LAN only when named
+    #: explicitly and confirmed a second time
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,7 @@ SERVICES: dict[str, ServiceSpec] = {
             description="Database",
             data_dirs=("/var/lib/postgresql/data",),
             start_first=True,
+            private=True,
         ),
         ServiceSpec(
             name="redis",
@@ -111,6 +115,7 @@ SERVICES: dict[str, ServiceSpec] = {
             app_env="REDIS_URL",
             description="Cache",
             data_dirs=("/data",),
+            private=True,
         ),
         ServiceSpec(
             name="adminer",

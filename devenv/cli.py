@@ -151,31 +151,49 @@ json_option = click.option("--json", "as_json", is_flag=True,
 @click.option("--reset-ports", is_flag=True, help="Forget remembered ports; plan afresh.")
 @click.option("--strict-ports", is_flag=True,
               help="Fail instead of moving a service whose port is taken.")
+@click.option("--watch", is_flag=True,
+              help="Then sync the API's source into it as you save (see `devenv watch`).")
+@click.option("--lan", multiple=True, metavar="NAMES", shell_complete=_complete_services,
+              help="Also publish these services on the LAN address, for phones; db and "
+              "cache ask a second time (--yes).")
+@click.option("-y", "--yes", is_flag=True, help="Confirm --lan db/cache without asking.")
 @secrets_option
 @click.option("--dashboard", "with_dashboard", is_flag=True,
               help="Then serve the live page (`devenv dashboard`) until Ctrl-C.")
 @click.pass_context
 def up(ctx: click.Context, only: tuple[str, ...], timeout: str | None, reset_ports: bool,
-       strict_ports: bool, show_secrets: bool, with_dashboard: bool) -> None:
+       strict_ports: bool, watch: bool, lan: tuple[str, ...], yes: bool,
+       show_secrets: bool, with_dashboard: bool) -> None:
     """Start the stack, wait until every service answers, print URLs.
 
     \b
     Example:
       devenv up --only db,cache
+      devenv up --only api --watch --lan api
       devenv up --dashboard
     """
     from . import stack
     from .report import format_rows
 
+    from .cli_loop import loop_options
+
+    if watch and with_dashboard:
+        raise click.UsageError("--watch and --dashboard both run until Ctrl-C: run "
+                               "`devenv dashboard` in a second terminal")
     flags = {"DEVENV_WAIT_TIMEOUT": timeout} if timeout is not None else {}
+    loop = loop_options(ctx, _words(only), watch, _words(lan), yes)
     with _display(ctx) as display:
         result = stack.up(_context(ctx, flags, on_wait=display), _words(only),
                           reset_ports=reset_ports, strict_ports=strict_ports,
-                          show_secrets=show_secrets)
+                          show_secrets=show_secrets, lan=loop.get("lan"))
     if not result.started:
         _err("already up to date: nothing started or recreated")
     click.echo(format_rows(result.rows))
-    if with_dashboard:
+    if watch:
+        from .cli_loop import follow_watch
+
+        follow_watch(ctx, loop["watch"], as_json=False)
+    elif with_dashboard:
         from .cli_dashboard import run_dashboard
 
         run_dashboard(ctx, None, False, False)
@@ -187,9 +205,12 @@ def up(ctx: click.Context, only: tuple[str, ...], timeout: str | None, reset_por
               help="dotenv lines (DATABASE_URL, REDIS_URL, ...) for apps on the host.")
 @click.option("--plan", "as_plan", is_flag=True,
               help="The spec's port allocation (dev, staging, prod) and this machine's plan.")
+@click.option("--device", "as_device", is_flag=True,
+              help="The API's URL from an iOS simulator, an Android emulator and a phone, "
+              "and a QR code for the phone.")
 @secrets_option
 @click.pass_context
-def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool,
+def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool, as_device: bool,
           show_secrets: bool) -> None:
     """Print the live URLs, read back from Docker.
 
@@ -197,9 +218,16 @@ def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool,
     Example:
       devenv ports --json
       devenv ports --env > .env.local
+      devenv ports --device
     """
     from . import live
     from .report import format_env, format_rows, format_rows_json
+
+    if as_device:
+        from .cli_loop import print_devices
+
+        print_devices(ctx, as_json)
+        return
 
     if as_plan:
         from . import stack
@@ -388,3 +416,10 @@ cli.add_command(_dashboard)
 
 def main() -> None:  # pragma: no cover - `python -m devenv`
     cli(prog_name="devenv")
+
+
+from .cli_loop import exec_, run, watch  # noqa: E402 - the commands' module imports cli
+
+cli.add_command(watch)
+cli.add_command(exec_)
+cli.add_command(run)

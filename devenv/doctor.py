@@ -58,6 +58,7 @@ def run_checks(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str
         # Ports and images follow the settings: those of a bad value are not known.
         if not bad & {"", "DEVENV_PROJECT", "DEVENV_RESERVED_PORTS", "DEVENV_*_PORT"}:
             checks.extend(_guard_all("ports", lambda: _ports(engine, info, settings, bad)))
+            checks.extend(_guard_all("host apps", lambda: _host_apps(engine, info, settings)))
         if "" not in bad:
             checks.extend(_guard_all("images", lambda: _images(engine, settings, bad)))
         if not bad & {"", "DEVENV_PROJECT", "DEVENV_NETWORK"}:
@@ -154,6 +155,32 @@ def _network(engine: Engine, settings: Settings) -> Check:
         return Check("network", OK, f"{settings.network} will be created by up")
     how = "joined (made outside this project)" if network.external else "this project's"
     return Check("network", OK, f"{settings.network}: bridge, {how}")
+
+
+def _host_apps(engine: Engine, info: EngineInfo, settings: Settings) -> list[Check]:
+    """The reserved host-app ports (frontend, Metro, Expo): free, or who holds them."""
+    from .catalog import HOST_APPS
+    from .hostports import HostPorts
+    from .launch import _container_ports
+
+    reserved = set(settings.reserved_ports)
+    apps = [app for app in HOST_APPS if app.port in reserved]
+    if not apps:
+        return []
+    host = HostPorts(_container_ports(engine, engine.containers()), settings.project,
+                     check_host=info.remote_host is None)
+    checks = []
+    for app in apps:
+        holder = host.get(app.port)
+        name = f"host app {app.name}"
+        if holder is None:
+            checks.append(Check(name, OK, f"{app.port} is free for {app.title}"))
+        else:
+            checks.append(Check(name, WARN, f"{app.port} ({app.title}) is held by "
+                                f"{holder.description}",
+                                f"if that is not {app.label}, stop it before starting "
+                                f"{app.label}; devenv never gives {app.port} to a container"))
+    return checks
 
 
 def _images(engine: Engine, settings: Settings,

@@ -22,7 +22,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .dockercontext import EngineTarget, resolve_engine
-from .errors import ComposeError, DevenvError, DockerUnavailableError, ImageMissingError
+from .errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    ComposeError,
+    DevenvError,
+    DockerUnavailableError,
+    ImageMissingError,
+    Terminated,
+    UsageError,
+)
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -488,7 +497,16 @@ class Engine:
 
     # --- compose ----------------------------------------------------------------------
     def compose(self, project: str, compose_file: Path | None = None) -> Compose:
-        return Compose(project, compose_file, self._environ, self.target)
+        return Compose(project, compose_file, self._environ, self.target, engine=self)
+
+    def remove_container(self, name_or_id: str) -> bool:
+        """Force-remove one container (a one-off `run` left by an interrupt). False: gone."""
+        try:
+            self._api.call("DELETE", f"/containers/{urllib.parse.quote(name_or_id)}",
+                           {"force": "1", "v": "1"})
+        except _NotFound:
+            return False
+        return True
 
 
 @dataclass(frozen=True)
@@ -662,14 +680,16 @@ class PortRaceError(ComposeError):
 
 
 class Compose:
-    """`docker compose` for one project, through python-on-whales."""
+    """`docker compose` for one project, through python-on-whales; the commands that hand
+    the terminal to a process (exec, run) or stream for long (watch) run the CLI itself."""
 
     def __init__(self, project: str, compose_file: Path | None, environ: Mapping[str, str],
-                 target: EngineTarget | None = None):
+                 target: EngineTarget | None = None, engine: Engine | None = None):
         self.project = project
         self.compose_file = compose_file
         self.environ = environ
         self.target = target or resolve_engine(environ)
+        self._engine = engine
 
     def _client(self) -> Any:
         from python_on_whales import DockerClient
@@ -723,6 +743,198 @@ class Compose:
 
     def version(self) -> str:
         return str(self._run("version", lambda: self._client().compose.version()))
+
+    # --- the inner loop: exec, run, watch (subprocesses of the docker CLI) ------------
+    def _argv(self, *args: str) -> list[str]:
+        argv = [_docker_cli(), "compose", "-p", self.project]
+        if self.compose_file is not None:
+            argv += ["-f", str(self.compose_file),
+                     "--project-directory", str(self.compose_file.parent)]
+        return argv + list(args)
+
+    def version_tuple(self) -> tuple[int, int, int] | None:
+        """Compose's version as numbers (`docker compose version --short`); None if unknown."""
+        import subprocess
+
+        try:
+            out = subprocess.run([_docker_cli(), "compose", "version", "--short"],
+                                 capture_output=True, text=True, timeout=20,
+                                 env=self.target.environ(self.environ))
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return parse_compose_version(out.stdout) if out.returncode == 0 else None
+
+    def running_container(self, service: str) -> Container:
+        """The running container of a service, or ServiceNotRunningError with a hint."""
+        if self._engine is None:
+            raise AssertionError("Compose was built without an engine")
+        found = [c for c in self._engine.containers(self.project)
+                 if c.service == service and c.labels.get(ONEOFF_LABEL, "False") != "True"]
+        running = next((c for c in found if c.running), None)
+        if running is not None:
+            return running
+        state = f" (its container is {found[0].state})" if found else ""
+        raise ServiceNotRunningError(
+            f"{service} is not running in project {self.project}{state}",
+            hint=f"start it with `devenv up --only {service}`", service=service)
+
+    def exec(self, service: str, argv: Sequence[str], *, tty: bool | None = None,
+             interactive: bool = True, env: Mapping[str, str] | None = None,
+             user: str | None = None, workdir: str | None = None,
+             capture: bool = False, stdin: bytes | None = None) -> ExecResult:
+        """Run a command in the service's running container; its exit code comes back.
+
+        tty None: a TTY when stdin and stdout are terminals (as `docker exec -it` would be
+        typed by hand). capture: collect stdout/stderr instead of sharing the terminal.
+        The container is found on the Engine API, so no compose file is needed."""
+        container = self.running_container(service)
+        use_tty = _want_tty(tty) and not capture and stdin is None
+        args = [_docker_cli(), "exec"]
+        if interactive or stdin is not None:
+            args.append("-i")
+        if use_tty:
+            args.append("-t")
+        args += _env_args(env)
+        if user:
+            args += ["-u", user]
+        if workdir:
+            args += ["-w", workdir]
+        args += [container.id, *argv]
+        return _run_attached(args, self.target.environ(self.environ), capture=capture,
+                             stdin=stdin)
+
+    def run(self, service: str, argv: Sequence[str], *, tty: bool | None = None,
+            env: Mapping[str, str] | None = None, name: str | None = None,
+            capture: bool = False, stdin: bytes | None = None) -> ExecResult:
+        """A one-off container of the service (its image, environment and network) that is
+        removed afterwards, also when the run is interrupted."""
+        import uuid
+
+        name = name or f"{self.project}-{service}-run-{uuid.uuid4().hex[:8]}"
+        args = ["run", "--rm", "--no-deps", "--name", name]
+        if not (_want_tty(tty) and not capture and stdin is None):
+            args.append("-T")
+        args += _env_args(env)
+        args += [service, *argv]
+        try:
+            result = _run_attached(self._argv(*args), self.target.environ(self.environ),
+                                   capture=capture, stdin=stdin)
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (errors.Terminated)
+            removed = self._engine.remove_container(name) if self._engine else False
+            error = RunInterruptedError(
+                ("terminated" if isinstance(stop, Terminated) else "interrupted")
+                + "; the one-off container " + (f"{name} was removed" if removed
+                                                 else f"{name} is gone"),
+                hint="run the command again")
+            if isinstance(stop, Terminated):
+                error.exit_code = EXIT_TERMINATED
+            raise error from None
+        return result
+
+    def watch(self, services: Sequence[str]) -> WatchProcess:
+        """`docker compose watch --no-up SERVICES`, streaming its lines; the stack is
+        started by devenv, so watch never starts or stops a container on its own."""
+        import subprocess
+
+        argv = self._argv("watch", "--no-up", *services)
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                       errors="replace",
+                                       env=self.target.environ(self.environ),
+                                       start_new_session=True)
+        except OSError as exc:
+            raise ComposeError(f"cannot start docker compose watch: {exc}") from exc
+        return WatchProcess(process)
+
+
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+
+
+class ServiceNotRunningError(UsageError):
+    """exec into (or watch) a service whose container does not run."""
+
+    def __init__(self, message: str, hint: str | None = None, detail: str | None = None,
+                 service: str = ""):
+        super().__init__(message, hint, detail)
+        self.service = service
+
+
+class RunInterruptedError(DevenvError):
+    exit_code = EXIT_INTERRUPTED
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    code: int
+    stdout: str = ""  # only with capture
+    stderr: str = ""
+
+
+class WatchProcess:
+    """A running `docker compose watch`: its output lines, and a way to end it."""
+
+    def __init__(self, process: Any):
+        self._process = process
+
+    def lines(self) -> Iterator[str]:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            yield line.rstrip("\n")
+
+    def returncode(self) -> int | None:
+        return self._process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """End watch (SIGINT, as Ctrl-C would): containers keep running."""
+        import signal
+        import subprocess
+
+        if self._process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self._process.send_signal(signal.SIGINT)
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+def parse_compose_version(text: str) -> tuple[int, int, int] | None:
+    """'2.26.1-4' or 'v2.22.0' or 'Docker Compose version v2.26.1' -> (2, 26, 1)."""
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def _want_tty(tty: bool | None) -> bool:
+    import sys
+
+    if tty is not None:
+        return tty
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _env_args(env: Mapping[str, str] | None) -> list[str]:
+    return [arg for key, value in (env or {}).items() for arg in ("-e", f"{key}={value}")]
+
+
+def _run_attached(argv: list[str], environ: Mapping[str, str], capture: bool,
+                  stdin: bytes | None) -> ExecResult:
+    import subprocess
+
+    try:
+        if capture or stdin is not None:
+            done = subprocess.run(argv, env=dict(environ), input=stdin,
+                                  capture_output=capture)
+            return ExecResult(done.returncode,
+                              _text(done.stdout) if capture else "",
+                              _text(done.stderr) if capture else "")
+        return ExecResult(subprocess.run(argv, env=dict(environ)).returncode)
+    except OSError as exc:
+        raise ComposeError(f"cannot run {argv[0]}: {exc}") from exc
 
 
 _preloading: list[threading.Thread] = []

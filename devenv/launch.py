@@ -124,7 +124,11 @@ def context_hash(path: Path) -> str:
 
 def render_input(settings: Settings, services: Sequence[str], plan: PortPlan,
                  start_interval: bool, network_external: bool, url_host: str,
-                 warn: Callable[[str], None] | None = None) -> RenderInput:
+                 warn: Callable[[str], None] | None = None,
+                 lan: LanPublish | None = None) -> RenderInput:
+    from .watch import watch_rules
+
+    build = api_build(settings) if "api" in services else None
     return RenderInput(
         project=settings.project,
         network=settings.network,
@@ -137,8 +141,19 @@ def render_input(settings: Settings, services: Sequence[str], plan: PortPlan,
         secrets=({"grafana_admin_password": grafana_password(settings, warn)}
                  if "grafana" in services else {}),
         start_interval=start_interval,
-        api_build=api_build(settings) if "api" in services else None,
+        api_build=build,
+        api_watch=watch_rules(settings, build, settings.compose_dir),
+        lan_address=lan.address if lan else "",
+        lan_services=tuple(s for s in lan.services if s in services) if lan else (),
     )
+
+
+@dataclass(frozen=True)
+class LanPublish:
+    """`devenv up --lan`: these services are published on this address as well."""
+
+    address: str
+    services: tuple[str, ...]
 
 
 def network_external(engine: Engine, settings: Settings) -> bool:
@@ -168,6 +183,7 @@ class Launch:
     network_external: bool
     notify: Callable[[str], None]
     environ: Mapping[str, str]
+    lan: LanPublish | None = None
 
     def run(self, start: Sequence[str], plan: PortPlan, planner: PortPlanner,
             state: ProjectState, before: Mapping[str, Container]) -> Launched:
@@ -175,7 +191,8 @@ class Launch:
         compose = self.engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
         for attempt in range(RACE_RETRIES + 1):
             data = render_input(settings, self.services, plan, self.start_interval,
-                                self.network_external, self.url_host, self.notify)
+                                self.network_external, self.url_host, self.notify,
+                                self.lan)
             files = render_stack(data, settings.project_dir / "templates",
                                  settings.template_cache)
             writes = tuple(write_outputs(settings.compose_dir, files, self.notify))

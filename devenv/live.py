@@ -215,11 +215,19 @@ def login_error(result: LoginResult) -> CredentialsError:
 
 
 def app_env(settings: Settings, rows: Sequence[ServiceRow]) -> dict[str, str]:
-    """DATABASE_URL, REDIS_URL, API_URL, ... with the real ports and credentials."""
-    return {SERVICES[r.service].app_env:
-            service_url(r.service, f"[{r.host}]" if ":" in r.host else r.host, r.port,
-                        settings.values, show_secrets=True)
-            for r in rows if r.running}
+    """DATABASE_URL, REDIS_URL, API_URL, ... with the real ports and credentials, and the
+    API's URL in the host apps' own conventions (EXPO_PUBLIC_API_URL and friends)."""
+    env = {SERVICES[r.service].app_env:
+           service_url(r.service, f"[{r.host}]" if ":" in r.host else r.host, r.port,
+                       settings.values, show_secrets=True)
+           for r in rows if r.running}
+    api = next((r for r in rows if r.service == "api" and r.running), None)
+    if api is not None:
+        from .devices import device_env, device_report
+
+        host = f"[{api.host}]" if ":" in api.host else api.host
+        env.update(device_env(device_report(settings, api.port, (), host=host)))
+    return env
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,10 @@ class ServiceContext:
     host_url: str
     volumes: tuple[dict[str, str], ...]
     build: dict[str, Any] | None = None
+    #: Compose develop.watch rules: {"action", "path", "target"?, "ignore"?}
+    watch: tuple[dict[str, Any], ...] = ()
+    #: also published on this LAN address (`devenv up --lan`), else ""
+    lan_ip: str = ""
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,9 @@ class RenderInput:
     secrets: Mapping[str, str]
     start_interval: bool
     api_build: Mapping[str, Any] | None = None  # {"context": path, "args": {...}}
+    api_watch: tuple[Mapping[str, Any], ...] = ()
+    lan_address: str = ""
+    lan_services: tuple[str, ...] = ()
 
 
 def _service_context(name: str, data: RenderInput) -> ServiceContext:
@@ -113,6 +120,8 @@ def _service_context(name: str, data: RenderInput) -> ServiceContext:
         host_url=f"http://{data.url_host}:{port}/",
         volumes=volumes,
         build=dict(data.api_build) if name == "api" and data.api_build else None,
+        watch=tuple(dict(rule) for rule in data.api_watch) if name == "api" else (),
+        lan_ip=data.lan_address if name in data.lan_services else "",
     )
 
 

@@ -66,6 +66,21 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("DEVENV_DASHBOARD_PORT", "7780", "port",
                 "wanted host port of `devenv dashboard` (planned like the services, "
                 "loopback only)"),
+    SettingSpec("DEVENV_API_WATCH_SYNC", ".", "paths",
+                "`devenv watch`: source paths (relative to the API's build folder) synced into "
+                "the running container"),
+    SettingSpec("DEVENV_API_WATCH_TARGET", "/app", "text",
+                "`devenv watch`: the directory in the container the sync paths land in"),
+    SettingSpec("DEVENV_API_WATCH_REBUILD",
+                "Dockerfile,package.json,package-lock.json,requirements.txt,pyproject.toml",
+                "paths", "`devenv watch`: files whose change rebuilds the image (of these "
+                "defaults, those that exist)"),
+    SettingSpec("DEVENV_API_WATCH_ACTION", "sync+restart", "action",
+                "`devenv watch`: sync+restart (restart after each sync), or sync for an API "
+                "that reloads itself (nodemon, uvicorn --reload)"),
+    SettingSpec("DEVENV_LAN_ADDRESS", "", "lan",
+                "this machine's address on the LAN, for `up --lan` and `ports --device`; "
+                "empty finds it from the default route"),
     SettingSpec("DEVENV_POSTGRES_USER", "postgres", "text", "PostgreSQL user"),
     SettingSpec("DEVENV_POSTGRES_PASSWORD", "password", "text",
                 "PostgreSQL password (the spec's default; used only when the volume is "
@@ -195,6 +210,11 @@ def parse_port(text: str, key: str) -> int:
     return port
 
 
+def split_paths(text: str) -> list[str]:
+    """'src, lib ,' -> ['src', 'lib']"""
+    return [w.strip() for w in text.split(",") if w.strip()]
+
+
 def parse_port_list(text: str, key: str) -> tuple[int, ...]:
     """Comma-separated ports; an empty value is an empty list."""
     if text == "":
@@ -294,6 +314,25 @@ def _check(spec: SettingSpec, value: str, source: str = "") -> None:
         except ValueError:
             raise SettingError(f"{key}={value!r} is not an IP address",
                                hint="e.g. 127.0.0.1 (default), 0.0.0.0 or ::1") from None
+    elif kind == "paths":
+        for word in split_paths(value):
+            if word.startswith("/") or ".." in Path(word).parts:
+                raise SettingError(f"{key}: {word!r} must be a path inside the API's build "
+                                   "folder", hint=f"e.g. {key}={spec.default}")
+    elif kind == "action" and value not in ("sync", "sync+restart"):
+        raise SettingError(f"{key}={value!r} is not a watch action",
+                           hint="use sync+restart (default) or sync")
+    elif kind == "lan" and value:
+        import ipaddress
+
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            raise SettingError(f"{key}={value!r} is not an IP address",
+                               hint="e.g. 192.168.1.20, or empty to find it") from None
+        if address.is_loopback or address.is_unspecified:
+            raise SettingError(f"{key}={value} is not reachable from a phone",
+                               hint="use this machine's address on the LAN, or leave it empty")
     elif kind == "image" and value and (problem := image_reference_problem(value)):
         raise SettingError(f"{key}={value!r} is not an image reference: {problem}",
                            hint="e.g. postgres:16, registry.example.com:5000/team/api:1.2 "

@@ -13,7 +13,7 @@ from .catalog import SERVICES, Selection, select_services
 from .context import Context
 from .engine import Container, Engine, EngineInfo, connect, preload_compose
 from .errors import DockerUnavailableError, NotReadyError, UsageError
-from .launch import Launch, PortPlanner, network_external, render_input
+from .launch import LanPublish, Launch, PortPlanner, network_external, render_input
 from .live import (
     check_same_directory,
     dead_services,
@@ -57,7 +57,8 @@ def _engine(ctx: Context, settings: Settings) -> tuple[Engine, EngineInfo]:
 
 
 def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = False,
-       strict_ports: bool = False, show_secrets: bool = False) -> UpResult:
+       strict_ports: bool = False, show_secrets: bool = False,
+       lan: LanPublish | None = None) -> UpResult:
     """Plan ports, render, start what does not run as rendered, wait, report."""
     began = time.monotonic()
     settings = ctx.settings()
@@ -90,8 +91,13 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         for choice in plan.moved:
             ctx.notify(choice.describe())
         host = url_host(settings, info.remote_host)
+        if lan is not None:
+            ctx.notify(f"warning: {', '.join(lan.services)} also published on the LAN at "
+                       f"{lan.address}: anyone on this network can reach "
+                       + ("them" if len(lan.services) > 1 else "it")
+                       + " (a plain `devenv up` takes it off again)")
         launch = Launch(engine, settings, services, host, info.supports_start_interval,
-                        network.external, ctx.notify, ctx.environ)
+                        network.external, ctx.notify, ctx.environ, lan)
         launched = launch.run(selection.services, plan, planner, state, before)
         after = project_containers(engine, settings.project)
         state_file.save(settings.project, replace(

@@ -55,6 +55,13 @@ if ! command -v debootstrap >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
 fi
 
+if ! command -v ip >/dev/null 2>&1; then
+  # the LAN publishing test gives itself a test address (tests/e2e/test_loop.py)
+  log "installing iproute2 (the inner-loop tests' LAN address)"
+  apt_update
+  apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
+fi
+
 if ! engine_answers; then
   if [ -n "${DOCKER_HOST:-}" ]; then
     log "DOCKER_HOST=$DOCKER_HOST does not answer; unset it to use a local dockerd"; exit 1

@@ -190,3 +190,44 @@ def test_dashboard_port_out_of_range_is_a_usage_error():
 
     result = CliRunner().invoke(cli, ["dashboard", "--port", "70000"])
     assert result.exit_code == 2 and "70000 is not in the range 1<=x<=65535" in result.output
+
+
+def test_exec_without_a_command_exits_2(run):
+    result = run("exec", "api", "--")
+    assert result.exit_code == 2
+    assert result.output.startswith("devenv: error: name the command to run after --")
+
+
+def test_up_watch_needs_the_api(run):
+    result = run("up", "--only", "db", "--watch")
+    assert result.exit_code == 2
+    assert "devenv: error: --watch watches the API, which this up does not start" in \
+        result.output
+
+
+def test_up_watch_with_a_missing_watch_path_exits_2_before_starting(run, tmp_path):
+    (tmp_path / "team").mkdir()
+    (tmp_path / "team" / "Dockerfile").write_text("FROM scratch\n")
+    result = run("up", "--watch", env={"DEVENV_API_BUILD": "team",
+                                       "DEVENV_API_WATCH_SYNC": "src"})
+    assert result.exit_code == 2
+    assert f"DEVENV_API_WATCH_SYNC: src does not exist in {tmp_path / 'team'}" in result.output
+
+
+def test_lan_for_the_database_needs_a_second_yes_in_a_script(run, monkeypatch):
+    from devenv import devices
+
+    monkeypatch.setattr(devices, "route_address", lambda: "192.168.1.20")
+    result = run("up", "--lan", "api,db")
+    assert result.exit_code == 2
+    assert "devenv: error: --lan postgres puts the team's data on the network" in result.output
+    assert "hint: name it and add --yes to confirm in a script" in result.output
+
+
+def test_lan_without_a_lan_address_exits_1(run, monkeypatch):
+    from devenv import devices
+
+    monkeypatch.setattr(devices, "route_address", lambda: None)
+    result = run("up", "--lan", "api")
+    assert result.exit_code == 1
+    assert result.output.startswith("devenv: error: this machine has no LAN address")

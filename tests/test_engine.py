@@ -85,3 +85,108 @@ def test_pull_failures_name_the_image(stderr, image):
     error = compose_error("up", stderr)
     assert isinstance(error, ImageMissingError)
     assert error.message == f"image {image} is not on this engine and could not be pulled"
+
+
+def test_compose_versions_are_read_in_every_spelling():
+    from devenv.engine import parse_compose_version
+
+    assert parse_compose_version("2.26.1-4\n") == (2, 26, 1)
+    assert parse_compose_version("v2.22.0") == (2, 22, 0)
+    assert parse_compose_version("Docker Compose version v2.30") == (2, 30, 0)
+    assert parse_compose_version("garbage") is None
+
+
+class _Engine:
+    """Just enough engine for Compose.exec/run: containers, and removal after an interrupt."""
+
+    def __init__(self, state="running"):
+        from devenv.engine import Container
+
+        self.removed = []
+        self._containers = [Container("abc123", "p-api-1", "p", "api", state, "", "", ())]
+
+    def containers(self, project=None, all=True):
+        return self._containers
+
+    def remove_container(self, name):
+        self.removed.append(name)
+        return True
+
+
+@pytest.fixture
+def fake_docker(tmp_path, monkeypatch):
+    """A `docker` that prints its arguments, one a line, and exits 5."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\nexit 5\n')
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    return bin_dir
+
+
+def _compose(engine, tmp_path):
+    from devenv.engine import Compose
+
+    return Compose("p", tmp_path / "docker-compose.yml", {"PATH": __import__("os")
+                                                            .environ["PATH"]}, engine=engine)
+
+
+def test_exec_runs_in_the_running_container_with_its_exit_code(tmp_path, fake_docker):
+    result = _compose(_Engine(), tmp_path).exec("api", ["ls", "-la"], tty=False,
+                                                env={"A": "1"}, user="postgres",
+                                                capture=True)
+    assert result.code == 5
+    assert result.stdout.splitlines() == ["exec", "-i", "-e", "A=1", "-u", "postgres",
+                                               "abc123", "ls", "-la"]
+
+
+def test_exec_into_a_stopped_service_names_it(tmp_path, fake_docker):
+    from devenv.engine import ServiceNotRunningError
+
+    with pytest.raises(ServiceNotRunningError) as caught:
+        _compose(_Engine("exited"), tmp_path).exec("api", ["true"])
+    assert caught.value.message == "api is not running in project p (its container is exited)"
+    assert caught.value.hint == "start it with `devenv up --only api`"
+
+
+def test_run_is_a_removed_one_off_without_a_tty_in_scripts(tmp_path, fake_docker):
+    result = _compose(_Engine(), tmp_path).run("api", ["npm", "test"], tty=False,
+                                               name="p-api-run-1", capture=True)
+    args = result.stdout.splitlines()
+    assert args[args.index("run"):] == ["run", "--rm", "--no-deps", "--name", "p-api-run-1",
+                                        "-T", "api", "npm", "test"]
+    assert args[:3] == ["compose", "-p", "p"]
+
+
+def test_an_interrupted_run_removes_its_container(tmp_path, monkeypatch):
+    from devenv import engine as engine_module
+    from devenv.engine import RunInterruptedError
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_module, "_run_attached", interrupted)
+    monkeypatch.setattr(engine_module, "_docker_cli", lambda: "docker")
+    fake = _Engine()
+    with pytest.raises(RunInterruptedError) as caught:
+        _compose(fake, tmp_path).run("api", ["sleep", "9"], name="p-api-run-2")
+    assert caught.value.exit_code == 130
+    assert fake.removed == ["p-api-run-2"]
+    assert caught.value.message == "interrupted; the one-off container p-api-run-2 was removed"
+
+
+def test_a_terminated_run_removes_its_container_and_exits_143(tmp_path, monkeypatch):
+    from devenv import engine as engine_module
+    from devenv.engine import RunInterruptedError
+    from devenv.errors import Terminated
+
+    def terminated(*args, **kwargs):
+        raise Terminated
+
+    monkeypatch.setattr(engine_module, "_run_attached", terminated)
+    monkeypatch.setattr(engine_module, "_docker_cli", lambda: "docker")
+    fake = _Engine()
+    with pytest.raises(RunInterruptedError) as caught:
+        _compose(fake, tmp_path).run("api", ["sleep", "9"], name="p-api-run-3")
+    assert caught.value.exit_code == 143 and fake.removed == ["p-api-run-3"]
+    assert caught.value.message.startswith("terminated; the one-off container p-api-run-3")

@@ -401,3 +401,24 @@ def test_bind_sources_reads_long_and_short_syntax():
     text = ("    volumes:\n      - type: bind\n        source: ./a/b\n        target: /x\n"
             "      - \"./c:/y:ro\"\n      - type: volume\n        source: data\n")
     assert bind_sources(text) == ["a/b", "c"]
+
+
+def test_watch_rules_and_lan_ports_render_as_compose_reads_them(tmp_path):
+    from dataclasses import replace
+
+    data = replace(make_input(tmp_path, services=("api", "postgres", "redis")),
+                   api_watch=({"action": "sync+restart", "path": "./api", "target": "/app",
+                               "ignore": ["Dockerfile", "$weird"]},
+                              {"action": "rebuild", "path": "/src/team/Dockerfile"}),
+                   lan_address="192.168.1.20", lan_services=("api",))
+    doc = compose_doc(render_stack(data))
+    api = doc["services"]["api"]
+    assert api["develop"]["watch"] == [
+        {"action": "sync+restart", "path": "./api", "target": "/app",
+         "ignore": ["Dockerfile", "$$weird"]},
+        {"action": "rebuild", "path": "/src/team/Dockerfile"}]
+    assert [(p["host_ip"], p["published"]) for p in api["ports"]] == [
+        ("127.0.0.1", "7777"), ("192.168.1.20", "7777")]
+    # nothing else goes on the LAN
+    assert [p["host_ip"] for p in doc["services"]["postgres"]["ports"]] == ["127.0.0.1"]
+    assert "develop" not in compose_doc(render_stack(make_input(tmp_path)))["services"]["api"]
