@@ -228,6 +228,9 @@ def test_redis_keys_and_rows_survive_down_up_and_a_port_move(project):
     holders = []
     for port in (int(project.env["DEVENV_POSTGRES_PORT"]), redis_port):
         s = socket.socket()
+        # the stopped proxy's connections may linger in TIME_WAIT on the port; a listener
+        # that reuses the address holds it all the same (docker-proxy binds this way too)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
         s.listen()
         holders.append(s)
