@@ -423,3 +423,9 @@ from .cli_loop import exec_, run, watch  # noqa: E402 - the commands' module imp
 cli.add_command(watch)
 cli.add_command(exec_)
 cli.add_command(run)
+
+from .cli_data import db, psql, redis_cli  # noqa: E402  (they import the helpers above)
+
+cli.add_command(db)
+cli.add_command(psql)
+cli.add_command(redis_cli)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import socket
 import threading
+import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from .dockercontext import EngineTarget, resolve_engine
 from .errors import (
@@ -495,6 +497,88 @@ class Engine:
                     self._api.call("DELETE", f"/volumes/{urllib.parse.quote(name)}")
         return Removed(containers, kept)
 
+    # --- data: containers stopped and started, volumes, one-off helpers, exec ----------
+    def stop(self, container_id: str, timeout: int = 30) -> None:
+        with contextlib.suppress(_NotFound):
+            self._api.call("POST", f"/containers/{container_id}/stop", {"t": str(timeout)},
+                           timeout=timeout + 30, ok=(304,))
+
+    def start(self, container_id: str) -> None:
+        self._api.call("POST", f"/containers/{container_id}/start", timeout=60, ok=(304,))
+
+    def volume_exists(self, name: str) -> bool:
+        try:
+            self._api.get(f"/volumes/{urllib.parse.quote(name)}")
+            return True
+        except _NotFound:
+            return False
+
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        """A named volume with labels (Compose's own, so that it adopts the volume)."""
+        argv = ["volume", "create"]
+        for key, value in labels.items():
+            argv += ["--label", f"{key}={value}"]
+        result = self._cli([*argv, name])
+        if result.returncode:
+            raise ComposeError(f"cannot create volume {name}: {_last_line(result.stderr)}")
+
+    def remove_volume(self, name: str) -> None:
+        with contextlib.suppress(_NotFound):
+            self._api.call("DELETE", f"/volumes/{urllib.parse.quote(name)}")
+
+    def image_env(self, reference: str) -> dict[str, str]:
+        """The environment an image sets (e.g. PG_MAJOR), {} when the image is missing."""
+        try:
+            data = self._api.get(f"/images/{urllib.parse.quote(reference, safe='')}/json")
+        except _NotFound:
+            return {}
+        pairs = ((data.get("Config") or {}).get("Env") or [])
+        return dict(item.partition("=")[::2] for item in pairs)
+
+    def run_helper(self, image: str, script: str, mounts: Sequence[tuple[str, str, bool]],
+                   args: Sequence[str] = ()) -> CommandResult:
+        """Run a shell script in a short-lived container of `image` as root, with volumes or
+        host directories mounted ((source, target, read_only) each); no network, no logs
+        (a log driver would copy every byte the script prints)."""
+        argv = ["run", "--rm", "--log-driver", "none", "--network", "none",
+                "--entrypoint", "sh", "--user", "0:0"]
+        for source, target, read_only in mounts:
+            argv += ["--mount", f"type={'bind' if source.startswith('/') else 'volume'},"
+                     f"source={source},target={target}" + (",readonly" if read_only else "")]
+        return self._cli([*argv, image, "-c", script, "sh", *args])
+
+    def exec(self, container_id: str, argv: Sequence[str], *, env: Mapping[str, str] = {},
+             interactive: bool = False, tty: bool = False, stdin: BinaryIO | None = None,
+             stdout: BinaryIO | None = None, capture: bool = False,
+             progress: Callable[[int], None] | None = None) -> CommandResult:
+        """Run a command in a running container (`docker exec`).
+
+        env values reach the container through the docker CLI's own environment (`-e NAME`),
+        never on a command line. With no stdin/stdout given, the terminal is inherited (an
+        interactive client); else stdin is streamed from the file and stdout written to it,
+        with `progress(bytes)` calls along the way."""
+        cli = ["exec"] + (["-i"] if interactive or stdin is not None else []) \
+            + (["-t"] if tty else [])
+        for name in env:
+            cli += ["-e", name]
+        command = [_docker_cli(), *cli, container_id, *argv]
+        process_env = {**self._environ, **env}
+        if stdin is None and stdout is None:
+            import subprocess
+
+            if capture:
+                done = subprocess.run(command, env=process_env, capture_output=True,
+                                      stdin=subprocess.DEVNULL)
+                return CommandResult(done.returncode, _text(done.stdout), _text(done.stderr))
+            return CommandResult(subprocess.run(command, env=process_env).returncode, "", "")
+        return _stream(command, process_env, stdin, stdout, progress)
+
+    def _cli(self, argv: Sequence[str]) -> CommandResult:
+        import subprocess
+
+        result = subprocess.run([_docker_cli(), *argv], env=self._environ, capture_output=True)
+        return CommandResult(result.returncode, _text(result.stdout), _text(result.stderr))
+
     # --- compose ----------------------------------------------------------------------
     def compose(self, project: str, compose_file: Path | None = None) -> Compose:
         return Compose(project, compose_file, self._environ, self.target, engine=self)
@@ -514,6 +598,58 @@ class Removed:
     containers: list[Container]
     #: network name -> the containers (of other projects) still on it, so it was kept
     kept_networks: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _stream(command: Sequence[str], env: Mapping[str, str], stdin: BinaryIO | None,
+            stdout: BinaryIO | None, progress: Callable[[int], None] | None) -> CommandResult:
+    """Run `command` with stdin fed from a file and stdout written to a file (both
+    unbuffered through this process), stderr kept; `progress(bytes)` about every 0.5 s."""
+    import subprocess
+
+    process = subprocess.Popen(command, env=dict(env),
+                               stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                               stdout=stdout if stdout is not None else subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    errors: list[bytes] = []
+    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
+    out: list[bytes] = []
+    if stdout is None:
+        threading.Thread(target=lambda: out.append(process.stdout.read()),  # type: ignore[union-attr]
+                         daemon=True).start()
+    last, done = time.monotonic(), 0
+    try:
+        if stdin is not None:
+            assert process.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                while chunk := stdin.read(1 << 20):
+                    process.stdin.write(chunk)
+                    done += len(chunk)
+                    if progress is not None and time.monotonic() - last > 0.5:
+                        progress(done)
+                        last = time.monotonic()
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+        while process.poll() is None:
+            try:
+                process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if progress is not None and stdout is not None:
+                    progress(os.fstat(stdout.fileno()).st_size)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    reader.join(5)
+    return CommandResult(process.returncode, _text(b"".join(out)), _text(b"".join(errors)))
 
 
 def _container(item: Mapping[str, Any]) -> Container:
@@ -805,13 +941,14 @@ class Compose:
 
     def run(self, service: str, argv: Sequence[str], *, tty: bool | None = None,
             env: Mapping[str, str] | None = None, name: str | None = None,
-            capture: bool = False, stdin: bytes | None = None) -> ExecResult:
+            capture: bool = False, stdin: bytes | None = None,
+            build: bool = False) -> ExecResult:
         """A one-off container of the service (its image, environment and network) that is
         removed afterwards, also when the run is interrupted."""
         import uuid
 
         name = name or f"{self.project}-{service}-run-{uuid.uuid4().hex[:8]}"
-        args = ["run", "--rm", "--no-deps", "--name", name]
+        args = ["run", "--rm", "--no-deps", "--name", name] + (["--build"] if build else [])
         if not (_want_tty(tty) and not capture and stdin is None):
             args.append("-T")
         args += _env_args(env)

@@ -97,3 +97,15 @@ class LockedError(DevenvError):
 
 class StateError(DevenvError):
     """The project's files under .devenv/ or compose/ cannot be written."""
+
+
+class DataError(DevenvError):
+    """A snapshot, restore, import or export failed; the current data is as it was."""
+
+
+class SnapshotNameError(UsageError):
+    """A snapshot name devenv refuses (a `/`, `..`, an unknown name)."""
+
+
+class MigrationError(NotReadyError):
+    """The API's migration command failed: the API was not started."""

@@ -145,6 +145,8 @@ def render_input(settings: Settings, services: Sequence[str], plan: PortPlan,
         api_watch=watch_rules(settings, build, settings.compose_dir),
         lan_address=lan.address if lan else "",
         lan_services=tuple(s for s in lan.services if s in services) if lan else (),
+        seed_dir=str(settings.seed_dir.resolve())
+        if "postgres" in services and settings.seed_dir.is_dir() else "",
     )
 
 
@@ -171,6 +173,7 @@ class Launched:
     writes: tuple[WriteResult, ...]
     started: bool  # False: everything already ran as rendered, nothing was touched
     state: ProjectState  # what to remember
+    rebuild_api: bool = False  # the API's build context changed: build before starting it
 
 
 @dataclass
@@ -239,7 +242,7 @@ class Launch:
                     and "prometheus" in before and before["prometheus"].running:
                 # Prometheus rereads its configuration on SIGHUP and keeps running.
                 self.engine.signal(before["prometheus"].id, "SIGHUP")
-            return Launched(plan, writes, True, remembered)
+            return Launched(plan, writes, True, remembered, rebuild)
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _move_after_race(self, race: PortRaceError, plan: PortPlan, planner: PortPlanner,

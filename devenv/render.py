@@ -105,6 +105,7 @@ class RenderInput:
     api_watch: tuple[Mapping[str, Any], ...] = ()
     lan_address: str = ""
     lan_services: tuple[str, ...] = ()
+    seed_dir: str = ""  # absolute path of the seed folder, "" when there is none
 
 
 def _service_context(name: str, data: RenderInput) -> ServiceContext:
@@ -141,6 +142,7 @@ def _context(data: RenderInput) -> dict[str, Any]:
         "engine": {"start_interval": data.start_interval},
         "health": HEALTH,
         "internal_urls": internal,
+        "seed_dir": data.seed_dir,
         "volumes": [v["name"] for svc in services for v in svc.volumes],
     }
 

@@ -23,6 +23,7 @@ class SettingSpec:
     key: str
     default: str
     kind: str  # name | network | address | port | ports | seconds | count | image | path | text
+    #           | command
     help: str
     secret: bool = False
 
@@ -87,6 +88,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "first created)", secret=True),
     SettingSpec("DEVENV_POSTGRES_DB", "cirkelline_agents", "text", "PostgreSQL database"),
     SettingSpec("DEVENV_GRAFANA_ADMIN_USER", "admin", "text", "Grafana admin user"),
+    SettingSpec("DEVENV_SEED_DIR", "db/seed", "path",
+                "folder of .sql, .sql.gz and .sh files run once, in name order, when the "
+                "database is created"),
+    SettingSpec("DEVENV_API_MIGRATE", "", "command",
+                "command run in the API's image after the database answers and before the "
+                "API starts (e.g. `npm run migrate`); empty: none"),
+    SettingSpec("DEVENV_SNAPSHOT_DIR", ".devenv/snapshots", "path",
+                "where `devenv db snapshot` keeps snapshots (mode 0700); relative to the "
+                "project directory"),
     SettingSpec("DEVENV_GRAFANA_ADMIN_PASSWORD", "", "text",
                 "Grafana admin password; empty generates one once, kept in .devenv/",
                 secret=True),
@@ -179,6 +189,19 @@ class Settings:
     @property
     def state_dir(self) -> Path:
         return self.project_dir / ".devenv"
+
+    def project_path(self, key: str) -> Path:
+        """A path setting, relative to the project directory unless absolute."""
+        path = Path(self.values[key]).expanduser()
+        return path if path.is_absolute() else self.project_dir / path
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.project_path("DEVENV_SNAPSHOT_DIR")
+
+    @property
+    def seed_dir(self) -> Path:
+        return self.project_path("DEVENV_SEED_DIR")
 
     @property
     def template_cache(self) -> Path:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import data
 from .catalog import SERVICES, Selection, select_services
 from .context import Context
 from .engine import Container, Engine, EngineInfo, connect, preload_compose
@@ -98,7 +99,15 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
                        + " (a plain `devenv up` takes it off again)")
         launch = Launch(engine, settings, services, host, info.supports_start_interval,
                         network.external, ctx.notify, ctx.environ, lan)
-        launched = launch.run(selection.services, plan, planner, state, before)
+        # With a migration the API starts last: after the database answers and the
+        # migration succeeded (data.migrate). A fresh database may start from `seed`.
+        migrate = bool(settings["DEVENV_API_MIGRATE"]) and "api" in selection.services
+        first = tuple(s for s in selection.services if not (migrate and s == "api"))
+        if set(first) - running:
+            data.prepare_volumes(engine, settings, first, ctx.notify)
+        launched = launch.run(first, plan, planner, state, before)
+        if migrate and launched.started:
+            _migrate_then_start_api(ctx, engine, settings, launched, host)
         after = project_containers(engine, settings.project)
         state_file.save(settings.project, replace(
             launched.state, containers={n: c.id for n, c in after.items() if c.running}))
@@ -147,6 +156,19 @@ def _check_network(ctx: Context, engine: Engine, settings: Settings,
                    "data volumes are kept")
         engine.remove_containers(stale)
     return network
+
+
+def _migrate_then_start_api(ctx: Context, engine: Engine, settings: Settings,
+                            launched: Any, host: str) -> None:
+    postgres = Target("postgres", SERVICES["postgres"].probe, host, launched.plan.port("postgres"))
+    wait = wait_until_ready([postgres], settings.values, settings.wait_timeout,
+                            check_alive=lambda: dead_services(engine, settings.project,
+                                                              ["postgres"]))
+    if not wait.ok:
+        row = make_row(settings, "postgres", host, postgres.port, "starting")
+        raise _not_ready(engine, settings, wait, [row])
+    data.migrate(engine, settings, launched.rebuild_api, ctx.notify)
+    engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE).up(["api"])
 
 
 def _wait(ctx: Context, engine: Engine, settings: Settings, rows: Sequence[ServiceRow],
@@ -200,7 +222,12 @@ def _not_ready(engine: Engine, settings: Settings, wait: WaitResult,
         parts.append(f"last {LOG_TAIL} log lines of {name}:\n{logs}" if logs
                      else f"({name} logged nothing)")
     names = ", ".join(failed)
-    if wait.exited:
+    pg = containers.get("postgres")
+    seed = data.seed_failure(engine.logs(pg.id, LOG_TAIL), settings) \
+        if "postgres" in wait.exited and pg else None
+    if seed is not None:
+        message, hint = seed
+    elif wait.exited:
         message = f"{names} stopped while devenv waited for it"
         hint = "read its log lines above, fix the cause, and run `devenv up` again"
     else:

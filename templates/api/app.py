@@ -201,9 +201,12 @@ def authenticate_pg(stream: BinaryIO, target: Target) -> None:
             raise CheckError(f"unsupported authentication request {kind!r} {code} {body[4:40]!r}")
 
 
-def check_database(url: str) -> None:
+def run_sql(url: str, sql: str, application_name: str = "health-check") -> None:
+    """Run SQL (one or more statements: one implicit transaction) with the simple query
+    protocol; an ErrorResponse raises CheckError."""
     target = parse_url(url, "postgresql")
-    params = {"user": target.user, "database": target.name, "application_name": "health-check"}
+    params = {"user": target.user, "database": target.name,
+              "application_name": application_name}
     startup = struct.pack("!I", 196608) + b"".join(  # 196608: protocol 3.0
         f"{key}\0{value}\0".encode() for key, value in params.items()) + b"\0"
     with open_stream(target) as stream:
@@ -211,10 +214,46 @@ def check_database(url: str) -> None:
         authenticate_pg(stream, target)
         while read_pg_message(stream)[0] != b"Z":  # parameters and key data, then ready
             pass
-        send_pg_message(stream, b"Q", b"SELECT 1\0")
+        send_pg_message(stream, b"Q", sql.encode() + b"\0")
         while read_pg_message(stream)[0] != b"Z":
             pass
         send_pg_message(stream, b"X", b"")
+
+
+def check_database(url: str) -> None:
+    run_sql(url, "SELECT 1")
+
+
+# The reference API's schema, applied by `python3 /app/app.py migrate` (DEVENV_API_MIGRATE).
+# Each step is idempotent and records itself in schema_migrations in the same transaction.
+MIGRATIONS = (
+    ("0001_agents", "CREATE TABLE IF NOT EXISTS agents (id serial PRIMARY KEY, "
+                    "name text NOT NULL UNIQUE, created_at timestamptz NOT NULL DEFAULT now())"),
+)
+
+
+def migrate(env: Mapping[str, str], wait_seconds: float = 30.0) -> int:
+    url = env.get("DATABASE_URL", "")
+    deadline = time.monotonic() + wait_seconds
+    while True:  # the database may still be starting
+        try:
+            run_sql(url, "CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY "
+                         "KEY, applied_at timestamptz NOT NULL DEFAULT now())", "migrate")
+            break
+        except CheckError as exc:
+            if time.monotonic() > deadline or "ERROR" in str(exc):
+                log(f"migrate: cannot reach the database: {exc}")
+                return 1
+            time.sleep(0.5)
+    for version, sql in MIGRATIONS:
+        try:
+            run_sql(url, f"{sql}; INSERT INTO schema_migrations (version) VALUES "
+                         f"('{version}') ON CONFLICT DO NOTHING", "migrate")
+        except CheckError as exc:
+            log(f"migrate: {version} failed: {exc}")
+            return 1
+        log(f"migrate: {version} applied")
+    return 0
 
 
 def encode_redis_command(*args: str) -> bytes:
@@ -445,4 +484,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(migrate(os.environ) if sys.argv[1:] == ["migrate"] else main())

@@ -1,0 +1,579 @@
+"""The data use cases: snapshot, restore, reset, export, import, the shells, and the two
+steps `up` takes for data (a fresh volume from the `seed` snapshot; the API's migration).
+
+A snapshot is a physical copy: PostgreSQL and Redis are stopped (PostgreSQL's fast shutdown
+leaves a clean data directory), their volumes are copied with tar by a short-lived container
+of the PostgreSQL image into the host's snapshot directory, and they start again. A restore
+is the same copy the other way, staged beside the current data inside each volume and
+swapped in only once complete; an automatic snapshot of the current data is taken in the
+same stop. Nothing is ever replayed row by row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from . import snapshots
+from .catalog import SERVICES
+from .context import Context
+from .engine import Container, Engine, connect
+from .errors import DataError, MigrationError, NotReadyError, UsageError
+from .live import check_same_directory, project_containers, url_host
+from .probes import Target, wait_until_ready
+from .report import mask
+from .settings import Settings
+from .snapshots import Snapshot
+from .state import known_secrets, project_lock
+
+DATA_SERVICES = ("postgres", "redis")
+#: the volume each data service keeps its data in (Compose's `<project>_<name>-data`)
+VOLUME_KEYS = {name: f"{name}-data" for name in DATA_SERVICES}
+IMPORT_SUFFIX = "__devenv_import"
+Progress = Callable[[int], None]
+
+# Runs as root in the PostgreSQL image: $1 uid, $2 gid (owner of the files written), $3 the
+# services whose volumes are copied out to /out, $4 those copied in from the snapshot at
+# /in, $5 the PostgreSQL major version that snapshot needs. Volumes are at /vol/<service>.
+HELPER_SCRIPT = r"""
+set -eu
+umask 077
+uid=$1 gid=$2 out=$3 in=$4 want=$5
+if [ -n "$want" ] && command -v postgres >/dev/null 2>&1; then
+  have=$(postgres -V | sed -E 's/^[^0-9]*([0-9]+).*/\1/')
+  if [ "$have" != "$want" ]; then echo "devenv: image runs PostgreSQL $have" >&2; exit 65; fi
+fi
+for svc in $out; do
+  case $svc in
+    postgres) [ -s /vol/postgres/PG_VERSION ] || continue
+      cp /vol/postgres/PG_VERSION /out/PG_VERSION
+      tar -cf /out/postgres.tar --exclude=./postmaster.pid -C /vol/postgres . ;;
+    *) tar -cf "/out/$svc.tar" -C "/vol/$svc" . ;;
+  esac
+done
+if [ -n "$out" ]; then
+  find /out -type f -exec chmod 600 {} +
+  chown -R "$uid:$gid" /out
+fi
+staged=""
+for svc in $in; do
+  vol=/vol/$svc
+  rm -rf "$vol/.devenv-restore" "$vol/.devenv-old"
+  mkdir "$vol/.devenv-restore"
+  if ! tar -xf "/in/$svc.tar" -C "$vol/.devenv-restore"; then
+    for v in $staged $vol; do rm -rf "$v/.devenv-restore"; done
+    exit 66
+  fi
+  staged="$staged $vol"
+done
+for vol in $staged; do
+  mkdir "$vol/.devenv-old"
+  find "$vol" -mindepth 1 -maxdepth 1 ! -name .devenv-restore ! -name .devenv-old \
+    -exec mv -t "$vol/.devenv-old" {} +
+  find "$vol/.devenv-restore" -mindepth 1 -maxdepth 1 -exec mv -t "$vol" {} +
+  rm -rf "$vol/.devenv-old" "$vol/.devenv-restore"
+done
+"""
+EXIT_WRONG_MAJOR = 65
+EXIT_RESTORE_FAILED = 66
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    snapshot: Snapshot
+    #: the automatic snapshot of the data that was replaced (None: there was none)
+    before: Snapshot | None
+    #: client connections the stop closed
+    closed: int = 0
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    path: Path
+    bytes: int
+    kind: str  # custom | tar | sql | sql.gz
+    before: Snapshot | None = None
+
+
+def volume_name(settings: Settings, service: str) -> str:
+    return f"{settings.project}_{VOLUME_KEYS[service]}"
+
+
+def _engine(ctx: Context) -> Engine:
+    engine = connect(ctx.environ)
+    if engine.remote_host:
+        raise UsageError(f"snapshots need a local Docker engine (DOCKER_HOST points at "
+                         f"{engine.remote_host})",
+                         hint="use `devenv db export FILE`, which works with any engine")
+    return engine
+
+
+# --- the snapshot directory and the copy ---------------------------------------------
+def _mounts(settings: Settings, services: Sequence[str],
+            extra: Sequence[tuple[str, str, bool]] = ()) -> list[tuple[str, str, bool]]:
+    return [(volume_name(settings, s), f"/vol/{s}", False) for s in services] + list(extra)
+
+
+def _copy(engine: Engine, settings: Settings, *, out: Path | None = None,
+          copy_out: Sequence[str] = (), src: Snapshot | None = None,
+          copy_in: Sequence[str] = ()) -> None:
+    """One helper container: copy the volumes of `copy_out` into the directory `out`, then
+    the parts `copy_in` of the snapshot `src` into their volumes."""
+    services = sorted(set(copy_out) | set(copy_in), key=DATA_SERVICES.index)
+    extra = ([(str(out), "/out", False)] if out else []) + \
+        ([(str(src.path), "/in", True)] if src else [])
+    result = engine.run_helper(
+        settings.image("postgres"), HELPER_SCRIPT, _mounts(settings, services, extra),
+        [str(os.getuid()), str(os.getgid()), " ".join(copy_out), " ".join(copy_in),
+         src.pg_major if src and "postgres" in copy_in else ""])
+    if result.returncode == 0:
+        return
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else f"exit {result.returncode}"
+    if result.returncode == EXIT_WRONG_MAJOR and src is not None:
+        raise DataError(f"snapshot {src.name} holds PostgreSQL {src.pg_major} data; "
+                        f"{settings.image('postgres')} runs another major version ({last})",
+                        hint=_major_hint(src))
+    if "No space left on device" in result.stderr:
+        where = out.parent if out else "the data volume"
+        raise DataError(f"no space left on the disk of {where} while copying the data",
+                        hint="free some space, or point DEVENV_SNAPSHOT_DIR at a bigger disk; "
+                        "the current data is unchanged")
+    action = "restore" if result.returncode == EXIT_RESTORE_FAILED else "copy"
+    raise DataError(f"the {action} of the data failed: {last}",
+                    detail="\n".join(lines[-8:]) if len(lines) > 1 else None,
+                    hint="the current data is unchanged; check the snapshot with "
+                    "`devenv db snapshots`")
+
+
+def _major_hint(src: Snapshot) -> str:
+    return (f"start a PostgreSQL {src.pg_major} image (DEVENV_POSTGRES_IMAGE), restore it "
+            "there and move the data with `devenv db export FILE` / `devenv db import FILE`")
+
+
+def _check_major(engine: Engine, settings: Settings, src: Snapshot) -> None:
+    """Refuse, before anything stops, a snapshot of another PostgreSQL major version (the
+    helper checks again with `postgres -V` for images that do not say PG_MAJOR)."""
+    have = engine.image_env(settings.image("postgres")).get("PG_MAJOR", "")
+    if src.pg_major and have and have.split(".")[0] != src.pg_major:
+        raise DataError(f"snapshot {src.name} holds PostgreSQL {src.pg_major} data; "
+                        f"{settings.image('postgres')} runs PostgreSQL {have}",
+                        hint=_major_hint(src))
+
+
+def _existing(engine: Engine, settings: Settings) -> list[str]:
+    return [s for s in DATA_SERVICES if engine.volume_exists(volume_name(settings, s))]
+
+
+def _create_volumes(engine: Engine, settings: Settings, services: Sequence[str]) -> None:
+    for service in services:
+        name = volume_name(settings, service)
+        if not engine.volume_exists(name):
+            # Compose's labels: `up` adopts the volume and `down --volumes` removes it.
+            engine.create_volume(name, {"com.docker.compose.project": settings.project,
+                                        "com.docker.compose.volume": VOLUME_KEYS[service]})
+
+
+@contextlib.contextmanager
+def _stopped(ctx: Context, engine: Engine, settings: Settings) -> Iterator[int]:
+    """Stop the running data services for a copy; start them again after it (also after a
+    failure, with the data they had) and wait until they answer. Yields the number of
+    PostgreSQL client connections that the stop closes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    containers = project_containers(engine, settings.project)
+    check_same_directory(settings, containers.values())
+    running = [containers[s] for s in DATA_SERVICES if s in containers
+               and containers[s].running]
+    closed = _client_connections(engine, settings, containers.get("postgres"))
+    if running:
+        ctx.notify(f"stopping {', '.join(c.service for c in running)} for the copy"
+                   + (f" (closing {closed} client connection{'s' * (closed != 1)})"
+                      if closed else ""))
+        with ThreadPoolExecutor(len(running)) as pool:
+            list(pool.map(engine.stop, [c.id for c in running]))
+    try:
+        yield closed
+    finally:
+        if running:
+            for c in running:
+                engine.start(c.id)
+            _wait_ready(ctx, engine, settings, [c.service for c in running])
+
+
+def _client_connections(engine: Engine, settings: Settings, pg: Container | None) -> int:
+    if pg is None or not pg.running:
+        return 0
+    sql = ("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+           "AND pid <> pg_backend_pid()")
+    result = engine.exec(pg.id, [*_psql(settings, "postgres"), "-Atc", sql],
+                         env=_pg_env(settings), capture=True)
+    return int(result.stdout.strip()) if result.stdout.strip().isdigit() else 0
+
+
+def _wait_ready(ctx: Context, engine: Engine, settings: Settings,
+                services: Sequence[str]) -> None:
+    containers = project_containers(engine, settings.project)
+    host = url_host(settings, engine.remote_host)
+    targets = []
+    for name in services:
+        published = containers[name].host_port(SERVICES[name].container_port) \
+            if name in containers else None
+        if published is not None:
+            targets.append(Target(name, SERVICES[name].probe, host, published.host_port))
+    wait = wait_until_ready(targets, settings.values, settings.wait_timeout)
+    if not wait.ok:
+        failed = ", ".join({**wait.exited, **wait.timed_out})
+        raise NotReadyError(f"{failed} did not answer again after the copy",
+                            hint=f"read `devenv logs {failed.split(',')[0]}`; the data is in "
+                            "place, `devenv up` starts it again")
+
+
+def _take(ctx: Context, engine: Engine, settings: Settings, name: str, *, auto: bool,
+          force: bool = False, restore: Snapshot | None = None) -> Snapshot | None:
+    """Copy the current volumes into snapshot `name` (None when there is no data), and
+    then, in the same helper container, restore `restore` if given."""
+    root = settings.snapshot_dir
+    services = _existing(engine, settings)
+    if restore is not None:
+        _create_volumes(engine, settings, restore.holds)
+    work = snapshots.new_workdir(root, name) if services else None
+    try:
+        if services or restore is not None:
+            _copy(engine, settings, out=work, copy_out=services if work else (),
+                  src=restore, copy_in=restore.holds if restore else ())
+        if work is None or not any(work.glob("*.tar")):
+            return None
+        pg_major = (work / "PG_VERSION").read_text().strip() \
+            if (work / "PG_VERSION").is_file() else ""
+        return snapshots.commit(work, root, name, pg_major=pg_major,
+                                database=settings["DEVENV_POSTGRES_DB"],
+                                project=settings.project, auto=auto, replace=force)
+    finally:
+        if work is not None and work.exists():
+            snapshots.discard(work)
+
+
+# --- the use cases ---------------------------------------------------------------------
+def snapshot(ctx: Context, name: str | None = None, force: bool = False) -> Snapshot:
+    """Copy PostgreSQL's and Redis' volumes into a named snapshot."""
+    settings = ctx.settings()
+    name = snapshots.check_name(name) if name else snapshots.auto_name().replace(
+        snapshots.AUTO_PREFIX, "snap-")
+    if not force and (settings.snapshot_dir / name).exists():
+        snapshots.load_any(settings.snapshot_dir, name)
+        raise snapshots.SnapshotNameError(f"snapshot {name} already exists",
+                                          hint="choose another name, or add --force to "
+                                          "replace it")
+    engine = _engine(ctx)
+    with project_lock(settings.state_dir, settings.project, "db snapshot",
+                      settings.wait_timeout, on_wait=ctx.notify):
+        if not _existing(engine, settings):
+            raise UsageError(f"project {settings.project} has no data volumes yet",
+                             hint="start the database first: devenv up --only db,cache")
+        with _stopped(ctx, engine, settings):
+            taken = _take(ctx, engine, settings, name, auto=False, force=force)
+    if taken is None:
+        raise UsageError(f"project {settings.project} has no data to snapshot",
+                         hint="start the database first: devenv up --only db,cache")
+    return taken
+
+
+def restore(ctx: Context, name: str) -> RestoreResult:
+    """Replace the data with a snapshot, after an automatic snapshot of the current data."""
+    settings = ctx.settings()
+    target = snapshots.load(settings.snapshot_dir, name)
+    engine = _engine(ctx)
+    _check_major(engine, settings, target)
+    with project_lock(settings.state_dir, settings.project, "db restore",
+                      settings.wait_timeout, on_wait=ctx.notify):
+        with _stopped(ctx, engine, settings) as closed:
+            before = _take(ctx, engine, settings, _auto_name(settings), auto=True,
+                           restore=target)
+    snapshots.prune_auto(settings.snapshot_dir)
+    return RestoreResult(target, before, closed)
+
+
+def _auto_name(settings: Settings) -> str:
+    name = snapshots.auto_name()
+    n = 1
+    while (settings.snapshot_dir / name).exists():
+        n += 1
+        name = f"{snapshots.auto_name()}-{n}"
+    return name
+
+
+def list_snapshots(ctx: Context) -> list[Snapshot]:
+    return snapshots.list_snapshots(ctx.settings().snapshot_dir)
+
+
+def remove(ctx: Context, name: str) -> Snapshot:
+    snapshots.check_name(name)
+    return snapshots.remove(ctx.settings().snapshot_dir, name)
+
+
+def reset(ctx: Context) -> tuple[RestoreResult | None, Snapshot | None, list[str]]:
+    """Back to the seed: the `seed` snapshot if there is one (a restore), else fresh
+    volumes that `up` initialises with the seed files and the migration. Returns
+    (restore result, automatic snapshot, services started again)."""
+    settings = ctx.settings()
+    if (settings.snapshot_dir / snapshots.SEED).is_dir():
+        result = restore(ctx, snapshots.SEED)
+        return result, result.before, []
+    engine = _engine(ctx)
+    with project_lock(settings.state_dir, settings.project, "db reset",
+                      settings.wait_timeout, on_wait=ctx.notify):
+        containers = project_containers(engine, settings.project)
+        check_same_directory(settings, containers.values())
+        running = [s for s in ("api", *DATA_SERVICES) if s in containers
+                   and containers[s].running]
+        with _stopped(ctx, engine, settings):
+            before = _take(ctx, engine, settings, _auto_name(settings), auto=True)
+        for service in DATA_SERVICES:
+            if service in containers:
+                engine.remove_container(containers[service].id)
+            engine.remove_volume(volume_name(settings, service))
+    snapshots.prune_auto(settings.snapshot_dir)
+    if running:
+        from . import stack
+
+        stack.up(ctx, running)
+    return None, before, running
+
+
+# --- export and import (pg_dump's own formats) ------------------------------------------
+def _pg_env(settings: Settings) -> dict[str, str]:
+    return {"PGPASSWORD": settings["DEVENV_POSTGRES_PASSWORD"]}
+
+
+def _psql(settings: Settings, database: str | None = None) -> list[str]:
+    return ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", settings["DEVENV_POSTGRES_USER"],
+            "-d", database or settings["DEVENV_POSTGRES_DB"]]
+
+
+def _running(engine: Engine, settings: Settings, service: str) -> Container:
+    containers = project_containers(engine, settings.project)
+    container = containers.get(service)
+    if container is None or not container.running:
+        alias = SERVICES[service].aliases[0]
+        raise UsageError(f"{service} of project {settings.project} is not running",
+                         hint=f"start it: devenv up --only {alias}")
+    return container
+
+
+def _fail(what: str, stderr: str, settings: Settings, hint: str) -> DataError:
+    lines = [line for line in mask(stderr, known_secrets(settings)).splitlines()
+             if line.strip()]
+    errors = [line for line in lines if "ERROR" in line or "error" in line] or lines
+    return DataError(f"{what}: {errors[0].strip() if errors else 'no output'}",
+                     detail="\n".join(lines[-10:]) if len(lines) > 1 else None, hint=hint)
+
+
+def export(ctx: Context, path: Path, progress: Progress | None = None) -> TransferResult:
+    """pg_dump -Fc of the database into `path` (written whole or not at all, mode 0600)."""
+    settings = ctx.settings()
+    engine = connect(ctx.environ)
+    pg = _running(engine, settings, "postgres")
+    path = path.expanduser().resolve()
+    tmp = path.with_name(f".{path.name}.devenv-tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror}",
+                        hint="choose a writable directory") from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            result = engine.exec(pg.id, ["pg_dump", "-Fc", "-U",
+                                         settings["DEVENV_POSTGRES_USER"], "-d",
+                                         settings["DEVENV_POSTGRES_DB"]],
+                                 env=_pg_env(settings), stdout=out, progress=progress)
+        if result.returncode:
+            raise _fail("pg_dump failed", result.stderr, settings,
+                        "nothing was written; check `devenv logs db`")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return TransferResult(path, path.stat().st_size, "custom")
+
+
+def dump_kind(path: Path) -> str:
+    """custom | tar | sql | sql.gz, from the file's first bytes; DataError otherwise."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}",
+                        hint="check the path") from exc
+    if head.startswith(b"PGDMP"):
+        return "custom"
+    if head[257:262] == b"ustar":
+        return "tar"
+    if head.startswith(b"\x1f\x8b"):
+        return "sql.gz"
+    try:
+        text = head.decode("utf-8") if b"\0" not in head else None
+    except UnicodeDecodeError as exc:  # a character cut at 4096 bytes is still text
+        text = head[: exc.start].decode() if exc.start > len(head) - 4 else None
+    if text and text.strip():
+        return "sql"
+    raise DataError(f"{path} is not a PostgreSQL dump ({'empty' if not head else 'unknown format'})",
+                    hint="import a pg_dump file (-Fc or -Ft), a .sql or a .sql.gz")
+
+
+def import_dump(ctx: Context, path: Path, progress: Progress | None = None) -> TransferResult:
+    """Load a dump into a new database and swap it in for the current one, after an
+    automatic snapshot. A dump that fails leaves the current database as it was."""
+    settings = ctx.settings()
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise UsageError(f"{path} is not a file", hint="give the path of a dump")
+    kind = dump_kind(path)
+    engine = _engine(ctx)
+    _running(engine, settings, "postgres")
+    db = settings["DEVENV_POSTGRES_DB"]
+    scratch = db[: 63 - len(IMPORT_SUFFIX)] + IMPORT_SUFFIX
+    with project_lock(settings.state_dir, settings.project, "db import",
+                      settings.wait_timeout, on_wait=ctx.notify):
+        with _stopped(ctx, engine, settings):
+            before = _take(ctx, engine, settings, _auto_name(settings), auto=True)
+        pg = _running(engine, settings, "postgres")
+        _sql(engine, pg, settings, 'DROP DATABASE IF EXISTS :"scratch";\n'
+             'CREATE DATABASE :"scratch";\n', scratch=scratch)
+        try:
+            result = _load(engine, pg, settings, path, kind, scratch, progress)
+        except BaseException:
+            _sql(engine, pg, settings, 'DROP DATABASE IF EXISTS :"scratch";\n', scratch=scratch)
+            raise
+        if result.returncode:
+            _sql(engine, pg, settings, 'DROP DATABASE IF EXISTS :"scratch";\n', scratch=scratch)
+            if before is not None:
+                snapshots.discard(before.path)  # nothing changed: no need to go back
+            raise _fail(f"{path.name} did not load", result.stderr, settings,
+                        "the current data is unchanged; fix the dump and import it again")
+        # FORCE closes the clients of the old database; the rename is instant.
+        _sql(engine, pg, settings, 'DROP DATABASE :"db" WITH (FORCE);\n'
+             'ALTER DATABASE :"scratch" RENAME TO :"db";\n', scratch=scratch, db=db)
+    snapshots.prune_auto(settings.snapshot_dir)
+    return TransferResult(path, path.stat().st_size, kind, before)
+
+
+def _load(engine: Engine, pg: Container, settings: Settings, path: Path, kind: str,
+          database: str, progress: Progress | None):
+    user = settings["DEVENV_POSTGRES_USER"]
+    if kind in ("custom", "tar"):
+        argv = ["pg_restore", "--no-owner", "--exit-on-error", "-U", user, "-d", database]
+    else:
+        argv = [*_psql(settings, database), "-q", "-f", "-"]
+    with open(path, "rb") as raw:
+        source: BinaryIO = gzip.GzipFile(fileobj=raw) if kind == "sql.gz" else raw  # type: ignore[assignment]
+        try:
+            return engine.exec(pg.id, argv, env=_pg_env(settings), stdin=source,
+                               progress=_on_file(raw, progress))
+        except (EOFError, OSError, gzip.BadGzipFile) as exc:
+            raise DataError(f"{path.name} cannot be read to the end: {exc}",
+                            hint="the file is truncated or damaged; the current data is "
+                            "unchanged") from exc
+
+
+def _on_file(raw: BinaryIO, progress: Progress | None) -> Progress | None:
+    """Progress in bytes of the file read (not of what it decompresses to)."""
+    if progress is None:
+        return None
+    return lambda _done: progress(raw.tell())
+
+
+def _sql(engine: Engine, pg: Container, settings: Settings, sql: str,
+         **names: str) -> None:
+    """SQL on the maintenance database with identifiers as psql variables (:"name")."""
+    argv = _psql(settings, "postgres")
+    for key, value in names.items():
+        argv += ["--set", f"{key}={value}"]
+    import io
+
+    result = engine.exec(pg.id, [*argv, "-q", "-f", "-"], env=_pg_env(settings),
+                         stdin=io.BytesIO(sql.encode()))
+    if result.returncode:
+        raise _fail("PostgreSQL refused the import step", result.stderr, settings,
+                    "the current data is unchanged")
+
+
+# --- shells ----------------------------------------------------------------------------
+def shell(ctx: Context, service: str, args: Sequence[str], tty: bool) -> int:
+    """psql or redis-cli inside the running container, with the stack's credentials;
+    returns the client's exit code."""
+    settings = ctx.settings()
+    engine = connect(ctx.environ)
+    container = _running(engine, settings, service)
+    if service == "postgres":
+        argv = ["psql", "-U", settings["DEVENV_POSTGRES_USER"], "-d",
+                settings["DEVENV_POSTGRES_DB"], *args]
+        env = _pg_env(settings)
+    else:
+        argv, env = ["redis-cli", *args], {}
+    return engine.exec(container.id, argv, env=env, interactive=True, tty=tty).returncode
+
+
+# --- the steps `up` takes ------------------------------------------------------------------
+def prepare_volumes(engine: Engine, settings: Settings, services: Sequence[str],
+                    notify: Callable[[str], None]) -> bool:
+    """A fresh PostgreSQL volume starts from the `seed` snapshot when there is one (its
+    Redis data too, if Redis is fresh as well). True when it did."""
+    if "postgres" not in services or engine.remote_host:
+        return False
+    if engine.volume_exists(volume_name(settings, "postgres")):
+        return False
+    seed_dir = settings.snapshot_dir / snapshots.SEED
+    if not seed_dir.is_dir():
+        return False
+    seed = snapshots.load(settings.snapshot_dir, snapshots.SEED)
+    _check_major(engine, settings, seed)
+    fresh = [s for s in seed.holds if s in services
+             and not engine.volume_exists(volume_name(settings, s))]
+    notify(f"{', '.join(fresh)}: fresh volume{'s' * (len(fresh) > 1)}, starting from "
+           "snapshot seed")
+    _create_volumes(engine, settings, fresh)
+    _copy(engine, settings, src=seed, copy_in=fresh)
+    return True
+
+
+_SEED_ERROR = re.compile(r"psql:/docker-entrypoint-initdb\.d/(?P<file>[^:]+):(?P<line>\d+): "
+                         r"(?P<error>(?:ERROR|FATAL):.*)")
+
+
+def seed_failure(log: str, settings: Settings) -> tuple[str, str] | None:
+    """(message, hint) when PostgreSQL's log shows a seed file that failed, else None."""
+    match = _SEED_ERROR.search(log)
+    if match is None:
+        return None
+    error = " ".join(match["error"].split())
+    return (f"seed file {settings['DEVENV_SEED_DIR'].rstrip('/')}/{match['file']} failed at "
+            f"line {match['line']}: {error}",
+            "fix the file, then `devenv db reset --yes` creates the database again and runs "
+            "the seed folder")
+
+
+def migrate(engine: Engine, settings: Settings, build: bool,
+            notify: Callable[[str], None]) -> None:
+    """Run DEVENV_API_MIGRATE once in the API's image; MigrationError (the API is then not
+    started) with its output when it fails."""
+    from .render import COMPOSE_FILE
+
+    command = settings["DEVENV_API_MIGRATE"]
+    notify(f"api: migrating ({command})")
+    compose = engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
+    result = compose.run("api", ["sh", "-c", command], build=build)
+    if result.returncode:
+        secrets = known_secrets(settings)
+        output = "\n".join(mask(result.stdout, secrets).rstrip().splitlines()[-30:])
+        raise MigrationError(
+            f"the migration `{mask(command, secrets)}` failed (exit {result.returncode}); "
+            "the API was not started",
+            detail=f"its output:\n{output}" if output else "(it printed nothing)",
+            hint="fix the migration and run `devenv up` again; the database and cache keep "
+            "running")
