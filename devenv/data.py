@@ -140,11 +140,16 @@ def _copy(engine: Engine, settings: Settings, *, out: Path | None = None,
         raise DataError(f"snapshot {src.name} holds PostgreSQL {src.pg_major} data; "
                         f"{settings.image('postgres')} runs another major version ({last})",
                         hint=_major_hint(src))
-    if "No space left on device" in result.stderr:
-        where = out.parent if out else "the data volume"
-        raise DataError(f"no space left on the disk of {where} while copying the data",
+    # GNU tar says "Wrote only N of M bytes" when a write comes up short on a full disk.
+    if out is not None and ("Wrote only" in result.stderr or "/out/" in result.stderr
+                            and "No space left" in result.stderr):
+        raise DataError(f"no space left in {out.parent} while writing the snapshot",
                         hint="free some space, or point DEVENV_SNAPSHOT_DIR at a bigger disk; "
                         "the current data is unchanged")
+    if "No space left on device" in result.stderr:
+        raise DataError("no space left in the data volume while restoring the snapshot",
+                        hint="free some space on Docker's disk (`docker system df`); the "
+                        "current data is unchanged")
     action = "restore" if result.returncode == EXIT_RESTORE_FAILED else "copy"
     raise DataError(f"the {action} of the data failed: {last}",
                     detail="\n".join(lines[-8:]) if len(lines) > 1 else None,

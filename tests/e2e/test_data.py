@@ -1,0 +1,259 @@
+"""The data lifecycle on the real engine: seed folder, psql/redis-cli, snapshots, restore,
+reset, export/import, the migration step, and each bad input or fault leaving the data as it
+was. One stack (`--only db,cache`) for the module; the API joins for the migration test."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import Project, devenv_command, new_project
+
+SEED_SQL = ("CREATE TABLE seeded (ord serial PRIMARY KEY, name text NOT NULL);\n"
+            "INSERT INTO seeded (name) VALUES ('sql');\n"
+            "CREATE TABLE items (n int PRIMARY KEY);\n"
+            "INSERT INTO items SELECT generate_series(1, 100);\n")
+SEED_SH = """#!/bin/sh
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \\
+  -c "INSERT INTO seeded (name) VALUES ('sh')"
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Iterator[Project]:
+    p = new_project(tmp_path_factory.mktemp("data"))
+    seed = p.path / "db" / "seed"
+    seed.mkdir(parents=True)
+    (seed / "01-schema.sql").write_text(SEED_SQL)
+    (seed / "02-more.sql.gz").write_bytes(
+        gzip.compress(b"INSERT INTO seeded (name) VALUES ('gz');\n"))
+    (seed / "03-note.sh").write_text(SEED_SH)
+    (seed / "03-note.sh").chmod(0o755)
+    try:
+        p.run("up", "--only", "db,cache")
+        yield p
+    finally:
+        p.cleanup()
+
+
+def sql(p: Project, query: str) -> str:
+    return p.run("psql", "-Atc", query).stdout.strip()
+
+
+def items(p: Project) -> str:
+    return sql(p, "SELECT count(*) FROM items")
+
+
+def test_seed_folder_ran_once_in_name_order(stack):
+    assert sql(stack, "SELECT string_agg(name, ',' ORDER BY ord) FROM seeded") == "sql,gz,sh"
+    assert items(stack) == "100"
+    stack.run("up", "--only", "db,cache")  # a second up runs nothing again
+    assert sql(stack, "SELECT count(*) FROM seeded") == "3"
+
+
+def test_shells_pass_arguments_and_exit_codes_through(stack):
+    assert sql(stack, "SELECT current_user || '@' || current_database()") == \
+        "postgres@cirkelline_agents"
+    assert stack.run("redis-cli", "set", "greeting", "hello").stdout.strip() == "OK"
+    assert stack.run("redis-cli", "get", "greeting").stdout.strip() == "hello"
+    bad = stack.run("psql", "-c", "SELECT nope", check=False)
+    assert bad.returncode == 1 and 'column "nope" does not exist' in bad.stderr
+    # psql's own exit code 2 (cannot connect), not one of devenv's
+    assert stack.run("psql", "-d", "no_such_db", check=False).returncode == 2
+
+
+def test_snapshot_and_restore_with_an_automatic_snapshot_first(stack):
+    stack.run("redis-cli", "set", "color", "blue")
+    taken = stack.run("db", "snapshot", "base")
+    assert taken.stdout.strip() == "base" and "postgres, redis" in taken.stderr
+    root = stack.path / ".devenv" / "snapshots"
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "base").stat().st_mode) == 0o700
+    for part in (root / "base").iterdir():
+        assert stat.S_IMODE(part.stat().st_mode) == 0o600, part
+    assert "snapshots" not in (stack.path / "compose" / "docker-compose.yml").read_text()
+    assert "snapshots" not in stack.run("logs", "--tail", "50").stdout
+
+    sql(stack, "DELETE FROM items WHERE n > 10")
+    stack.run("redis-cli", "set", "color", "red")
+    restored = stack.run("db", "restore", "base")
+    assert items(stack) == "100"
+    assert stack.run("redis-cli", "get", "color").stdout.strip() == "blue"
+    auto = restored.stderr.split("devenv db restore ")[-1].strip()
+    assert auto.startswith("auto-"), restored.stderr
+
+    listed = json.loads(stack.run("db", "snapshots", "--json").stdout)
+    by_name = {s["name"]: s for s in listed}
+    assert by_name["base"]["holds"] == ["postgres", "redis"]
+    assert by_name["base"]["postgres_major"] == "15" and by_name[auto]["auto"] is True
+    assert all(s["schema"] == "devenv.snapshots/1" for s in listed)
+
+    stack.run("db", "restore", auto)  # the way back
+    assert items(stack) == "10"
+    assert stack.run("redis-cli", "get", "color").stdout.strip() == "red"
+    stack.run("db", "restore", "base")
+
+
+def test_restore_while_a_client_holds_a_connection(stack):
+    env = {**os.environ, **stack.env}
+    holder = subprocess.Popen([devenv_command(), "psql", "-c", "SELECT pg_sleep(120)"],
+                              cwd=stack.path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'"
+        for _ in range(50):
+            if sql(stack, query) == "1":
+                break
+            time.sleep(0.2)
+        sql(stack, "DELETE FROM items")
+        restored = stack.run("db", "restore", "base")
+        assert "closing 1 client connection" in restored.stderr
+        assert holder.wait(timeout=30) != 0  # its session was closed, not left hanging
+        assert items(stack) == "100"
+    finally:
+        holder.kill()
+
+
+def test_bad_snapshots_are_refused_and_the_data_stays(stack):
+    root = stack.path / ".devenv" / "snapshots"
+    sql(stack, "DELETE FROM items WHERE n > 50")
+
+    slash = stack.run("db", "restore", "../base", check=False)
+    assert slash.returncode == 2 and "is not a snapshot name" in slash.stderr
+    assert "hint:" in slash.stderr
+    assert stack.run("db", "snapshot", "a/b", check=False).returncode == 2
+
+    (root / "foreign").mkdir()
+    (root / "foreign" / "data.bin").write_bytes(b"\0" * 100)
+    foreign = stack.run("db", "restore", "foreign", check=False)
+    assert foreign.returncode == 1 and "is not a devenv snapshot" in foreign.stderr
+
+    subprocess.run(["cp", "-a", str(root / "base"), str(root / "cut")], check=True)
+    with open(root / "cut" / "postgres.tar", "r+b") as handle:
+        handle.truncate(4096)
+    cut = stack.run("db", "restore", "cut", check=False)
+    assert cut.returncode == 1 and "damaged" in cut.stderr and "hint:" in cut.stderr
+
+    subprocess.run(["cp", "-a", str(root / "base"), str(root / "old")], check=True)
+    manifest = json.loads((root / "old" / "manifest.json").read_text())
+    manifest["postgres_major"] = "14"
+    (root / "old" / "manifest.json").write_text(json.dumps(manifest))
+    old = stack.run("db", "restore", "old", check=False)
+    assert old.returncode == 1 and "PostgreSQL 14" in old.stderr
+    assert "DEVENV_POSTGRES_IMAGE" in old.stderr
+
+    for result in (slash, foreign, cut, old):
+        assert "Traceback" not in result.stderr
+    assert items(stack) == "50"
+    for name in ("foreign", "cut", "old"):
+        stack.run("db", "rm", name, "--yes")
+    assert stack.run("db", "rm", "base", check=False).returncode == 2  # a script must say --yes
+
+
+def test_a_full_disk_mid_snapshot_keeps_the_data(stack, tmp_path):
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs for the disk-full test: {done.stderr}")
+    try:
+        full = stack.run("db", "snapshot", "big", check=False,
+                         extra_env={"DEVENV_SNAPSHOT_DIR": str(mount)})
+        assert full.returncode == 1, full.stderr
+        assert "no space left" in full.stderr and "DEVENV_SNAPSHOT_DIR" in full.stderr
+        assert list(mount.iterdir()) == []  # no half snapshot left behind
+        assert items(stack) == "50"  # running again, data as it was
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_export_and_import_in_postgres_own_formats(stack, tmp_path):
+    dump = tmp_path / "team.dump"
+    stack.run("db", "export", str(dump))
+    assert dump.read_bytes()[:5] == b"PGDMP" and stat.S_IMODE(dump.stat().st_mode) == 0o600
+    pg = next(c for c in stack.containers() if c["Names"].endswith("postgres-1"))
+    listing = subprocess.run(["docker", "exec", "-i", pg["ID"], "pg_restore", "-l"],
+                             stdin=open(dump, "rb"), capture_output=True, text=True)
+    assert listing.returncode == 0 and "TABLE public items" in listing.stdout
+
+    sql(stack, "DELETE FROM items")
+    imported = stack.run("db", "import", str(dump))
+    assert "devenv db restore auto-" in imported.stderr
+    assert items(stack) == "50"
+
+    plain = tmp_path / "small.sql.gz"
+    plain.write_bytes(gzip.compress(b"CREATE TABLE items (n int);\nINSERT INTO items VALUES (7);\n"))
+    stack.run("db", "import", str(plain))
+    assert items(stack) == "1"
+
+    bad = tmp_path / "bad.sql"
+    bad.write_text("CREATE TABLE x (n int);\nINSERT INTO nowhere VALUES (1);\n")
+    failed = stack.run("db", "import", str(bad), check=False)
+    assert failed.returncode == 1 and 'relation "nowhere" does not exist' in failed.stderr
+    assert "unchanged" in failed.stderr
+    cut = tmp_path / "cut.dump"
+    cut.write_bytes(dump.read_bytes()[:600])
+    assert stack.run("db", "import", str(cut), check=False).returncode == 1
+    foreign = tmp_path / "photo.png"
+    foreign.write_bytes(b"\x89PNG\r\n\x1a\n\0\0")
+    refused = stack.run("db", "import", str(foreign), check=False)
+    assert refused.returncode == 1 and "not a PostgreSQL dump" in refused.stderr
+    assert items(stack) == "1"
+
+
+def test_reset_and_the_seed_snapshot(stack):
+    refused = stack.run("db", "reset", check=False)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert items(stack) == "1"
+    # no `seed` snapshot: a fresh database from the seed folder
+    reset = stack.run("db", "reset", "--yes")
+    assert "fresh database" in reset.stderr and "devenv db restore auto-" in reset.stderr
+    assert items(stack) == "100"
+    assert sql(stack, "SELECT count(*) FROM seeded") == "3"
+
+    sql(stack, "DELETE FROM items WHERE n > 20")
+    stack.run("db", "snapshot", "seed")
+    sql(stack, "DELETE FROM items")
+    assert "reset to snapshot seed" in stack.run("db", "reset", "--yes").stderr
+    assert items(stack) == "20"
+    # a fresh volume starts from the `seed` snapshot, not from the seed folder
+    stack.run("down", "--volumes", "--yes")
+    up = stack.run("up", "--only", "db,cache")
+    assert "starting from snapshot seed" in up.stderr
+    assert items(stack) == "20"
+
+
+def test_migration_runs_before_the_api_starts(stack):
+    failing = stack.run("up", "--only", "api", check=False,
+                        extra_env={"DEVENV_API_MIGRATE": "echo step-2-broke; exit 7"})
+    assert failing.returncode == 3, failing.stderr
+    assert "the API was not started" in failing.stderr and "step-2-broke" in failing.stderr
+    assert not [c for c in stack.containers() if c["Names"].endswith("api-1")]
+
+    stack.run("up", "--only", "api",
+              extra_env={"DEVENV_API_MIGRATE": "python3 /app/app.py migrate"})
+    assert sql(stack, "SELECT version FROM schema_migrations") == "0001_agents"
+    assert sql(stack, "SELECT count(*) FROM agents") == "0"
+    assert stack.ports()["api"]["state"] == "ready"
+
+
+def test_a_failing_seed_fails_up_naming_file_and_line(make_project):
+    p = make_project()
+    seed = p.path / "db" / "seed"
+    seed.mkdir(parents=True)
+    (seed / "01-ok.sql").write_text("CREATE TABLE a (n int);\n")
+    (seed / "02-bad.sql").write_text("INSERT INTO a VALUES (1);\nINSERT INTO b VALUES (2);\n")
+    result = p.run("up", "--only", "db", check=False)
+    assert result.returncode == 3, result.stderr
+    assert "seed file db/seed/02-bad.sql failed at line 2" in result.stderr
+    assert 'relation "b" does not exist' in result.stderr
+    assert "devenv db reset --yes" in result.stderr
