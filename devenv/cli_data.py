@@ -15,7 +15,10 @@ from typing import Any
 
 import click
 
-from .cli import _context, _err, json_option
+from .cli import _context, _err
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="JSON output (versioned: see the `schema` field).")
 
 yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask first (for scripts).")
 

@@ -297,10 +297,10 @@ def restore(ctx: Context, name: str) -> RestoreResult:
     engine = _engine(ctx)
     _check_major(engine, settings, target)
     with project_lock(settings.state_dir, settings.project, "db restore",
-                      settings.wait_timeout, on_wait=ctx.notify):
-        with _stopped(ctx, engine, settings) as closed:
-            before = _take(ctx, engine, settings, _auto_name(settings), auto=True,
-                           restore=target)
+                      settings.wait_timeout, on_wait=ctx.notify), \
+            _stopped(ctx, engine, settings) as closed:
+        before = _take(ctx, engine, settings, _auto_name(settings), auto=True,
+                       restore=target)
     snapshots.prune_auto(settings.snapshot_dir)
     return RestoreResult(target, before, closed)
 
@@ -427,7 +427,8 @@ def dump_kind(path: Path) -> str:
         text = head[: exc.start].decode() if exc.start > len(head) - 4 else None
     if text and text.strip():
         return "sql"
-    raise DataError(f"{path} is not a PostgreSQL dump ({'empty' if not head else 'unknown format'})",
+    what = "empty" if not head else "unknown format"
+    raise DataError(f"{path} is not a PostgreSQL dump ({what})",
                     hint="import a pg_dump file (-Fc or -Ft), a .sql or a .sql.gz")
 
 

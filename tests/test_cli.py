@@ -231,3 +231,20 @@ def test_lan_without_a_lan_address_exits_1(run, monkeypatch):
     result = run("up", "--lan", "api")
     assert result.exit_code == 1
     assert result.output.startswith("devenv: error: this machine has no LAN address")
+
+def test_data_commands_that_delete_need_yes_in_a_script(run):
+    for args in (("db", "rm", "base"), ("db", "reset")):
+        result = run(*args)
+        assert result.exit_code == 2, result.output
+        assert "add --yes to confirm in a script" in result.output
+
+
+def test_a_snapshot_name_with_a_slash_exits_2(run):
+    result = run("db", "rm", "../base", "--yes")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[0] == "devenv: error: '../base' is not a snapshot name"
+
+
+def test_db_snapshots_json_is_a_list(run):
+    result = run("db", "snapshots", "--json")
+    assert result.exit_code == 0 and result.output.strip() == "[]"

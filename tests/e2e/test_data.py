@@ -11,10 +11,8 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
 from conftest import Project, devenv_command, new_project
 
 SEED_SQL = ("CREATE TABLE seeded (ord serial PRIMARY KEY, name text NOT NULL);\n"
@@ -181,8 +179,9 @@ def test_export_and_import_in_postgres_own_formats(stack, tmp_path):
     stack.run("db", "export", str(dump))
     assert dump.read_bytes()[:5] == b"PGDMP" and stat.S_IMODE(dump.stat().st_mode) == 0o600
     pg = next(c for c in stack.containers() if c["Names"].endswith("postgres-1"))
-    listing = subprocess.run(["docker", "exec", "-i", pg["ID"], "pg_restore", "-l"],
-                             stdin=open(dump, "rb"), capture_output=True, text=True)
+    with open(dump, "rb") as handle:
+        listing = subprocess.run(["docker", "exec", "-i", pg["ID"], "pg_restore", "-l"],
+                                 stdin=handle, capture_output=True, text=True)
     assert listing.returncode == 0 and "TABLE public items" in listing.stdout
 
     sql(stack, "DELETE FROM items")
@@ -191,7 +190,8 @@ def test_export_and_import_in_postgres_own_formats(stack, tmp_path):
     assert items(stack) == "50"
 
     plain = tmp_path / "small.sql.gz"
-    plain.write_bytes(gzip.compress(b"CREATE TABLE items (n int);\nINSERT INTO items VALUES (7);\n"))
+    plain.write_bytes(gzip.compress(b"CREATE TABLE items (n int);\n"
+                                    b"INSERT INTO items VALUES (7);\n"))
     stack.run("db", "import", str(plain))
     assert items(stack) == "1"
 
