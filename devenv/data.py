@@ -49,30 +49,53 @@ if [ -n "$want" ] && command -v postgres >/dev/null 2>&1; then
   have=$(postgres -V | sed -E 's/^[^0-9]*([0-9]+).*/\1/')
   if [ "$have" != "$want" ]; then echo "devenv: image runs PostgreSQL $have" >&2; exit 65; fi
 fi
-for svc in $out; do
-  case $svc in
-    postgres) [ -s /vol/postgres/PG_VERSION ] || continue
-      cp /vol/postgres/PG_VERSION /out/PG_VERSION
-      tar -cf /out/postgres.tar --exclude=./postmaster.pid -C /vol/postgres . ;;
-    *) tar -cf "/out/$svc.tar" -C "/vol/$svc" . ;;
-  esac
-done
-if [ -n "$out" ]; then
+x='[0-9A-F]'
+segment="$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x"
+mine="--exclude=./.devenv-restore --exclude=./.devenv-old"
+copy_postgres() {
+  [ -s /vol/postgres/PG_VERSION ] || return 0
+  cp /vol/postgres/PG_VERSION /out/PG_VERSION
+  info=$(pg_controldata /vol/postgres 2>/dev/null || true)
+  state=$(printf '%s\n' "$info" | sed -n 's/^Database cluster state: *//p')
+  redo=$(printf '%s\n' "$info" | sed -n "s/^Latest checkpoint's REDO WAL file: *//p")
+  if [ "$state" = "shut down" ] && [ -n "$redo" ] && [ -f "/vol/postgres/pg_wal/$redo" ]; then
+    # Cleanly shut down: only the segment holding the last checkpoint is needed; the
+    # others are spent or preallocated, and PostgreSQL makes new ones when it needs them.
+    tar -cf /out/postgres.tar $mine --exclude=./postmaster.pid \
+      --exclude="./pg_wal/$segment" -C /vol/postgres .
+    tar -rf /out/postgres.tar -C /vol/postgres "./pg_wal/$redo"
+  else
+    tar -cf /out/postgres.tar $mine --exclude=./postmaster.pid -C /vol/postgres .
+  fi
+}
+copy_out() {
+  for svc in $out; do
+    if [ "$svc" = postgres ]; then copy_postgres
+    else tar -cf "/out/$svc.tar" $mine -C "/vol/$svc" .; fi
+  done
   find /out -type f -exec chmod 600 {} +
   chown -R "$uid:$gid" /out
+}
+stage_in() {
+  for svc in $in; do
+    vol=/vol/$svc
+    rm -rf "$vol/.devenv-restore" "$vol/.devenv-old" && mkdir "$vol/.devenv-restore" \
+      && tar -xf "/in/$svc.tar" -C "$vol/.devenv-restore" || return 66
+  done
+}
+# The copy out (of the current data) and the unpacking of the snapshot beside it run at
+# once: they touch different files, and the current data is replaced only after both.
+out_pid=""
+if [ -n "$out" ]; then copy_out & out_pid=$!; fi
+rc_in=0; stage_in || rc_in=$?
+rc_out=0; if [ -n "$out_pid" ]; then wait "$out_pid" || rc_out=$?; fi
+if [ "$rc_in" != 0 ] || [ "$rc_out" != 0 ]; then
+  for svc in $in; do rm -rf "/vol/$svc/.devenv-restore"; done
+  if [ "$rc_out" != 0 ]; then exit "$rc_out"; fi
+  exit "$rc_in"
 fi
-staged=""
 for svc in $in; do
   vol=/vol/$svc
-  rm -rf "$vol/.devenv-restore" "$vol/.devenv-old"
-  mkdir "$vol/.devenv-restore"
-  if ! tar -xf "/in/$svc.tar" -C "$vol/.devenv-restore"; then
-    for v in $staged $vol; do rm -rf "$v/.devenv-restore"; done
-    exit 66
-  fi
-  staged="$staged $vol"
-done
-for vol in $staged; do
   mkdir "$vol/.devenv-old"
   find "$vol" -mindepth 1 -maxdepth 1 ! -name .devenv-restore ! -name .devenv-old \
     -exec mv -t "$vol/.devenv-old" {} +
