@@ -26,11 +26,16 @@ yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask first (f
 def _complete_snapshots(ctx: click.Context, param: click.Parameter,
                         incomplete: str) -> list[str]:
     try:
+        import os
+
+        from .context import Context
         from .data import list_snapshots
 
-        root = ctx.find_root()
-        root.obj = root.obj or {}
-        names = [s.name for s in list_snapshots(_context(root))]
+        # While completing, the group's callback has not run: no ctx.obj to read.
+        params = ctx.find_root().params
+        where = Context(project_dir=Path(params.get("project_dir") or Path.cwd()).resolve(),
+                        environ=dict(os.environ), env_file=params.get("env_file"))
+        names = [s.name for s in list_snapshots(where)]
     except Exception:  # completion never fails loudly
         return []
     return [name for name in names if name.startswith(incomplete)]

@@ -230,8 +230,8 @@ def _stopped(ctx: Context, engine: Engine, settings: Settings) -> Iterator[int]:
         yield closed
     finally:
         if running:
-            for c in running:
-                engine.start(c.id)
+            with ThreadPoolExecutor(len(running)) as pool:
+                list(pool.map(engine.start, [c.id for c in running]))
             _wait_ready(ctx, engine, settings, [c.service for c in running])
 
 

@@ -248,3 +248,17 @@ def test_a_snapshot_name_with_a_slash_exits_2(run):
 def test_db_snapshots_json_is_a_list(run):
     result = run("db", "snapshots", "--json")
     assert result.exit_code == 0 and result.output.strip() == "[]"
+
+
+def test_snapshot_names_complete(run, tmp_path):
+    from devenv import snapshots
+
+    root = tmp_path / ".devenv" / "snapshots"
+    work = snapshots.new_workdir(root, "before-upgrade")
+    (work / "redis.tar").write_bytes(b"x")
+    snapshots.commit(work, root, "before-upgrade", pg_major="", database="d", project="p",
+                     auto=False)
+    result = CliRunner().invoke(cli, [], env={"_DEVENV_COMPLETE": "bash_complete",
+                                              "COMP_WORDS": "devenv db restore be",
+                                              "COMP_CWORD": "3"}, prog_name="devenv")
+    assert "before-upgrade" in result.output
