@@ -23,7 +23,7 @@ class SettingSpec:
     key: str
     default: str
     kind: str  # name | network | address | port | ports | seconds | count | image | path | text
-    #           | command
+    #           | dir (a non-empty path) | command
     help: str
     secret: bool = False
 
@@ -88,13 +88,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "first created)", secret=True),
     SettingSpec("DEVENV_POSTGRES_DB", "cirkelline_agents", "text", "PostgreSQL database"),
     SettingSpec("DEVENV_GRAFANA_ADMIN_USER", "admin", "text", "Grafana admin user"),
-    SettingSpec("DEVENV_SEED_DIR", "db/seed", "path",
+    SettingSpec("DEVENV_SEED_DIR", "db/seed", "dir",
                 "folder of .sql, .sql.gz and .sh files run once, in name order, when the "
                 "database is created"),
     SettingSpec("DEVENV_API_MIGRATE", "", "command",
                 "command run in the API's image after the database answers and before the "
                 "API starts (e.g. `npm run migrate`); empty: none"),
-    SettingSpec("DEVENV_SNAPSHOT_DIR", ".devenv/snapshots", "path",
+    SettingSpec("DEVENV_SNAPSHOT_DIR", ".devenv/snapshots", "dir",
                 "where `devenv db snapshot` keeps snapshots (mode 0700); relative to the "
                 "project directory"),
     SettingSpec("DEVENV_GRAFANA_ADMIN_PASSWORD", "", "text",
@@ -360,6 +360,9 @@ def _check(spec: SettingSpec, value: str, source: str = "") -> None:
         raise SettingError(f"{key}={value!r} is not an image reference: {problem}",
                            hint="e.g. postgres:16, registry.example.com:5000/team/api:1.2 "
                            "or redis@sha256:<digest>")
+    elif kind == "dir" and not value.strip():
+        raise SettingError(f"{key} is empty", hint=f"remove it to use the default "
+                           f"{spec.default!r}, or name a directory")
     elif kind == "text" and not value and not spec.secret:
         raise SettingError(f"{key} is empty", hint=f"remove it to use the default "
                            f"{spec.default!r}")

@@ -78,11 +78,10 @@ def auto_name(now: float | None = None) -> str:
 
 
 def ensure_dir(root: Path) -> Path:
-    """The snapshot directory, created 0700 (and tightened if it was wider)."""
+    """The snapshot directory, created 0700. An existing one keeps its mode (it may be a
+    directory the user chose): every snapshot in it is 0700 on its own."""
     try:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if root.stat().st_mode & 0o077:
-            root.chmod(0o700)
     except OSError as exc:
         raise StateError(f"cannot use the snapshot directory {root}: {exc.strerror}",
                          hint="set DEVENV_SNAPSHOT_DIR to a writable directory") from exc
