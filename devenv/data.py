@@ -295,7 +295,6 @@ def snapshot(ctx: Context, name: str | None = None, force: bool = False) -> Snap
     name = snapshots.check_name(name) if name else snapshots.auto_name().replace(
         snapshots.AUTO_PREFIX, "snap-")
     if not force and (settings.snapshot_dir / name).exists():
-        snapshots.load_any(settings.snapshot_dir, name)
         raise snapshots.SnapshotNameError(f"snapshot {name} already exists",
                                           hint="choose another name, or add --force to "
                                           "replace it")
@@ -571,8 +570,9 @@ def prepare_volumes(engine: Engine, settings: Settings, services: Sequence[str],
     return True
 
 
-_SEED_ERROR = re.compile(r"psql:/docker-entrypoint-initdb\.d/(?P<file>[^:]+):(?P<line>\d+): "
-                         r"(?P<error>(?:ERROR|FATAL):.*)")
+_SEED_ERROR = re.compile(r"psql:(?:/docker-entrypoint-initdb\.d/)?(?P<file>[^:/]+):"
+                         r"(?P<line>\d+): (?P<error>(?:ERROR|FATAL):.*)")
+_SEED_RUNNING = re.compile(r"running /docker-entrypoint-initdb\.d/(\S+)")
 
 
 def seed_failure(log: str, settings: Settings) -> tuple[str, str] | None:
@@ -580,8 +580,12 @@ def seed_failure(log: str, settings: Settings) -> tuple[str, str] | None:
     match = _SEED_ERROR.search(log)
     if match is None:
         return None
+    name = match["file"]
+    if name == "<stdin>":  # a .sql.gz goes through a pipe: the entrypoint named it before
+        ran = _SEED_RUNNING.findall(log[: match.start()])
+        name = ran[-1] if ran else "(a compressed file)"
     error = " ".join(match["error"].split())
-    return (f"seed file {settings['DEVENV_SEED_DIR'].rstrip('/')}/{match['file']} failed at "
+    return (f"seed file {settings['DEVENV_SEED_DIR'].rstrip('/')}/{name} failed at "
             f"line {match['line']}: {error}",
             "fix the file, then `devenv db reset --yes` creates the database again and runs "
             "the seed folder")

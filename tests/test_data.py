@@ -50,6 +50,11 @@ def test_seed_failure_is_read_from_the_log(tmp_path):
     assert "devenv db reset --yes" in hint
     assert data.seed_failure("FATAL: the database system is starting up", settings(tmp_path)) \
         is None
+    piped = ("[entrypoint] running /docker-entrypoint-initdb.d/01-a.sql\n"
+             "[entrypoint] running /docker-entrypoint-initdb.d/03-big.sql.gz\n"
+             "psql:<stdin>:7: ERROR:  syntax error at or near \"x\"\n")
+    assert data.seed_failure(piped, settings(tmp_path))[0] == \
+        'seed file db/seed/03-big.sql.gz failed at line 7: ERROR: syntax error at or near "x"'
 
 
 class FakeEngine:
