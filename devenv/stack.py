@@ -14,7 +14,14 @@ from .catalog import SERVICES, Selection, select_services
 from .context import Context
 from .engine import Container, Engine, EngineInfo, connect, preload_compose
 from .errors import DockerUnavailableError, NotReadyError, UsageError
-from .launch import LanPublish, Launch, PortPlanner, network_external, render_input
+from .launch import (
+    LanPublish,
+    Launch,
+    Launched,
+    PortPlanner,
+    network_external,
+    render_input,
+)
 from .live import (
     check_same_directory,
     dead_services,
@@ -159,7 +166,7 @@ def _check_network(ctx: Context, engine: Engine, settings: Settings,
 
 
 def _migrate_then_start_api(ctx: Context, engine: Engine, settings: Settings,
-                            launched: Any, host: str) -> None:
+                            launched: Launched, host: str) -> None:
     postgres = Target("postgres", SERVICES["postgres"].probe, host, launched.plan.port("postgres"))
     wait = wait_until_ready([postgres], settings.values, settings.wait_timeout,
                             check_alive=lambda: dead_services(engine, settings.project,
