@@ -318,6 +318,8 @@ def restore(ctx: Context, name: str) -> RestoreResult:
     target = snapshots.load(settings.snapshot_dir, name)
     engine = _engine(ctx)
     _check_major(engine, settings, target)
+    ctx.notify(f"restoring {target.name} ({snapshots.human_size(target.size)}); the current "
+               "data is snapshotted first")
     with project_lock(settings.state_dir, settings.project, "db restore",
                       settings.wait_timeout, on_wait=ctx.notify), \
             _stopped(ctx, engine, settings) as closed:

@@ -67,6 +67,19 @@ def test_every_data_directory_has_a_named_volume(tmp_path):
             assert targets[path]["source"] in doc["volumes"]
 
 
+def test_the_seed_folder_is_mounted_read_only_only_when_it_exists(tmp_path):
+    from dataclasses import replace
+
+    plain = compose_doc(render_stack(make_input(tmp_path)))["services"]["postgres"]
+    assert [m["target"] for m in plain["volumes"]] == ["/var/lib/postgresql/data"]
+    seeded = make_input(tmp_path)
+    seeded = replace(seeded, seed_dir=str(tmp_path / "db $eed"))
+    mounts = compose_doc(render_stack(seeded))["services"]["postgres"]["volumes"]
+    seed = next(m for m in mounts if m["target"] == "/docker-entrypoint-initdb.d")
+    assert seed == {"type": "bind", "source": str(tmp_path / "db $$eed"),
+                    "target": "/docker-entrypoint-initdb.d", "read_only": True}
+
+
 def test_start_interval_only_when_the_engine_supports_it(tmp_path):
     doc = compose_doc(render_stack(make_input(tmp_path, start_interval=True)))
     assert all(svc["healthcheck"]["start_interval"] == "1s" for svc in doc["services"].values())
