@@ -102,7 +102,7 @@ def test_password_goes_through_the_environment(monkeypatch):
 
     monkeypatch.setattr(engine_module, "_docker_cli", lambda: "docker")
     monkeypatch.setattr(subprocess, "run", fake_run)
-    eng = engine_module.Engine(api=None, environ={"PATH": "/bin"})  # type: ignore[arg-type]
+    eng = engine_module.connect({"DOCKER_HOST": "unix:///nonexistent.sock", "PATH": "/bin"})
     eng.exec("c1", ["psql", "-U", "u"], env={"PGPASSWORD": "s3cret"}, interactive=True)
     command, env = calls[0]
     assert command == ["docker", "exec", "-i", "-e", "PGPASSWORD", "c1", "psql", "-U", "u"]
