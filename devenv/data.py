@@ -209,10 +209,11 @@ def _create_volumes(engine: Engine, settings: Settings, services: Sequence[str])
 
 
 @contextlib.contextmanager
-def _stopped(ctx: Context, engine: Engine, settings: Settings) -> Iterator[int]:
+def _stopped(ctx: Context, engine: Engine, settings: Settings,
+             restart: bool = True) -> Iterator[int]:
     """Stop the running data services for a copy; start them again after it (also after a
-    failure, with the data they had) and wait until they answer. Yields the number of
-    PostgreSQL client connections that the stop closes."""
+    failure, with the data they had) and wait until they answer; with restart=False only
+    after a failure. Yields the number of PostgreSQL client connections the stop closes."""
     from concurrent.futures import ThreadPoolExecutor
 
     containers = project_containers(engine, settings.project)
@@ -226,10 +227,12 @@ def _stopped(ctx: Context, engine: Engine, settings: Settings) -> Iterator[int]:
                       if closed else ""))
         with ThreadPoolExecutor(len(running)) as pool:
             list(pool.map(engine.stop, [c.id for c in running]))
+    failed = True
     try:
         yield closed
+        failed = False
     finally:
-        if running:
+        if running and (restart or failed):
             with ThreadPoolExecutor(len(running)) as pool:
                 list(pool.map(engine.start, [c.id for c in running]))
             _wait_ready(ctx, engine, settings, [c.service for c in running])
@@ -362,11 +365,10 @@ def reset(ctx: Context) -> tuple[RestoreResult | None, Snapshot | None, list[str
         check_same_directory(settings, containers.values())
         running = [s for s in ("api", *DATA_SERVICES) if s in containers
                    and containers[s].running]
-        with _stopped(ctx, engine, settings):
+        with _stopped(ctx, engine, settings, restart=False):
             before = _take(ctx, engine, settings, _auto_name(settings), auto=True)
+        engine.remove_containers([containers[s] for s in DATA_SERVICES if s in containers])
         for service in DATA_SERVICES:
-            if service in containers:
-                engine.remove_container(containers[service].id)
             engine.remove_volume(volume_name(settings, service))
     snapshots.prune_auto(settings.snapshot_dir)
     if running:
