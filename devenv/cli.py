@@ -173,9 +173,8 @@ def up(ctx: click.Context, only: tuple[str, ...], timeout: str | None, reset_por
       devenv up --dashboard
     """
     from . import stack
-    from .report import format_rows
-
     from .cli_loop import loop_options
+    from .report import format_rows
 
     if watch and with_dashboard:
         raise click.UsageError("--watch and --dashboard both run until Ctrl-C: run "

@@ -23,7 +23,7 @@ from typing import BinaryIO
 from . import snapshots
 from .catalog import SERVICES
 from .context import Context
-from .engine import Container, Engine, connect
+from .engine import Compose, Container, Engine, connect
 from .errors import DataError, MigrationError, NotReadyError, UsageError
 from .live import check_same_directory, project_containers, url_host
 from .probes import Target, wait_until_ready
@@ -243,9 +243,16 @@ def _client_connections(engine: Engine, settings: Settings, pg: Container | None
         return 0
     sql = ("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
            "AND pid <> pg_backend_pid()")
-    result = engine.exec(pg.id, [*_psql(settings, "postgres"), "-Atc", sql],
-                         env=_pg_env(settings), capture=True)
+    result = _compose(engine, settings).exec("postgres", [*_psql(settings, "postgres"), "-Atc",
+                                                          sql],
+                                             interactive=False, tty=False, capture=True)
     return int(result.stdout.strip()) if result.stdout.strip().isdigit() else 0
+
+
+def _compose(engine: Engine, settings: Settings) -> Compose:
+    from .render import COMPOSE_FILE
+
+    return engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
 
 
 def _wait_ready(ctx: Context, engine: Engine, settings: Settings,
@@ -420,7 +427,7 @@ def export(ctx: Context, path: Path, progress: Progress | None = None) -> Transf
                         hint="choose a writable directory") from exc
     try:
         with os.fdopen(fd, "wb") as out:
-            result = engine.exec(pg.id, ["pg_dump", "-Fc", "-U",
+            result = engine.exec_stream(pg.id, ["pg_dump", "-Fc", "-U",
                                          settings["DEVENV_POSTGRES_USER"], "-d",
                                          settings["DEVENV_POSTGRES_DB"]],
                                  env=_pg_env(settings), stdout=out, progress=progress)
@@ -505,7 +512,7 @@ def _load(engine: Engine, pg: Container, settings: Settings, path: Path, kind: s
     with open(path, "rb") as raw:
         source: BinaryIO = gzip.GzipFile(fileobj=raw) if kind == "sql.gz" else raw  # type: ignore[assignment]
         try:
-            return engine.exec(pg.id, argv, env=_pg_env(settings), stdin=source,
+            return engine.exec_stream(pg.id, argv, env=_pg_env(settings), stdin=source,
                                progress=_on_file(raw, progress))
         except (EOFError, OSError, gzip.BadGzipFile) as exc:
             raise DataError(f"{path.name} cannot be read to the end: {exc}",
@@ -526,11 +533,10 @@ def _sql(engine: Engine, pg: Container, settings: Settings, sql: str,
     argv = _psql(settings, "postgres")
     for key, value in names.items():
         argv += ["--set", f"{key}={value}"]
-    import io
-
-    result = engine.exec(pg.id, [*argv, "-q", "-f", "-"], env=_pg_env(settings),
-                         stdin=io.BytesIO(sql.encode()))
-    if result.returncode:
+    result = _compose(engine, settings).exec("postgres", [*argv, "-q", "-f", "-"],
+                                             interactive=False, tty=False, capture=True,
+                                             stdin=sql.encode())
+    if result.code:
         raise _fail("PostgreSQL refused the import step", result.stderr, settings,
                     "the current data is unchanged")
 
@@ -541,14 +547,13 @@ def shell(ctx: Context, service: str, args: Sequence[str], tty: bool) -> int:
     returns the client's exit code."""
     settings = ctx.settings()
     engine = connect(ctx.environ)
-    container = _running(engine, settings, service)
-    if service == "postgres":
-        argv = ["psql", "-U", settings["DEVENV_POSTGRES_USER"], "-d",
-                settings["DEVENV_POSTGRES_DB"], *args]
-        env = _pg_env(settings)
-    else:
-        argv, env = ["redis-cli", *args], {}
-    return engine.exec(container.id, argv, env=env, interactive=True, tty=tty).returncode
+    _running(engine, settings, service)
+    # psql logs in over the container's local socket, which the postgres images trust:
+    # no password on any command line.
+    argv = (["psql", "-U", settings["DEVENV_POSTGRES_USER"], "-d",
+             settings["DEVENV_POSTGRES_DB"], *args] if service == "postgres"
+            else ["redis-cli", *args])
+    return _compose(engine, settings).exec(service, argv, tty=tty).code
 
 
 # --- the steps `up` takes ------------------------------------------------------------------
@@ -599,17 +604,16 @@ def migrate(engine: Engine, settings: Settings, build: bool,
             notify: Callable[[str], None]) -> None:
     """Run DEVENV_API_MIGRATE once in the API's image; MigrationError (the API is then not
     started) with its output when it fails."""
-    from .render import COMPOSE_FILE
-
     command = settings["DEVENV_API_MIGRATE"]
     notify(f"api: migrating ({command})")
-    compose = engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
-    result = compose.run("api", ["sh", "-c", command], build=build)
-    if result.returncode:
+    result = _compose(engine, settings).run("api", ["sh", "-c", command], tty=False,
+                                            capture=True, build=build)
+    if result.code:
         secrets = known_secrets(settings)
-        output = "\n".join(mask(result.stdout, secrets).rstrip().splitlines()[-30:])
+        text = (result.stdout.rstrip() + "\n" + result.stderr.rstrip()).strip()
+        output = "\n".join(mask(text, secrets).splitlines()[-30:])
         raise MigrationError(
-            f"the migration `{mask(command, secrets)}` failed (exit {result.returncode}); "
+            f"the migration `{mask(command, secrets)}` failed (exit {result.code}); "
             "the API was not started",
             detail=f"its output:\n{output}" if output else "(it printed nothing)",
             hint="fix the migration and run `devenv up` again; the database and cache keep "

@@ -547,36 +547,26 @@ class Engine:
                      f"source={source},target={target}" + (",readonly" if read_only else "")]
         return self._cli([*argv, image, "-c", script, "sh", *args])
 
-    def exec(self, container_id: str, argv: Sequence[str], *, env: Mapping[str, str] = {},
-             interactive: bool = False, tty: bool = False, stdin: BinaryIO | None = None,
-             stdout: BinaryIO | None = None, capture: bool = False,
-             progress: Callable[[int], None] | None = None) -> CommandResult:
-        """Run a command in a running container (`docker exec`).
-
-        env values reach the container through the docker CLI's own environment (`-e NAME`),
-        never on a command line. With no stdin/stdout given, the terminal is inherited (an
-        interactive client); else stdin is streamed from the file and stdout written to it,
-        with `progress(bytes)` calls along the way."""
-        cli = ["exec"] + (["-i"] if interactive or stdin is not None else []) \
-            + (["-t"] if tty else [])
-        for name in env:
-            cli += ["-e", name]
-        command = [_docker_cli(), *cli, container_id, *argv]
-        process_env = {**self._environ, **env}
-        if stdin is None and stdout is None:
-            import subprocess
-
-            if capture:
-                done = subprocess.run(command, env=process_env, capture_output=True,
-                                      stdin=subprocess.DEVNULL)
-                return CommandResult(done.returncode, _text(done.stdout), _text(done.stderr))
-            return CommandResult(subprocess.run(command, env=process_env).returncode, "", "")
-        return _stream(command, process_env, stdin, stdout, progress)
+    def exec_stream(self, container_id: str, argv: Sequence[str], *,
+                    env: Mapping[str, str] | None = None, stdin: BinaryIO | None = None,
+                    stdout: BinaryIO | None = None,
+                    progress: Callable[[int], None] | None = None) -> CommandResult:
+        """`docker exec` with stdin streamed from a file and/or stdout written to one, for
+        dumps too big to hold in memory (Compose.exec serves the interactive and small
+        cases); `progress(bytes)` along the way. env values reach the container through the
+        docker CLI's own environment (`-e NAME`), never on a command line."""
+        command = [_docker_cli(), "exec", *(["-i"] if stdin is not None else [])]
+        for name in env or {}:
+            command += ["-e", name]
+        command += [container_id, *argv]
+        return _stream(command, {**self.target.environ(self._environ), **(env or {})}, stdin,
+                       stdout, progress)
 
     def _cli(self, argv: Sequence[str]) -> CommandResult:
         import subprocess
 
-        result = subprocess.run([_docker_cli(), *argv], env=self._environ, capture_output=True)
+        result = subprocess.run([_docker_cli(), *argv], env=self.target.environ(self._environ),
+                                capture_output=True)
         return CommandResult(result.returncode, _text(result.stdout), _text(result.stderr))
 
     # --- compose ----------------------------------------------------------------------

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gzip
-import subprocess
+import io
 
 import pytest
 
@@ -96,16 +96,17 @@ def test_remote_engines_are_told_to_use_export(tmp_path, monkeypatch):
 def test_password_goes_through_the_environment(monkeypatch):
     calls = []
 
-    def fake_run(command, env=None, **kwargs):
+    def fake_stream(command, env, stdin, stdout, progress):
         calls.append((command, env))
-        return subprocess.CompletedProcess(command, 0, b"", b"")
+        return engine_module.CommandResult(0, "", "")
 
     monkeypatch.setattr(engine_module, "_docker_cli", lambda: "docker")
-    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(engine_module, "_stream", fake_stream)
     eng = engine_module.connect({"DOCKER_HOST": "unix:///nonexistent.sock", "PATH": "/bin"})
-    eng.exec("c1", ["psql", "-U", "u"], env={"PGPASSWORD": "s3cret"}, interactive=True)
+    eng.exec_stream("c1", ["pg_dump", "-U", "u"], env={"PGPASSWORD": "s3cret"},
+                    stdout=io.BytesIO())
     command, env = calls[0]
-    assert command == ["docker", "exec", "-i", "-e", "PGPASSWORD", "c1", "psql", "-U", "u"]
+    assert command == ["docker", "exec", "-e", "PGPASSWORD", "c1", "pg_dump", "-U", "u"]
     assert "s3cret" not in " ".join(command) and env["PGPASSWORD"] == "s3cret"
 
 
