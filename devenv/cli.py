@@ -74,11 +74,17 @@ class DevenvGroup(click.Group):
 
 
 def _complete_services(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-    from .catalog import valid_names
+    from .catalog import builtin_catalog, load_catalog
+    from .errors import DevenvError
 
+    root = ctx.find_root().params.get("project_dir") if ctx.find_root() else None
+    try:
+        catalog = load_catalog((root or Path.cwd()).resolve())
+    except DevenvError:  # a broken devenv.toml: complete the built-in names
+        catalog = builtin_catalog()
     done, _, last = incomplete.rpartition(",")
     prefix = f"{done}," if done else ""
-    return [prefix + name for name in valid_names() if name.startswith(last)]
+    return [prefix + name for name in catalog.valid_names() if name.startswith(last)]
 
 
 @click.group(cls=DevenvGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -134,8 +140,8 @@ def _words(values: tuple[str, ...]) -> list[str] | None:
 
 only_option = click.option(
     "--only", "only", multiple=True, metavar="NAMES", shell_complete=_complete_services,
-    help="Comma-separated services or aliases (db, cache, admin, metrics, dashboards, "
-    "backend); repeatable. Dependencies follow.")
+    help="Comma-separated services or aliases (e.g. db,cache; a devenv.toml adds its own); "
+    "repeatable. Dependencies follow.")
 services_argument = click.argument("services", nargs=-1, metavar="[SERVICE]...",
                                    shell_complete=_complete_services)
 secrets_option = click.option("--show-secrets", is_flag=True,
@@ -243,9 +249,9 @@ def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool, as_dev
     elif rows:
         click.echo(format_rows(rows))
         _say_not_running([r.service for r in rows if not r.running])
-        refused = live.login_refused(rows)
-        if refused:
-            _err(f"hint: {live.login_hint(refused)}")
+        service, code = live.login_refused(rows)
+        if service:
+            _err(f"hint: {live.login_hint(settings, service, code)}")
         if show_secrets:
             from .stack import secrets_report
 
@@ -383,8 +389,7 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     from .doctor import blocking, run_checks
     from .report import format_checks, format_checks_json
 
-    obj = ctx.obj
-    checks = run_checks(obj["project_dir"], dict(os.environ), obj["flags"], obj["env_file"])
+    checks = run_checks(_context(ctx))
     click.echo(format_checks_json(checks) if as_json else format_checks(checks))
     if blocking(checks):
         ctx.exit(EXIT_FAILURE)
@@ -423,8 +428,7 @@ cli.add_command(watch)
 cli.add_command(exec_)
 cli.add_command(run)
 
-from .cli_data import db, psql, redis_cli  # noqa: E402  (they import the helpers above)
+from .cli_data import COMMANDS as _DATA_COMMANDS  # noqa: E402  (they import the helpers above)
 
-cli.add_command(db)
-cli.add_command(psql)
-cli.add_command(redis_cli)
+for _command in _DATA_COMMANDS:
+    cli.add_command(_command)

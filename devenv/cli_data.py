@@ -293,3 +293,7 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
 
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     ctx.exit(data.shell(_context(ctx.find_root()), "redis", args, tty))
+
+
+#: what cli.py registers
+COMMANDS = (db, psql, redis_cli)

@@ -21,14 +21,16 @@ def loop_options(ctx: click.Context, only: list[str] | None, watch: bool,
     """--watch and --lan are checked before anything starts."""
     if not (watch or lan):
         return {}
-    from .catalog import select_services
     from .errors import UsageError
+    from .watch import watched_service
 
     loop: dict[str, Any] = {}
     if watch:
-        if "api" not in select_services(only).services:
-            raise UsageError("--watch watches the API, which this up does not start",
-                             hint="add api to --only")
+        settings = _context(ctx).settings()
+        name = watched_service(settings)
+        if name not in settings.catalog.select(only).services:
+            raise UsageError(f"--watch watches {name}, which this up does not start",
+                             hint=f"add {name} to --only")
         loop["watch"] = prepare_watch(ctx)
     if lan:
         loop["lan"] = lan_publish(ctx, only, lan, yes)
@@ -66,18 +68,17 @@ def follow_watch(ctx: click.Context, plan: Any, as_json: bool) -> None:
 def lan_publish(ctx: click.Context, only: list[str] | None, lan: list[str], yes: bool) -> Any:
     """`up --lan NAMES`: the address and services, confirmed a second time for the data."""
     from . import devices
-    from .catalog import select_services
     from .errors import UsageError
-    from .launch import LanPublish
+    from .stackfiles import LanPublish
 
-    request = devices.plan_lan(_context(ctx).settings(), lan,
-                               select_services(only).services)
+    settings = _context(ctx).settings()
+    request = devices.plan_lan(settings, lan, settings.catalog.select(only).services)
     if request.private and not yes:
         if not sys.stdin.isatty():
             names = ",".join(request.private)
             raise UsageError(f"--lan {names} puts the team's data on the network",
                              hint="name it and add --yes to confirm in a script")
-        click.confirm(devices.private_warning(request), abort=True)
+        click.confirm(devices.private_warning(request, settings), abort=True)
     return LanPublish(request.address, request.services)
 
 
@@ -109,11 +110,13 @@ def watch(ctx: click.Context, as_json: bool) -> None:
     """
     from . import stack
     from .report import format_rows
+    from .watch import watched_service
 
     plan = prepare_watch(ctx)
     if not plan.running:
         with _display(ctx) as display:
-            result = stack.up(_context(ctx, on_wait=display), ["api"])
+            context = _context(ctx, on_wait=display)
+            result = stack.up(context, [watched_service(context.settings())])
         _err(format_rows(result.rows))
     follow_watch(ctx, plan, as_json)
 

@@ -1,4 +1,5 @@
-"""What the CLI hands every use case: where, which environment, how to tell progress."""
+"""What the CLI hands every use case: where, which environment, how to tell progress, and
+the one way to reach Docker."""
 
 from __future__ import annotations
 
@@ -10,11 +11,19 @@ from typing import TYPE_CHECKING, Any
 from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from .engine import Engine
     from .probes import WaitEvent
 
 
 def _quiet(message: str) -> None:
     pass
+
+
+def connect_engine(environ: Mapping[str, str]) -> Engine:
+    """The real engine (imported when first needed, so `--help` never loads it)."""
+    from .engine import connect
+
+    return connect(environ)
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,12 @@ class Context:
     env_file: Path | None = None
     notify: Callable[[str], None] = _quiet
     on_wait: Callable[[WaitEvent], None] | Any = None
+    #: the one seam to Docker: every use case gets its engine here (tests pass a fake)
+    engine_factory: Callable[[Mapping[str, str]], Engine] = connect_engine
 
     def settings(self) -> Settings:
         return load_settings(self.project_dir, self.environ, self.flags, self.env_file)
+
+    def engine(self) -> Engine:
+        """An engine for this environment; raises DockerUnavailableError when none answers."""
+        return self.engine_factory(self.environ)

@@ -25,9 +25,9 @@ from .catalog import SERVICES
 from .context import Context
 from .engine import Compose, Container, Engine, connect
 from .errors import DataError, MigrationError, NotReadyError, UsageError
-from .live import check_same_directory, project_containers, url_host
 from .probes import Target, wait_until_ready
 from .report import mask
+from .running import check_same_directory, project_containers, url_host
 from .settings import Settings
 from .snapshots import Snapshot
 from .state import known_secrets, project_lock

@@ -17,7 +17,6 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
-from .catalog import SERVICES, resolve_name
 from .context import Context
 from .errors import DevenvError, UsageError
 from .settings import Settings
@@ -88,7 +87,7 @@ def plan_lan(settings: Settings, words: Sequence[str], started: Sequence[str],
              find: Callable[[], str | None] | None = None) -> LanRequest:
     """Which services `up --lan WORDS` publishes on which address. Only what is named:
     dependencies stay on loopback."""
-    names = list(dict.fromkeys(resolve_name(w) for w in words))
+    names = list(dict.fromkeys(settings.catalog.resolve(w) for w in words))
     if ipaddress.ip_address(settings.bind).is_unspecified:
         raise UsageError(f"--lan changes nothing: DEVENV_BIND={settings.bind} already "
                          "publishes every service on every address",
@@ -102,11 +101,14 @@ def plan_lan(settings: Settings, words: Sequence[str], started: Sequence[str],
                          hint=f"add it to --only, e.g. --only {','.join(missing)}")
     address = lan_address(settings, find)
     return LanRequest(address, tuple(names),
-                      tuple(n for n in names if SERVICES[n].private))
+                      tuple(n for n in names if settings.catalog[n].private))
 
 
-def private_warning(request: LanRequest) -> str:
-    titles = ", ".join(SERVICES[n].title for n in request.private)
+def private_warning(request: LanRequest, settings: Settings | None = None) -> str:
+    from .catalog import builtin_catalog
+
+    catalog = settings.catalog if settings is not None else builtin_catalog()
+    titles = ", ".join(catalog[n].title for n in request.private)
     return (f"{titles} on the LAN at {request.address}: anyone on this network who has the "
             "password can read and change the team's data. Publish it there?")
 
@@ -206,17 +208,19 @@ def format_devices_json(report: DeviceReport) -> str:
 
 def devices(ctx: Context) -> DeviceReport:
     """The `ports --device` use case."""
-    from .engine import connect
-    from .live import project_containers, url_host
+    from .running import project_containers, url_host
 
     settings = ctx.settings()
-    engine = connect(ctx.environ)
-    api = project_containers(engine, settings.project).get("api")
-    port = SERVICES["api"].container_port
+    engine = ctx.engine()
+    name = next((n for n, spec in settings.catalog.items() if spec.device_urls), "")
+    api = project_containers(engine, settings.project).get(name) if name else None
+    port = settings.catalog[name].container_port if name else 0
     published = api.host_port(port) if api is not None and api.running else None
     if api is None or published is None:
-        raise UsageError(f"the API of project {settings.project} is not running",
-                         hint="start it: devenv up --only api (and --lan api for a phone)")
+        what = settings.catalog[name].title if name else "service with a device URL"
+        raise UsageError(f"the {what} of project {settings.project} is not running",
+                         hint=f"start it: devenv up --only {name} (and --lan {name} for a "
+                         "phone)")
     addresses = [p.host_ip for p in api.ports if p.container_port == port]
     host = url_host(settings, engine.remote_host)
     return device_report(settings, published.host_port, addresses, host=host)

@@ -8,34 +8,26 @@ from __future__ import annotations
 import difflib
 import os
 import shutil
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
-from .catalog import SERVICES
-from .engine import Engine, EngineInfo, connect
+from .context import Context
+from .engine import Engine, EngineInfo
 from .errors import DevenvError
-from .settings import SPECS, Settings, load_settings_leniently
+from .rows import Check
+from .settings import Settings, load_settings_leniently
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 DISK_FAIL_BYTES = 500 * 2**20
 DISK_WARN_BYTES = 2 * 2**30
 
 
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # ok | warn | fail
-    detail: str
-    fix: str = ""
-
-
-def run_checks(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str],
-               env_file: Path | None) -> list[Check]:
+def run_checks(ctx: Context) -> list[Check]:
     """Every check, even when one fails: a bad setting fails the settings check and the
     rest run with what can be known (a bad value's default, except where it matters)."""
     checks: list[Check] = []
-    settings, problems = load_settings_leniently(project_dir, environ, flags, env_file)
+    settings, problems = load_settings_leniently(ctx.project_dir, ctx.environ, ctx.flags,
+                                                 ctx.env_file)
     for problem in problems:
         checks.append(Check("settings", FAIL, problem.error.message, problem.error.hint or ""))
     if not problems:
@@ -44,7 +36,7 @@ def run_checks(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str
     bad = {p.key for p in problems}
     checks.extend(_unknown_keys(settings))
     try:
-        engine, info, check = _engine(environ)
+        engine, info, check = _engine(ctx)
     except Exception as exc:  # noqa: BLE001 - doctor reports; it never stops half-way
         engine, info = None, None
         check = Check("engine", FAIL, f"internal error: {type(exc).__name__}: {exc}")
@@ -90,9 +82,9 @@ def _guard_all(name: str, call: Callable[[], list[Check]]) -> list[Check]:
                       "run again with DEVENV_DEBUG=1 for the traceback, and report it")]
 
 
-def _engine(environ: Mapping[str, str]) -> tuple[Engine | None, EngineInfo | None, Check]:
+def _engine(ctx: Context) -> tuple[Engine | None, EngineInfo | None, Check]:
     try:
-        engine = connect(environ)
+        engine = ctx.engine()
         info = engine.info()
     except DevenvError as exc:
         return None, None, Check("engine", FAIL, exc.message, exc.hint or "")
@@ -119,11 +111,11 @@ def _compose(engine: Engine, settings: Settings) -> Check:
 
 def _ports(engine: Engine, info: EngineInfo, settings: Settings,
            bad: set[str] | frozenset[str] = frozenset()) -> list[Check]:
-    from .launch import PortPlanner
+    from .planner import PortPlanner
     from .state import StateFile
 
     memory = StateFile(settings.state_dir).load(settings.project).ports
-    services = tuple(n for n in SERVICES if f"DEVENV_{n.upper()}_PORT" not in bad)
+    services = tuple(n for n, spec in settings.catalog.items() if spec.port_key not in bad)
     plan = PortPlanner(engine, settings, memory, check_host=info.remote_host is None).plan(
         services)
     checks = []
@@ -136,7 +128,7 @@ def _ports(engine: Engine, info: EngineInfo, settings: Settings,
             checks.append(Check(f"port {choice.service}", WARN, choice.describe(),
                                 f"nothing to do: up uses {choice.port}; or free "
                                 f"{choice.configured}, or set "
-                                f"DEVENV_{choice.service.upper()}_PORT"))
+                                f"{settings.catalog[choice.service].port_key}"))
     if info.remote_host:
         checks.append(Check("ports", WARN, f"ports are checked against the containers of "
                             f"{info.remote_host} only", "processes on that host are invisible"))
@@ -149,7 +141,8 @@ def _network(engine: Engine, settings: Settings) -> Check:
     description = engine.network(settings.network)
     attached = (attached_containers(description, engine.containers())
                 if description and description.get("Containers") else [])
-    network = check_network(settings.network, settings.project, tuple(SERVICES), description,
+    network = check_network(settings.network, settings.project, tuple(settings.catalog),
+                            description,
                             attached)
     if network.missing:
         return Check("network", OK, f"{settings.network} will be created by up")
@@ -159,12 +152,11 @@ def _network(engine: Engine, settings: Settings) -> Check:
 
 def _host_apps(engine: Engine, info: EngineInfo, settings: Settings) -> list[Check]:
     """The reserved host-app ports (frontend, Metro, Expo): free, or who holds them."""
-    from .catalog import HOST_APPS
     from .hostports import HostPorts
-    from .launch import _container_ports
+    from .planner import _container_ports
 
     reserved = set(settings.reserved_ports)
-    apps = [app for app in HOST_APPS if app.port in reserved]
+    apps = [app for app in settings.catalog.host_apps if app.port in reserved]
     if not apps:
         return []
     host = HostPorts(_container_ports(engine, engine.containers()), settings.project,
@@ -185,25 +177,28 @@ def _host_apps(engine: Engine, info: EngineInfo, settings: Settings) -> list[Che
 
 def _images(engine: Engine, settings: Settings,
             bad: set[str] | frozenset[str] = frozenset()) -> list[Check]:
-    from .launch import api_build
+    from .builds import service_build
 
     checks = []
-    for name in SERVICES:
-        keys = {f"DEVENV_{name.upper()}_IMAGE"}
-        if name == "api":
-            keys |= {"DEVENV_API_BASE_IMAGE", "DEVENV_API_BUILD"}
+    kinds = {spec.key: spec.kind for spec in settings.specs}
+    for name, spec in settings.catalog.items():
+        built_from = (spec.build.source_setting, *spec.build.args.values()) if spec.build \
+            else ()
+        keys = {spec.image_key} | {k for k in built_from if k}
         if keys & bad:
             continue  # the settings check names it
-        image = settings.image(name)
-        if name == "api" and api_build(settings) is not None:
-            base = settings["DEVENV_API_BASE_IMAGE"]
-            if settings["DEVENV_API_BUILD"] or engine.image_present(base):
-                continue
-            image = base
-        if image and not engine.image_present(image):
-            checks.append(Check(f"image {name}", WARN, f"{image} is not on this engine",
-                                "up will try to pull it; without a registry, pull or build "
-                                f"it first, or set DEVENV_{name.upper()}_IMAGE"))
+        images = [settings.image(name)]
+        build = service_build(settings, spec)
+        if build is not None:
+            # built: from the team's source (its Dockerfile names its base), or from the
+            # bundled files with base images given as build arguments
+            images = [] if spec.build is None or "image" not in build else [
+                settings[key] for key in spec.build.args.values() if kinds.get(key) == "image"]
+        for image in images:
+            if image and not engine.image_present(image):
+                checks.append(Check(f"image {name}", WARN, f"{image} is not on this engine",
+                                    "up will try to pull it; without a registry, pull or "
+                                    f"build it first, or set {spec.image_key}"))
     if not checks:
         checks.append(Check("images", OK, "every image is on the engine"))
     return checks
@@ -232,7 +227,7 @@ def _disk(settings: Settings, engine: Engine | None) -> list[Check]:
 def _unknown_keys(settings: Settings) -> list[Check]:
     checks = []
     for key in settings.unknown_keys:
-        guess = difflib.get_close_matches(key, list(SPECS), n=1)
+        guess = difflib.get_close_matches(key, list(settings.values), n=1)
         hint = f"did you mean {guess[0]}?" if guess else "see .env.example for the settings"
         checks.append(Check(f".env {key}", WARN, f"{key} is not a devenv setting (ignored)",
                             hint))

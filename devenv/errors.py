@@ -19,7 +19,7 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTE
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_FAILURE: "an operation failed (compose, engine, file system, lock held)",
-    EXIT_USAGE: "usage error: bad flag, setting, .env file, service name or template",
+    EXIT_USAGE: "usage error: bad flag, setting, .env file, devenv.toml, service name or template",
     EXIT_NOT_READY: "the stack started but a service did not become ready, or refuses "
                     "the configured login",
     EXIT_DOCKER: "Docker is not usable: engine unreachable, Compose v2 missing, image missing",
@@ -109,3 +109,21 @@ class SnapshotNameError(UsageError):
 
 class MigrationError(NotReadyError):
     """The API's migration command failed: the API was not started."""
+
+
+class ProjectFileError(UsageError):
+    """devenv.toml (or the built-in catalog) declares something devenv cannot use.
+
+    The message names the file, the table and the field, e.g.
+    `devenv.toml: [services.mailpit] port: 70000 is outside 1-65535`.
+    """
+
+    def __init__(self, file: str, table: str, field: str, problem: str,
+                 hint: str | None = None):
+        where = file + (f": [{table}]" if table else "") + (f" {field}" if field else "")
+        super().__init__(f"{where}: {problem}",
+                         hint=hint or "fix it in the file; README \"Your own services\" "
+                         "lists the fields")
+        self.file = file
+        self.table = table
+        self.field = field

@@ -263,14 +263,44 @@ def probe_redis(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> ProbeRe
     return ProbeResult(False, f"PING -> {line[:80]}")
 
 
+def probe_tcp(host: str, port: int, timeout: float = PROBE_TIMEOUT,
+              settle: float = 0.2) -> ProbeResult:
+    """A connection the service keeps open. Docker's proxy accepts while nothing listens
+    inside, then closes at once: a connection still open (or answering) after `settle`
+    seconds is the service's own."""
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=timeout) as sock:
+            sock.settimeout(settle)
+            try:
+                data = sock.recv(1)
+            except TimeoutError:
+                return ProbeResult(True, "accepts and keeps the connection")
+    except (OSError, EOFError) as exc:
+        return ProbeResult(False, f"connect: {_why(exc)}")
+    if data:
+        return ProbeResult(True, "accepts and answers")
+    return ProbeResult(False, "connect: closed at once (nothing listens inside yet)")
+
+
+def run_login(spec: ProbeSpec, host: str, port: int, user: str, password: str,
+              values: Mapping[str, str]) -> LoginResult:
+    """Log in with the protocol of the service's probe (only PostgreSQL's checks logins)."""
+    if spec.kind == "postgres":
+        return postgres_login(host, port, user, password,
+                              spec.arg("database", values, "postgres"))
+    raise ValueError(f"no login check for probe kind {spec.kind!r}")
+
+
 def run_probe(spec: ProbeSpec, host: str, port: int, values: Mapping[str, str]) -> ProbeResult:
     if spec.kind == "http":
         return probe_http(host, port, spec.path)
     if spec.kind == "postgres":
-        return probe_postgres(host, port, values["DEVENV_POSTGRES_USER"],
-                              values["DEVENV_POSTGRES_DB"])
+        return probe_postgres(host, port, spec.arg("user", values, "postgres"),
+                              spec.arg("database", values, "postgres"))
     if spec.kind == "redis":
         return probe_redis(host, port)
+    if spec.kind == "tcp":
+        return probe_tcp(host, port)
     raise ValueError(f"unknown probe kind {spec.kind!r}")
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .catalog import SERVICES, service_url
+from .catalog import Catalog
 from .errors import DevenvError, StateError, TemplateError
 from .state import write_atomic
 
@@ -85,6 +85,9 @@ class ServiceContext:
     watch: tuple[dict[str, Any], ...] = ()
     #: also published on this LAN address (`devenv up --lan`), else ""
     lan_ip: str = ""
+    #: declared in the catalog, for the generic template
+    environment: Mapping[str, str] | None = None
+    command: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -101,27 +104,33 @@ class RenderInput:
     values: Mapping[str, str]
     secrets: Mapping[str, str]
     start_interval: bool
-    api_build: Mapping[str, Any] | None = None  # {"context": path, "args": {...}}
-    api_watch: tuple[Mapping[str, Any], ...] = ()
+    #: the services' specs (and the rest of the catalog)
+    catalog: Catalog
+    #: service -> its build section ({"context": path, "args": {...}[, "image": tag]})
+    builds: Mapping[str, Mapping[str, Any]] | None = None
+    #: service -> its Compose develop.watch rules (services that declare `watch`)
+    watches: Mapping[str, tuple[Mapping[str, Any], ...]] | None = None
     lan_address: str = ""
     lan_services: tuple[str, ...] = ()
     seed_dir: str = ""  # absolute path of the seed folder, "" when there is none
 
 
 def _service_context(name: str, data: RenderInput) -> ServiceContext:
-    spec = SERVICES[name]
+    spec = data.catalog[name]
     volumes = tuple({"name": f"{name}-data" if i == 0 else f"{name}-data-{i}", "target": path}
                     for i, path in enumerate(spec.data_dirs))
     port = data.ports[name]
     return ServiceContext(
         name=name,
-        image=data.values[f"DEVENV_{name.upper()}_IMAGE"],
+        image=data.values[spec.image_key],
         container_port=spec.container_port,
         host_port=port,
         host_url=f"http://{data.url_host}:{port}/",
         volumes=volumes,
-        build=dict(data.api_build) if name == "api" and data.api_build else None,
-        watch=tuple(dict(rule) for rule in data.api_watch) if name == "api" else (),
+        build=dict((data.builds or {})[name]) if name in (data.builds or {}) else None,
+        environment=dict(spec.environment),
+        command=spec.command,
+        watch=tuple(dict(rule) for rule in (data.watches or {}).get(name, ())),
         lan_ip=data.lan_address if name in data.lan_services else "",
     )
 
@@ -129,8 +138,9 @@ def _service_context(name: str, data: RenderInput) -> ServiceContext:
 def _context(data: RenderInput) -> dict[str, Any]:
     services = [_service_context(name, data) for name in data.services]
     by_name = {svc.name: svc for svc in services}
-    internal = {name: service_url(name, name, SERVICES[name].container_port, data.values,
-                                  show_secrets=True) for name in data.services}
+    internal = {name: data.catalog.url(name, name, data.catalog[name].container_port,
+                                       data.values, show_secrets=True)
+                for name in data.services}
     return {
         "project": data.project,
         "network": {"name": data.network, "external": data.network_external},
@@ -213,7 +223,7 @@ def render_stack(data: RenderInput, project_templates: Path | None = None,
     # The services' files first, in catalog order, the compose file last: each template
     # sees in `rendered` the files (and their directories) rendered before it, so a mount
     # or a provider exists exactly when what it points at was written.
-    names = [f for svc in data.services for f in SERVICES[svc].files] + [SKELETON]
+    names = [f for svc in data.services for f in data.catalog[svc].files] + [SKELETON]
     rendered: set[str] = set()
     context["rendered"] = rendered
     current = SKELETON

@@ -6,30 +6,14 @@ import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 from urllib.parse import quote
 
+from .rows import Check, ConfigRow, PlanRow, ServiceRow, StatusRow
+
 #: versioned JSON schemas; bump the number on an incompatible change
 PORTS_SCHEMA = "devenv.ports/1"
-
-
-@dataclass(frozen=True)
-class ServiceRow:
-    service: str
-    url: str
-    host: str
-    port: int
-    state: str
-    container_port: int
-    configured_port: int
-    seconds_to_ready: float | None = None
-    #: False: the service should run (the last `up` started it) but its container does not
-    running: bool = True
-
-    @property
-    def moved(self) -> bool:
-        return self.port != self.configured_port
 
 
 #: words after which a value is a credential: `PASSWORD 'x'`, `password: x`, `token=x`
@@ -142,18 +126,18 @@ def _duration(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
-def format_status(rows: Sequence[Any]) -> str:
+def format_status(rows: Sequence[StatusRow]) -> str:
     return table(("SERVICE", "STATE", "HEALTH", "URL", "UPTIME", "RESTARTS"),
                  [(r.service, r.state if r.exit_code is None else f"{r.state} ({r.exit_code})",
                    r.health, r.url or "-", _duration(r.uptime_seconds), str(r.restarts))
                   for r in rows])
 
 
-def format_status_json(rows: Sequence[Any]) -> str:
+def format_status_json(rows: Sequence[StatusRow]) -> str:
     return json.dumps([{"schema": STATUS_SCHEMA, **asdict(r)} for r in rows], indent=2)
 
 
-def format_checks(checks: Sequence[Any]) -> str:
+def format_checks(checks: Sequence[Check]) -> str:
     lines = []
     for c in checks:
         lines.append(f"{c.status:<4}  {c.name:<24} {c.detail}")
@@ -162,23 +146,23 @@ def format_checks(checks: Sequence[Any]) -> str:
     return "\n".join(lines)
 
 
-def format_checks_json(checks: Sequence[Any]) -> str:
+def format_checks_json(checks: Sequence[Check]) -> str:
     return json.dumps({"schema": DOCTOR_SCHEMA,
                        "ok": not any(c.status == "fail" for c in checks),
                        "checks": [asdict(c) for c in checks]}, indent=2)
 
 
-def format_config(rows: Sequence[tuple[str, str, str]]) -> str:
+def format_config(rows: Sequence[ConfigRow]) -> str:
     return table(("SETTING", "VALUE", "FROM"), [(k, v if v else "''", src) for k, v, src in rows])
 
 
-def format_config_json(rows: Sequence[tuple[str, str, str]]) -> str:
+def format_config_json(rows: Sequence[ConfigRow]) -> str:
     return json.dumps({"schema": CONFIG_SCHEMA,
                        "settings": [{"key": k, "value": v, "source": s} for k, v, s in rows]},
                       indent=2)
 
 
-def format_plan(rows: Sequence[Mapping[str, Any]]) -> str:
+def format_plan(rows: Sequence[PlanRow]) -> str:
     def port(value: Any) -> str:
         return "N/A" if value is None else str(value)
 

@@ -11,98 +11,57 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalog import HOST_APPS, SERVICES
-from .errors import SettingError, UsageError
+from .catalog import PROJECT_FILE, Catalog, SettingSpec, builtin_catalog, load_catalog
+from .errors import ProjectFileError, SettingError, UsageError
 
 DEFAULT_PROJECT = "cirkelline"
 DEFAULT_NETWORK = "cirkelline"
 
 
-@dataclass(frozen=True)
-class SettingSpec:
-    key: str
-    default: str
-    kind: str  # name | network | address | port | ports | seconds | count | image | path | text
-    #           | dir (a non-empty path) | command
-    help: str
-    secret: bool = False
+def core_settings(catalog: Catalog) -> tuple[SettingSpec, ...]:
+    """The settings of devenv itself; each service adds its own (catalog.setting_specs)."""
+    reserved = ",".join(str(app.port) for app in catalog.host_apps)
+    apps = ", ".join(f"{app.name} {app.port}" for app in catalog.host_apps)
+    return (
+        SettingSpec("DEVENV_PROJECT", DEFAULT_PROJECT, "name",
+                    "Compose project name; containers, volumes and state are per project"),
+        SettingSpec("DEVENV_NETWORK", "", "network",
+                    "Docker network; empty means 'cirkelline' for the default project, "
+                    "else the project's own network"),
+        SettingSpec("DEVENV_BIND", "127.0.0.1", "address",
+                    "host address published ports bind to; anything wider is reachable by "
+                    "others"),
+        SettingSpec("DEVENV_RESERVED_PORTS", reserved, "ports",
+                    f"host ports never given to a container ({apps})"),
+        SettingSpec("DEVENV_WAIT_TIMEOUT", "120", "seconds",
+                    "seconds `up` waits for every service to answer"),
+        SettingSpec("DEVENV_DASHBOARD_PORT", "7780", "port",
+                    "wanted host port of `devenv dashboard` (planned like the services, "
+                    "loopback only)"),
+        SettingSpec("DEVENV_LAN_ADDRESS", "", "lan",
+                    "this machine's address on the LAN, for `up --lan` and `ports --device`; "
+                    "empty finds it from the default route"),
+        SettingSpec("DEVENV_SEED_DIR", "db/seed", "dir",
+                    "folder of .sql, .sql.gz and .sh files run once, in name order, when the "
+                    "database is created"),
+        SettingSpec("DEVENV_SNAPSHOT_DIR", ".devenv/snapshots", "dir",
+                    "where `devenv db snapshot` keeps snapshots (mode 0700); relative to the "
+                    "project directory"),
+    )
 
 
-def _service_settings() -> list[SettingSpec]:
-    specs = []
-    for s in SERVICES.values():
-        specs.append(
-            SettingSpec(f"DEVENV_{s.name.upper()}_PORT", str(s.dev_port), "port",
-                        f"host port for {s.title} (container port {s.container_port})")
-        )
-        image_help = (
-            "the team's backend image; empty builds the bundled reference API"
-            if s.name == "api" else f"image for {s.title}"
-        )
-        specs.append(SettingSpec(f"DEVENV_{s.name.upper()}_IMAGE", s.default_image, "image",
-                                 image_help))
-    return specs
+def all_settings(catalog: Catalog) -> tuple[SettingSpec, ...]:
+    return (*core_settings(catalog), *catalog.setting_specs())
 
 
-SETTINGS: tuple[SettingSpec, ...] = (
-    SettingSpec("DEVENV_PROJECT", DEFAULT_PROJECT, "name",
-                "Compose project name; containers, volumes and state are per project"),
-    SettingSpec("DEVENV_NETWORK", "", "network",
-                "Docker network; empty means 'cirkelline' for the default project, "
-                "else the project's own network"),
-    SettingSpec("DEVENV_BIND", "127.0.0.1", "address",
-                "host address published ports bind to; anything wider is reachable by others"),
-    SettingSpec("DEVENV_RESERVED_PORTS",
-                ",".join(str(app.port) for app in HOST_APPS), "ports",
-                "host ports never given to a container (frontend 3000, Metro 8081, Expo 19000)"),
-    SettingSpec("DEVENV_WAIT_TIMEOUT", "120", "seconds",
-                "seconds `up` waits for every service to answer"),
-    *_service_settings(),
-    SettingSpec("DEVENV_API_BUILD", "", "path",
-                "path to the team's backend (with its Dockerfile), built by compose; "
-                "wins over DEVENV_API_IMAGE"),
-    SettingSpec("DEVENV_API_BASE_IMAGE", "python:3.12-slim", "image",
-                "base image of the bundled reference API (needs python3)"),
-    SettingSpec("DEVENV_API_DB_POOL_SIZE", "20", "count", "DB_POOL_SIZE given to the API"),
-    SettingSpec("DEVENV_DASHBOARD_PORT", "7780", "port",
-                "wanted host port of `devenv dashboard` (planned like the services, "
-                "loopback only)"),
-    SettingSpec("DEVENV_API_WATCH_SYNC", ".", "paths",
-                "`devenv watch`: source paths (relative to the API's build folder) synced into "
-                "the running container"),
-    SettingSpec("DEVENV_API_WATCH_TARGET", "/app", "text",
-                "`devenv watch`: the directory in the container the sync paths land in"),
-    SettingSpec("DEVENV_API_WATCH_REBUILD",
-                "Dockerfile,package.json,package-lock.json,requirements.txt,pyproject.toml",
-                "paths", "`devenv watch`: files whose change rebuilds the image (of these "
-                "defaults, those that exist)"),
-    SettingSpec("DEVENV_API_WATCH_ACTION", "sync+restart", "action",
-                "`devenv watch`: sync+restart (restart after each sync), or sync for an API "
-                "that reloads itself (nodemon, uvicorn --reload)"),
-    SettingSpec("DEVENV_LAN_ADDRESS", "", "lan",
-                "this machine's address on the LAN, for `up --lan` and `ports --device`; "
-                "empty finds it from the default route"),
-    SettingSpec("DEVENV_POSTGRES_USER", "postgres", "text", "PostgreSQL user"),
-    SettingSpec("DEVENV_POSTGRES_PASSWORD", "password", "text",
-                "PostgreSQL password (the spec's default; used only when the volume is "
-                "first created)", secret=True),
-    SettingSpec("DEVENV_POSTGRES_DB", "cirkelline_agents", "text", "PostgreSQL database"),
-    SettingSpec("DEVENV_GRAFANA_ADMIN_USER", "admin", "text", "Grafana admin user"),
-    SettingSpec("DEVENV_SEED_DIR", "db/seed", "dir",
-                "folder of .sql, .sql.gz and .sh files run once, in name order, when the "
-                "database is created"),
-    SettingSpec("DEVENV_API_MIGRATE", "", "command",
-                "command run in the API's image after the database answers and before the "
-                "API starts (e.g. `npm run migrate`); empty: none"),
-    SettingSpec("DEVENV_SNAPSHOT_DIR", ".devenv/snapshots", "dir",
-                "where `devenv db snapshot` keeps snapshots (mode 0700); relative to the "
-                "project directory"),
-    SettingSpec("DEVENV_GRAFANA_ADMIN_PASSWORD", "", "text",
-                "Grafana admin password; empty generates one once, kept in .devenv/",
-                secret=True),
-)
+def __getattr__(name: str) -> object:
+    # SETTINGS and SPECS: the settings of the built-in catalog (docs, .env.example)
+    if name == "SETTINGS":
+        return all_settings(builtin_catalog())
+    if name == "SPECS":
+        return {spec.key: spec for spec in all_settings(builtin_catalog())}
+    raise AttributeError(name)
 
-SPECS: dict[str, SettingSpec] = {spec.key: spec for spec in SETTINGS}
 #: kinds whose text must be exactly a number: no whitespace is trimmed from them
 _NUMBERS = ("port", "ports", "seconds", "count")
 
@@ -135,6 +94,10 @@ class Settings:
     env_file: Path | None = None
     #: DEVENV_* keys found in .env that no setting knows (likely typos)
     unknown_keys: tuple[str, ...] = field(default_factory=tuple)
+    #: the project's services: the built-in ones and devenv.toml's
+    catalog: Catalog = field(default_factory=builtin_catalog)
+    #: every setting of this project (devenv's own, then each service's)
+    specs: tuple[SettingSpec, ...] = field(default_factory=tuple)
 
     def __getitem__(self, key: str) -> str:
         return self.values[key]
@@ -176,11 +139,11 @@ class Settings:
         return parse_port_list(self.values["DEVENV_RESERVED_PORTS"], "DEVENV_RESERVED_PORTS")
 
     def port(self, service: str) -> int:
-        key = f"DEVENV_{service.upper()}_PORT"
+        key = self.catalog[service].port_key
         return parse_port(self.values[key], key)
 
     def image(self, service: str) -> str:
-        return self.values[f"DEVENV_{service.upper()}_IMAGE"]
+        return self.values[self.catalog[service].image_key]
 
     @property
     def compose_dir(self) -> Path:
@@ -439,9 +402,17 @@ def _load(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str
             if problems is None:
                 raise
             problems.append(SettingProblem("", exc))
+    try:
+        catalog = load_catalog(project_dir)
+    except ProjectFileError as exc:
+        if problems is None:
+            raise
+        problems.append(SettingProblem(PROJECT_FILE, exc))
+        catalog = builtin_catalog()
+    specs = all_settings(catalog)
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
-    for spec in SETTINGS:
+    for spec in specs:
         for layer, source in ((flags or {}, "flag"), (environ, "environment"),
                               (dotenv, ".env")):
             if spec.key in layer and layer[spec.key] is not None:
@@ -459,10 +430,10 @@ def _load(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str
                 raise
             problems.append(SettingProblem(spec.key, exc))
             values[spec.key], sources[spec.key] = spec.default, "default"
-    unknown = tuple(k for k in dotenv if k.startswith("DEVENV_") and k not in SPECS)
+    unknown = tuple(k for k in dotenv if k.startswith("DEVENV_") and k not in values)
     settings = Settings(values=values, sources=sources, project_dir=project_dir,
                         env_file=path if (explicit_env_file or dotenv) else None,
-                        unknown_keys=unknown)
+                        unknown_keys=unknown, catalog=catalog, specs=specs)
     try:
         _check_distinct_ports(settings, skip={p.key for p in problems or ()})
     except SettingError as exc:
@@ -475,13 +446,12 @@ def _load(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str
 def _check_distinct_ports(settings: Settings, skip: set[str] | frozenset[str] = frozenset()
                           ) -> None:
     seen: dict[int, str] = {}
-    for name in SERVICES:
-        if f"DEVENV_{name.upper()}_PORT" in skip:
+    for spec in settings.catalog.values():
+        if spec.port_key in skip:
             continue
-        port = settings.port(name)
+        port = settings.port(spec.name)
         if port in seen:
-            first = seen[port]
             raise SettingError(
-                f"DEVENV_{first.upper()}_PORT and DEVENV_{name.upper()}_PORT are both {port}",
+                f"{seen[port]} and {spec.port_key} are both {port}",
                 hint="give each service its own port (devenv moves taken ports by itself)")
-        seen[port] = name
+        seen[port] = spec.port_key

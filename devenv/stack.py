@@ -7,39 +7,37 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from . import data
-from .catalog import SERVICES, Selection, select_services
+from .catalog import Selection
 from .context import Context
-from .engine import Container, Engine, EngineInfo, connect, preload_compose
-from .errors import DockerUnavailableError, NotReadyError, UsageError
-from .launch import (
-    LanPublish,
-    Launch,
-    Launched,
-    PortPlanner,
-    network_external,
-    render_input,
-)
-from .live import (
+from .engine import Container, Engine, EngineInfo, PortRaceError
+from .errors import DockerUnavailableError, NotReadyError, PortConflictError, UsageError
+from .launch import needs_rebuild, start
+from .live import live_rows
+from .networks import NetworkCheck
+from .planner import PortPlanner
+from .ports import PortPlan
+from .probes import Target, WaitResult, wait_until_ready
+from .render import COMPOSE_FILE, WriteResult
+from .report import format_env, format_rows, mask
+from .rows import ConfigRow, PlanRow, ServiceRow
+from .running import (
     check_same_directory,
     dead_services,
+    describe_running,
     in_catalog_order,
-    live_rows,
     make_row,
     project_containers,
     url_host,
 )
-from .networks import NetworkCheck
-from .ports import PortPlan
-from .probes import Target, WaitResult, wait_until_ready
-from .render import COMPOSE_FILE, WriteResult, render_stack, write_outputs
-from .report import ServiceRow, format_env, format_rows, mask
 from .settings import Settings
+from .stackfiles import LanPublish, Rendered, network_external, render_input, write_stack
 from .state import ProjectState, StateFile, known_secrets, project_lock, write_atomic
 
 LOG_TAIL = 20
+#: starts retried after a port was taken between planning and start
+RACE_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ class UpResult:
 
 
 def _engine(ctx: Context, settings: Settings) -> tuple[Engine, EngineInfo]:
-    engine = connect(ctx.environ)
+    engine = ctx.engine()
     info = engine.info()
     if not settings.bind_is_loopback:
         ctx.notify(f"warning: ports bind to {settings.bind}: other machines can reach them")
@@ -67,10 +65,11 @@ def _engine(ctx: Context, settings: Settings) -> tuple[Engine, EngineInfo]:
 def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = False,
        strict_ports: bool = False, show_secrets: bool = False,
        lan: LanPublish | None = None) -> UpResult:
-    """Plan ports, render, start what does not run as rendered, wait, report."""
+    """plan -> render -> is it current? -> start -> wait -> report; a port taken between
+    plan and start moves that service and the three middle steps run again."""
     began = time.monotonic()
     settings = ctx.settings()
-    selection = select_services(only)
+    selection = settings.catalog.select(only)
     for dep, needed_by in selection.added:
         ctx.notify(f"adding {dep} (needed by {needed_by})")
     engine, info = _engine(ctx, settings)
@@ -79,13 +78,9 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
                       on_wait=ctx.notify):
         before = project_containers(engine, settings.project)
         check_same_directory(settings, before.values())
-        running = {name for name, c in before.items() if c.running}
-        if set(selection.services) - running:
-            preload_compose()  # something will start: load compose's client meanwhile
-        # The file holds what is selected and what already runs (with what those need):
-        # nothing running becomes an orphan, and Prometheus and Grafana get files only for
-        # services that run.
-        services = select_services(set(selection.services) | running).services
+        services = _file_services(settings, selection, before)
+        if set(selection.services) - _running(before):
+            engine.preload_compose()  # something will start: load compose's client meanwhile
         network = _check_network(ctx, engine, settings, services, before)
         if network.missing and any(not c.running for c in before.values()):
             before = project_containers(engine, settings.project)
@@ -95,53 +90,119 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
             ctx.notify("forgetting remembered ports")
         planner = PortPlanner(engine, settings, state.ports, strict_ports,
                               check_host=info.remote_host is None, keep_running=not reset_ports)
+        host = url_host(settings, info.remote_host)
+        external = network.external
+
         plan = planner.plan(services)
         for choice in plan.moved:
             ctx.notify(choice.describe())
-        host = url_host(settings, info.remote_host)
         if lan is not None:
             ctx.notify(f"warning: {', '.join(lan.services)} also published on the LAN at "
                        f"{lan.address}: anyone on this network can reach "
                        + ("them" if len(lan.services) > 1 else "it")
                        + " (a plain `devenv up` takes it off again)")
-        launch = Launch(engine, settings, services, host, info.supports_start_interval,
-                        network.external, ctx.notify, ctx.environ, lan)
-        # With a migration the API starts last: after the database answers and the
-        # migration succeeded (data.migrate). A fresh database may start from `seed`.
-        migrate = bool(settings["DEVENV_API_MIGRATE"]) and "api" in selection.services
-        first = tuple(s for s in selection.services if not (migrate and s == "api"))
-        if set(first) - running:
+        # A service with a migration starts last: after what it needs answers and the
+        # migration succeeded (data.migrate). A fresh database may start from its seed.
+        migrating = _migrating(settings, selection)
+        first = tuple(s for s in selection.services if s not in migrating)
+        if set(first) - _running(before):
             data.prepare_volumes(engine, settings, first, ctx.notify)
-        launched = launch.run(first, plan, planner, state, before)
-        if migrate and launched.started:
-            _migrate_then_start_api(ctx, engine, settings, launched, host)
+        for attempt in range(RACE_RETRIES + 1):
+            rendered = write_stack(settings, render_input(
+                settings, services, plan, info.supports_start_interval, external, host,
+                ctx.notify, lan), ctx.notify)
+            started = not is_current(rendered, state, before)
+            if not started:
+                break
+            try:
+                start(engine, settings, first, rendered, before, state,
+                      ctx.notify, first=attempt == 0)
+                break
+            except PortRaceError as race:
+                plan = _replan_after_race(ctx, engine, settings, planner, plan, race,
+                                          last=attempt == RACE_RETRIES)
+
+        for name in migrating if started else ():
+            _migrate_then_start(ctx, engine, settings, name, plan, host,
+                                needs_rebuild(rendered, state, before))
         after = project_containers(engine, settings.project)
-        state_file.save(settings.project, replace(
-            launched.state, containers={n: c.id for n, c in after.items() if c.running}))
-        rows = tuple(make_row(settings, name, host, launched.plan.port(name), "starting",
-                              show_secrets) for name in services)
+        state_file.save(settings.project, _remembered(state, plan, rendered, selection, after))
+        rows = tuple(make_row(settings, name, host, plan.port(name), "starting", show_secrets)
+                     for name in services)
         _write_app_env(settings, rows)
         wait = _wait(ctx, engine, settings, rows, since=began)
-        _save_timing(settings, began, launched.started, selection.services, wait)
+        _save_timing(settings, began, started, selection.services, wait)
     rows = _with_wait(rows, wait)
-    result = UpResult(selection, services, launched.plan, launched.writes, rows,
-                      launched.started, wait)
     if not wait.ok:
         raise _not_ready(engine, settings, wait, rows)
     _check_login(settings, rows)
-    return result
+    return UpResult(selection, services, plan, rendered.writes, rows, started, wait)
+
+
+def _running(containers: Mapping[str, Container]) -> set[str]:
+    return {name for name, c in containers.items() if c.running}
+
+
+def _file_services(settings: Settings, selection: Selection,
+                   before: Mapping[str, Container]) -> tuple[str, ...]:
+    """What the file holds: the selection and what already runs, with what those need, so
+    that nothing running becomes an orphan and files that list services (Prometheus'
+    targets) list what runs."""
+    running = {name for name in _running(before) if name in settings.catalog}
+    return settings.catalog.select(set(selection.services) | running).services
+
+
+def is_current(rendered: Rendered, state: ProjectState,
+               before: Mapping[str, Container]) -> bool:
+    """Everything runs as rendered: the same files as at the last start, and the very
+    containers that start made, all running. A person's edit set aside is never met with
+    "already up to date": compose then checks the running containers against the file."""
+    if any(w.aside for w in rendered.writes):
+        return False
+    return rendered.fingerprint == state.fingerprint and all(
+        name in before and before[name].running
+        and state.containers.get(name) == before[name].id
+        for name in rendered.services)
+
+
+def _replan_after_race(ctx: Context, engine: Engine, settings: Settings,
+                       planner: PortPlanner, plan: PortPlan, race: PortRaceError,
+                       last: bool) -> PortPlan:
+    service = next((c.service for c in plan.choices if c.port == race.port), None)
+    if service is None or last:
+        raise PortConflictError(
+            f"port {race.port} kept being taken while the stack started",
+            hint="find what holds it (`devenv doctor`) or configure another port",
+            detail=describe_running(engine, settings),
+        ) from None
+    planner.mark_taken(race.port)
+    ctx.notify(f"{service}: {race.port} was taken after planning; moving it")
+    new_plan = planner.plan([c.service for c in plan.choices])
+    ctx.notify(new_plan.by_service()[service].describe())
+    return new_plan
+
+
+def _remembered(state: ProjectState, plan: PortPlan, rendered: Rendered,
+                selection: Selection, after: Mapping[str, Container]) -> ProjectState:
+    """Only what this run selected is remembered anew; what it left alone keeps its memory
+    (its container still publishes the port it had)."""
+    chosen = {s: m for s, m in plan.as_memory().items() if s in selection.services}
+    return ProjectState(ports={**state.ports, **chosen}, fingerprint=rendered.fingerprint,
+                        build=rendered.build,
+                        containers={n: c.id for n, c in after.items() if c.running})
 
 
 def _check_login(settings: Settings, rows: Sequence[ServiceRow]) -> None:
-    """Readiness is the protocol's; once PostgreSQL answers, log in as DATABASE_URL would:
-    a volume created with other credentials keeps them, and the app could not connect."""
-    from .live import check_postgres_login, login_error
+    """Readiness is the protocol's; once a service that checks its login answers, log in
+    as its URL would: a volume created with other credentials keeps them, and the app
+    could not connect."""
+    from .running import check_login, checks_login, login_error
 
     for row in rows:
-        if row.service == "postgres":
-            result = check_postgres_login(settings, row.host, row.port)
+        if checks_login(settings, row.service):
+            result = check_login(settings, row.service, row.host, row.port)
             if result.refused:
-                raise login_error(result)
+                raise login_error(settings, row.service, result)
 
 
 def _check_network(ctx: Context, engine: Engine, settings: Settings,
@@ -159,28 +220,36 @@ def _check_network(ctx: Context, engine: Engine, settings: Settings,
     stale = [c for c in before.values() if not c.running]
     if network.missing and stale:
         ctx.notify(f"network {settings.network} is gone (docker network prune?): recreating "
-                   f"{', '.join(in_catalog_order(c.service for c in stale))}; "
+                   f"{', '.join(in_catalog_order((c.service for c in stale), settings))}; "
                    "data volumes are kept")
         engine.remove_containers(stale)
     return network
 
 
-def _migrate_then_start_api(ctx: Context, engine: Engine, settings: Settings,
-                            launched: Launched, host: str) -> None:
-    postgres = Target("postgres", SERVICES["postgres"].probe, host, launched.plan.port("postgres"))
-    wait = wait_until_ready([postgres], settings.values, settings.wait_timeout,
-                            check_alive=lambda: dead_services(engine, settings.project,
-                                                              ["postgres"]))
+def _migrating(settings: Settings, selection: Selection) -> tuple[str, ...]:
+    """Selected services whose declared migration command is set."""
+    return tuple(name for name in selection.services
+                 if (key := settings.catalog[name].migrate_setting) and settings[key])
+
+
+def _migrate_then_start(ctx: Context, engine: Engine, settings: Settings, name: str,
+                        plan: PortPlan, host: str, rebuild: bool) -> None:
+    """Wait for what the service needs, run its migration, then start it."""
+    needs = settings.catalog[name].needs
+    targets = [Target(n, settings.catalog[n].probe, host, plan.port(n)) for n in needs]
+    wait = wait_until_ready(targets, settings.values, settings.wait_timeout,
+                            check_alive=lambda: dead_services(engine, settings.project, needs))
     if not wait.ok:
-        row = make_row(settings, "postgres", host, postgres.port, "starting")
-        raise _not_ready(engine, settings, wait, [row])
-    data.migrate(engine, settings, launched.rebuild_api, ctx.notify)
-    engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE).up(["api"])
+        rows = [make_row(settings, t.service, host, t.port, "starting") for t in targets]
+        raise _not_ready(engine, settings, wait, rows)
+    data.migrate(engine, settings, rebuild, ctx.notify)
+    engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE).up([name])
 
 
 def _wait(ctx: Context, engine: Engine, settings: Settings, rows: Sequence[ServiceRow],
           since: float | None = None) -> WaitResult:
-    targets = [Target(r.service, SERVICES[r.service].probe, r.host, r.port) for r in rows]
+    targets = [Target(r.service, settings.catalog[r.service].probe, r.host, r.port)
+               for r in rows]
     services = [r.service for r in rows]
     return wait_until_ready(targets, settings.values, settings.wait_timeout,
                             check_alive=lambda: dead_services(engine, settings.project, services),
@@ -229,9 +298,10 @@ def _not_ready(engine: Engine, settings: Settings, wait: WaitResult,
         parts.append(f"last {LOG_TAIL} log lines of {name}:\n{logs}" if logs
                      else f"({name} logged nothing)")
     names = ", ".join(failed)
-    pg = containers.get("postgres")
-    seed = data.seed_failure(engine.logs(pg.id, LOG_TAIL), settings) \
-        if "postgres" in wait.exited and pg else None
+    seeded = next((n for n in wait.exited if settings.catalog[n].seed and n in containers),
+                  None)
+    seed = data.seed_failure(engine.logs(containers[seeded].id, LOG_TAIL), settings) \
+        if seeded else None
     if seed is not None:
         message, hint = seed
     elif wait.exited:
@@ -246,7 +316,7 @@ def _not_ready(engine: Engine, settings: Settings, wait: WaitResult,
 
 
 def _write_app_env(settings: Settings, rows: Sequence[ServiceRow]) -> None:
-    from .live import app_env
+    from .running import app_env
 
     text = ("# Generated by devenv up: URLs for apps on the host. Holds secrets (mode 0600).\n"
             + format_env(app_env(settings, rows)))
@@ -264,7 +334,7 @@ def restart(ctx: Context, names: Sequence[str] | None,
         containers = project_containers(engine, settings.project)
         check_same_directory(settings, containers.values())
         running = [n for n, c in containers.items() if c.running]
-        wanted = (select_services(names).requested if names else tuple(running))
+        wanted = (settings.catalog.select(names).requested if names else tuple(running))
         if not running:
             only = f" --only {','.join(wanted)}" if names else ""
             raise UsageError(f"nothing of project {settings.project} is running, so nothing "
@@ -273,7 +343,7 @@ def restart(ctx: Context, names: Sequence[str] | None,
         if missing:
             raise UsageError(f"not running: {', '.join(missing)}",
                              hint="start it with `devenv up --only " + ",".join(missing) + "`")
-        ctx.notify(f"restarting {', '.join(in_catalog_order(wanted))}")
+        ctx.notify(f"restarting {', '.join(in_catalog_order(wanted, settings))}")
         engine.restart([containers[name] for name in wanted])
         rows = tuple(r for r in live_rows(engine, settings, show_secrets, check=False)
                      if r.service in wanted)
@@ -294,7 +364,7 @@ class DownResult:
 def down(ctx: Context, volumes: bool = False) -> DownResult:
     """Remove the project's containers and network (and volumes if asked)."""
     settings = ctx.settings()
-    engine = connect(ctx.environ)
+    engine = ctx.engine()
     with project_lock(settings.state_dir, settings.project, "down", settings.wait_timeout,
                       on_wait=ctx.notify):
         containers = project_containers(engine, settings.project)
@@ -304,7 +374,7 @@ def down(ctx: Context, volumes: bool = False) -> DownResult:
         # Ports stay remembered (sticky); what ran is forgotten.
         state_file.save(settings.project,
                         ProjectState(ports=state_file.load(settings.project).ports))
-    return DownResult(in_catalog_order(containers), removed.kept_networks)
+    return DownResult(in_catalog_order(containers, settings), removed.kept_networks)
 
 
 def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]:
@@ -313,10 +383,10 @@ def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]
     Under the project lock, and for what runs plus the selection (as `up` renders): a
     render never pulls a file out from under a running container or orphans it."""
     settings = ctx.settings()
-    selection = select_services(only)
+    selection = settings.catalog.select(only)
     engine: Engine | None
     try:
-        engine = connect(ctx.environ)
+        engine = ctx.engine()
         info: EngineInfo | None = engine.info()
     except DockerUnavailableError as exc:
         ctx.notify(f"no engine ({exc.message}); ports are checked on this host only")
@@ -326,8 +396,8 @@ def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]
         running: set[str] = set()
         if engine is not None:
             running = {name for name, c in project_containers(engine, settings.project).items()
-                       if c.running}
-        services = select_services(set(selection.services) | running).services
+                       if c.running and name in settings.catalog}
+        services = settings.catalog.select(set(selection.services) | running).services
         kept = [name for name in services if name in running and name not in
                 selection.services]
         if kept:
@@ -343,17 +413,15 @@ def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]
                             info.supports_start_interval if info else False,
                             network_external(engine, settings) if engine else False,
                             url_host(settings, remote), ctx.notify)
-        files = render_stack(data, settings.project_dir / "templates",
-                             settings.template_cache)
-        return write_outputs(settings.compose_dir, files, ctx.notify)
+        return list(write_stack(settings, data, ctx.notify).writes)
 
 
 def logs(ctx: Context, names: Sequence[str] | None, follow: bool,
          tail: int | None) -> Iterator[str]:
     """Log lines of the project's services (names or aliases), secrets masked."""
     settings = ctx.settings()
-    wanted = list(select_services(names).requested) if names else []
-    engine = connect(ctx.environ)
+    wanted = list(settings.catalog.select(names).requested) if names else []
+    engine = ctx.engine()
     containers = project_containers(engine, settings.project)
     if not containers:
         raise UsageError(f"nothing of project {settings.project} exists",
@@ -365,13 +433,11 @@ def logs(ctx: Context, names: Sequence[str] | None, follow: bool,
         yield mask(line, secrets)
 
 
-def config(ctx: Context, show_secrets: bool = False) -> list[tuple[str, str, str]]:
+def config(ctx: Context, show_secrets: bool = False) -> list[ConfigRow]:
     """(key, value, source) for every setting; secrets masked unless asked."""
-    from .settings import SETTINGS
-
     settings = ctx.settings()
     rows = []
-    for spec in SETTINGS:
+    for spec in settings.specs:
         value = settings[spec.key]
         if spec.secret and value and not show_secrets:
             value = "***"
@@ -380,39 +446,37 @@ def config(ctx: Context, show_secrets: bool = False) -> list[tuple[str, str, str
 
 
 def secrets_report(settings: Settings, warn: Callable[[str], None] | None = None) -> str:
-    """The logins `ports --show-secrets` prints under the table."""
-    from .state import grafana_password
+    """The logins `ports --show-secrets` prints under the table: every service that
+    declares one, in catalog order."""
+    from .state import setting_or_secret
 
-    return (f"grafana login: {settings['DEVENV_GRAFANA_ADMIN_USER']} / "
-            f"{grafana_password(settings, warn)}\n"
-            f"postgres login: {settings['DEVENV_POSTGRES_USER']} / "
-            f"{settings['DEVENV_POSTGRES_PASSWORD']}")
+    return "\n".join(f"{spec.name} login: {settings[spec.login[0]]} / "
+                     f"{setting_or_secret(settings, spec.login[1], warn)}"
+                     for spec in settings.catalog.values() if spec.login)
 
 
-def port_table(ctx: Context) -> list[dict[str, Any]]:
+def port_table(ctx: Context) -> list[PlanRow]:
     """The spec's allocation per service and host app, with this machine's dev plan."""
-    from .catalog import HOST_APPS
     from .report import PLAN_SCHEMA
-    from .state import StateFile
 
     settings = ctx.settings()
     try:
-        engine: Engine | None = connect(ctx.environ)
+        engine: Engine | None = ctx.engine()
         remote = engine.info().remote_host if engine else None
     except DockerUnavailableError:
         engine, remote = None, None
     memory = StateFile(settings.state_dir).load(settings.project).ports
     plan = PortPlanner(engine, settings, memory, check_host=remote is None).plan(
-        tuple(SERVICES))
-    rows: list[dict[str, Any]] = []
-    for name, spec in SERVICES.items():
+        tuple(settings.catalog))
+    rows: list[PlanRow] = []
+    for name, spec in settings.catalog.items():
         choice = plan.by_service()[name]
         note = choice.describe().split(": ", 1)[1] if choice.moved else choice.rule
         rows.append({"schema": PLAN_SCHEMA, "service": name, "title": spec.title,
                      "dev": spec.dev_port, "staging": spec.staging_port, "prod": spec.prod_port,
                      "here": choice.port, "note": note, "kind": "container"})
     reserved = set(settings.reserved_ports)
-    for app in HOST_APPS:
+    for app in settings.catalog.host_apps:
         rows.append({"schema": PLAN_SCHEMA, "service": app.name, "title": app.title,
                      "dev": app.port, "staging": None, "prod": None,
                      "here": app.port if app.port in reserved else None,

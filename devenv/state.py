@@ -13,14 +13,14 @@ import os
 import secrets as _secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import LockedError, StateError
 from .ports import Memory
-from .settings import SETTINGS, Settings
+from .settings import Settings
 
 STATE_SCHEMA = 1
 
@@ -149,10 +149,6 @@ def _utc_stamp() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
-#: what the volume of a service remembers from a generated secret, and how to reset it
-_SECRET_VOLUMES = {"grafana_admin_password": ("Grafana", "DEVENV_GRAFANA_ADMIN_PASSWORD")}
-
-
 TIMING_SCHEMA = "devenv.timing/1"
 
 
@@ -229,7 +225,10 @@ class SecretStore:
             self._warn(f"warning: {exc.message}")
             return []
 
-    def get_or_create(self, project: str, key: str) -> str:
+    def get_or_create(self, project: str, key: str, what: str = "", setting: str = "") -> str:
+        """The project's secret `key`, generated now if it has none. `what` (the service)
+        and `setting` (the one that overrides it) name them in the warning that a volume
+        made with a lost secret still holds the old one."""
         data = self._read()
         project_secrets = data.setdefault(project, {})
         if key not in project_secrets:
@@ -238,7 +237,7 @@ class SecretStore:
             aside = self._set_aside or max(self.path.parent.glob("secrets.corrupt-*.json"),
                                            default=None)
             if aside is not None:
-                what, setting = _SECRET_VOLUMES.get(key, (key, ""))
+                what = what or key
                 self._warn(
                     f"warning: a new {what} password was generated for project {project}; "
                     f"if its {what} volume already existed it still holds the old one, so "
@@ -294,14 +293,29 @@ def project_lock(state_dir: Path, project: str, command: str, timeout: float,
         handle.close()
 
 
-def grafana_password(settings: Settings, warn: Callable[[str], None] | None = None) -> str:
-    """The configured Grafana password, else the one generated once for this project."""
-    return settings["DEVENV_GRAFANA_ADMIN_PASSWORD"] or SecretStore(
-        settings.state_dir, warn).get_or_create(settings.project, "grafana_admin_password")
+def setting_or_secret(settings: Settings, key: str,
+                      warn: Callable[[str], None] | None = None) -> str:
+    """A setting's value; for a setting declared `generate` and left empty, the secret
+    generated once for this project and kept in .devenv/secrets.json."""
+    value = settings[key]
+    spec = next((s for s in settings.specs if s.key == key), None)
+    if value or spec is None or not spec.generate:
+        return value
+    owner = next((svc.title for svc in settings.catalog.values() if spec in svc.settings), "")
+    return SecretStore(settings.state_dir, warn).get_or_create(
+        settings.project, spec.secret_name, what=owner, setting=key)
+
+
+def generated_secrets(settings: Settings, services: Iterable[str],
+                      warn: Callable[[str], None] | None = None) -> dict[str, str]:
+    """secret name -> value of every generated secret the services declare (templates
+    read them as `secrets.NAME`)."""
+    return {spec.secret_name: setting_or_secret(settings, spec.key, warn)
+            for name in services for spec in settings.catalog[name].settings if spec.generate}
 
 
 def known_secrets(settings: Settings, warn: Callable[[str], None] | None = None) -> list[str]:
     """Every secret devenv knows for this project, to mask in what it shows."""
-    values = [settings[spec.key] for spec in SETTINGS if spec.secret and settings[spec.key]]
+    values = [settings[spec.key] for spec in settings.specs if spec.secret and settings[spec.key]]
     values += SecretStore(settings.state_dir, warn).existing(settings.project)
     return values

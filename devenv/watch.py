@@ -40,6 +40,16 @@ def _join(context: str, path: str) -> str:
     return joined if joined.startswith("/") or joined.startswith(".") else "./" + joined
 
 
+def watched_service(settings: Settings) -> str:
+    """The service `devenv watch` follows: the one the catalog declares `watch`."""
+    return next((name for name, spec in settings.catalog.items() if spec.watch), "")
+
+
+def watch_key(settings: Settings, what: str) -> str:
+    """DEVENV_<NAME>_WATCH_<WHAT> of the watched service (SYNC, TARGET, REBUILD, ACTION)."""
+    return f"DEVENV_{watched_service(settings).upper()}_WATCH_{what}"
+
+
 def watch_rules(settings: Settings, build: Mapping[str, Any] | None, compose_dir: Path,
                 strict: bool = False) -> tuple[dict[str, Any], ...]:
     """develop.watch rules for the API built from `build` (launch.api_build).
@@ -53,18 +63,18 @@ def watch_rules(settings: Settings, build: Mapping[str, Any] | None, compose_dir
     # The bundled reference API's image is tagged by the templates' content and shared by
     # every project: a rebuild would put edited content under that tag. It is synced only.
     reference = "image" in build
-    action = settings["DEVENV_API_WATCH_ACTION"]
-    target_root = settings["DEVENV_API_WATCH_TARGET"]
-    rebuild_names = split_paths(settings["DEVENV_API_WATCH_REBUILD"])
-    explicit_rebuild = settings.sources.get("DEVENV_API_WATCH_REBUILD", "default") != "default"
+    action = settings[watch_key(settings, "ACTION")]
+    target_root = settings[watch_key(settings, "TARGET")]
+    rebuild_names = split_paths(settings[watch_key(settings, "REBUILD")])
+    explicit_rebuild = settings.sources.get(watch_key(settings, "REBUILD"), "default") != "default"
     ignore = [*ALWAYS_IGNORED, *rebuild_names] + (["Dockerfile"] if reference else [])
     rules: list[dict[str, Any]] = []
-    for path in split_paths(settings["DEVENV_API_WATCH_SYNC"]):
+    for path in split_paths(settings[watch_key(settings, "SYNC")]):
         # The reference API's folder is devenv's own output, written in the same render.
         if not reference and not (folder / path).exists():
             if strict:
                 raise WatchPathError(
-                    f"DEVENV_API_WATCH_SYNC: {path} does not exist in {folder}",
+                    f"{watch_key(settings, 'SYNC')}: {path} does not exist in {folder}",
                     hint="name folders or files inside the API's build folder, "
                     "comma separated (default: . for all of it)")
             continue
@@ -77,7 +87,7 @@ def watch_rules(settings: Settings, build: Mapping[str, Any] | None, compose_dir
                 rules.append({"action": "rebuild", "path": _join(context, name)})
             elif strict and explicit_rebuild:
                 raise WatchPathError(
-                    f"DEVENV_API_WATCH_REBUILD: {name} does not exist in {folder}",
+                    f"{watch_key(settings, 'REBUILD')}: {name} does not exist in {folder}",
                     hint="name the dependency manifest or Dockerfile inside the API's "
                     "build folder, comma separated")
     return tuple(rules)
@@ -200,26 +210,28 @@ class WatchPlan:
 def prepare(ctx: Any) -> WatchPlan:
     """Check everything watch needs before anything starts: a built API, its watch paths,
     a Compose with watch. Raises WatchPathError (2), UsageError (2), DockerUnavailable (4)."""
-    from .engine import connect
-    from .launch import api_build
+    from .builds import service_build
 
     settings = ctx.settings()
-    build = api_build(settings)
+    spec = settings.catalog[watched_service(settings)]
+    build = service_build(settings, spec)
     if build is None:
-        raise UsageError(f"the API runs the image {settings.image('api')}: there is no "
-                         "source to watch",
-                         hint="set DEVENV_API_BUILD to the folder with the backend's "
-                         "Dockerfile (or unset DEVENV_API_IMAGE for the bundled API)")
+        source = spec.build.source_setting if spec.build else ""
+        raise UsageError(f"the {spec.title} runs the image {settings.image(spec.name)}: "
+                         "there is no source to watch",
+                         hint=f"set {source or spec.image_key} to the folder with its "
+                         f"Dockerfile (or unset {spec.image_key} for the bundled one)")
     rules = watch_rules(settings, build, settings.compose_dir, strict=True)
     if not rules:
-        raise WatchPathError("nothing to watch: DEVENV_API_WATCH_SYNC is empty and no "
-                             "rebuild file exists", hint="set DEVENV_API_WATCH_SYNC=.")
+        sync = watch_key(settings, "SYNC")
+        raise WatchPathError(f"nothing to watch: {sync} is empty and no rebuild file exists",
+                             hint=f"set {sync}=.")
     from .engine import ServiceNotRunningError
 
-    compose = connect(ctx.environ).compose(settings.project)
-    check_compose_version(compose.version_tuple(), settings["DEVENV_API_WATCH_ACTION"])
+    compose = ctx.engine().compose(settings.project)
+    check_compose_version(compose.version_tuple(), settings[watch_key(settings, "ACTION")])
     try:
-        running = compose.running_container("api") is not None
+        running = compose.running_container(spec.name) is not None
     except ServiceNotRunningError:
         running = False
     return WatchPlan(settings, rules, str(build["context"]),
@@ -251,19 +263,19 @@ def check_compose_version(version: tuple[int, int, int] | None, action: str) -> 
             "everything else in devenv works with this Compose")
 
 
-def follow(ctx: Any, plan: WatchPlan, service: str = "api",
+def follow(ctx: Any, plan: WatchPlan, service: str = "",
            engine: Any = None) -> Iterator[WatchEvent]:
     """Run `docker compose watch` on the running API and yield an event per action, the
     API probed after each. Ends only by Ctrl-C (KeyboardInterrupt), which stops watch and
     leaves every container running, or when compose watch itself stops (ComposeError)."""
-    from .catalog import SERVICES
-    from .engine import connect
     from .errors import ComposeError
-    from .live import dead_services, live_rows
+    from .live import live_rows
     from .render import COMPOSE_FILE
+    from .running import dead_services
 
     settings = plan.settings
-    engine = engine or connect(ctx.environ)
+    service = service or watched_service(settings)
+    engine = engine or ctx.engine()
     compose = engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
     container = compose.running_container(service)
     row = next((r for r in live_rows(engine, settings, check=False)
@@ -271,7 +283,7 @@ def follow(ctx: Any, plan: WatchPlan, service: str = "api",
     if row is None:
         raise UsageError(f"{service} publishes no port to probe",
                          hint="run `devenv up --only api` to recreate it as rendered")
-    tracker = Tracker(action=settings["DEVENV_API_WATCH_ACTION"])
+    tracker = Tracker(action=settings[watch_key(settings, "ACTION")])
     process = compose.watch([service])
     recent: list[str] = []
 
@@ -287,7 +299,7 @@ def follow(ctx: Any, plan: WatchPlan, service: str = "api",
             seconds = (seconds or 0.0) + waited
         started = time.monotonic()
         wait = wait_until_ready(
-            [Target(service, SERVICES[service].probe, row.host, row.port)], settings.values,
+            [Target(service, settings.catalog[service].probe, row.host, row.port)], settings.values,
             min(settings.wait_timeout, 60.0),
             check_alive=lambda: dead_services(engine, settings.project, [service]))
         ready = wait.ready.get(service)

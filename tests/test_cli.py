@@ -201,7 +201,7 @@ def test_exec_without_a_command_exits_2(run):
 def test_up_watch_needs_the_api(run):
     result = run("up", "--only", "db", "--watch")
     assert result.exit_code == 2
-    assert "devenv: error: --watch watches the API, which this up does not start" in \
+    assert "devenv: error: --watch watches api, which this up does not start" in \
         result.output
 
 

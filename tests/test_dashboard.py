@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from devenv.catalog import builtin_catalog
 from devenv.context import Context
 from devenv.dashboard import model
 from devenv.dashboard.hub import Hub
 from devenv.dashboard.server import make_app
 from devenv.dockercontext import EngineTarget
-from devenv.engine import Container, EventStream, LogDemuxer, Published, _Stream
+from devenv.engine import Container, EventStream, LogDemuxer, Published
+from devenv.engine.transport import _Stream
 from devenv.errors import DockerUnavailableError
 from devenv.ports import Blocker, Holder, PortChoice
 
@@ -122,7 +124,7 @@ def test_event_stream_parses_split_events_and_says_when_the_engine_goes():
 def test_unix_socket_stream_delivers_the_body_as_it_arrives(tmp_path: Path):
     import socket as _socket
 
-    from devenv.engine import _UnixSocket
+    from devenv.engine.transport import _UnixSocket
 
     path = str(tmp_path / "engine.sock")
     server = _socket.socket(_socket.AF_UNIX)
@@ -236,6 +238,8 @@ def _until(check: Any, timeout: float = 10) -> None:
 # --- the server's security rules ------------------------------------------------------------
 class FakeHub:
     project = "p"
+    #: what the server asks of the hub's settings: the catalog, to know a service
+    settings = type("FakeSettings", (), {"catalog": builtin_catalog()})()
     engine_status = {"connected": True, "since": 0, "error": ""}
     state = {"schema": model.STATE_SCHEMA, "project": "p", "services": []}
 

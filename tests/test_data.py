@@ -10,6 +10,7 @@ import pytest
 from devenv import data, snapshots
 from devenv import engine as engine_module
 from devenv.context import Context
+from devenv.engine import api as engine_api
 from devenv.errors import DataError
 from devenv.settings import load_settings
 
@@ -100,8 +101,8 @@ def test_password_goes_through_the_environment(monkeypatch):
         calls.append((command, env))
         return engine_module.CommandResult(0, "", "")
 
-    monkeypatch.setattr(engine_module, "_docker_cli", lambda: "docker")
-    monkeypatch.setattr(engine_module, "_stream", fake_stream)
+    monkeypatch.setattr(engine_api, "_docker_cli", lambda: "docker")
+    monkeypatch.setattr(engine_api, "_stream", fake_stream)
     eng = engine_module.connect({"DOCKER_HOST": "unix:///nonexistent.sock", "PATH": "/bin"})
     eng.exec_stream("c1", ["pg_dump", "-U", "u"], env={"PGPASSWORD": "s3cret"},
                     stdout=io.BytesIO())

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from devenv.dockercontext import DEFAULT_HOST, resolve_engine
-from devenv.engine import Compose, _unreachable, compose_error, connect
+from devenv.engine import Compose, compose_error, connect
+from devenv.engine.transport import _unreachable
 from devenv.errors import DockerUnavailableError
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from click.testing import CliRunner
 
 import devenv.doctor as doctor
 from devenv.cli import cli
+from devenv.context import Context
+from devenv.doctor import FAIL, OK, WARN, blocking
 from devenv.engine import EngineInfo
 
 
@@ -48,7 +51,7 @@ class FakeEngine:
 
 
 @pytest.fixture
-def fake_engine(monkeypatch):
+def patched_engine(monkeypatch):
     engine = FakeEngine()
     info = EngineInfo("20.10.24", "1.41", remote_host="fake-host")
 
@@ -59,13 +62,17 @@ def fake_engine(monkeypatch):
     return engine
 
 
+def run_checks(project_dir, environ, flags, env_file):
+    return doctor.run_checks(Context(project_dir, environ, flags, env_file))
+
+
 def names(checks):
     return [c.name for c in checks]
 
 
 def test_a_bad_setting_fails_its_check_and_every_other_check_still_runs(tmp_path,
-                                                                       fake_engine):
-    checks = doctor.run_checks(tmp_path, {"DEVENV_REDIS_IMAGE": "Bars-redis:local",
+                                                                       patched_engine):
+    checks = run_checks(tmp_path, {"DEVENV_REDIS_IMAGE": "Bars-redis:local",
                                           "DEVENV_WAIT_TIMEOUT": "nan"}, {}, None)
     failed = [c for c in checks if c.status == doctor.FAIL]
     assert [c.name for c in failed] == ["settings", "settings"]
@@ -74,19 +81,19 @@ def test_a_bad_setting_fails_its_check_and_every_other_check_still_runs(tmp_path
     for name in ("engine", "compose", "api level", "port postgres", "disk project directory",
                  "project directory"):
         assert name in names(checks), name
-    assert "Bars-redis:local" not in fake_engine.asked  # never sent to the engine
-    assert "postgres:16" in fake_engine.asked  # the other images are still checked
+    assert "Bars-redis:local" not in patched_engine.asked  # never sent to the engine
+    assert "postgres:16" in patched_engine.asked  # the other images are still checked
 
 
-def test_a_bad_port_skips_only_that_ports_check(tmp_path, fake_engine):
-    checks = doctor.run_checks(tmp_path, {"DEVENV_REDIS_PORT": "8_081"}, {}, None)
+def test_a_bad_port_skips_only_that_ports_check(tmp_path, patched_engine):
+    checks = run_checks(tmp_path, {"DEVENV_REDIS_PORT": "8_081"}, {}, None)
     assert "port redis" not in names(checks) and "port postgres" in names(checks)
 
 
 def test_an_unreadable_env_file_still_runs_the_checks_that_need_no_settings(tmp_path,
-                                                                           fake_engine):
+                                                                           patched_engine):
     (tmp_path / ".env").write_text("this is not a setting\n")
-    checks = doctor.run_checks(tmp_path, {}, {}, None)
+    checks = run_checks(tmp_path, {}, {}, None)
     assert checks[0].name == "settings" and checks[0].status == doctor.FAIL
     assert {"engine", "compose", "disk project directory", "project directory"} <= set(
         names(checks))
@@ -94,7 +101,7 @@ def test_an_unreadable_env_file_still_runs_the_checks_that_need_no_settings(tmp_
 
 def test_a_project_directory_that_does_not_exist_is_a_check(tmp_path):
     missing = tmp_path / "not" / "yet"
-    checks = doctor.run_checks(missing, {"DOCKER_HOST": "unix:///nonexistent.sock"}, {},
+    checks = run_checks(missing, {"DOCKER_HOST": "unix:///nonexistent.sock"}, {},
                                None)
     by_name = {c.name: c for c in checks}
     assert by_name["project directory"].status == doctor.WARN
@@ -105,18 +112,18 @@ def test_a_project_directory_that_does_not_exist_is_a_check(tmp_path):
 
 def test_a_project_directory_that_is_a_file_fails_its_check(tmp_path):
     (tmp_path / "f").write_text("x")
-    checks = doctor.run_checks(tmp_path / "f", {"DOCKER_HOST": "unix:///nonexistent.sock"},
+    checks = run_checks(tmp_path / "f", {"DOCKER_HOST": "unix:///nonexistent.sock"},
                                {}, None)
     assert {c.name: c.status for c in checks}["project directory"] == doctor.FAIL
 
 
-def test_a_check_that_breaks_is_a_failed_check_not_the_end(tmp_path, fake_engine,
+def test_a_check_that_breaks_is_a_failed_check_not_the_end(tmp_path, patched_engine,
                                                            monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(doctor, "_images", broken)
-    checks = doctor.run_checks(tmp_path, {}, {}, None)
+    checks = run_checks(tmp_path, {}, {}, None)
     [images] = [c for c in checks if c.name == "images"]
     assert images.status == doctor.FAIL and "boom" in images.detail
     assert "project directory" in names(checks)
@@ -137,3 +144,58 @@ def test_doctor_json_always_prints_json(tmp_path, monkeypatch, args, env):
     assert report["schema"] == "devenv.doctor/1" and report["ok"] is False
     assert result.exit_code == 1
     assert {"engine", "project directory"} <= {c["name"] for c in report["checks"]}
+
+
+# --- over the fake engine of tests/conftest.py ------------------------------------------
+def by_name(checks):
+    return {c.name: c for c in checks}
+
+
+def test_all_well(fake_context, fake_engine):
+    fake_engine.images |= {"devenv-test/base:bookworm", "grafana/grafana:11.1.0",
+                           "python:3.12-slim"}
+    checks = by_name(doctor.run_checks(fake_context()))
+    assert checks["engine"].status == OK and "20.10.24" in checks["engine"].detail
+    assert checks["compose"].detail == "Docker Compose v2.26.1"
+    assert checks["images"].status == OK
+    assert checks["port redis"].status == OK
+    assert not blocking(list(checks.values()))
+
+
+def test_a_taken_port_and_a_missing_image_are_warnings_with_the_setting(fake_context,
+                                                                         fake_engine):
+    ctx = fake_context()
+    port = fake_context.ports["DEVENV_REDIS_PORT"]
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        checks = by_name(doctor.run_checks(ctx))
+    assert checks["port redis"].status == WARN
+    assert f"{port} is taken" in checks["port redis"].detail
+    assert "DEVENV_REDIS_PORT" in checks["port redis"].fix
+    # grafana's image is not on the fake engine, nor the bundled API's base image
+    assert checks["image grafana"].status == WARN
+    assert "DEVENV_GRAFANA_IMAGE" in checks["image grafana"].fix
+    assert "python:3.12-slim" in checks["image api"].detail
+
+
+def test_a_devenv_toml_service_is_checked_like_the_others(fake_context, fake_engine):
+    ctx = fake_context()
+    (ctx.project_dir / "devenv.toml").write_text(
+        f'[services.mail]\nimage = "mail:1"\nport = 1025\nhost_port = '
+        f'{fake_context.ports["DEVENV_API_PORT"] + 11}\n')
+    checks = by_name(doctor.run_checks(ctx))
+    assert checks["port mail"].status == OK
+    assert checks["image mail"].status == WARN and "DEVENV_MAIL_IMAGE" in \
+        checks["image mail"].fix
+
+
+def test_a_broken_devenv_toml_fails_the_settings_check(fake_context):
+    ctx = fake_context()
+    (ctx.project_dir / "devenv.toml").write_text('[services.mail]\nport = 1025\n')
+    checks = doctor.run_checks(ctx)
+    assert (checks[0].name, checks[0].status) == ("settings", FAIL)
+    assert checks[0].detail == "devenv.toml: [services.mail] image: is required"
+    assert blocking(checks)
+    # the rest still runs, with the built-in services
+    assert {"engine", "port redis", "project directory"} <= {c.name for c in checks}

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from devenv.engine import (
-    PortRaceError,
-    _container,
-    _demux,
-    _parse_response,
-    compose_error,
-    remote_host_of,
-)
+from devenv.engine import PortRaceError, compose_error, remote_host_of
+from devenv.engine.api import _container, _demux
+from devenv.engine.transport import _parse_response
 from devenv.errors import ComposeError, DockerUnavailableError, ImageMissingError
 
 
@@ -159,8 +154,8 @@ def test_run_is_a_removed_one_off_without_a_tty_in_scripts(tmp_path, fake_docker
 
 
 def test_an_interrupted_run_removes_its_container(tmp_path, monkeypatch):
-    from devenv import engine as engine_module
     from devenv.engine import RunInterruptedError
+    from devenv.engine import compose as engine_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -176,8 +171,8 @@ def test_an_interrupted_run_removes_its_container(tmp_path, monkeypatch):
 
 
 def test_a_terminated_run_removes_its_container_and_exits_143(tmp_path, monkeypatch):
-    from devenv import engine as engine_module
     from devenv.engine import RunInterruptedError
+    from devenv.engine import compose as engine_module
     from devenv.errors import Terminated
 
     def terminated(*args, **kwargs):
@@ -190,3 +185,20 @@ def test_a_terminated_run_removes_its_container_and_exits_143(tmp_path, monkeypa
         _compose(fake, tmp_path).run("api", ["sleep", "9"], name="p-api-run-3")
     assert caught.value.exit_code == 143 and fake.removed == ["p-api-run-3"]
     assert caught.value.message.startswith("terminated; the one-off container p-api-run-3")
+
+
+def test_only_the_engine_package_imports_docker():
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent.parent / "devenv"
+    found = []
+    for path in package.rglob("*.py"):
+        if path.parent.name == "engine":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            found += [f"{path.name}: {n}" for n in names
+                      if n.split(".")[0] in ("docker", "python_on_whales")]
+    assert found == []

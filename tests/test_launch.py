@@ -1,44 +1,16 @@
 from __future__ import annotations
 
 from devenv.engine import Container
-from devenv.launch import _waves, api_build, context_hash, reserved_ports
+from devenv.launch import waves as _waves
 from devenv.settings import load_settings
 
 
-def test_reference_api_is_tagged_by_content_and_base(tmp_path):
-    a = api_build(load_settings(tmp_path, {}, {}))
-    b = api_build(load_settings(tmp_path, {"DEVENV_API_BASE_IMAGE": "other:1"}, {}))
-    assert a["image"].startswith("devenv-reference-api:") and a["image"] != b["image"]
-    templates = tmp_path / "templates" / "api"
-    templates.mkdir(parents=True)
-    (templates / "app.py").write_text("print('ours')\n")
-    assert api_build(load_settings(tmp_path, {}, {}))["image"] != a["image"]
-
-
-def test_image_or_source_instead_of_the_reference(tmp_path):
-    assert api_build(load_settings(tmp_path, {"DEVENV_API_IMAGE": "team/api:1"}, {})) is None
-    (tmp_path / "src").mkdir()
-    (tmp_path / "src" / "Dockerfile").write_text("FROM scratch\n")
-    build = api_build(load_settings(tmp_path, {"DEVENV_API_BUILD": "src"}, {}))
-    assert build == {"context": str(tmp_path / "src"), "args": {}}
-
-
-def test_context_hash_follows_changes(tmp_path):
-    (tmp_path / "a").write_text("1")
-    first = context_hash(tmp_path)
-    (tmp_path / "a").write_text("22")
-    assert context_hash(tmp_path) != first
-
-
-def test_cold_start_begins_with_the_slow_initialisers():
-    assert _waves(["api", "postgres", "redis"], {}) == [["postgres"], ["api", "redis"]]
+def test_cold_start_begins_with_the_slow_initialisers(tmp_path):
+    settings = load_settings(tmp_path, {}, {})
+    assert _waves(settings, ["api", "postgres", "redis"], {}) == \
+        [["postgres"], ["api", "redis"]]
     running = {"postgres": Container("x", "p-postgres-1", "p", "postgres", "running", "", "",
                                      ())}
-    assert _waves(["api", "postgres", "redis"], running) == [["api", "postgres", "redis"]]
-    assert _waves(["redis"], {}) == [["redis"]]
-
-
-def test_reserved_ports_are_named(tmp_path):
-    settings = load_settings(tmp_path, {"DEVENV_RESERVED_PORTS": "3000,4000"}, {})
-    assert reserved_ports(settings) == {3000: "the frontend",
-                                        4000: "a host app (DEVENV_RESERVED_PORTS)"}
+    assert _waves(settings, ["api", "postgres", "redis"], running) == \
+        [["api", "postgres", "redis"]]
+    assert _waves(settings, ["redis"], {}) == [["redis"]]

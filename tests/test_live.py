@@ -144,9 +144,12 @@ def test_a_refused_login_names_the_setting_and_both_ways_out(code, setting):
     from devenv.live import login_error, login_refused
     from devenv.probes import LoginResult
 
-    error = login_error(LoginResult(False, f"the server said no ({code})", code))
+    settings = load_settings(Path("/nonexistent"), {}, {})
+    error = login_error(settings, "postgres",
+                        LoginResult(False, f"the server said no ({code})", code))
     assert error.exit_code == 3 and setting in error.hint
     assert "back to the old value" in error.hint and "devenv down --volumes" in error.hint
-    settings_row = make_row(load_settings(Path("/nonexistent"), {}, {}), "postgres",
-                            "127.0.0.1", 5432, error.message.removeprefix("postgres "))
-    assert login_refused([settings_row]) == code
+    assert error.hint.startswith("PostgreSQL keeps the user, password and database")
+    settings_row = make_row(settings, "postgres", "127.0.0.1", 5432,
+                            error.message.removeprefix("postgres "))
+    assert login_refused([settings_row]) == ("postgres", code)

@@ -284,3 +284,21 @@ def test_login_to_nothing_is_not_a_refusal():
 ])
 def test_saslprep_as_postgres_applies_it(given, used):
     assert saslprep(given) == used
+
+
+def test_tcp_wants_a_connection_the_service_keeps_or_answers():
+    from devenv.probes import probe_tcp
+
+    with server(lambda conn: time.sleep(0.5)) as port:  # keeps it open, says nothing
+        assert probe_tcp("127.0.0.1", port).ok
+    with server(lambda conn: conn.sendall(b"220 mail ready\r\n")) as port:
+        assert probe_tcp("127.0.0.1", port).ok
+    with server(lambda conn: None) as port:  # Docker's proxy with nothing inside: closes
+        result = probe_tcp("127.0.0.1", port)
+        assert not result.ok and "closed at once" in result.detail
+
+
+def test_postgres_probe_takes_its_user_and_database_from_declared_arguments():
+    spec = ProbeSpec("postgres", args={"user": "{DEVENV_POSTGRES_USER}", "database": "x"})
+    assert spec.arg("user", {"DEVENV_POSTGRES_USER": "po st"}) == "po st"  # not URL-encoded
+    assert spec.arg("database", {}) == "x" and spec.arg("other", {}, "d") == "d"

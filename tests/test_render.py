@@ -29,7 +29,8 @@ def make_input(tmp_path: Path, services=tuple(SERVICES), environ=None, start_int
         url_host=s.url_host, services=tuple(services),
         ports=ports or {name: s.port(name) for name in services}, values=s.values,
         secrets={"grafana_admin_password": "gen-secret"}, start_interval=start_interval,
-        api_build={"context": "./api", "args": {"BASE_IMAGE": "python:3.12-slim"}},
+        catalog=s.catalog,
+        builds={"api": {"context": "./api", "args": {"BASE_IMAGE": "python:3.12-slim"}}},
     )
 
 
@@ -420,9 +421,9 @@ def test_watch_rules_and_lan_ports_render_as_compose_reads_them(tmp_path):
     from dataclasses import replace
 
     data = replace(make_input(tmp_path, services=("api", "postgres", "redis")),
-                   api_watch=({"action": "sync+restart", "path": "./api", "target": "/app",
-                               "ignore": ["Dockerfile", "$weird"]},
-                              {"action": "rebuild", "path": "/src/team/Dockerfile"}),
+                   watches={"api": ({"action": "sync+restart", "path": "./api",
+                                     "target": "/app", "ignore": ["Dockerfile", "$weird"]},
+                                    {"action": "rebuild", "path": "/src/team/Dockerfile"})},
                    lan_address="192.168.1.20", lan_services=("api",))
     doc = compose_doc(render_stack(data))
     api = doc["services"]["api"]
@@ -435,3 +436,24 @@ def test_watch_rules_and_lan_ports_render_as_compose_reads_them(tmp_path):
     # nothing else goes on the LAN
     assert [p["host_ip"] for p in doc["services"]["postgres"]["ports"]] == ["127.0.0.1"]
     assert "develop" not in compose_doc(render_stack(make_input(tmp_path)))["services"]["api"]
+
+
+def test_a_declared_service_gets_the_generic_template_unless_the_project_has_one(tmp_path):
+    (tmp_path / "devenv.toml").write_text(
+        '[services.mail]\nimage = "mail:1"\nport = 1025\nhost_port = 8025\n'
+        'command = ["serve", "--port", "1025"]\ndata = ["/data", "/spool"]\n'
+        '[services.mail.environment]\nGREETING = "it\'s $HOME: \\"q\\""\n')
+    doc = compose_doc(render_stack(make_input(tmp_path, services=("redis", "mail"))))
+    mail = doc["services"]["mail"]
+    assert mail["image"] == "mail:1"
+    assert mail["command"] == ["serve", "--port", "1025"]
+    assert mail["environment"] == {"GREETING": 'it\'s $$HOME: "q"'}  # Compose reads it as $
+    assert mail["ports"] == [{"target": 1025, "published": "8025", "host_ip": "127.0.0.1",
+                              "protocol": "tcp"}]
+    assert [v["source"] for v in mail["volumes"]] == ["mail-data", "mail-data-1"]
+    assert set(doc["volumes"]) == {"redis-data", "mail-data", "mail-data-1"}
+    own = tmp_path / "templates" / "services"
+    own.mkdir(parents=True)
+    (own / "mail.yml.j2").write_text('  mail:\n    image: "ours:2"\n')
+    files = render_stack(make_input(tmp_path, services=("redis", "mail")), tmp_path / "templates")
+    assert compose_doc(files)["services"]["mail"] == {"image": "ours:2"}

@@ -1,11 +1,12 @@
-"""Use cases over a fake engine at the seam (stack.connect): what they refuse and say."""
+"""Use cases over a fake engine at the seam (devenv.engine.connect, which the Context's
+factory calls): what they refuse and say."""
 
 from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
 
-import devenv.stack as stack
+import devenv.engine
 from devenv.cli import cli
 from devenv.engine import Container, EngineInfo, Published, compose_error
 from devenv.errors import ComposeError
@@ -45,7 +46,7 @@ def run(tmp_path, monkeypatch):
         monkeypatch.delenv(key)
 
     def invoke(engine: FakeEngine, *args: str):
-        monkeypatch.setattr(stack, "connect", lambda environ: engine)
+        monkeypatch.setattr(devenv.engine, "connect", lambda environ: engine)
         return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
     return invoke

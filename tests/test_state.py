@@ -148,7 +148,9 @@ def test_damaged_secrets_are_set_aside_and_a_new_password_says_what_to_do(tmp_pa
     assert aside.read_bytes() == garbage  # nothing of it is lost
     assert stat.S_IMODE(aside.stat().st_mode) == 0o600
     assert "set aside as " + aside.name in warnings[0]
-    new = store.get_or_create("p", "grafana_admin_password")
+    # what the catalog declares names it (setting_or_secret passes the service and setting)
+    new = store.get_or_create("p", "grafana_admin_password", what="Grafana",
+                              setting="DEVENV_GRAFANA_ADMIN_PASSWORD")
     assert new and len(warnings) == 2
     assert "a new Grafana password was generated" in warnings[1]
     assert "DEVENV_GRAFANA_ADMIN_PASSWORD" in warnings[1] and aside.name in warnings[1]
@@ -206,3 +208,19 @@ def test_timing_is_saved_and_read_back(tmp_path):
                       "total_seconds": 0.5}
     (tmp_path / "timing-p.json").write_text("{broken")
     assert load_timing(tmp_path, "p") is None
+
+
+def test_a_generated_secret_is_named_by_its_service_and_setting(tmp_path):
+    from devenv.settings import load_settings
+    from devenv.state import generated_secrets
+
+    settings = load_settings(tmp_path, {}, {})
+    state = tmp_path / ".devenv"
+    state.mkdir()
+    (state / "secrets.json").write_bytes(b"{")
+    warnings: list[str] = []
+    made = generated_secrets(settings, ["redis", "grafana"], warnings.append)
+    assert list(made) == ["grafana_admin_password"]  # what the catalog declares generated
+    assert "a new Grafana password" in warnings[-1]
+    assert "DEVENV_GRAFANA_ADMIN_PASSWORD" in warnings[-1]
+    assert generated_secrets(settings, ["grafana"]) == made  # generated once

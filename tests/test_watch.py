@@ -195,10 +195,11 @@ def test_rules_rendered_reads_the_compose_file(tmp_path):
     data = RenderInput(project="p", network="p", network_external=False, bind="127.0.0.1",
                        url_host="127.0.0.1", services=("api",), ports={"api": 7777},
                        values=settings.values, secrets={}, start_interval=False,
-                       api_build={"context": "./api", "args": {}})
+                       catalog=settings.catalog,
+                       builds={"api": {"context": "./api", "args": {}}})
     compose = tmp_path / "compose"
     assert not rules_rendered(compose, rules)  # nothing rendered yet
-    write_outputs(compose, render_stack(replace(data, api_watch=rules)))
+    write_outputs(compose, render_stack(replace(data, watches={"api": rules})))
     assert rules_rendered(compose, rules)
     other = ({**rules[0], "path": "./api/src"},)
     assert not rules_rendered(compose, other)  # settings changed since: up renders again

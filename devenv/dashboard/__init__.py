@@ -38,13 +38,12 @@ class Served:
 
 
 def _planner(ctx: Context) -> Any:
-    from ..engine import connect
-    from ..launch import PortPlanner
+    from ..planner import PortPlanner
     from ..state import StateFile
 
     settings = ctx.settings()
     try:
-        engine: Any = connect(ctx.environ)
+        engine: Any = ctx.engine()
         remote = engine.info().remote_host
     except DockerUnavailableError as exc:
         ctx.notify(f"warning: {exc.message}; the page will say so and reconnect")

@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..catalog import SERVICES, service_url
 from ..context import Context
 from ..errors import DevenvError
 from . import model
@@ -35,14 +34,13 @@ class Hub:
     def __init__(self, ctx: Context, publish: Publish,
                  connect: Callable[[Mapping[str, str]], Any] | None = None,
                  features: Mapping[str, bool] | None = None):
-        from ..engine import connect as engine_connect
         from ..state import known_secrets
 
         self.ctx = ctx
         self.settings = ctx.settings()
         self.project = self.settings.project
         self._publish = publish
-        self._connect = connect or engine_connect
+        self._connect = connect or ctx.engine_factory
         self._secrets = known_secrets(self.settings)
         self.features = dict(features or {})
         self.engine: Any = None
@@ -50,7 +48,7 @@ class Hub:
                                               "error": "connecting"}
         self.state: dict[str, Any] | None = None
         self.logs: dict[str, deque[dict[str, Any]]] = {n: deque(maxlen=LOG_LINES)
-                                                       for n in SERVICES}
+                                                       for n in self.settings.catalog}
         self._followers: dict[str, tuple[str, str, Any, threading.Thread]] = {}
         self._last_line_at: dict[str, float] = {}
         self._dirty = threading.Event()
@@ -159,18 +157,18 @@ class Hub:
 
     def _snapshot(self) -> dict[str, Any]:
         """What the engine says now: containers, their inspect documents, published ports."""
-        from ..live import project_containers, url_host
+        from ..running import known_containers, url_host
         from ..state import known_secrets
 
         engine, settings = self.engine, self.settings
         self._secrets = known_secrets(settings)  # a secret generated since is masked too
-        containers = project_containers(engine, self.project)
+        containers = known_containers(engine, settings)
         with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
             details = dict(zip(containers, pool.map(lambda c: engine.inspect(c.id),
                                                     containers.values()), strict=True))
         live: dict[str, int] = {}
         for name, c in containers.items():
-            published = c.host_port(SERVICES[name].container_port)
+            published = c.host_port(settings.catalog[name].container_port)
             if published is not None and c.running:
                 live[name] = published.host_port
         ports, memory = self._port_plan(engine, live)
@@ -189,7 +187,8 @@ class Hub:
         from ..probes import Target, probe_all
 
         live = snapshot["live"]
-        answers = probe_all([Target(n, SERVICES[n].probe, snapshot["host"], p)
+        catalog = self.settings.catalog
+        answers = probe_all([Target(n, catalog[n].probe, snapshot["host"], p)
                              for n, p in live.items()], self.settings.values) if live else {}
         results = {n: (a.ok, a.detail) for n, a in answers.items()}
         self._probes = {n: (snapshot["keys"][n], r) for n, r in results.items()}
@@ -198,26 +197,27 @@ class Hub:
     def _document(self, snapshot: Mapping[str, Any],
                   probes: Mapping[str, tuple[bool, str]]) -> dict[str, Any]:
         settings, live, ports = self.settings, snapshot["live"], snapshot["ports"]
+        catalog = settings.catalog
         services = []
-        for name in SERVICES:
+        for name in catalog:
             port = live.get(name) or ports.get(name, {}).get("port") or settings.port(name)
             services.append(model.service_entry(
                 name, snapshot["details"].get(name) or None, probes.get(name),
-                service_url(name, snapshot["host"], port, settings.values)))
+                catalog.url(name, snapshot["host"], port, settings.values), catalog))
         return model.state_document(
             self.project, self.engine_status, services,
-            model.port_entries(ports, live, snapshot["memory"]), self._timing(),
-            self.features, time.time())
+            model.port_entries(ports, live, snapshot["memory"], catalog), self._timing(),
+            self.features, time.time(), catalog)
 
     def _port_plan(self, engine: Any, live: Mapping[str, int]) -> tuple[
             dict[str, dict[str, Any]], dict[str, int]]:
-        from ..launch import PortPlanner
+        from ..planner import PortPlanner
         from ..state import StateFile
 
         memory = StateFile(self.settings.state_dir).load(self.project).ports
         remote = engine.remote_host
         plan = PortPlanner(engine, self.settings, memory, check_host=remote is None).plan(
-            tuple(SERVICES))
+            tuple(self.settings.catalog))
         return ({c.service: c.as_data() for c in plan.choices},
                 {name: m.port for name, m in memory.items()})
 
@@ -261,7 +261,7 @@ class Hub:
                 self._publish("log", entry)
 
     def log_document(self, service: str | None = None) -> dict[str, Any]:
-        names = [service] if service else list(SERVICES)
+        names = [service] if service else list(self.settings.catalog)
         lines = sorted((e for n in names for e in list(self.logs[n])), key=lambda e: e["at"])
         return {"schema": model.LOGS_SCHEMA, "project": self.project, "lines": lines}
 
@@ -269,7 +269,7 @@ class Hub:
     def stats(self) -> dict[str, Any]:
         """CPU and memory per running container: one sample each, in parallel, shared by
         browsers asking within STATS_CACHE seconds."""
-        from ..live import project_containers
+        from ..running import known_containers
 
         cached = self._stats
         if cached is not None and time.monotonic() - cached[0] < STATS_CACHE:
@@ -277,7 +277,7 @@ class Hub:
         engine = self.engine
         if engine is None or not self.engine_status["connected"]:
             raise DevenvError("the Docker engine is not reachable")
-        running = {n: c for n, c in project_containers(engine, self.project).items()
+        running = {n: c for n, c in known_containers(engine, self.settings).items()
                    if c.running}
         with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
             raw = dict(zip(running, pool.map(lambda c: engine.stats(c.id), running.values()),
@@ -289,20 +289,22 @@ class Hub:
         return document
 
     def secrets(self) -> dict[str, Any]:
-        from ..live import url_host
-        from ..state import grafana_password
+        from ..running import url_host
+        from ..state import setting_or_secret
 
         settings = self.settings
         host = url_host(settings, self.engine.remote_host if self.engine else None)
         ports = {s["service"]: s["here"] for s in (self.state or {}).get("ports", [])
                  if s["kind"] == "container" and s["here"]}
-        urls = {name: service_url(name, host, ports.get(name) or settings.port(name),
-                                  settings.values, show_secrets=True) for name in SERVICES}
+        catalog = settings.catalog
+        urls = {name: catalog.url(name, host, ports.get(name) or settings.port(name),
+                                  settings.values, show_secrets=True) for name in catalog}
+        # every service that declares a login, as `ports --show-secrets` shows them
+        logins = {spec.name: {"user": settings[spec.login[0]],
+                              "password": setting_or_secret(settings, spec.login[1])}
+                  for spec in catalog.values() if spec.login}
         return {"schema": model.SECRETS_SCHEMA, "project": self.project, "urls": urls,
-                "logins": {"postgres": {"user": settings["DEVENV_POSTGRES_USER"],
-                                        "password": settings["DEVENV_POSTGRES_PASSWORD"]},
-                           "grafana": {"user": settings["DEVENV_GRAFANA_ADMIN_USER"],
-                                       "password": grafana_password(settings)}}}
+                "logins": logins}
 
     def restart(self, service: str) -> dict[str, Any]:
         from .. import stack

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..catalog import HOST_APPS, SERVICES
+from ..catalog import Catalog, builtin_catalog
 
 STATE_SCHEMA = "devenv.dashboard/1"
 STATS_SCHEMA = "devenv.dashboard.stats/1"
@@ -17,10 +17,11 @@ SCHEMAS = (STATE_SCHEMA, STATS_SCHEMA, LOGS_SCHEMA, SECRETS_SCHEMA, ACTION_SCHEM
 
 
 def service_entry(name: str, container: Mapping[str, Any] | None,
-                  probe: tuple[bool, str] | None, url: str) -> dict[str, Any]:
+                  probe: tuple[bool, str] | None, url: str,
+                  catalog: Catalog | None = None) -> dict[str, Any]:
     """One service as the page shows it. `container` is the engine's inspect document
     (None: no container exists); `probe` is devenv's own check (ok, detail)."""
-    spec = SERVICES[name]
+    spec = (catalog or builtin_catalog())[name]
     base: dict[str, Any] = {"service": name, "title": spec.title, "needs": list(spec.needs),
                             "url": url}
     if container is None:
@@ -43,14 +44,16 @@ def service_entry(name: str, container: Mapping[str, Any] | None,
 
 
 def port_entries(choices: Mapping[str, Mapping[str, Any]], live: Mapping[str, int],
-                 memory: Mapping[str, int]) -> list[dict[str, Any]]:
+                 memory: Mapping[str, int],
+                 catalog: Catalog | None = None) -> list[dict[str, Any]]:
     """The port story per service and host app: wanted, given, why; the spec's columns.
 
     choices: service -> PortChoice.as_data() of a fresh plan; live: service -> the port its
     container publishes now; memory: service -> the port remembered in .devenv/state.json.
     """
+    cat = catalog or builtin_catalog()
     rows: list[dict[str, Any]] = []
-    for name, spec in SERVICES.items():
+    for name, spec in cat.items():
         choice = choices.get(name) or {}
         here = live.get(name, choice.get("port"))
         rows.append({
@@ -62,7 +65,7 @@ def port_entries(choices: Mapping[str, Mapping[str, Any]], live: Mapping[str, in
             "remembered": memory.get(name),
             "dev": spec.dev_port, "staging": spec.staging_port, "prod": spec.prod_port,
         })
-    for app in HOST_APPS:
+    for app in cat.host_apps:
         rows.append({"service": app.name, "kind": "host app", "title": app.title,
                      "wanted": app.port, "here": None, "running": False, "rule": "reserved",
                      "moved": False, "reason": None,
@@ -71,53 +74,60 @@ def port_entries(choices: Mapping[str, Mapping[str, Any]], live: Mapping[str, in
     return rows
 
 
-def graph(services: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def graph(services: Sequence[Mapping[str, Any]],
+          catalog: Catalog | None = None) -> dict[str, Any]:
     """Nodes in layers (what needs nothing at the bottom) and one edge per need."""
+    cat = catalog or builtin_catalog()
     layer: dict[str, int] = {}
 
     def depth(name: str) -> int:
         if name not in layer:
-            needs = SERVICES[name].needs
+            needs = cat[name].needs
             layer[name] = 1 + max((depth(n) for n in needs), default=-1)
         return layer[name]
 
     states = {s["service"]: s["state"] for s in services}
     nodes = [{"id": name, "layer": depth(name), "state": states.get(name, "absent")}
-             for name in SERVICES]
-    edges = [{"from": name, "to": need} for name in SERVICES for need in SERVICES[name].needs]
+             for name in cat]
+    edges = [{"from": name, "to": need} for name in cat for need in cat[name].needs]
     return {"nodes": nodes, "edges": edges}
 
 
-def critical_chain(seconds: Mapping[str, float | None]) -> list[str]:
+def critical_chain(seconds: Mapping[str, float | None],
+                   catalog: Catalog | None = None) -> list[str]:
     """The slowest service and, below it, the slowest of what it needs: the chain that set
     how long `up` took."""
-    known = {k: v for k, v in seconds.items() if v is not None and k in SERVICES}
+    cat = catalog or builtin_catalog()
+    known = {k: v for k, v in seconds.items() if v is not None and k in cat}
     if not known:
         return []
     chain = [max(known, key=lambda k: known[k])]
     while True:
-        needs = [n for n in SERVICES[chain[-1]].needs if n in known]
+        needs = [n for n in cat[chain[-1]].needs if n in known]
         if not needs:
             return chain
         chain.append(max(needs, key=lambda k: known[k]))
 
 
-def timing_entry(timing: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def timing_entry(timing: Mapping[str, Any] | None,
+                 catalog: Catalog | None = None) -> dict[str, Any] | None:
     if not timing:
         return None
-    services = {k: v for k, v in (timing.get("services") or {}).items() if k in SERVICES}
+    cat = catalog or builtin_catalog()
+    services = {k: v for k, v in (timing.get("services") or {}).items() if k in cat}
     return {"finished_at": timing.get("finished_at"), "total_seconds": timing.get(
         "total_seconds"), "started": timing.get("started"), "services": services,
-        "failed": timing.get("failed") or {}, "critical_chain": critical_chain(services)}
+        "failed": timing.get("failed") or {},
+        "critical_chain": critical_chain(services, cat)}
 
 
 def state_document(project: str, engine: Mapping[str, Any],
                    services: Sequence[Mapping[str, Any]], ports: Sequence[Mapping[str, Any]],
                    timing: Mapping[str, Any] | None, features: Mapping[str, bool],
-                   generated_at: float) -> dict[str, Any]:
+                   generated_at: float, catalog: Catalog | None = None) -> dict[str, Any]:
     return {"schema": STATE_SCHEMA, "project": project, "generated_at": generated_at,
             "engine": dict(engine), "services": list(services), "ports": list(ports),
-            "graph": graph(services), "timing": timing_entry(timing),
+            "graph": graph(services, catalog), "timing": timing_entry(timing, catalog),
             "features": dict(features)}
 
 

@@ -24,7 +24,6 @@ from typing import Any
 
 from aiohttp import web
 
-from ..catalog import SERVICES
 from ..errors import DevenvError
 from .hub import Hub
 
@@ -119,7 +118,7 @@ async def state(request: web.Request) -> web.Response:
 
 async def logs(request: web.Request) -> web.Response:
     service = request.query.get("service") or None
-    if service is not None and service not in SERVICES:
+    if service is not None and service not in request.app[HUB].settings.catalog:
         raise web.HTTPNotFound(text=f"unknown service {service}\n")
     return _json(request.app[HUB].log_document(service))
 
@@ -139,7 +138,7 @@ async def secrets(request: web.Request) -> web.Response:
 
 async def restart(request: web.Request) -> web.Response:
     service = request.match_info["service"]
-    if service not in SERVICES:
+    if service not in request.app[HUB].settings.catalog:
         raise web.HTTPNotFound(text=f"unknown service {service}\n")
     hub = request.app[HUB]
     try:

@@ -143,3 +143,14 @@ def make_project(tmp_path: Path, engine: str) -> Iterator:
     finally:
         for p in made:
             p.cleanup()
+
+
+PAUSED = Path(__file__).resolve().parent / "paused.py"
+
+
+def popen_paused(project: Project, seam: Path, *args: str) -> subprocess.Popen[str]:
+    """The installed devenv, paused between its plan and its first start (see paused.py):
+    the plan appears in SEAM.plan; writing SEAM.go lets it go on."""
+    return subprocess.Popen([sys.executable, str(PAUSED), str(seam), *args], cwd=project.path,
+                            env={**os.environ, **project.env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)

@@ -134,13 +134,13 @@ def test_api_built_from_the_teams_source_and_rebuilt_on_change(project):
         "ARG BASE_IMAGE=python:3.12-slim", "ARG BASE_IMAGE=devenv-test/base:bookworm"))
     project.env["DEVENV_API_BUILD"] = str(source)
     first = project.run("up", "--only", "api")
-    assert "building the API" in first.stderr
+    assert "(building api)" in first.stderr
     url = project.ports()["api"]["url"]
     assert http_json(url + "/")["version"] != "team-v2"
     app = source / "app.py"
     app.write_text(re.sub(r'VERSION = "[^"]*"', 'VERSION = "team-v2"', app.read_text()))
     second = project.run("up", "--only", "api")
-    assert "building the API" in second.stderr
+    assert "(building api)" in second.stderr
     assert http_json(project.ports()["api"]["url"] + "/")["version"] == "team-v2"
     third = project.run("up", "--only", "api")
     assert "already up to date" in third.stderr

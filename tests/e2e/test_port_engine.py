@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 import pytest
 from checks import http_get, psql, redis_ping
+from conftest import popen_paused
 from test_up import env_lines
 
 pytestmark = pytest.mark.e2e
@@ -101,11 +102,7 @@ def test_up_on_a_running_stack_recreates_nothing_and_only_leaves_the_rest(projec
 
 def test_race_moves_only_that_service(project, tmp_path):
     seam = tmp_path / "race"
-    proc = subprocess.Popen(
-        [__import__("conftest").devenv_command(), "up", "--only", "db,cache"],
-        cwd=project.path, env={**__import__("os").environ, **project.env,
-                                "DEVENV_TEST_AFTER_PLAN": str(seam)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_paused(project, seam, "up", "--only", "db,cache")
     try:
         for _ in range(300):
             if seam.with_suffix(".plan").exists():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from checks import psql, redis_cmd
-from conftest import devenv_command
+from conftest import devenv_command, popen_paused
 from test_up import env_lines
 
 pytestmark = pytest.mark.e2e
@@ -122,7 +122,7 @@ def test_secrets_in_a_failing_services_log_are_masked(project):
 
 def test_ctrl_c_exits_130_and_a_rerun_finishes(project, tmp_path):
     seam = tmp_path / "pause"
-    proc = popen(project, "up", "--only", "db,cache", DEVENV_TEST_AFTER_PLAN=str(seam))
+    proc = popen_paused(project, seam, "up", "--only", "db,cache")
     wait_file(Path(str(seam) + ".plan"))
     start = time.monotonic()
     proc.send_signal(signal.SIGINT)
@@ -154,7 +154,7 @@ def test_ctrl_c_while_waiting_exits_130(project):
 
 def test_two_ups_at_once_the_second_waits_for_the_first(project, tmp_path):
     seam = tmp_path / "hold"
-    first = popen(project, "up", "--only", "cache", DEVENV_TEST_AFTER_PLAN=str(seam))
+    first = popen_paused(project, seam, "up", "--only", "cache")
     wait_file(Path(str(seam) + ".plan"))
     second = popen(project, "up", "--only", "cache")
     time.sleep(1.5)

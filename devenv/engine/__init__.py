@@ -1,0 +1,68 @@
+"""The one seam to Docker: nothing else in devenv imports docker or python_on_whales.
+
+    transport.py  HTTP over the local unix socket, or the docker SDK for remote engines
+    api.py        Engine: the Engine API calls devenv makes, and `connect`
+    compose.py    Compose: `docker compose` via python-on-whales; Compose's errors as ours
+
+Use cases get their Engine from `Context.engine()` (whose factory calls `connect`), so
+tests can hand them a fake (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .api import (
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+    START_INTERVAL_API,
+    WORKDIR_LABEL,
+    CommandResult,
+    Container,
+    Engine,
+    EngineInfo,
+    EventStream,
+    LogDemuxer,
+    LogStream,
+    Published,
+    Removed,
+    connect,
+)
+from .transport import remote_host_of
+
+_COMPOSE_NAMES = ("Compose", "PortRaceError", "compose_error", "preload_compose",
+                  "ServiceNotRunningError", "RunInterruptedError", "ExecResult", "WatchProcess",
+                  "parse_compose_version", "ONEOFF_LABEL")
+
+if TYPE_CHECKING:
+    from .compose import (
+        ONEOFF_LABEL,
+        Compose,
+        ExecResult,
+        PortRaceError,
+        RunInterruptedError,
+        ServiceNotRunningError,
+        WatchProcess,
+        compose_error,
+        parse_compose_version,
+        preload_compose,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # compose.py is imported when first used: `devenv ports` never needs it
+    if name in _COMPOSE_NAMES:
+        from . import compose
+
+        return getattr(compose, name)
+    raise AttributeError(name)
+
+__all__ = [
+    "PROJECT_LABEL", "SERVICE_LABEL", "START_INTERVAL_API", "WORKDIR_LABEL",
+    "CommandResult", "Compose", "Container", "Engine", "EngineInfo", "EventStream",
+    "LogDemuxer", "LogStream",
+    "PortRaceError", "Published", "Removed", "ServiceNotRunningError",
+    "RunInterruptedError",
+    "ExecResult", "WatchProcess", "parse_compose_version", "ONEOFF_LABEL",
+    "compose_error", "connect", "preload_compose", "remote_host_of",
+]

@@ -1,0 +1,613 @@
+"""The Engine API as devenv needs it: reads (containers, ports, health, logs, stats, the
+event stream), and the few writes that need no compose file (signals, restarts; stopping
+and removing a project for `down`). 404 and Docker's errors become devenv's here."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from ..dockercontext import EngineTarget, resolve_engine
+from ..errors import (
+    ComposeError,
+    DockerUnavailableError,
+)
+from .transport import (
+    _docker_cli,
+    _DockerSDK,
+    _last_line,
+    _Stream,
+    _text,
+    _Transport,
+    _UnixSocket,
+    _unreachable,
+    remote_host_of,
+    unreachable_hint,
+)
+
+if TYPE_CHECKING:
+    from .compose import Compose
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+WORKDIR_LABEL = "com.docker.compose.project.working_dir"
+#: Engine 25 (API 1.44) is the first to accept a healthcheck's start_interval
+START_INTERVAL_API = (1, 44)
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    version: str
+    api_version: str
+    #: host name of a remote engine (tcp:// or ssh://), None for a local one
+    remote_host: str | None
+
+    @property
+    def supports_start_interval(self) -> bool:
+        return _api_tuple(self.api_version) >= START_INTERVAL_API
+
+
+@dataclass(frozen=True)
+class Published:
+    host_ip: str
+    host_port: int
+    container_port: int
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    project: str
+    service: str
+    state: str  # created | running | restarting | exited | paused | dead
+    health: str  # healthy | unhealthy | starting | "" (no healthcheck)
+    status: str  # Docker's words, e.g. "Up 3 minutes (healthy)"
+    ports: tuple[Published, ...]
+    working_dir: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def host_port(self, container_port: int) -> Published | None:
+        return next((p for p in self.ports if p.container_port == container_port), None)
+
+
+def _api_tuple(version: str) -> tuple[int, int]:
+    major, _, minor = version.partition(".")
+    try:
+        return int(major), int(minor)
+    except ValueError:
+        return 0, 0
+
+
+class _NotFound(Exception):
+    pass
+
+
+class _API:
+    """Engine API calls over a transport; 404 becomes _NotFound, other errors ours."""
+
+    def __init__(self, transport: _Transport, target: EngineTarget):
+        self._transport = transport
+        self.target = target
+
+    def call(self, method: str, path: str, query: Mapping[str, str] | None = None,
+             timeout: float = 10.0, ok: tuple[int, ...] = ()) -> bytes:
+        try:
+            status, body = self._transport.request(method, path, query, timeout)
+        except OSError as exc:
+            raise _unreachable(self.target, exc) from exc
+        if status == 404:
+            raise _NotFound(path)
+        if status >= 400 and status not in ok:
+            raise ComposeError(f"Docker engine answered {status} to {method} {path}: "
+                               f"{_engine_message(body)}")
+        return body
+
+    def stream(self, path: str, query: Mapping[str, str] | None = None,
+               timeout: float | None = None) -> _Stream:
+        try:
+            stream = self._transport.stream(path, query, timeout)
+        except OSError as exc:
+            raise _unreachable(self.target, exc) from exc
+        if stream.status == 404:
+            raise _NotFound(path)
+        if stream.status >= 400:
+            raise ComposeError(f"Docker engine answered {stream.status} to GET {path}")
+        return stream
+
+    def get_bytes(self, path: str, query: Mapping[str, str] | None = None) -> bytes:
+        return self.call("GET", path, query)
+
+    def get(self, path: str, query: Mapping[str, str] | None = None) -> Any:
+        return json.loads(self.get_bytes(path, query) or b"null")
+
+
+def _engine_message(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("message", "")).strip()
+    except (ValueError, AttributeError):
+        return body.decode(errors="replace").strip()[:200]
+
+
+class Engine:
+    """Docker, as devenv needs it. Build with `connect(environ)`."""
+
+    def __init__(self, api: _API, environ: Mapping[str, str]):
+        self._api = api
+        self._environ = dict(environ)
+        #: the engine and how it was chosen (DOCKER_HOST, a Docker context, the default)
+        self.target = api.target
+        self.docker_host = api.target.host
+        self.remote_host = remote_host_of(self.docker_host)
+
+    # --- reads ------------------------------------------------------------------------
+    def info(self) -> EngineInfo:
+        data = self._api.get("/version")
+        return EngineInfo(
+            version=str(data.get("Version", "?")),
+            api_version=str(data.get("ApiVersion", "0.0")),
+            remote_host=self.remote_host,
+        )
+
+    def system_info(self) -> dict[str, Any]:
+        return dict(self._api.get("/info") or {})
+
+    def containers(self, project: str | None = None, all: bool = True) -> list[Container]:
+        """Containers of one Compose project (or every container), from one list call."""
+        query: dict[str, str] = {"all": "1" if all else "0"}
+        if project is not None:
+            query["filters"] = json.dumps({"label": [f"{PROJECT_LABEL}={project}"]})
+        return [_container(item) for item in self._api.get("/containers/json", query)]
+
+    def inspect(self, container_id: str) -> dict[str, Any]:
+        try:
+            return dict(self._api.get(f"/containers/{container_id}/json"))
+        except _NotFound:
+            return {}
+
+    def port_bindings(self, container: Container) -> list[int]:
+        """Host ports a stopped or created container will publish when it starts."""
+        if container.running:
+            return [p.host_port for p in container.ports]
+        bindings = (self.inspect(container.id).get("HostConfig") or {}).get("PortBindings") or {}
+        ports = []
+        for entries in bindings.values():
+            for entry in entries or []:
+                if str(entry.get("HostPort", "")).isdigit():
+                    ports.append(int(entry["HostPort"]))
+        return ports
+
+    def network(self, name: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._api.get(f"/networks/{urllib.parse.quote(name)}"))
+        except _NotFound:
+            return None
+
+    def image_present(self, reference: str) -> bool:
+        try:
+            self._api.get(f"/images/{urllib.parse.quote(reference, safe='')}/json")
+            return True
+        except _NotFound:
+            return False
+
+    def volumes(self, project: str) -> list[str]:
+        query = {"filters": json.dumps({"label": [f"{PROJECT_LABEL}={project}"]})}
+        data = self._api.get("/volumes", query) or {}
+        return sorted(v["Name"] for v in data.get("Volumes") or [])
+
+    def logs(self, container_id: str, tail: int = 20) -> str:
+        try:
+            raw = self._api.get_bytes(f"/containers/{container_id}/logs",
+                                      {"stdout": "1", "stderr": "1", "tail": str(tail)})
+        except _NotFound:
+            return ""
+        return _demux(raw).decode(errors="replace")
+
+    def stats(self, container_id: str) -> dict[str, Any]:
+        """One sample of a container's CPU and memory (the engine waits ~1 s for the CPU
+        delta); {} when the container is gone."""
+        try:
+            return dict(self._api.get(f"/containers/{container_id}/stats", {"stream": "0"})
+                        or {})
+        except _NotFound:
+            return {}
+
+    def events(self, project: str | None = None) -> EventStream:
+        """Docker's event stream of container events (of one project), as it happens.
+        Iterating raises DockerUnavailableError when the engine goes away."""
+        filters: dict[str, list[str]] = {"type": ["container"]}
+        if project is not None:
+            filters["label"] = [f"{PROJECT_LABEL}={project}"]
+        stream = self._api.stream("/events", {"filters": json.dumps(filters)})
+        return EventStream(stream, self._api.target)
+
+    def follow_logs(self, container_id: str, tail: int = 100,
+                    since: float | None = None) -> LogStream:
+        """A container's log lines as they are written, until it stops or close()."""
+        query = {"stdout": "1", "stderr": "1", "follow": "1", "tail": str(tail)}
+        if since is not None:
+            query["since"] = f"{since:.3f}"
+        try:
+            stream = self._api.stream(f"/containers/{container_id}/logs", query)
+        except _NotFound:
+            stream = _Stream(404, iter(()), lambda: None)
+        return LogStream(stream, self._api.target)
+
+    # --- writes that need no compose file -------------------------------------------
+    def signal(self, container_id: str, signal: str) -> None:
+        """Send a signal; a container that is gone (recreated meanwhile) is no error."""
+        with contextlib.suppress(_NotFound):
+            self._api.call("POST", f"/containers/{container_id}/kill", {"signal": signal})
+
+    def restart(self, containers: Sequence[Container], stop_timeout: int = 10) -> None:
+        """Restart containers at once on the Engine API (what `docker compose restart`
+        does, without needing the compose file to still hold them)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(c: Container) -> None:
+            try:
+                self._api.call("POST", f"/containers/{c.id}/restart", {"t": str(stop_timeout)},
+                               timeout=stop_timeout + 30)
+            except _NotFound:
+                raise ComposeError(f"{c.service}'s container {c.name} is gone",
+                                   hint="start it again with `devenv up`") from None
+            except ComposeError as exc:
+                exc.hint = exc.hint or (f"read `devenv logs {c.service}`; `devenv up` "
+                                        "recreates it")
+                raise
+
+        with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
+            list(pool.map(one, containers))
+
+    def remove_containers(self, containers: Sequence[Container]) -> None:
+        """Remove stopped containers (e.g. ones whose network was pruned: they can never
+        start again, and compose recreates them; their volumes stay)."""
+        for c in containers:
+            with contextlib.suppress(_NotFound):
+                self._api.call("DELETE", f"/containers/{c.id}")
+
+    def remove_project(self, project: str, volumes: bool = False,
+                       stop_timeout: int = 10) -> Removed:
+        """What `docker compose down [-v] --remove-orphans` does, straight on the Engine API:
+        stop every container of the project at once (each with its own stop signal and
+        grace period), remove them, then the project's networks (never an external one)
+        and, if asked, its volumes. No compose process, no python-on-whales import.
+
+        A network that another project still uses is kept (the engine refuses with 403),
+        as `docker compose down` keeps it with a warning: the rest is removed all the same
+        and the result says which network was kept and who uses it."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        containers = self.containers(project)
+
+        def stop_and_remove(c: Container) -> None:
+            if c.running or c.state in ("restarting", "paused"):
+                self._api.call("POST", f"/containers/{c.id}/stop", {"t": str(stop_timeout)},
+                               timeout=stop_timeout + 30, ok=(304,))
+            with contextlib.suppress(_NotFound):  # already gone: another down, auto-remove
+                self._api.call("DELETE", f"/containers/{c.id}", {"force": "1"})
+
+        with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
+            list(pool.map(stop_and_remove, containers))
+        label = json.dumps({"label": [f"{PROJECT_LABEL}={project}"]})
+        kept: dict[str, list[str]] = {}
+        for network in self._api.get("/networks", {"filters": label}) or []:
+            try:
+                self._api.call("DELETE", f"/networks/{network['Id']}")
+            except _NotFound:
+                pass
+            except ComposeError:  # 403: active endpoints, another project's containers
+                users = (self.network(str(network["Id"])) or {}).get("Containers") or {}
+                kept[str(network.get("Name", network["Id"]))] = sorted(
+                    str(info.get("Name", "?")) for info in users.values())
+        if volumes:
+            for name in self.volumes(project):
+                with contextlib.suppress(_NotFound):
+                    self._api.call("DELETE", f"/volumes/{urllib.parse.quote(name)}")
+        return Removed(containers, kept)
+
+    # --- data: containers stopped and started, volumes, one-off helpers, exec ----------
+    def stop(self, container_id: str, timeout: int = 30) -> None:
+        with contextlib.suppress(_NotFound):
+            self._api.call("POST", f"/containers/{container_id}/stop", {"t": str(timeout)},
+                           timeout=timeout + 30, ok=(304,))
+
+    def start(self, container_id: str) -> None:
+        self._api.call("POST", f"/containers/{container_id}/start", timeout=60, ok=(304,))
+
+    def volume_exists(self, name: str) -> bool:
+        try:
+            self._api.get(f"/volumes/{urllib.parse.quote(name)}")
+            return True
+        except _NotFound:
+            return False
+
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        """A named volume with labels (Compose's own, so that it adopts the volume)."""
+        argv = ["volume", "create"]
+        for key, value in labels.items():
+            argv += ["--label", f"{key}={value}"]
+        result = self._cli([*argv, name])
+        if result.returncode:
+            raise ComposeError(f"cannot create volume {name}: {_last_line(result.stderr)}")
+
+    def remove_volume(self, name: str) -> None:
+        with contextlib.suppress(_NotFound):
+            self._api.call("DELETE", f"/volumes/{urllib.parse.quote(name)}")
+
+    def image_env(self, reference: str) -> dict[str, str]:
+        """The environment an image sets (e.g. PG_MAJOR), {} when the image is missing."""
+        try:
+            data = self._api.get(f"/images/{urllib.parse.quote(reference, safe='')}/json")
+        except _NotFound:
+            return {}
+        pairs = ((data.get("Config") or {}).get("Env") or [])
+        return dict(item.partition("=")[::2] for item in pairs)
+
+    def run_helper(self, image: str, script: str, mounts: Sequence[tuple[str, str, bool]],
+                   args: Sequence[str] = ()) -> CommandResult:
+        """Run a shell script in a short-lived container of `image` as root, with volumes or
+        host directories mounted ((source, target, read_only) each); no network, no logs
+        (a log driver would copy every byte the script prints)."""
+        argv = ["run", "--rm", "--log-driver", "none", "--network", "none",
+                "--entrypoint", "sh", "--user", "0:0"]
+        for source, target, read_only in mounts:
+            argv += ["--mount", f"type={'bind' if source.startswith('/') else 'volume'},"
+                     f"source={source},target={target}" + (",readonly" if read_only else "")]
+        return self._cli([*argv, image, "-c", script, "sh", *args])
+
+    def exec_stream(self, container_id: str, argv: Sequence[str], *,
+                    env: Mapping[str, str] | None = None, stdin: BinaryIO | None = None,
+                    stdout: BinaryIO | None = None,
+                    progress: Callable[[int], None] | None = None) -> CommandResult:
+        """`docker exec` with stdin streamed from a file and/or stdout written to one, for
+        dumps too big to hold in memory (Compose.exec serves the interactive and small
+        cases); `progress(bytes)` along the way. env values reach the container through the
+        docker CLI's own environment (`-e NAME`), never on a command line."""
+        command = [_docker_cli(), "exec", *(["-i"] if stdin is not None else [])]
+        for name in env or {}:
+            command += ["-e", name]
+        command += [container_id, *argv]
+        return _stream(command, {**self.target.environ(self._environ), **(env or {})}, stdin,
+                       stdout, progress)
+
+    def _cli(self, argv: Sequence[str]) -> CommandResult:
+        import subprocess
+
+        result = subprocess.run([_docker_cli(), *argv], env=self.target.environ(self._environ),
+                                capture_output=True)
+        return CommandResult(result.returncode, _text(result.stdout), _text(result.stderr))
+
+    # --- compose ----------------------------------------------------------------------
+    def compose(self, project: str, compose_file: Path | None = None) -> Compose:
+        from .compose import Compose
+
+        return Compose(project, compose_file, self._environ, self.target, engine=self)
+
+    def preload_compose(self) -> None:
+        """Load compose's client in the background while the caller plans and renders."""
+        from .compose import preload_compose
+
+        preload_compose()
+
+    def remove_container(self, name_or_id: str) -> bool:
+        """Force-remove one container (a one-off `run` left by an interrupt). False: gone."""
+        try:
+            self._api.call("DELETE", f"/containers/{urllib.parse.quote(name_or_id)}",
+                           {"force": "1", "v": "1"})
+        except _NotFound:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class Removed:
+    containers: list[Container]
+    #: network name -> the containers (of other projects) still on it, so it was kept
+    kept_networks: dict[str, list[str]]
+
+
+def _container(item: Mapping[str, Any]) -> Container:
+    labels = item.get("Labels") or {}
+    status = str(item.get("Status", ""))
+    health = ""
+    if "(healthy)" in status:
+        health = "healthy"
+    elif "(unhealthy)" in status:
+        health = "unhealthy"
+    elif "(health: starting)" in status:
+        health = "starting"
+    ports = tuple(
+        Published(str(p.get("IP", "")), int(p["PublicPort"]), int(p["PrivatePort"]))
+        for p in item.get("Ports") or []
+        if p.get("PublicPort") and p.get("Type", "tcp") == "tcp"
+    )
+    names = item.get("Names") or ["?"]
+    return Container(
+        id=str(item.get("Id", "")),
+        name=str(names[0]).lstrip("/"),
+        project=str(labels.get(PROJECT_LABEL, "")),
+        service=str(labels.get(SERVICE_LABEL, "")),
+        state=str(item.get("State", "")),
+        health=health,
+        status=status,
+        ports=ports,
+        working_dir=str(labels.get(WORKDIR_LABEL, "")),
+        labels=dict(labels),
+    )
+
+
+def _demux(raw: bytes) -> bytes:
+    """Strip the 8-byte frame headers of a non-TTY container's log stream."""
+    out, i = bytearray(), 0
+    while i + 8 <= len(raw) and raw[i] in (0, 1, 2) and raw[i + 1 : i + 4] == b"\0\0\0":
+        size = int.from_bytes(raw[i + 4 : i + 8], "big")
+        out += raw[i + 8 : i + 8 + size]
+        i += 8 + size
+    return bytes(out) if i else raw
+
+
+class EventStream:
+    """Iterate Docker events (dicts); close() from another thread ends the iteration."""
+
+    def __init__(self, stream: _Stream, target: EngineTarget):
+        self._stream = stream
+        self._target = target
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        decoder = json.JSONDecoder()
+        buffer = ""
+        try:
+            for chunk in self._stream.chunks:
+                buffer += chunk.decode(errors="replace")
+                while True:
+                    buffer = buffer.lstrip()
+                    if not buffer:
+                        break
+                    try:
+                        event, end = decoder.raw_decode(buffer)
+                    except ValueError:
+                        break  # an event cut in two: wait for the rest
+                    buffer = buffer[end:]
+                    if isinstance(event, dict):
+                        yield event
+        except OSError as exc:
+            raise _unreachable(self._target, exc) from exc
+        raise DockerUnavailableError(f"the Docker engine at {self._target.where} ended the "
+                                     "event stream", hint=unreachable_hint(self._target))
+
+
+class LogDemuxer:
+    """Incremental reader of a log stream: the 8-byte frame headers of a non-TTY container
+    (possibly split across chunks) are removed; a TTY container's raw bytes pass through."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._framed: bool | None = None
+        self._partial = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        self._buffer += data
+        if self._framed is None and len(self._buffer) >= 8:
+            b = self._buffer
+            self._framed = b[0] in (0, 1, 2) and b[1:4] == b"\0\0\0"
+        if self._framed is None:
+            return []
+        out = b""
+        if self._framed:
+            while len(self._buffer) >= 8:
+                size = int.from_bytes(self._buffer[4:8], "big")
+                if len(self._buffer) < 8 + size:
+                    break
+                out += self._buffer[8:8 + size]
+                self._buffer = self._buffer[8 + size:]
+        else:
+            out, self._buffer = self._buffer, b""
+        text = self._partial + out
+        *lines, self._partial = text.split(b"\n")
+        return [line.decode(errors="replace").rstrip("\r") for line in lines]
+
+
+class LogStream:
+    """Iterate a followed container log line by line; close() ends it."""
+
+    def __init__(self, stream: _Stream, target: EngineTarget):
+        self._stream = stream
+        self._target = target
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __iter__(self) -> Iterator[str]:
+        demux = LogDemuxer()
+        try:
+            for chunk in self._stream.chunks:
+                yield from demux.feed(chunk)
+        except OSError as exc:
+            raise _unreachable(self._target, exc) from exc
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _stream(command: Sequence[str], env: Mapping[str, str], stdin: BinaryIO | None,
+            stdout: BinaryIO | None, progress: Callable[[int], None] | None) -> CommandResult:
+    """Run `command` with stdin fed from a file and stdout written to a file (both
+    unbuffered through this process), stderr kept; `progress(bytes)` about every 0.5 s."""
+    import subprocess
+
+    process = subprocess.Popen(command, env=dict(env),
+                               stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                               stdout=stdout if stdout is not None else subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    errors: list[bytes] = []
+    reader = threading.Thread(target=lambda: errors.append(process.stderr.read()),  # type: ignore[union-attr]
+                              daemon=True)
+    reader.start()
+    out: list[bytes] = []
+    if stdout is None:
+        threading.Thread(target=lambda: out.append(process.stdout.read()),  # type: ignore[union-attr]
+                         daemon=True).start()
+    last, done = time.monotonic(), 0
+    try:
+        if stdin is not None:
+            assert process.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                while chunk := stdin.read(1 << 20):
+                    process.stdin.write(chunk)
+                    done += len(chunk)
+                    if progress is not None and time.monotonic() - last > 0.5:
+                        progress(done)
+                        last = time.monotonic()
+            with contextlib.suppress(BrokenPipeError):
+                process.stdin.close()
+        while process.poll() is None:
+            try:
+                process.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                if progress is not None and stdout is not None:
+                    progress(os.fstat(stdout.fileno()).st_size)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    reader.join(5)
+    return CommandResult(process.returncode, _text(b"".join(out)), _text(b"".join(errors)))
+
+
+def connect(environ: Mapping[str, str]) -> Engine:
+    """An Engine for the engine the Docker CLI would use: DOCKER_HOST, else the Docker
+    context (DOCKER_CONTEXT, else the CLI config's current one), else the local socket.
+    Raises when the context cannot be resolved; the engine is reached on the first call."""
+    target = resolve_engine(environ)
+    host = target.host
+    if host.startswith("unix://"):
+        transport: _Transport = _UnixSocket(host[len("unix://"):])
+    elif "://" not in host:
+        named = ("DOCKER_HOST" if target.source == "DOCKER_HOST"
+                 else f"Docker context {target.context}")
+        raise DockerUnavailableError(f"{named}: {host!r} is not a Docker address",
+                                     hint="use unix:///var/run/docker.sock, tcp://HOST:2375 "
+                                     "or ssh://USER@HOST")
+    else:
+        transport = _DockerSDK(target, environ)
+    return Engine(_API(transport, target), environ)

@@ -1,0 +1,380 @@
+"""`docker compose` through python-on-whales, imported (0.4 s) only when a command needs
+it, and Compose's stderr turned into the most specific error devenv knows (the port race,
+a missing image, no Compose v2, no engine); exec, run and watch run the docker CLI
+itself, handing it the terminal."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..dockercontext import EngineTarget, resolve_engine
+from ..errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    ComposeError,
+    DevenvError,
+    DockerUnavailableError,
+    ImageMissingError,
+    Terminated,
+    UsageError,
+)
+from .transport import _docker_cli, _last_line, _text, unreachable_hint
+
+if TYPE_CHECKING:
+    from .api import Container, Engine
+
+# --- compose, through python-on-whales ------------------------------------------------
+_PORT_RACE = re.compile(
+    r"(?:Bind for [^ ]*?:(\d+) failed: port is already allocated"
+    r"|listen tcp6? [^ ]*?:(\d+): bind: address already in use"
+    r"|[^ ]*?:(\d+): bind: address already in use)"
+)
+_PULL_FAILED = re.compile(
+    r"(pull access denied|manifest unknown|not found: manifest|dial tcp|no such host"
+    r"|failed to resolve reference|i/o timeout|Error response from daemon: Get \"https)",
+    re.IGNORECASE,
+)
+
+
+class PortRaceError(ComposeError):
+    """Compose could not publish a port that was free when devenv planned it."""
+
+    def __init__(self, port: int, stderr: str):
+        super().__init__(f"port {port} was taken after planning", detail=stderr)
+        self.port = port
+
+
+class Compose:
+    """`docker compose` for one project, through python-on-whales; the commands that hand
+    the terminal to a process (exec, run) or stream for long (watch) run the CLI itself."""
+
+    def __init__(self, project: str, compose_file: Path | None, environ: Mapping[str, str],
+                 target: EngineTarget | None = None, engine: Engine | None = None):
+        self.project = project
+        self.compose_file = compose_file
+        self.environ = environ
+        self.target = target or resolve_engine(environ)
+        self._engine = engine
+
+    def _client(self) -> Any:
+        from python_on_whales import DockerClient
+
+        files: list[str | Path] = [self.compose_file] if self.compose_file else []
+        project_dir = self.compose_file.parent if self.compose_file else None
+        # The engine devenv resolved, as --host: compose then talks to the same engine
+        # whatever DOCKER_CONTEXT or the CLI's current context say.
+        tls: dict[str, Any] = {}
+        if self.target.tls_dir and self.target.source != "DOCKER_HOST":
+            certs = Path(self.target.tls_dir)
+            tls = {name: certs / f"{stem}.pem" for name, stem in
+                   (("tlscacert", "ca"), ("tlscert", "cert"), ("tlskey", "key"))
+                   if (certs / f"{stem}.pem").is_file()}
+            tls["tlsverify" if not self.target.skip_tls_verify else "tls"] = True
+        return DockerClient(compose_files=files, compose_project_name=self.project,
+                            compose_project_directory=project_dir, host=self.target.host,
+                            client_call=[_docker_cli()], **tls)
+
+    def _run(self, action: str, call: Any) -> Any:
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            return call()
+        except DockerException as exc:
+            stderr = _text(exc.stderr)
+            raise compose_error(action, stderr, self.target) from None
+
+    def up(self, services: Sequence[str], build: bool = False) -> None:
+        # With dependencies (no --no-deps): --no-deps leaves the depends_on label and the
+        # config hash different from a plain `docker compose up`, which would then
+        # recreate the containers. The dependencies are running or named anyway.
+        client = self._client()
+        self._run("up", lambda: client.compose.up(
+            services=list(services), detach=True, build=build, quiet=True))
+
+    def logs(self, services: Sequence[str], follow: bool = False,
+             tail: int | None = None) -> Iterator[str]:
+        """Log lines of the services, prefixed by compose with the service name."""
+        client = self._client()
+        stream = self._run("logs", lambda: client.compose.logs(
+            services=list(services), follow=follow, stream=True,
+            tail=str(tail) if tail is not None else None))
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            for _source, chunk in stream:
+                yield from chunk.decode(errors="replace").splitlines()
+        except DockerException as exc:
+            raise compose_error("logs", _text(exc.stderr), self.target) from None
+
+    def version(self) -> str:
+        return str(self._run("version", lambda: self._client().compose.version()))
+
+    # --- the inner loop: exec, run, watch (subprocesses of the docker CLI) ------------
+    def _argv(self, *args: str) -> list[str]:
+        argv = [_docker_cli(), "compose", "-p", self.project]
+        if self.compose_file is not None:
+            argv += ["-f", str(self.compose_file),
+                     "--project-directory", str(self.compose_file.parent)]
+        return argv + list(args)
+
+    def version_tuple(self) -> tuple[int, int, int] | None:
+        """Compose's version as numbers (`docker compose version --short`); None if unknown."""
+        import subprocess
+
+        try:
+            out = subprocess.run([_docker_cli(), "compose", "version", "--short"],
+                                 capture_output=True, text=True, timeout=20,
+                                 env=self.target.environ(self.environ))
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return parse_compose_version(out.stdout) if out.returncode == 0 else None
+
+    def running_container(self, service: str) -> Container:
+        """The running container of a service, or ServiceNotRunningError with a hint."""
+        if self._engine is None:
+            raise AssertionError("Compose was built without an engine")
+        found = [c for c in self._engine.containers(self.project)
+                 if c.service == service and c.labels.get(ONEOFF_LABEL, "False") != "True"]
+        running = next((c for c in found if c.running), None)
+        if running is not None:
+            return running
+        state = f" (its container is {found[0].state})" if found else ""
+        raise ServiceNotRunningError(
+            f"{service} is not running in project {self.project}{state}",
+            hint=f"start it with `devenv up --only {service}`", service=service)
+
+    def exec(self, service: str, argv: Sequence[str], *, tty: bool | None = None,
+             interactive: bool = True, env: Mapping[str, str] | None = None,
+             user: str | None = None, workdir: str | None = None,
+             capture: bool = False, stdin: bytes | None = None) -> ExecResult:
+        """Run a command in the service's running container; its exit code comes back.
+
+        tty None: a TTY when stdin and stdout are terminals (as `docker exec -it` would be
+        typed by hand). capture: collect stdout/stderr instead of sharing the terminal.
+        The container is found on the Engine API, so no compose file is needed."""
+        container = self.running_container(service)
+        use_tty = _want_tty(tty) and not capture and stdin is None
+        args = [_docker_cli(), "exec"]
+        if interactive or stdin is not None:
+            args.append("-i")
+        if use_tty:
+            args.append("-t")
+        args += _env_args(env)
+        if user:
+            args += ["-u", user]
+        if workdir:
+            args += ["-w", workdir]
+        args += [container.id, *argv]
+        return _run_attached(args, self.target.environ(self.environ), capture=capture,
+                             stdin=stdin)
+
+    def run(self, service: str, argv: Sequence[str], *, tty: bool | None = None,
+            env: Mapping[str, str] | None = None, name: str | None = None,
+            capture: bool = False, stdin: bytes | None = None,
+            build: bool = False) -> ExecResult:
+        """A one-off container of the service (its image, environment and network) that is
+        removed afterwards, also when the run is interrupted."""
+        import uuid
+
+        name = name or f"{self.project}-{service}-run-{uuid.uuid4().hex[:8]}"
+        args = ["run", "--rm", "--no-deps", "--name", name] + (["--build"] if build else [])
+        if not (_want_tty(tty) and not capture and stdin is None):
+            args.append("-T")
+        args += _env_args(env)
+        args += [service, *argv]
+        try:
+            result = _run_attached(self._argv(*args), self.target.environ(self.environ),
+                                   capture=capture, stdin=stdin)
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (errors.Terminated)
+            removed = self._engine.remove_container(name) if self._engine else False
+            error = RunInterruptedError(
+                ("terminated" if isinstance(stop, Terminated) else "interrupted")
+                + "; the one-off container " + (f"{name} was removed" if removed
+                                                 else f"{name} is gone"),
+                hint="run the command again")
+            if isinstance(stop, Terminated):
+                error.exit_code = EXIT_TERMINATED
+            raise error from None
+        return result
+
+    def watch(self, services: Sequence[str]) -> WatchProcess:
+        """`docker compose watch --no-up SERVICES`, streaming its lines; the stack is
+        started by devenv, so watch never starts or stops a container on its own."""
+        import subprocess
+
+        argv = self._argv("watch", "--no-up", *services)
+        try:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                       errors="replace",
+                                       env=self.target.environ(self.environ),
+                                       start_new_session=True)
+        except OSError as exc:
+            raise ComposeError(f"cannot start docker compose watch: {exc}") from exc
+        return WatchProcess(process)
+
+
+ONEOFF_LABEL = "com.docker.compose.oneoff"
+
+
+class ServiceNotRunningError(UsageError):
+    """exec into (or watch) a service whose container does not run."""
+
+    def __init__(self, message: str, hint: str | None = None, detail: str | None = None,
+                 service: str = ""):
+        super().__init__(message, hint, detail)
+        self.service = service
+
+
+class RunInterruptedError(DevenvError):
+    exit_code = EXIT_INTERRUPTED
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    code: int
+    stdout: str = ""  # only with capture
+    stderr: str = ""
+
+
+class WatchProcess:
+    """A running `docker compose watch`: its output lines, and a way to end it."""
+
+    def __init__(self, process: Any):
+        self._process = process
+
+    def lines(self) -> Iterator[str]:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            yield line.rstrip("\n")
+
+    def returncode(self) -> int | None:
+        return self._process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """End watch (SIGINT, as Ctrl-C would): containers keep running."""
+        import signal
+        import subprocess
+
+        if self._process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self._process.send_signal(signal.SIGINT)
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+def parse_compose_version(text: str) -> tuple[int, int, int] | None:
+    """'2.26.1-4' or 'v2.22.0' or 'Docker Compose version v2.26.1' -> (2, 26, 1)."""
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if not match:
+        return None
+    return int(match.group(1)), int(match.group(2)), int(match.group(3) or 0)
+
+
+def _want_tty(tty: bool | None) -> bool:
+    import sys
+
+    if tty is not None:
+        return tty
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _env_args(env: Mapping[str, str] | None) -> list[str]:
+    return [arg for key, value in (env or {}).items() for arg in ("-e", f"{key}={value}")]
+
+
+def _run_attached(argv: list[str], environ: Mapping[str, str], capture: bool,
+                  stdin: bytes | None) -> ExecResult:
+    import subprocess
+
+    try:
+        if capture or stdin is not None:
+            done = subprocess.run(argv, env=dict(environ), input=stdin,
+                                  capture_output=capture)
+            return ExecResult(done.returncode,
+                              _text(done.stdout) if capture else "",
+                              _text(done.stderr) if capture else "")
+        return ExecResult(subprocess.run(argv, env=dict(environ)).returncode)
+    except OSError as exc:
+        raise ComposeError(f"cannot run {argv[0]}: {exc}") from exc
+
+
+_preloading: list[threading.Thread] = []
+
+
+def preload_compose() -> None:
+    """Import python-on-whales (0.3-0.4 s, pydantic models) in the background while the
+    caller plans and renders; the compose call then finds it loaded."""
+    if not _preloading:
+        thread = threading.Thread(target=_import_compose, daemon=True, name="preload")
+        _preloading.append(thread)
+        thread.start()
+
+
+def _import_compose() -> None:
+    with contextlib.suppress(Exception):
+        import python_on_whales  # noqa: F401
+
+
+def compose_error(action: str, stderr: str,
+                  target: EngineTarget | None = None) -> DevenvError:
+    """Turn compose's stderr into the most specific error devenv knows."""
+    stderr = stderr.strip()
+    race = _PORT_RACE.search(stderr)
+    if race:
+        return PortRaceError(int(next(g for g in race.groups() if g)), stderr)
+    if "is not a docker command" in stderr or "unknown command \"compose\"" in stderr:
+        return DockerUnavailableError(
+            "Docker Compose v2 is not installed (`docker compose` is unknown)",
+            hint="install the docker-compose-plugin package; the old docker-compose v1 "
+            "is not supported")
+    if "Cannot connect to the Docker daemon" in stderr or "error during connect" in stderr:
+        at = f" at {target.where}" if target else ""
+        return DockerUnavailableError(
+            f"cannot reach the Docker engine{at}: " + _last_line(stderr),
+            hint=unreachable_hint(target) if target else "is the daemon running? check "
+            "DOCKER_HOST")
+    if _PULL_FAILED.search(stderr):
+        image = _image_in(stderr)
+        return ImageMissingError(
+            f"image {image or '(see below)'} is not on this engine and could not be pulled",
+            hint="pull or build it, or point DEVENV_<SERVICE>_IMAGE at an image you have "
+            "(`docker images`)", detail=_tail(stderr), image=image)
+    # The last line is the message; the lines before it (if any) are the detail, so no
+    # line is printed twice.
+    before = "\n".join(line for line in stderr.splitlines()[:-1][-12:] if line.strip())
+    return ComposeError(f"docker compose {action} failed: {_last_line(stderr)}",
+                        hint=("the lines above are docker compose's own output; "
+                              if before else "") + "`devenv doctor` checks the engine, "
+                        "Compose and the settings",
+                        detail=before or None)
+
+
+_IMAGE_NAMED = re.compile(
+    r"pull access denied for ([^\s,]+)"
+    r"|manifest for ([^\s,]+) not found"
+    r"|failed to resolve reference \"([^\"]+)\""
+    r"|No such image: ([^\s,]+)"
+    r"|image \"([^\"]+)\""
+)
+
+
+def _image_in(stderr: str) -> str:
+    match = _IMAGE_NAMED.search(stderr)
+    return next((g for g in match.groups() if g), "") if match else ""
+
+
+
+
+def _tail(text: str, lines: int = 12) -> str:
+    return "\n".join(text.splitlines()[-lines:])

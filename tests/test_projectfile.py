@@ -1,0 +1,123 @@
+"""devenv.toml: a project's own services, declared like the built-in ones, checked whole."""
+
+from __future__ import annotations
+
+import pytest
+
+from devenv.catalog import load_catalog
+from devenv.errors import EXIT_USAGE, ProjectFileError
+from devenv.settings import load_settings
+
+MAILPIT = """
+[services.mailpit]
+image = "axllent/mailpit:v1.21"
+port = 8025
+host_port = 8025
+probe = "http:/livez"
+aliases = ["mail"]
+needs = ["db"]
+url = "http://{host}:{port}/"
+data = ["/data"]
+[services.mailpit.environment]
+MP_SMTP_AUTH_ACCEPT_ANY = "1"
+
+[tunnels.staging-db]
+host = "bastion"
+"""
+
+
+def write(tmp_path, text):
+    (tmp_path / "devenv.toml").write_text(text)
+    return tmp_path
+
+
+def test_a_declared_service_joins_the_catalog_after_the_built_in_ones(tmp_path):
+    catalog = load_catalog(write(tmp_path, MAILPIT))
+    assert list(catalog)[-1] == "mailpit" and len(catalog) == 7
+    spec = catalog["mailpit"]
+    assert (spec.container_port, spec.dev_port, spec.probe.kind, spec.probe.path) == \
+        (8025, 8025, "http", "/livez")
+    assert spec.needs == ("postgres",)  # an alias resolved to the name
+    assert spec.app_env == "MAILPIT_URL" and spec.data_dirs == ("/data",)
+    assert catalog.select(["mail"]).services == ("postgres", "mailpit")
+    assert catalog.url("mailpit", "127.0.0.1", 8026, {}) == "http://127.0.0.1:8026/"
+    assert catalog.tunnels == {"staging-db": {"host": "bastion"}}
+
+
+def test_its_settings_come_with_it(tmp_path):
+    settings = load_settings(write(tmp_path, MAILPIT), {"DEVENV_MAILPIT_PORT": "9025"}, {})
+    assert settings.port("mailpit") == 9025
+    assert settings.image("mailpit") == "axllent/mailpit:v1.21"
+    assert "DEVENV_MAILPIT_IMAGE" in {spec.key for spec in settings.specs}
+
+
+def test_no_file_is_the_built_in_catalog(tmp_path):
+    assert list(load_catalog(tmp_path)) == ["api", "postgres", "redis", "adminer",
+                                            "prometheus", "grafana"]
+
+
+BASE = '[services.m]\nimage = "x:1"\nport = 1025\n'
+
+
+@pytest.mark.parametrize("text, message", [
+    (BASE + "colour = 'red'\n", "devenv.toml: [services.m] colour: unknown field"),
+    (BASE.replace("1025", "70000"), "devenv.toml: [services.m] port: 70000 is outside 1-65535"),
+    (BASE + "host_port = 0\n", "devenv.toml: [services.m] host_port: 0 is outside 1-65535"),
+    (BASE + "port = 'x'\n", "invalid TOML"),
+    ('[services.m]\nimage = "x:1"\nport = "80"\n', "[services.m] port: must be a whole number"),
+    ('[services.m]\nimage = "x:1"\n', "devenv.toml: [services.m] port: is required"),
+    (BASE + "aliases = ['db']\n",
+     "devenv.toml: [services.m] aliases: 'db' is already taken by the built-in postgres"),
+    (BASE + "aliases = ['n']\n" + BASE.replace("[services.m]", "[services.n]")
+     .replace("1025", "1026"), "[services.m] aliases: 'n' is already the name or an alias of n"),
+    ('[services.redis]\nimage = "x:1"\nport = 1\n',
+     "devenv.toml: [services.redis]: 'redis' is a built-in service"),
+    (BASE + "needs = ['n']\n" + BASE.replace("[services.m]", "[services.n]")
+     .replace("1025", "1026") + "needs = ['m']\n",
+     "devenv.toml: [services.m] needs: a cycle: m -> n -> m"),
+    (BASE + "needs = ['m']\n", "[services.m] needs: a cycle: m -> m"),
+    (BASE + "needs = ['mysql']\n", "[services.m] needs: unknown service 'mysql'"),
+    (BASE + "probe = 'smtp'\n", "devenv.toml: [services.m] probe: 'smtp' is not a probe"),
+    (BASE + "probe = 'tcp:/x'\n", "[services.m] probe: 'tcp:/x': only http takes a path"),
+    (BASE + "url = 'http://{host}:{port}/{NOPE}'\n",
+     "[services.m] url: {NOPE} is neither host, port nor a setting"),
+    (BASE + "data = ['data']\n", "[services.m] data: 'data' is not an absolute container path"),
+    (BASE + "[services.m.environment]\n'A B' = '1'\n", "[services.m] environment.A B:"),
+    ('[services.Mail]\nimage = "x:1"\nport = 1\n', "[services.Mail]: 'Mail' is not a service"),
+    (BASE + "image = 'bad image'\n", "invalid TOML"),
+    ('[services.m]\nimage = "bad image"\nport = 1\n', "[services.m] image: 'bad image' is not"),
+    ("[services.m\n", "devenv.toml: invalid TOML: "),
+    ("[databases.x]\n", "devenv.toml: [databases]: unknown table"),
+    ("services = 1\n", "devenv.toml: [services]: must be a table"),
+])
+def test_bad_input_names_file_table_and_field(tmp_path, text, message):
+    with pytest.raises(ProjectFileError) as info:
+        load_settings(write(tmp_path, text), {}, {})
+    assert message in info.value.message
+    assert info.value.exit_code == EXIT_USAGE
+
+
+def test_not_utf8_is_named(tmp_path):
+    (tmp_path / "devenv.toml").write_bytes(b"[services.m]\nimage = '\xff'\n")
+    with pytest.raises(ProjectFileError, match="devenv.toml: is not UTF-8"):
+        load_catalog(tmp_path)
+
+
+def test_a_port_equal_to_a_built_in_one_names_both_settings(tmp_path):
+    from devenv.errors import SettingError
+
+    with pytest.raises(SettingError, match="DEVENV_REDIS_PORT and DEVENV_M_PORT are both"):
+        load_settings(write(tmp_path, BASE.replace("1025", "6379")), {}, {})
+
+
+def test_what_was_read_is_reused_until_the_file_changes(tmp_path):
+    (tmp_path / ".devenv").mkdir()
+    write(tmp_path, MAILPIT)
+    assert load_catalog(tmp_path)["mailpit"].dev_port == 8025
+    assert (tmp_path / ".devenv" / "cache" / "devenv.toml.json").is_file()
+    assert (tmp_path / ".devenv" / "cache" / "services.toml.json").is_file()
+    write(tmp_path, MAILPIT.replace("host_port = 8025", "host_port = 18025"))
+    assert load_catalog(tmp_path)["mailpit"].dev_port == 18025
+    write(tmp_path, MAILPIT.replace("port = 8025", "port = 0"))
+    with pytest.raises(ProjectFileError, match="port: 0 is outside"):
+        load_catalog(tmp_path)
