@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Project, devenv_command, new_project
+from conftest import Project, devenv_command, new_project, popen_paused
 
 pytestmark = pytest.mark.e2e
 
@@ -61,7 +61,7 @@ def test_ctrl_c_in_logs_follow_exits_quietly(running):
 def test_sigterm_during_up_exits_143_releases_the_lock_and_a_rerun_finishes(running,
                                                                             tmp_path):
     seam = tmp_path / "pause"
-    proc = popen(running, "up", "--only", "db", DEVENV_TEST_AFTER_PLAN=str(seam))
+    proc = popen_paused(running, seam, "up", "--only", "db")
     deadline = time.monotonic() + 60
     while not Path(str(seam) + ".plan").exists():
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
