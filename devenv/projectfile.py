@@ -25,6 +25,7 @@ import contextlib
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +121,7 @@ def read_catalog_file(path: Path, builtin: bool = False,
     catalog = Catalog(services=specs, host_apps=apps,
                       tunnels=_table(data, "tunnels", label, "tunnels"))
     if builtin:  # a project's file is checked once merged with the built-in services
-        check_catalog(catalog, label, list(specs))
+        catalog = check_catalog(catalog, label, list(specs))
     return catalog
 
 
@@ -143,13 +144,14 @@ def merge_project_file(builtin: Catalog, path: Path,
                                        f"{alias!r} is already taken by the built-in {owner}")
     merged = Catalog(services={**builtin.services, **own.services},
                      host_apps=builtin.host_apps, tunnels=own.tunnels)
-    check_catalog(merged, label, list(own.services))
-    return merged
+    return check_catalog(merged, label, list(own.services))
 
 
-def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> None:
+def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
     """Names, aliases, needs, settings and URL placeholders across the services in `checked`
-    (the file's own), against the whole catalog."""
+    (the file's own), against the whole catalog; the catalog with every `needs` written as
+    service names (an alias resolved)."""
+    services = dict(catalog.services)
     words: dict[str, str] = {name: name for name in catalog.services}
     for name in catalog.services:
         for alias in catalog.services[name].aliases:
@@ -177,7 +179,7 @@ def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> None:
                                        hint=f"valid names: {', '.join(words)}")
             resolved.append(target)
         if tuple(resolved) != spec.needs:
-            catalog.services[name] = _replace_needs(spec, tuple(resolved))  # type: ignore[index]
+            services[name] = replace(spec, needs=tuple(resolved))
         for fieldname, template in (("url", spec.url), *(
                 (f"probe_args.{k}", v) for k, v in spec.probe.args.items())):
             for key in placeholders(template):
@@ -192,18 +194,14 @@ def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> None:
                 if key not in keys:
                     raise ProjectFileError(label, table, fieldname,
                                            f"{key} is not a setting of any service")
+    catalog = Catalog(services, catalog.host_apps, catalog.tunnels)
     for name in checked:
         cycle = _cycle(catalog, name)
         if cycle:
             raise ProjectFileError(label, f"services.{name}", "needs",
                                    f"a cycle: {' -> '.join(cycle)}",
                                    hint="a service cannot need itself, even through others")
-
-
-def _replace_needs(spec: ServiceSpec, needs: tuple[str, ...]) -> ServiceSpec:
-    from dataclasses import replace
-
-    return replace(spec, needs=needs)
+    return catalog
 
 
 def _build_keys(build: BuildSpec | None) -> list[str]:

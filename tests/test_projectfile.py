@@ -76,6 +76,9 @@ BASE = '[services.m]\nimage = "x:1"\nport = 1025\n'
      .replace("1025", "1026") + "needs = ['m']\n",
      "devenv.toml: [services.m] needs: a cycle: m -> n -> m"),
     (BASE + "needs = ['m']\n", "[services.m] needs: a cycle: m -> m"),
+    (BASE + "aliases = ['mm']\nneeds = ['n']\n" + BASE.replace("[services.m]", "[services.n]")
+     .replace("1025", "1026") + "needs = ['mm']\n",
+     "[services.m] needs: a cycle: m -> n -> m"),  # through an alias
     (BASE + "needs = ['mysql']\n", "[services.m] needs: unknown service 'mysql'"),
     (BASE + "probe = 'smtp'\n", "devenv.toml: [services.m] probe: 'smtp' is not a probe"),
     (BASE + "probe = 'tcp:/x'\n", "[services.m] probe: 'tcp:/x': only http takes a path"),
