@@ -53,10 +53,18 @@ FIELDS = ("image", "port", "host_port", "probe", "probe_args", "aliases", "needs
 BUILD_FIELDS = ("source_setting", "context", "tag", "args")
 SETTING_FIELDS = ("key", "default", "kind", "help", "secret", "generate")
 
-NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-SETTING_KEY = re.compile(r"^DEVENV_[A-Z0-9_]+$")
-SIGNAL = re.compile(r"^SIG[A-Z0-9]+$")
+# Patterns as text, compiled (and cached by `re`) on first use: the built-in catalog is
+# trusted and never matched, so `devenv ports` compiles none of them.
+NAME = r"^[a-z][a-z0-9_]{0,39}$"
+ENV_KEY = r"^[A-Za-z_][A-Za-z0-9_]*$"
+SETTING_KEY = r"^DEVENV_[A-Z0-9_]+$"
+SIGNAL = r"^SIG[A-Z0-9]+$"
+IMAGE = r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$"
+TAG = r"^[a-z0-9][a-z0-9._/-]*$"
+
+
+def _matches(pattern: str, value: str) -> bool:
+    return re.match(pattern, value) is not None
 
 
 def read_toml(path: Path, cache_dir: Path | None = None) -> dict[str, Any]:
@@ -232,10 +240,13 @@ def _cycle(catalog: Catalog, start: str) -> list[str]:
 class _Fields:
     """Typed reads of one table's fields, each error naming file, table and field."""
 
-    def __init__(self, label: str, table: str, raw: Any, allowed: tuple[str, ...]):
+    def __init__(self, label: str, table: str, raw: Any, allowed: tuple[str, ...],
+                 trusted: bool = False):
         if not isinstance(raw, dict):
             raise ProjectFileError(label, table, "", "must be a table")
         self.label, self.table, self.raw = label, table, raw
+        #: the built-in catalog: types are checked, patterns are not (its tests check them)
+        self.trusted = trusted
         for key in raw:
             if key not in allowed:
                 raise ProjectFileError(label, table, key, "unknown field",
@@ -247,7 +258,7 @@ class _Fields:
     def has(self, key: str) -> bool:
         return key in self.raw
 
-    def text(self, key: str, default: str | None = None, pattern: re.Pattern[str] | None = None,
+    def text(self, key: str, default: str | None = None, pattern: str | None = None,
             what: str = "") -> str:
         if key not in self.raw:
             if default is None:
@@ -258,7 +269,7 @@ class _Fields:
             raise self.fail(key, f"must be a string, not {value!r}")
         if "\n" in value or "\0" in value:
             raise self.fail(key, "must be one line")
-        if pattern is not None and not pattern.match(value):
+        if pattern is not None and not self.trusted and not _matches(pattern, value):
             raise self.fail(key, f"{value!r} is not {what or 'valid'}")
         return value
 
@@ -280,23 +291,23 @@ class _Fields:
             raise self.fail(key, f"must be true or false, not {value!r}")
         return value
 
-    def strings(self, key: str, pattern: re.Pattern[str] | None = None,
+    def strings(self, key: str, pattern: str | None = None,
                 what: str = "") -> tuple[str, ...]:
         value = self.raw.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise self.fail(key, "must be a list of strings")
         for v in value:
-            if pattern is not None and not pattern.match(v):
+            if pattern is not None and not self.trusted and not _matches(pattern, v):
                 raise self.fail(key, f"{v!r} is not {what or 'valid'}")
         return tuple(value)
 
-    def mapping(self, key: str, key_pattern: re.Pattern[str] = ENV_KEY) -> dict[str, str]:
+    def mapping(self, key: str, key_pattern: str = ENV_KEY) -> dict[str, str]:
         value = self.raw.get(key, {})
         if not isinstance(value, dict):
             raise self.fail(key, "must be a table")
         out = {}
         for k, v in value.items():
-            if not key_pattern.match(k):
+            if not self.trusted and not _matches(key_pattern, k):
                 raise self.fail(f"{key}.{k}", "is not a valid name")
             if isinstance(v, bool):
                 v = "true" if v else "false"
@@ -308,11 +319,11 @@ class _Fields:
 
 def parse_service(label: str, name: str, raw: Any, builtin: bool = False) -> ServiceSpec:
     table = f"services.{name}"
-    if not NAME.match(name):
+    if not builtin and not _matches(NAME, name):
         raise ProjectFileError(label, table, "", f"{name!r} is not a service name",
                                hint="lowercase letters, digits and _, starting with a letter "
                                "(it becomes the Compose service and DEVENV_<NAME>_*)")
-    f = _Fields(label, table, raw, FIELDS)
+    f = _Fields(label, table, raw, FIELDS, trusted=builtin)
     container_port = f.port("port", required=True)
     host_port = f.port("host_port", default=container_port)
     assert container_port is not None and host_port is not None
@@ -328,9 +339,9 @@ def parse_service(label: str, name: str, raw: Any, builtin: bool = False) -> Ser
         placeholders(url)
     except ValueError as exc:
         raise f.fail("url", f"{url!r}: {exc}") from None
-    build = _build(label, table, raw.get("build")) if "build" in raw else None
+    build = _build(label, table, raw.get("build"), builtin) if "build" in raw else None
     image = f.text("image", "" if build else None)
-    if image and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$", image):
+    if image and not builtin and not _matches(IMAGE, image):
         raise f.fail("image", f"{image!r} is not an image reference",
                      hint="e.g. redis:7 or registry.example.com/team/mail:1.2")
     data = f.strings("data")
@@ -341,7 +352,7 @@ def parse_service(label: str, name: str, raw: Any, builtin: bool = False) -> Ser
     for path in files:
         if path.startswith("/") or ".." in path.split("/"):
             raise f.fail("files", f"{path!r} must be a path inside templates/")
-    login = f.strings("login", re.compile(SETTING_KEY.pattern), "a DEVENV_* setting")
+    login = f.strings("login", SETTING_KEY, "a DEVENV_* setting")
     if login and len(login) != 2:
         raise f.fail("login", "must name two settings: the user and the password")
     check_login = f.flag("check_login")
@@ -378,7 +389,7 @@ def parse_service(label: str, name: str, raw: Any, builtin: bool = False) -> Ser
         device_urls=f.flag("device_urls"),
         migrate_setting=f.text("migrate_setting", "", SETTING_KEY, "a DEVENV_* setting"),
         seed=f.flag("seed"),
-        settings=_settings(label, table, raw.get("settings", [])),
+        settings=_settings(label, table, raw.get("settings", []), builtin),
         origin="built-in" if builtin else label,
     )
 
@@ -403,8 +414,8 @@ def _probe(f: _Fields) -> ProbeSpec:
     return ProbeSpec(kind, path or "/", args)
 
 
-def _build(label: str, table: str, raw: Any) -> BuildSpec:
-    f = _Fields(label, f"{table}.build", raw, BUILD_FIELDS)
+def _build(label: str, table: str, raw: Any, trusted: bool = False) -> BuildSpec:
+    f = _Fields(label, f"{table}.build", raw, BUILD_FIELDS, trusted)
     source = f.text("source_setting", "", SETTING_KEY, "a DEVENV_* setting")
     context = f.text("context", "")
     if context.startswith("/") or ".." in context.split("/"):
@@ -413,20 +424,21 @@ def _build(label: str, table: str, raw: Any) -> BuildSpec:
         raise f.fail("", "needs source_setting or context")
     args = f.mapping("args")
     for arg, key in args.items():
-        if not SETTING_KEY.match(key):
+        if not f.trusted and not _matches(SETTING_KEY, key):
             raise f.fail(f"args.{arg}", f"{key!r} is not a DEVENV_* setting")
     return BuildSpec(source_setting=source, context=context,
-                     tag=f.text("tag", "", re.compile(r"^[a-z0-9][a-z0-9._/-]*$"),
+                     tag=f.text("tag", "", TAG,
                                "an image name"), args=args)
 
 
-def _settings(label: str, table: str, raw: Any) -> tuple[SettingSpec, ...]:
+def _settings(label: str, table: str, raw: Any, trusted: bool = False
+              ) -> tuple[SettingSpec, ...]:
     if not isinstance(raw, list):
         raise ProjectFileError(label, table, "settings", "must be an array of tables "
                                "([[services.NAME.settings]])")
     specs = []
     for i, item in enumerate(raw):
-        f = _Fields(label, f"{table}.settings.{i}", item, SETTING_FIELDS)
+        f = _Fields(label, f"{table}.settings.{i}", item, SETTING_FIELDS, trusted)
         kind = f.text("kind", "text")
         if kind not in SETTING_KINDS:
             raise f.fail("kind", f"{kind!r} is not a kind", hint=", ".join(SETTING_KINDS))

@@ -114,3 +114,18 @@ def test_no_service_is_named_outside_the_catalog():
                 words = [n for n in names - {"api"} if n in parts]
             found += [f"{path.name}:{node.lineno}: {w}" for w in words if w not in allowed]
     assert found == []
+
+
+def test_the_built_in_catalog_passes_the_checks_a_project_file_gets():
+    """The built-in file is trusted at run time (no pattern is matched, for speed); here it
+    is read as if it were a project's own, every check applied."""
+    from dataclasses import replace
+
+    from devenv.catalog import BUILTIN_FILE, Catalog
+    from devenv.projectfile import check_catalog, parse_service, read_toml
+
+    data = read_toml(BUILTIN_FILE)
+    specs = {name: replace(parse_service("services.toml", name, raw), origin="built-in")
+             for name, raw in data["services"].items()}
+    assert specs == dict(SERVICES)
+    check_catalog(Catalog(specs), "services.toml", list(specs))
