@@ -139,7 +139,10 @@ class Settings:
         return parse_port_list(self.values["DEVENV_RESERVED_PORTS"], "DEVENV_RESERVED_PORTS")
 
     def port(self, service: str) -> int:
-        key = self.catalog[service].port_key
+        """The wanted host port of a service (or of devenv's own listener, e.g. the
+        dashboard, whose DEVENV_<NAME>_PORT is a setting of devenv itself)."""
+        spec = self.catalog.get(service)
+        key = spec.port_key if spec is not None else f"DEVENV_{service.upper()}_PORT"
         return parse_port(self.values[key], key)
 
     def image(self, service: str) -> str:

@@ -206,3 +206,10 @@ def test_an_accepted_number_is_exactly_its_canonical_digits(text):
     except SettingError:
         return
     assert 0 < seconds <= 86400 and text.strip() == text and text.replace(".", "").isascii()
+
+
+def test_a_listener_of_devenv_itself_has_a_port_setting_outside_the_catalog(tmp_path):
+    # the dashboard is planned like a service but is no service of the catalog
+    settings = load_settings(tmp_path, {"DEVENV_DASHBOARD_PORT": "7790"}, {})
+    assert "dashboard" not in settings.catalog
+    assert settings.port("dashboard") == 7790
