@@ -87,6 +87,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "PostgreSQL password (the spec's default; used only when the volume is "
                 "first created)", secret=True),
     SettingSpec("DEVENV_POSTGRES_DB", "cirkelline_agents", "text", "PostgreSQL database"),
+    SettingSpec("DEVENV_SSH_CONFIG", "", "path",
+                "ssh config file for tunnels (ssh -F); empty: ssh's own (~/.ssh/config)"),
     SettingSpec("DEVENV_GRAFANA_ADMIN_USER", "admin", "text", "Grafana admin user"),
     SettingSpec("DEVENV_SEED_DIR", "db/seed", "dir",
                 "folder of .sql, .sql.gz and .sh files run once, in name order, when the "
@@ -459,7 +461,9 @@ def _load(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str
                 raise
             problems.append(SettingProblem(spec.key, exc))
             values[spec.key], sources[spec.key] = spec.default, "default"
-    unknown = tuple(k for k in dotenv if k.startswith("DEVENV_") and k not in SPECS)
+    # DEVENV_TUNNEL_<NAME>_* are a declared tunnel's credentials (devenv/tunnels.py).
+    unknown = tuple(k for k in dotenv if k.startswith("DEVENV_") and k not in SPECS
+                    and not k.startswith("DEVENV_TUNNEL_"))
     settings = Settings(values=values, sources=sources, project_dir=project_dir,
                         env_file=path if (explicit_env_file or dotenv) else None,
                         unknown_keys=unknown)

@@ -135,6 +135,26 @@ class StateFile:
         }
         write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
+    def load_ports(self, section: str, project: str) -> dict[str, Memory]:
+        """Remembered ports of something other than the services (e.g. section "tunnels"),
+        kept at the top level of the file so that `save` never drops them."""
+        entry = (self._read_all().get(section) or {}).get(project) or {}
+        try:
+            return {name: Memory(int(p["port"]), int(p["configured"]))
+                    for name, p in entry.items()}
+        except (TypeError, KeyError, ValueError, AttributeError):
+            self._warn(f"{self.path}: the {section} entry for {project} is damaged; "
+                       "forgetting it")
+            return {}
+
+    def save_ports(self, section: str, project: str, ports: Mapping[str, Memory]) -> None:
+        data = self._read_all()
+        data["schema"] = STATE_SCHEMA
+        data.setdefault(section, {})[project] = {
+            name: {"port": m.port, "configured": m.configured}
+            for name, m in sorted(ports.items())}
+        write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
 
 
 def _is_port(value: Any) -> bool:
