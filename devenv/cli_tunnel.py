@@ -58,8 +58,6 @@ def tunnel_up(ctx: click.Context, names: tuple[str, ...], show_secrets: bool) ->
 
     rows = tunnel_stack.up(_context(ctx.find_root()), names, show_secrets=show_secrets)
     for row in rows:
-        if row.note:
-            _err(f"tunnel {row.name}: {row.note}")
         if row.production:
             _err(f"tunnel {row.name} reaches PRODUCTION ({row.target}); "
                  "its URL asks for read-only sessions" if row.kind == "postgres" else

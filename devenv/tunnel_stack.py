@@ -241,11 +241,15 @@ def rows(ctx: Context, settings: Settings, show_secrets: bool = False, probe: bo
          declared_only_if_running: bool = False) -> list[TunnelRow]:
     """Every declared tunnel and every one still running, with its state now.
 
-    declared_only_if_running: only tunnels with a process (what `ports` and `status` show).
-    A running tunnel is probed through once when `probe` is set.
+    declared_only_if_running: only tunnels with a process (what `ports` and `status` show;
+    a bad devenv.toml is then a warning, not an error). A running tunnel is probed through
+    once when `probe` is set.
     """
     records = read_records(settings.state_dir, settings.project)
-    specs = _declared_or_empty(ctx, settings) if not declared_only_if_running or records else {}
+    if not declared_only_if_running:
+        specs = load_tunnels(settings.project_dir)
+    else:
+        specs = _declared_or_empty(ctx, settings) if records else {}
     values = _values(settings, ctx.environ) if specs or records else {}
     result: list[TunnelRow] = []
     for name in [*specs, *[n for n in records if n not in specs]]:

@@ -227,16 +227,15 @@ def tunnel_url(kind: str, port: int, creds: Credentials, path: str = "/",
                production: bool = False, show_secrets: bool = False) -> str:
     """The URL an app on this machine uses, at 127.0.0.1:port. A production PostgreSQL URL
     asks for read-only transactions (libpq `options`), so a slip cannot write to production."""
-    password = creds.password if show_secrets else "***"
+    password = quote(creds.password, safe="") if show_secrets else "***"
     if kind == "postgres":
-        login = quote(creds.user, safe="") + (f":{quote(password, safe='')}"
-                                               if creds.password else "")
+        login = quote(creds.user, safe="") + (f":{password}" if creds.password else "")
         url = f"postgresql://{login}@127.0.0.1:{port}/{quote(creds.database, safe='')}"
         if production:
             url += "?options=-c%20default_transaction_read_only%3Don"
         return url
     if kind == "redis":
-        login = f":{quote(password, safe='')}@" if creds.password else ""
+        login = f":{password}@" if creds.password else ""
         return f"redis://{login}127.0.0.1:{port}/0"
     if kind == "http":
         return f"http://127.0.0.1:{port}{path}"

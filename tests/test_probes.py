@@ -284,3 +284,31 @@ def test_login_to_nothing_is_not_a_refusal():
 ])
 def test_saslprep_as_postgres_applies_it(given, used):
     assert saslprep(given) == used
+
+
+def test_http_probe_for_a_tunnel_takes_any_status_line():
+    def not_found(conn: socket.socket) -> None:
+        conn.recv(1024)
+        conn.sendall(b"HTTP/1.0 404 Not Found\r\n\r\n")
+
+    with server(not_found) as port:
+        assert not probe_http("127.0.0.1", port, "/").ok
+        assert probe_http("127.0.0.1", port, "/", any_status=True).ok
+
+
+def test_tcp_probe_wants_the_connection_held_or_an_answer():
+    from devenv.probes import probe_tcp
+
+    def banner(conn: socket.socket) -> None:
+        conn.sendall(b"SSH-2.0-x\r\n")
+
+    def hold(conn: socket.socket) -> None:
+        time.sleep(0.4)
+
+    with server(accept_and_close) as port:  # what ssh does when the far end refused
+        result = probe_tcp("127.0.0.1", port, hold=0.3)
+        assert not result.ok and "closed at once" in result.detail
+    with server(banner) as port:
+        assert probe_tcp("127.0.0.1", port, hold=0.3).ok
+    with server(hold) as port:
+        assert probe_tcp("127.0.0.1", port, hold=0.2).detail == "connection held 0.2 s"
