@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import click
 
-from .cli import _context, _err, json_option, secrets_option
+from .cli import _context, _err
+
+# Declared here rather than imported: cli.py imports this module at its end.
+secrets_option = click.option("--show-secrets", is_flag=True,
+                              help="Show passwords in URLs (masked by default).")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="JSON output (versioned: see the `schema` field).")
 
 
 def _complete_tunnels(ctx: click.Context, param: click.Parameter,

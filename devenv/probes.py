@@ -275,7 +275,7 @@ def probe_tcp(host: str, port: int, timeout: float = PROBE_TIMEOUT,
             sock.settimeout(hold)
             try:
                 data = sock.recv(1)
-            except socket.timeout:
+            except TimeoutError:
                 return ProbeResult(True, f"connection held {hold:g} s")
     except OSError as exc:
         return ProbeResult(False, f"connect: {_why(exc)}")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import Project, new_project
 
 SSHD_IMAGE = "devenv-test/sshd:latest"
