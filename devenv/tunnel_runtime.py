@@ -29,6 +29,9 @@ SERVER_ALIVE_COUNT = 3
 CONNECT_TIMEOUT = 10
 STOP_SECONDS = 8.0
 POLL = 0.1
+#: how long a target that refuses connections may take to start listening; a target the
+#: bastion cannot even resolve fails at once
+TARGET_GRACE = 5.0
 
 
 class PortRaceError(DevenvError):
@@ -193,6 +196,17 @@ def _target_refused(log_text: str) -> str:
     return found[-1].strip() if found else ""
 
 
+def target_hopeless(reason: str, refused_for: float) -> bool:
+    """Whether a channel failure is final: a name the bastion cannot resolve, or forwarding
+    refused by its admin, is; a refused connection is only after TARGET_GRACE seconds (the
+    service may be starting)."""
+    if not reason:
+        return False
+    if "refused" in reason.lower() and "prohibited" not in reason.lower():
+        return refused_for >= TARGET_GRACE
+    return True
+
+
 def _log_since(path: Path, offset: int) -> str:
     try:
         with open(path, "rb") as handle:
@@ -247,6 +261,7 @@ def _await_answer(spec: TunnelSpec, port: int, creds: Credentials, timeout: floa
     deadline = time.monotonic() + timeout
     last = ProbeResult(False, "ssh has not connected yet")
     told = False
+    first_refusal: float | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise classify_failure(spec, port, _log_since(log_path, offset))
@@ -261,7 +276,9 @@ def _await_answer(spec: TunnelSpec, port: int, creds: Credentials, timeout: floa
                 proc.send_signal(signal.SIGUSR1)
                 return _confirmed(record_path, proc, deadline)
             refused = _target_refused(_log_since(log_path, offset))
-            if refused:
+            if refused and first_refusal is None:
+                first_refusal = time.monotonic()
+            if target_hopeless(refused, time.monotonic() - (first_refusal or 0.0)):
                 raise NotReadyError(
                     f"tunnel {spec.name}: {spec.via} answers, but cannot reach "
                     f"{spec.target}: {refused}",

@@ -61,3 +61,13 @@ def test_a_record_whose_supervisor_is_gone_reads_as_dead(tmp_path):
     assert record.ssh_pid is None and record.restarts == 2
     path.write_text("{not json")
     assert read_record(path) is None
+
+
+def test_a_target_that_refuses_gets_a_grace_a_target_unknown_does_not():
+    from devenv.tunnel_runtime import TARGET_GRACE, target_hopeless
+
+    assert not target_hopeless("", 100)
+    assert target_hopeless("connect failed: Name or service not known", 0)
+    assert target_hopeless("administratively prohibited: open failed", 0)
+    assert not target_hopeless("connect failed: Connection refused", 0)
+    assert target_hopeless("connect failed: Connection refused", TARGET_GRACE)

@@ -67,7 +67,9 @@ def bastion(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Iterator[B
              "-p", "127.0.0.1::22", "-v", f"{mount}:/keys:ro", SSHD_IMAGE)
         port = int(_run("docker", "port", names[1], "22").splitlines()[0].rsplit(":", 1)[1])
         for _ in range(300):
-            if subprocess.run(["docker", "exec", names[0], "pg_isready", "-q", "-d", PROD_DB],
+            # Over TCP: during its first start the image runs a socket-only server for init.
+            if subprocess.run(["docker", "exec", names[0], "pg_isready", "-q", "-h",
+                               "127.0.0.1", "-d", PROD_DB],
                               capture_output=True).returncode == 0:
                 break
             time.sleep(0.2)
