@@ -245,6 +245,7 @@ def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool, as_dev
         return
     tunnels = tunnel_stack.rows(context, settings, show_secrets=show_secrets,
                                 declared_only_if_running=True)
+    _forward_note(settings)
     if as_json:
         click.echo(format_rows_json(rows, tunnels))
     elif rows or tunnels:
@@ -272,6 +273,15 @@ def _say_not_running(names: list[str]) -> None:
              f"{','.join(names)})")
 
 
+def _forward_note(settings: Any) -> None:
+    """Say it when the remote engine's forward dropped, reconnects, or came back."""
+    from .engine_forward import note
+
+    text = note(settings)
+    if text:
+        _err(text)
+
+
 @cli.command()
 @json_option
 @click.pass_context
@@ -288,6 +298,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     context = _context(ctx)
     settings, rows = live.status(context)
     tunnels = tunnel_stack.rows(context, settings, declared_only_if_running=True)
+    _forward_note(settings)
     if as_json:
         click.echo(format_status_json(rows, tunnels))
     elif rows or tunnels:

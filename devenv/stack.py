@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import data
+from . import data, engine_forward
 from .catalog import SERVICES, Selection, select_services
 from .context import Context
 from .engine import Container, Engine, EngineInfo, connect, preload_compose
@@ -58,7 +58,12 @@ def _engine(ctx: Context, settings: Settings) -> tuple[Engine, EngineInfo]:
     info = engine.info()
     if not settings.bind_is_loopback:
         ctx.notify(f"warning: ports bind to {settings.bind}: other machines can reach them")
-    if info.remote_host:
+    if info.remote_host and engine_forward.applies(engine.docker_host, info.remote_host,
+                                                   settings):
+        ctx.notify(f"engine at {info.remote_host}: ports are checked against its containers "
+                   "and this machine's 127.0.0.1 (where they are forwarded); processes on "
+                   "that host are not visible from here")
+    elif info.remote_host:
         ctx.notify(f"engine at {info.remote_host}: ports are checked against its containers "
                    "only; processes on that host are not visible from here")
     return engine, info
@@ -93,12 +98,16 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         if reset_ports:
             state = replace(state, ports={})
             ctx.notify("forgetting remembered ports")
+        forwarding = engine_forward.applies(engine.docker_host, info.remote_host, settings)
         planner = PortPlanner(engine, settings, state.ports, strict_ports,
-                              check_host=info.remote_host is None, keep_running=not reset_ports)
+                              check_host=info.remote_host is None, keep_running=not reset_ports,
+                              check_loopback=forwarding,
+                              forwarded=engine_forward.forwarded_ports(settings))
         plan = planner.plan(services)
         for choice in plan.moved:
             ctx.notify(choice.describe())
-        host = url_host(settings, info.remote_host)
+        host = engine_forward.FORWARD_HOST if forwarding else url_host(settings,
+                                                                        info.remote_host)
         if lan is not None:
             ctx.notify(f"warning: {', '.join(lan.services)} also published on the LAN at "
                        f"{lan.address}: anyone on this network can reach "
@@ -116,6 +125,10 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         if migrate and launched.started:
             _migrate_then_start_api(ctx, engine, settings, launched, host)
         after = project_containers(engine, settings.project)
+        if forwarding:  # probes and URLs go through the forward from here on
+            engine_forward.ensure(settings, engine.docker_host,
+                                  {n: launched.plan.port(n) for n in services}, ctx.notify,
+                                  settings.wait_timeout)
         state_file.save(settings.project, replace(
             launched.state, containers={n: c.id for n, c in after.items() if c.running}))
         rows = tuple(make_row(settings, name, host, launched.plan.port(name), "starting",
@@ -300,6 +313,8 @@ def down(ctx: Context, volumes: bool = False) -> DownResult:
         containers = project_containers(engine, settings.project)
         check_same_directory(settings, containers.values())
         removed = engine.remove_project(settings.project, volumes=volumes)
+        if engine_forward.close(settings):
+            ctx.notify("closed the ssh forward of the remote engine's ports")
         state_file = StateFile(settings.state_dir, warn=ctx.notify)
         # Ports stay remembered (sticky); what ran is forgotten.
         state_file.save(settings.project,

@@ -152,8 +152,10 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
 )
 
 
-def classify_failure(spec: TunnelSpec, port: int, log_text: str) -> DevenvError:
-    """Turn what ssh wrote before it exited into one typed error with the next step."""
+def classify_failure(label: str, via: str, port: int, log_text: str) -> DevenvError:
+    """Turn what ssh wrote before it exited into one typed error with the next step.
+
+    label: what failed, e.g. "tunnel prod-db"; via: the ssh destination."""
     lines = [line.strip() for line in log_text.splitlines() if line.strip()
              and not line.startswith("devenv-supervisor:") and not line.startswith("@")]
     last = lines[-1] if lines else "ssh exited without a message"
@@ -162,31 +164,31 @@ def classify_failure(spec: TunnelSpec, port: int, log_text: str) -> DevenvError:
         if re.search(pattern, log_text):
             found = kind
             break
-    head = f"tunnel {spec.name}: "
+    head = f"{label}: "
     if found == "resolve":
-        return SshError(head + f"ssh cannot resolve the host of {spec.via!r}",
+        return SshError(head + f"ssh cannot resolve the host of {via!r}",
                         hint="check `via` in devenv.toml, or the Host entry in your ssh config")
     if found == "changed":
-        return SshError(head + f"the host key of {spec.via} has CHANGED since you last "
+        return SshError(head + f"the host key of {via} has CHANGED since you last "
                         "connected", hint="if the bastion was rebuilt, check its new key with "
                         "your admins, then remove the old one: ssh-keygen -R HOST; "
                         "otherwise do not connect")
     if found == "unknown-key":
-        return SshError(head + f"the host key of {spec.via} is not known",
-                        hint=f"connect once by hand (ssh {spec.via}) to check and accept it; "
+        return SshError(head + f"the host key of {via} is not known",
+                        hint=f"connect once by hand (ssh {via}) to check and accept it; "
                         "tunnels run without prompts (BatchMode)")
     if found == "denied":
-        return SshError(head + f"{spec.via} refused the key: {last}",
+        return SshError(head + f"{via} refused the key: {last}",
                         hint="load your key (ssh-add), or set IdentityFile for this host in "
                         "~/.ssh/config; check the user in `via`")
     if found == "unreachable":
-        return SshError(head + f"cannot reach {spec.via}: {last}",
+        return SshError(head + f"cannot reach {via}: {last}",
                         hint="check that the bastion is up and that you are on its network "
                         "(VPN); ssh options: `ssh_options` in devenv.toml")
     if found == "port":
         return PortRaceError(port, last)
     return SshError(head + f"ssh failed: {last}",
-                    hint=f"run `ssh -v {spec.via}` to see why; the tunnel log is under "
+                    hint=f"run `ssh -v {via}` to see why; the tunnel log is under "
                     ".devenv/tunnels/")
 
 
@@ -224,25 +226,9 @@ def start_tunnel(spec: TunnelSpec, port: int, folder: Path, creds: Credentials,
 
     On any failure both processes are ended before the error is raised.
     """
-    try:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    except OSError as exc:
-        raise StateError(f"cannot create {folder}: {exc.strerror}",
-                         hint="check that the project directory is writable") from exc
-    record_path = folder / f"{spec.name}.json"
-    log_path = folder / f"{spec.name}.log"
-    with contextlib.suppress(OSError):
-        record_path.unlink()
-    offset = log_path.stat().st_size if log_path.exists() else 0
     command = ssh_command(spec, port, ssh, ssh_config)
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "devenv.tunnel_supervisor", "--record", str(record_path),
-             "--log", str(log_path), "--port", str(port), "--meta", json.dumps(meta or {}),
-             "--", *command],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-            start_new_session=True, close_fds=True)
+    proc, record_path, log_path, offset = launch_supervisor(spec.name, command, port, folder,
+                                                            meta)
     try:
         return _await_answer(spec, port, creds, timeout, proc, record_path, log_path, offset,
                              notify)
@@ -251,6 +237,60 @@ def start_tunnel(spec: TunnelSpec, port: int, folder: Path, creds: Credentials,
         with contextlib.suppress(OSError):
             record_path.unlink()
         raise
+
+
+def start_forward(name: str, command: list[str], ports: list[int], folder: Path,
+                  timeout: float, label: str, via: str,
+                  meta: dict[str, Any] | None = None) -> TunnelRecord:
+    """Start a supervised ssh that only forwards (no far end of its own to probe); return
+    once ssh listens on the first of `ports` (ExitOnForwardFailure: all, or ssh exits)."""
+    from .tunnel_supervisor import listening
+
+    proc, record_path, log_path, offset = launch_supervisor(name, command, ports[0], folder,
+                                                            meta)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise classify_failure(label, via, ports[0], _log_since(log_path, offset))
+            record = read_record(record_path)
+            if record is not None and record.ssh_pid and listening(record.ssh_pid, ports[0]):
+                proc.send_signal(signal.SIGUSR1)
+                return _confirmed(record_path, proc, deadline)
+            time.sleep(POLL)
+        raise SshError(f"{label}: ssh did not connect within {timeout:g} s",
+                       hint=f"run `ssh -v {via}` to see where it hangs")
+    except BaseException:
+        _end(proc)
+        with contextlib.suppress(OSError):
+            record_path.unlink()
+        raise
+
+
+def launch_supervisor(name: str, command: list[str], port: int, folder: Path,
+                      meta: dict[str, Any] | None
+                      ) -> tuple[subprocess.Popen[bytes], Path, Path, int]:
+    """Start `python -m devenv.tunnel_supervisor` detached, with its record and log in
+    `folder` (0700; files 0600). Returns the process, both paths and the log's offset."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise StateError(f"cannot create {folder}: {exc.strerror}",
+                         hint="check that the project directory is writable") from exc
+    record_path = folder / f"{name}.json"
+    log_path = folder / f"{name}.log"
+    with contextlib.suppress(OSError):
+        record_path.unlink()
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devenv.tunnel_supervisor", "--record", str(record_path),
+             "--log", str(log_path), "--port", str(port), "--meta", json.dumps(meta or {}),
+             "--", *command],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+            start_new_session=True, close_fds=True)
+    return proc, record_path, log_path, offset
 
 
 def _await_answer(spec: TunnelSpec, port: int, creds: Credentials, timeout: float,
@@ -264,7 +304,8 @@ def _await_answer(spec: TunnelSpec, port: int, creds: Credentials, timeout: floa
     first_refusal: float | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise classify_failure(spec, port, _log_since(log_path, offset))
+            raise classify_failure(f"tunnel {spec.name}", spec.via, port,
+                                   _log_since(log_path, offset))
         record = read_record(record_path)
         if record is not None and record.ssh_pid and listening(record.ssh_pid, port):
             if not told:

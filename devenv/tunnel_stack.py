@@ -17,11 +17,11 @@ from .tunnel_runtime import (
     PortRaceError,
     TunnelRecord,
     probe_tunnel,
-    read_records,
     start_tunnel,
     stop_tunnel,
     tunnel_dir,
 )
+from .tunnel_runtime import read_records as _all_records
 from .tunnels import (
     PROJECT_FILE,
     Credentials,
@@ -34,6 +34,12 @@ from .tunnels import (
 )
 
 STATE_SECTION = "tunnels"
+
+
+def read_records(state_dir: Any, project: str) -> dict[str, TunnelRecord]:
+    """The named tunnels' records (not the engine forward's, whose name starts with _)."""
+    return {n: r for n, r in _all_records(state_dir, project).items()
+            if not n.startswith("_")}
 RACE_RETRIES = 3
 
 

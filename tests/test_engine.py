@@ -190,3 +190,21 @@ def test_a_terminated_run_removes_its_container_and_exits_143(tmp_path, monkeypa
         _compose(fake, tmp_path).run("api", ["sleep", "9"], name="p-api-run-3")
     assert caught.value.exit_code == 143 and fake.removed == ["p-api-run-3"]
     assert caught.value.message.startswith("terminated; the one-off container p-api-run-3")
+
+
+def test_a_child_ssh_stderr_is_caught_while_it_first_connects(capfd):
+    """What ssh prints when DOCKER_HOST=ssh:// fails becomes part of devenv's one line."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from devenv.engine import _last_line_of, _stderr_into
+
+    with tempfile.TemporaryFile() as caught:
+        with _stderr_into(caught):
+            subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write("
+                            "'noise\\nssh: Could not resolve hostname x: Name or service "
+                            "not known\\n')"], check=True)
+        assert _last_line_of(caught) == ("ssh: Could not resolve hostname x: Name or service "
+                                         "not known")
+    assert capfd.readouterr().err == ""

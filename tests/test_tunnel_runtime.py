@@ -38,14 +38,16 @@ def test_ssh_command_binds_loopback_and_puts_the_musts_first():
     ("something new", "ssh failed: something new"),
 ])
 def test_ssh_messages_become_one_typed_error(stderr, words):
-    error = classify_failure(SPEC, 5433, "devenv-supervisor: starting\n" + stderr)
+    error = classify_failure("tunnel prod-db", "user@bastion", 5433,
+                             "devenv-supervisor: starting\n" + stderr)
     assert isinstance(error, SshError) and error.exit_code == 6
     assert error.message.startswith("tunnel prod-db: ") and words in error.message
     assert error.hint
 
 
 def test_a_taken_local_port_is_a_race_to_replan():
-    error = classify_failure(SPEC, 5433, "bind [127.0.0.1]:5433: Address already in use\n"
+    error = classify_failure("tunnel prod-db", "user@bastion", 5433,
+                             "bind [127.0.0.1]:5433: Address already in use\n"
                              "channel_setup_fwd_listener_tcpip: cannot listen to port: 5433\n"
                              "Could not request local forwarding.")
     assert isinstance(error, PortRaceError) and error.port == 5433

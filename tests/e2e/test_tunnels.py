@@ -1,11 +1,19 @@
 """Named SSH tunnels end to end: the real OpenSSH client against a real OpenSSH server (the
 devenv-test/sshd bastion) with a PostgreSQL ("prod-db") behind it that this host cannot
 resolve or reach by itself. One bastion and one prod-db serve the whole module.
+
+The remote engine: a second sshd of the same image ("devbox") on the host's network with the
+engine's socket, so DOCKER_HOST=ssh://devbox reaches the engine through ssh as it would on
+another machine. Its services publish on 127.0.0.2 (the "remote" loopback; this machine's
+127.0.0.1 stays free for the forward), and an `ssh` wrapper first on PATH stands for the
+user's ~/.ssh/config (ssh reads the config of the passwd home, not $HOME).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import time
@@ -16,7 +24,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import Project, new_project
+from conftest import Project, free_port, new_project
 
 SSHD_IMAGE = "devenv-test/sshd:latest"
 POSTGRES_IMAGE = "devenv-test/postgres:latest"
@@ -267,3 +275,108 @@ def test_a_port_taken_between_plan_and_start_is_a_port_race(project: Project,
     assert caught.value.port == port
     assert _ours(project) == []
     assert not (folder / "race.json").exists()
+
+
+@dataclass
+class Devbox:
+    bin_dir: Path  # holds the `ssh` wrapper
+    port: int
+
+
+@pytest.fixture(scope="module")
+def devbox(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Iterator[Devbox]:
+    keys = tmp_path_factory.mktemp("devbox")
+    user_key, host_key = _keygen(keys / "id_user"), _keygen(keys / "host_key")
+    mount = keys / "mount"
+    mount.mkdir()
+    (mount / "host_key").write_bytes(host_key.read_bytes())
+    (mount / "authorized_keys").write_text(Path(f"{user_key}.pub").read_text())
+    for f in mount.iterdir():
+        f.chmod(0o644)
+    port = free_port()
+    name = f"t{uuid.uuid4().hex[:8]}-devbox"
+    try:
+        _run("docker", "run", "-d", "--name", name, "--network", "host",
+             "-v", f"{mount}:/keys:ro", "-v", "/var/run/docker.sock:/var/run/docker.sock",
+             SSHD_IMAGE, "/usr/sbin/sshd", "-D", "-e", "-p", str(port),
+             "-o", "ListenAddress=127.0.0.1")
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        known = keys / "known_hosts"
+        known.write_text(f"[127.0.0.1]:{port} {Path(f'{host_key}.pub').read_text()}")
+        config = keys / "ssh_config"
+        config.write_text(f"Host devbox\n  HostName 127.0.0.1\n  Port {port}\n  User tunnel\n"
+                          f"  IdentityFile {user_key}\n  IdentitiesOnly yes\n"
+                          f"  IdentityAgent none\n  UserKnownHostsFile {known}\n"
+                          "  StrictHostKeyChecking yes\n")
+        bin_dir = keys / "bin"
+        bin_dir.mkdir()
+        wrapper = bin_dir / "ssh"
+        wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {config} \"$@\"\n")
+        wrapper.chmod(0o755)
+        yield Devbox(bin_dir=bin_dir, port=port)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def _listener(port: int) -> psutil.Process | None:
+    for conn in psutil.net_connections(kind="tcp"):
+        if (conn.status == psutil.CONN_LISTEN and conn.laddr.ip == "127.0.0.1"
+                and conn.laddr.port == port and conn.pid):
+            return psutil.Process(conn.pid)
+    return None
+
+
+def test_a_stack_on_a_remote_engine_answers_at_local_urls(tmp_path: Path, devbox: Devbox):
+    # The port in the URL: the docker SDK passes -p 22 when it has none.
+    p = new_project(tmp_path, DOCKER_HOST=f"ssh://devbox:{devbox.port}", DEVENV_BIND="127.0.0.2",
+                    PATH=f"{devbox.bin_dir}:{os.environ['PATH']}")
+    configured = int(p.env["DEVENV_POSTGRES_PORT"])
+    try:
+        # Both sides are planned: the port is free on the engine's host, but taken here.
+        with socket.socket() as held:
+            held.bind(("127.0.0.1", configured))
+            held.listen()
+            up = p.run("up", "--only", "db")
+        assert f"{configured} is taken by" in up.stderr and "on this machine" in up.stderr
+        row = p.ports()["postgres"]
+        port = row["port"]
+        assert port != configured and row["state"] == "ready"
+        assert row["url"].startswith("postgresql://") and f"@127.0.0.1:{port}/" in row["url"]
+        published = _run("docker", "port", p.containers()[0]["Names"], "5432")
+        assert published == f"127.0.0.2:{port}"  # the remote's loopback, not reachable here
+        forward = _listener(port)
+        assert forward is not None and forward.name() == "ssh"
+        url = _env_url(p, "DATABASE_URL")
+        assert _psql(url, "select 1").stdout.strip() == "1"
+
+        forward.kill()  # the connection drops: re-established, and said
+        for _ in range(150):
+            again = _listener(port)
+            if again is not None and again.pid != forward.pid:
+                break
+            time.sleep(0.1)
+        assert again is not None and again.name() == "ssh" and again.pid != forward.pid
+        assert "up again after 1 reconnect" in p.run("ports").stderr
+        assert _psql(url, "select 1").stdout.strip() == "1"
+
+        down = p.run("down")
+        assert "closed the ssh forward" in down.stderr
+        assert _ours(p) == [] and _listener(port) is None
+    finally:
+        p.cleanup()
+
+
+def test_remote_engine_unreachable_is_one_line(tmp_path: Path, devbox: Devbox):
+    p = new_project(tmp_path, DOCKER_HOST="ssh://tunnel@no-such-host.invalid",
+                    PATH=f"{devbox.bin_dir}:{os.environ['PATH']}")
+    result = p.run("up", "--only", "db", check=False)
+    assert result.returncode == 4, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("devenv: error:")]
+    assert len(errors) == 1 and "Could not resolve hostname no-such-host.invalid" in errors[0]
+    # ssh's own words are in that line, not printed beside it
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == ["devenv", "hint"]
+    assert _ours(p) == []
