@@ -103,10 +103,12 @@ def _spec_of(record: TunnelRecord) -> TunnelSpec:
 def _busy(ctx: Context, settings: Settings) -> Any:
     """Busy local ports: this host's listeners and the local engine's containers. A remote
     engine's containers publish on another machine, so only this host counts then."""
-    from .engine import connect
+    from .engine import connect, remote_host_of
     from .hostports import ContainerPort, HostPorts
 
     containers: dict[int, ContainerPort] = {}
+    if remote_host_of(ctx.environ.get("DOCKER_HOST", "")):
+        return HostPorts(containers, settings.project)  # no need to dial the remote engine
     try:
         engine = connect(ctx.environ)
         if engine.info().remote_host is None:
