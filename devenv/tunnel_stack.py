@@ -13,8 +13,8 @@ from .context import Context
 from .errors import DockerUnavailableError, PortConflictError, SshError, UsageError
 from .ports import Holder, Memory, PortChoice, PortRequest, plan_ports
 from .settings import Settings, read_env_file
+from .ssh_failures import PortRaceError
 from .tunnel_runtime import (
-    PortRaceError,
     TunnelRecord,
     probe_tunnel,
     start_tunnel,

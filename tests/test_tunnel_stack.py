@@ -10,7 +10,8 @@ from devenv import tunnel_stack
 from devenv.context import Context
 from devenv.errors import PortConflictError
 from devenv.ports import Holder, Memory
-from devenv.tunnel_runtime import PortRaceError, TunnelRecord
+from devenv.ssh_failures import PortRaceError
+from devenv.tunnel_runtime import TunnelRecord
 from devenv.tunnels import TunnelSpec
 
 SPEC = TunnelSpec(name="prod-db", via="bastion", target_host="prod-db.internal",

@@ -1,4 +1,5 @@
-"""The [tunnels.NAME] tables: validation, credentials, URLs."""
+"""devenv/tunnels.py: the [tunnels.NAME] tables, credentials, URLs. (Not test_tunnels.py:
+that basename is the end-to-end module in tests/e2e/.)"""
 
 from __future__ import annotations
 
