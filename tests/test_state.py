@@ -206,3 +206,20 @@ def test_timing_is_saved_and_read_back(tmp_path):
                       "total_seconds": 0.5}
     (tmp_path / "timing-p.json").write_text("{broken")
     assert load_timing(tmp_path, "p") is None
+
+
+def test_tunnel_ports_live_beside_the_projects_and_survive_their_saves(tmp_path):
+    from devenv.ports import Memory
+    from devenv.state import ProjectState, StateFile
+
+    said: list[str] = []
+    state = StateFile(tmp_path, warn=said.append)
+    state.save_ports("tunnels", "p", {"prod-db": Memory(5433, 5432)})
+    state.save("p", ProjectState(ports={"postgres": Memory(5432, 5432)}))
+    assert state.load_ports("tunnels", "p") == {"prod-db": Memory(5433, 5432)}
+    assert state.load("p").ports == {"postgres": Memory(5432, 5432)}
+    assert state.load_ports("tunnels", "other") == {}
+    state.save_ports("tunnels", "p", {"prod-db": Memory(5433, 5432), "bad": Memory(0, 5432)})
+    assert state.load_ports("tunnels", "p") == {"prod-db": Memory(5433, 5432)}
+    assert said == [f"{state.path}: the remembered port of tunnels bad is damaged; "
+                    "forgetting it"]
