@@ -122,6 +122,11 @@ kind = "postgres"
 via = "tunnel@no-such-host.invalid"
 target = "prod-db:5432"
 
+[tunnels.closed-port]
+via = "bastion"
+target = "prod-db:5999"
+kind = "postgres"
+
 [tunnels.no-target]
 via = "bastion"
 target = "no-such-db.internal:5432"
@@ -252,6 +257,31 @@ def test_tunnel_faults_are_one_line_each_and_leave_no_process(project: Project, 
     assert _ours(project) == []
     if name != "undeclared":
         assert _tunnels(project)[name]["state"] == "down"
+
+
+def test_ctrl_c_while_waiting_for_the_far_end_leaves_no_process(project: Project):
+    """Ctrl-C once ssh is connected and devenv waits for a target that refuses (it gets a
+    grace of a few seconds to start listening): exit 130, supervisor and ssh ended."""
+    import signal
+
+    from conftest import devenv_command
+
+    proc = subprocess.Popen([devenv_command(), "tunnel", "up", "closed-port"], cwd=project.path,
+                            env={**os.environ, **project.env}, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "ssh is connected" in line:
+            break
+    assert _ours(project), seen  # the supervisor and ssh run now
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(30) == 130, seen + [rest]
+    assert "Traceback" not in rest
+    assert _ours(project) == []
+    assert _tunnels(project)["closed-port"]["state"] == "down"
 
 
 def test_a_port_taken_between_plan_and_start_is_a_port_race(project: Project,
