@@ -296,18 +296,15 @@ def stop_tunnel(record: TunnelRecord) -> None:
 
 
 def _terminate(pid: int, started: float | None) -> None:
+    """SIGTERM, then SIGKILL after STOP_SECONDS. Done once the process is gone or a zombie:
+    a detached supervisor's parent is init, which may reap it seconds later."""
     if not _same_process(pid, started):
         return
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        proc.terminate()
-        proc.wait(STOP_SECONDS)
-    except psutil.TimeoutExpired:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-            proc.wait(2)
-    except psutil.Error:
-        pass
-
+    for sig, patience in ((signal.SIGTERM, STOP_SECONDS), (signal.SIGKILL, 2.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            if not _same_process(pid, started):
+                return
+            time.sleep(0.02)
