@@ -103,13 +103,14 @@ def _spec_of(record: TunnelRecord) -> TunnelSpec:
 def _busy(ctx: Context, settings: Settings) -> Any:
     """Busy local ports: this host's listeners and the local engine's containers. A remote
     engine's containers publish on another machine, so only this host counts then."""
+    from .dockercontext import resolve_engine
     from .engine import connect, remote_host_of
     from .hostports import ContainerPort, HostPorts
 
     containers: dict[int, ContainerPort] = {}
-    if remote_host_of(ctx.environ.get("DOCKER_HOST", "")):
-        return HostPorts(containers, settings.project)  # no need to dial the remote engine
     try:
+        if remote_host_of(resolve_engine(ctx.environ).host):
+            return HostPorts(containers, settings.project)  # no need to dial a remote engine
         engine = connect(ctx.environ)
         if engine.info().remote_host is None:
             for c in engine.containers():

@@ -362,8 +362,15 @@ def _listener(port: int) -> psutil.Process | None:
 
 
 def test_a_stack_on_a_remote_engine_answers_at_local_urls(tmp_path: Path, devbox: Devbox):
-    # The port in the URL: the docker SDK passes -p 22 when it has none.
-    p = new_project(tmp_path, DOCKER_HOST=f"ssh://devbox:{devbox.port}", DEVENV_BIND="127.0.0.2",
+    # Through a Docker context, as `docker context use devbox` would (the unreachable test
+    # below uses DOCKER_HOST). The port in the URL: the docker SDK passes -p 22 without one.
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    subprocess.run(["docker", "context", "create", "devbox", "--docker",
+                    f"host=ssh://devbox:{devbox.port}"], env={**os.environ,
+                   "DOCKER_CONFIG": str(config)}, capture_output=True, check=True)
+    p = new_project(tmp_path, DOCKER_CONFIG=str(config), DOCKER_CONTEXT="devbox",
+                    DOCKER_HOST="", DEVENV_BIND="127.0.0.2",
                     PATH=f"{devbox.bin_dir}:{os.environ['PATH']}")
     configured = int(p.env["DEVENV_POSTGRES_PORT"])
     try:
