@@ -32,6 +32,8 @@ BACKOFF_MAX = 30.0
 STABLE_SECONDS = 30.0
 TICK = 0.2
 LOG_PREFIX = "devenv-supervisor:"
+LOG_LIMIT = 1 << 20
+LOG_KEEP = 256 << 10
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:
@@ -61,6 +63,25 @@ def listening(pid: int, port: int) -> bool:
                    for c in psutil.Process(pid).net_connections(kind="tcp"))
     except Exception:  # noqa: BLE001 - exited meanwhile
         return False
+
+
+def trim_log(path: Path, limit: int = LOG_LIMIT, keep: int = LOG_KEEP) -> None:
+    """Keep a tunnel that reconnects for weeks from filling the disk: past `limit` bytes,
+    only the last `keep` bytes stay (from a line start)."""
+    try:
+        if path.stat().st_size <= limit:
+            return
+        with open(path, "rb") as handle:
+            handle.seek(-keep, os.SEEK_END)
+            tail = handle.read()
+        tail = tail[tail.find(b"\n") + 1:]
+        tmp = path.with_name(f".{path.name}.trim")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(tail)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
@@ -143,6 +164,7 @@ class Supervisor:
         self.save()
         delay = BACKOFF_FIRST
         while not self.stopping:
+            trim_log(self.log_path)
             offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             self.log(f"starting: {' '.join(self.command)}")
             with open(self.log_path, "ab") as err:

@@ -63,3 +63,16 @@ def test_after_confirmation_a_dropped_ssh_is_restarted_and_sigterm_ends_both(tmp
     assert proc.wait(15) == 0
     assert not record.exists()
     assert not psutil.pid_exists(second) or psutil.Process(second).status() == "zombie"
+
+
+def test_a_long_log_keeps_only_its_last_lines(tmp_path):
+    from devenv.tunnel_supervisor import trim_log
+
+    log = tmp_path / "t.log"
+    log.write_bytes(b"".join(b"line %06d\n" % i for i in range(1000)))  # 12,000 bytes
+    trim_log(log, limit=20_000, keep=100)
+    assert log.stat().st_size == 12_000  # under the limit: untouched
+    trim_log(log, limit=5_000, keep=100)
+    text = log.read_text()
+    assert text.startswith("line ") and text.endswith("line 000999\n")
+    assert len(text) <= 100 and (log.stat().st_mode & 0o777) == 0o600
