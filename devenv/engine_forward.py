@@ -113,9 +113,20 @@ def ensure(settings: Settings, docker_host: str, ports: Mapping[str, int],
            f"{target.host} to {FORWARD_HOST} over ssh")
     meta = {"name": FORWARD_NAME, "project": settings.project, "kind": "forward",
             "via": target.destination, "ports": wanted, "remote_bind": remote_bind}
-    return start_forward(FORWARD_NAME, command, sorted(set(wanted.values())),
-                         tunnel_dir(settings.state_dir, settings.project), timeout,
-                         label=f"forward to {target.host}", via=target.destination, meta=meta)
+    from .errors import PortConflictError
+    from .ssh_failures import PortRaceError
+
+    try:
+        return start_forward(FORWARD_NAME, command, sorted(set(wanted.values())),
+                             tunnel_dir(settings.state_dir, settings.project), timeout,
+                             label=f"forward to {target.host}", via=target.destination,
+                             meta=meta)
+    except PortRaceError as exc:
+        # The services already publish there on the remote side; the next `up` plans
+        # around the port now taken here and moves that service.
+        raise PortConflictError(f"forward to {target.host}: {exc.message}",
+                                hint="run `devenv up` again: the service moves to a port "
+                                "free on both sides") from exc
 
 
 def close(settings: Settings) -> bool:
