@@ -314,3 +314,39 @@ def open_tunnels(settings: Settings) -> list[str]:
     """Names of the project's tunnels whose processes run."""
     return [name for name, record in read_records(settings.state_dir, settings.project).items()
             if record.running]
+
+
+def psql(ctx: Context, name: str, args: Sequence[str]) -> int:
+    """This machine's psql through the open tunnel `name`, logged in with the tunnel's
+    credentials (the password in the environment, never on a command line); a production
+    tunnel's session is read-only by default (SET default_transaction_read_only = off in
+    the session, deliberately, lifts it). Returns psql's exit code."""
+    import subprocess
+
+    settings = ctx.settings()
+    specs = load_tunnels(settings.project_dir)
+    spec = select_tunnels(specs, [name], settings.project_dir)[0]
+    if spec.kind != "postgres":
+        raise UsageError(f"tunnel {name} is kind {spec.kind}, not postgres",
+                         hint="psql --tunnel needs a tunnel with kind = \"postgres\"")
+    record = read_records(settings.state_dir, settings.project).get(name)
+    if record is None or record.state != "up":
+        state = record.state if record is not None else "down"
+        raise UsageError(f"tunnel {name} is {state}", hint=f"open it: devenv tunnel up {name}")
+    client = shutil.which("psql")
+    if client is None:
+        raise UsageError("psql is not installed on this machine",
+                         hint="install the PostgreSQL client (Debian/Ubuntu: apt-get install "
+                         "postgresql-client)")
+    creds = credentials(spec, _values(settings, ctx.environ))
+    env = {**ctx.environ, "PGHOST": "127.0.0.1", "PGPORT": str(record.port),
+           "PGUSER": creds.user, "PGDATABASE": creds.database,
+           "PGAPPNAME": f"devenv tunnel {name}"}
+    env.pop("PGPASSWORD", None)
+    if creds.password:
+        env["PGPASSWORD"] = creds.password
+    if spec.production:
+        env["PGOPTIONS"] = " ".join(filter(None, (ctx.environ.get("PGOPTIONS", ""),
+                                                  "-c default_transaction_read_only=on")))
+        ctx.notify(f"tunnel {name} reaches PRODUCTION ({spec.target}): read-only session")
+    return subprocess.run([client, *args], env=env).returncode

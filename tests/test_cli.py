@@ -300,3 +300,15 @@ def test_tunnel_names_complete_from_devenv_toml(tmp_path, monkeypatch):
     ctx = cli.make_context("devenv", ["tunnel", "up"], resilient_parsing=True)
     assert _complete_tunnels(ctx, None, "") == ["prod-db", "staging-db", "cache"]
     assert _complete_tunnels(ctx, None, "st") == ["staging-db"]
+
+
+def test_psql_through_a_tunnel_that_is_not_open_exits_2(run, tmp_path):
+    (tmp_path / "devenv.toml").write_text('[tunnels.prod-db]\nvia = "b"\ntarget = "db:5432"\n'
+                                          'kind = "postgres"\n[tunnels.web]\nvia = "b"\n'
+                                          'target = "web:80"\nkind = "http"\n')
+    result = run("psql", "--tunnel", "prod-db", "-c", "select 1")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == ["devenv: error: tunnel prod-db is down",
+                                          "hint: open it: devenv tunnel up prod-db"]
+    result = run("psql", "--tunnel", "web")
+    assert result.exit_code == 2 and "tunnel web is kind http, not postgres" in result.output

@@ -198,6 +198,15 @@ def test_prod_db_tunnel_answers_beside_the_local_stack_and_comes_back(project: P
         if path.is_file():
             assert PROD_PASSWORD not in path.read_text(errors="replace"), path
 
+    # `devenv psql --tunnel`: this machine's psql, logged in, read-only on production.
+    shell = project.run("psql", "--tunnel", "prod-db", "-At", "-c",
+                        "select current_database(), current_setting("
+                        "'default_transaction_read_only')")
+    assert shell.stdout.strip() == f"{PROD_DB}|on" and "read-only session" in shell.stderr
+    write = project.run("psql", "--tunnel", "prod-db", "-c", "create table t (x int)",
+                        check=False)
+    assert write.returncode != 0 and "read-only transaction" in write.stderr
+
     ports = project.run("ports")
     assert "prod-db PROD" in ports.stdout and "postgres" in ports.stdout
     status = json.loads(project.run("status", "--json").stdout)
