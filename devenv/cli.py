@@ -241,18 +241,31 @@ def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool, as_dev
         table = stack.port_table(_context(ctx))
         click.echo(json.dumps(table, indent=2) if as_json else format_plan(table))
         return
-    settings, rows = live.ports(_context(ctx), show_secrets=show_secrets)
+    from . import tunnel_stack
+
+    context = _context(ctx)
+    settings, rows = live.ports(context, show_secrets=show_secrets)
     if as_env:
-        click.echo(format_env(live.app_env(settings, rows)), nl=False)
-    elif as_json:
-        click.echo(format_rows_json(rows))
-    elif rows:
-        click.echo(format_rows(rows))
-        _say_not_running([r.service for r in rows if not r.running])
-        service, code = live.login_refused(rows)
-        if service:
-            _err(f"hint: {live.login_hint(settings, service, code)}")
-        if show_secrets:
+        click.echo(format_env({**live.app_env(settings, rows),
+                               **tunnel_stack.app_env(context, settings)}), nl=False)
+        return
+    tunnels = tunnel_stack.rows(context, settings, show_secrets=show_secrets,
+                                declared_only_if_running=True)
+    _forward_note(settings)
+    if as_json:
+        click.echo(format_rows_json(rows, tunnels))
+    elif rows or tunnels:
+        if rows:
+            click.echo(format_rows(rows))
+            _say_not_running([r.service for r in rows if not r.running])
+            service, code = live.login_refused(rows)
+            if service:
+                _err(f"hint: {live.login_hint(settings, service, code)}")
+        if tunnels:
+            from .report import format_tunnels
+
+            click.echo(("\n" if rows else "") + format_tunnels(tunnels))
+        if show_secrets and rows:
             from .stack import secrets_report
 
             click.echo(secrets_report(settings, _err))
@@ -266,6 +279,15 @@ def _say_not_running(names: list[str]) -> None:
              f"{','.join(names)})")
 
 
+def _forward_note(settings: Any) -> None:
+    """Say it when the remote engine's forward dropped, reconnects, or came back."""
+    from .engine_forward import note
+
+    text = note(settings)
+    if text:
+        _err(text)
+
+
 @cli.command()
 @json_option
 @click.pass_context
@@ -276,15 +298,21 @@ def status(ctx: click.Context, as_json: bool) -> None:
     Example:
       devenv status --json
     """
-    from . import live
-    from .report import format_status, format_status_json
+    from . import live, tunnel_stack
+    from .report import format_status, format_status_json, format_tunnel_status
 
-    settings, rows = live.status(_context(ctx))
+    context = _context(ctx)
+    settings, rows = live.status(context)
+    tunnels = tunnel_stack.rows(context, settings, declared_only_if_running=True)
+    _forward_note(settings)
     if as_json:
-        click.echo(format_status_json(rows))
-    elif rows:
-        click.echo(format_status(rows))
-        _say_not_running([r.service for r in rows if r.state != "running"])
+        click.echo(format_status_json(rows, tunnels))
+    elif rows or tunnels:
+        if rows:
+            click.echo(format_status(rows))
+            _say_not_running([r.service for r in rows if r.state != "running"])
+        if tunnels:
+            click.echo(("\n" if rows else "") + format_tunnel_status(tunnels))
     else:
         _err(f"nothing of project {settings.project} exists (start it: devenv up)")
 
@@ -350,15 +378,18 @@ def render(ctx: click.Context, only: tuple[str, ...]) -> None:
 @cli.command()
 @click.option("--volumes", is_flag=True, help="Also delete the data volumes (asks first).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask before deleting volumes.")
+@click.option("--tunnels", is_flag=True,
+              help="Also close the project's SSH tunnels (left open by default).")
 @click.pass_context
-def down(ctx: click.Context, volumes: bool, yes: bool) -> None:
+def down(ctx: click.Context, volumes: bool, yes: bool, tunnels: bool) -> None:
     """Stop and remove the stack's containers and network; data is kept.
 
     \b
     Example:
       devenv down --volumes --yes   # also delete the data
+      devenv down --tunnels         # also close the SSH tunnels
     """
-    from . import stack
+    from . import stack, tunnel_stack
 
     context = _context(ctx)
     if volumes and not yes:
@@ -372,6 +403,14 @@ def down(ctx: click.Context, volumes: bool, yes: bool) -> None:
     for network, users in result.kept_networks.items():
         _err(f"kept network {network}: still used by {', '.join(users) or 'other containers'}"
              f" (remove it once they are gone: docker network rm {network})")
+    if tunnels:
+        closed = tunnel_stack.down(context)
+        _err("tunnels closed: " + (", ".join(closed) if closed else "none was open"))
+    else:
+        still = tunnel_stack.open_tunnels(context.settings())
+        if still:
+            _err(f"tunnels left open: {', '.join(still)} (close them: devenv tunnel down, "
+                 "or down --tunnels)")
 
 
 @cli.command()
@@ -432,3 +471,7 @@ from .cli_data import COMMANDS as _DATA_COMMANDS  # noqa: E402  (they import the
 
 for _command in _DATA_COMMANDS:
     cli.add_command(_command)
+
+from .cli_tunnel import tunnel  # noqa: E402 - registered after the core commands
+
+cli.add_command(tunnel)

@@ -260,9 +260,12 @@ _passthrough = {"ignore_unknown_options": True, "allow_interspersed_args": False
 
 
 @click.command("psql", context_settings=_passthrough)
+@click.option("--tunnel", "tunnel_name", default=None, metavar="NAME",
+              help="Through the open SSH tunnel NAME instead (this machine's psql); "
+              "read-only when the tunnel is production.")
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def psql(ctx: click.Context, args: tuple[str, ...]) -> None:
+def psql(ctx: click.Context, tunnel_name: str | None, args: tuple[str, ...]) -> None:
     """psql inside the PostgreSQL container, logged in to the stack's database; extra
     arguments go to psql, and its exit code is devenv's.
 
@@ -270,7 +273,12 @@ def psql(ctx: click.Context, args: tuple[str, ...]) -> None:
     Example:
       devenv psql
       devenv psql -c 'select count(*) from agents'
+      devenv psql --tunnel prod-db     # read-only on a production tunnel
     """
+    if tunnel_name is not None:
+        from . import tunnel_stack
+
+        ctx.exit(tunnel_stack.psql(_context(ctx.find_root()), tunnel_name, args))
     from . import data
 
     tty = sys.stdin.isatty() and sys.stdout.isatty()

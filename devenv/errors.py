@@ -12,6 +12,7 @@ EXIT_USAGE = 2
 EXIT_NOT_READY = 3
 EXIT_DOCKER = 4
 EXIT_PORTS = 5
+EXIT_SSH = 6
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
 
@@ -24,6 +25,7 @@ EXIT_CODES: dict[int, str] = {
                     "the configured login",
     EXIT_DOCKER: "Docker is not usable: engine unreachable, Compose v2 missing, image missing",
     EXIT_PORTS: "no usable host port: --strict-ports conflict, or ports exhausted",
+    EXIT_SSH: "ssh failed: host unknown or unreachable, key refused, host key changed",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
     EXIT_TERMINATED: "terminated (SIGTERM), handled like Ctrl-C",
 }
@@ -127,3 +129,9 @@ class ProjectFileError(UsageError):
         self.file = file
         self.table = table
         self.field = field
+
+
+class SshError(DevenvError):
+    """ssh could not open a tunnel: the host, the key or the host key is wrong."""
+
+    exit_code = EXIT_SSH

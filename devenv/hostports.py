@@ -53,6 +53,19 @@ def bind_blocked(port: int) -> bool:
     return False
 
 
+def loopback_blocked(port: int) -> bool:
+    """True when 127.0.0.1:port cannot be bound here (all a local forward needs)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        return exc.errno in (errno.EADDRINUSE, errno.EACCES)
+    finally:
+        sock.close()
+    return False
+
+
 def listening_ports() -> frozenset[int] | None:
     """Every TCP port in LISTEN state in this network namespace, from the kernel's table
     (Linux /proc/net/tcp and tcp6) in one read; None where there is no such table."""
@@ -117,13 +130,19 @@ class HostPorts(Mapping[int, Holder]):
 
     project: this project's name; its containers' ports are Holder(kind="own").
     check_host: False when the engine is remote, where local bind tests prove nothing.
+    check_loopback: with a remote engine whose ports devenv forwards to this machine's
+      127.0.0.1 (engine_forward.py): a port this machine cannot bind there is busy too,
+      except those in `forwarded` (the forward of this very project holds them).
     """
 
     def __init__(self, containers: Mapping[int, ContainerPort], project: str,
-                 check_host: bool = True):
+                 check_host: bool = True, check_loopback: bool = False,
+                 forwarded: frozenset[int] = frozenset()):
         self._containers = containers
         self._project = project
         self._check_host = check_host
+        self._check_loopback = check_loopback and not check_host
+        self._forwarded = forwarded
         self._cache: dict[int, Holder | None] = {}
         self._pids: dict[int, int] | None = None
         self._listening = listening_ports() if check_host else None
@@ -142,6 +161,11 @@ class HostPorts(Mapping[int, Holder]):
             project = f" (project {held.project}{state})" if held.project else (
                 f" ({state[2:]})" if state else "")
             return Holder("container", f"container {held.container}{project}")
+        if self._check_loopback:
+            if port not in self._forwarded and loopback_blocked(port):
+                return Holder("process", lambda: f"{self._describe(port)} on this machine "
+                              "(where devenv forwards the remote ports)")
+            return None
         if not self._check_host:
             return None
         # A listener in the kernel's table is busy without a test; any other port gets the

@@ -43,11 +43,16 @@ class PortPlanner:
     #: False (--reset-ports): running services may move back to their configured ports
     keep_running: bool = True
     marks: dict[int, Holder] = field(default_factory=dict)
+    #: a remote engine whose ports are forwarded here: check this machine's 127.0.0.1 too,
+    #: except the ports this project's forward already holds
+    check_loopback: bool = False
+    forwarded: frozenset[int] = frozenset()
 
     def plan(self, services: Sequence[str]) -> PortPlan:
         containers = self.engine.containers() if self.engine is not None else []
         ports = _container_ports(self.engine, containers) if self.engine is not None else {}
-        host = HostPorts(ports, self.settings.project, check_host=self.check_host)
+        host = HostPorts(ports, self.settings.project, check_host=self.check_host,
+                         check_loopback=self.check_loopback, forwarded=self.forwarded)
         for port, holder in self.marks.items():
             host.mark(port, holder)
         requests = [PortRequest(name, self.settings.port(name), self.memory.get(name))

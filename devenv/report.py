@@ -84,13 +84,13 @@ def format_rows(rows: Sequence[ServiceRow]) -> str:
                  [(r.service, r.url if r.running else "-", state_text(r)) for r in rows])
 
 
-def format_rows_json(rows: Sequence[ServiceRow]) -> str:
+def format_rows_json(rows: Sequence[ServiceRow], tunnels: Sequence[Any] = ()) -> str:
     items = []
     for row in rows:
         item = {"schema": PORTS_SCHEMA, **asdict(row)}
         item["moved"] = row.moved
         items.append(item)
-    return json.dumps(items, indent=2)
+    return json.dumps(items + tunnel_service_items(tunnels, PORTS_SCHEMA), indent=2)
 
 
 def format_env(values: Mapping[str, str]) -> str:
@@ -133,8 +133,9 @@ def format_status(rows: Sequence[StatusRow]) -> str:
                   for r in rows])
 
 
-def format_status_json(rows: Sequence[StatusRow]) -> str:
-    return json.dumps([{"schema": STATUS_SCHEMA, **asdict(r)} for r in rows], indent=2)
+def format_status_json(rows: Sequence[StatusRow], tunnels: Sequence[Any] = ()) -> str:
+    return json.dumps([{"schema": STATUS_SCHEMA, **asdict(r)} for r in rows]
+                      + tunnel_service_items(tunnels, STATUS_SCHEMA), indent=2)
 
 
 def format_checks(checks: Sequence[Check]) -> str:
@@ -169,3 +170,48 @@ def format_plan(rows: Sequence[PlanRow]) -> str:
     body = [(r["service"], r["title"], port(r["dev"]), port(r["staging"]), port(r["prod"]),
              port(r["here"]), r["note"]) for r in rows]
     return table(("SERVICE", "WHAT", "DEV", "STAGING", "PROD", "HERE", "NOTE"), body)
+
+
+TUNNELS_SCHEMA = "devenv.tunnels/1"
+
+
+def _tunnel_state(row: Any) -> str:
+    words = [row.state]
+    if row.port and row.port != row.configured_port:
+        words.append(f"(was {row.configured_port})")
+    if row.restarts:
+        words.append(f"[{row.restarts} reconnect{'s' if row.restarts > 1 else ''}]")
+    if not row.declared:
+        words.append("[not declared]")
+    return " ".join(words)
+
+
+def format_tunnels(rows: Sequence[Any]) -> str:
+    """TUNNEL / URL / STATE / VIA -> TARGET; production tunnels carry a PROD tag."""
+    return table(("TUNNEL", "URL", "STATE", "VIA -> TARGET"),
+                 [(r.label, r.url or "-", _tunnel_state(r), f"{r.via} -> {r.target}")
+                  for r in rows])
+
+
+def format_tunnel_status(rows: Sequence[Any]) -> str:
+    return table(("TUNNEL", "STATE", "URL", "UPTIME", "RECONNECTS"),
+                 [(r.label, r.state, r.url or "-", _duration(r.uptime_seconds),
+                   str(r.restarts)) for r in rows])
+
+
+def tunnel_items(rows: Sequence[Any], schema: str = TUNNELS_SCHEMA) -> list[dict[str, Any]]:
+    return [{"schema": schema, **asdict(r), "tags": ["PROD"] if r.production else []}
+            for r in rows]
+
+
+def format_tunnels_json(rows: Sequence[Any]) -> str:
+    return json.dumps(tunnel_items(rows), indent=2)
+
+
+def tunnel_service_items(rows: Sequence[Any], schema: str) -> list[dict[str, Any]]:
+    """Tunnels in the `ports`/`status` JSON lists: `service` is "tunnel:NAME", the tunnel's
+    own fields sit under `tunnel`."""
+    return [{"schema": schema, "service": f"tunnel:{r.name}", "url": r.url,
+             "host": "127.0.0.1", "port": r.port, "state": r.state,
+             "production": r.production, "tags": ["PROD"] if r.production else [],
+             "tunnel": asdict(r)} for r in rows]

@@ -83,6 +83,11 @@ def url_host(settings: Settings, engine_remote: str | None) -> str:
     """Where a host app reaches the published ports."""
     if engine_remote and not settings.bind_is_loopback:
         return engine_remote
+    if engine_remote:
+        from .engine_forward import FORWARD_HOST, current
+
+        if current(settings) is not None:  # the remote's loopback, forwarded here
+            return FORWARD_HOST
     return settings.url_host
 
 

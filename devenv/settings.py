@@ -47,6 +47,8 @@ def core_settings(catalog: Catalog) -> tuple[SettingSpec, ...]:
         SettingSpec("DEVENV_SNAPSHOT_DIR", ".devenv/snapshots", "dir",
                     "where `devenv db snapshot` keeps snapshots (mode 0700); relative to the "
                     "project directory"),
+        SettingSpec("DEVENV_SSH_CONFIG", "", "path",
+                    "ssh config file for tunnels (ssh -F); empty: ssh's own (~/.ssh/config)"),
     )
 
 
@@ -433,7 +435,9 @@ def _load(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str
                 raise
             problems.append(SettingProblem(spec.key, exc))
             values[spec.key], sources[spec.key] = spec.default, "default"
-    unknown = tuple(k for k in dotenv if k.startswith("DEVENV_") and k not in values)
+    # DEVENV_TUNNEL_<NAME>_* are a declared tunnel's credentials (devenv/tunnels.py).
+    unknown = tuple(k for k in dotenv if k.startswith("DEVENV_") and k not in values
+                    and not k.startswith("DEVENV_TUNNEL_"))
     settings = Settings(values=values, sources=sources, project_dir=project_dir,
                         env_file=path if (explicit_env_file or dotenv) else None,
                         unknown_keys=unknown, catalog=catalog, specs=specs)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from . import data
+from . import data, engine_forward
 from .catalog import Selection
 from .context import Context
 from .engine import Container, Engine, EngineInfo, PortRaceError
@@ -56,7 +56,12 @@ def _engine(ctx: Context, settings: Settings) -> tuple[Engine, EngineInfo]:
     info = engine.info()
     if not settings.bind_is_loopback:
         ctx.notify(f"warning: ports bind to {settings.bind}: other machines can reach them")
-    if info.remote_host:
+    if info.remote_host and engine_forward.applies(engine.docker_host, info.remote_host,
+                                                   settings):
+        ctx.notify(f"engine at {info.remote_host}: ports are checked against its containers "
+                   "and this machine's 127.0.0.1 (where they are forwarded); processes on "
+                   "that host are not visible from here")
+    elif info.remote_host:
         ctx.notify(f"engine at {info.remote_host}: ports are checked against its containers "
                    "only; processes on that host are not visible from here")
     return engine, info
@@ -88,9 +93,13 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         if reset_ports:
             state = replace(state, ports={})
             ctx.notify("forgetting remembered ports")
+        forwarding = engine_forward.applies(engine.docker_host, info.remote_host, settings)
         planner = PortPlanner(engine, settings, state.ports, strict_ports,
-                              check_host=info.remote_host is None, keep_running=not reset_ports)
-        host = url_host(settings, info.remote_host)
+                              check_host=info.remote_host is None, keep_running=not reset_ports,
+                              check_loopback=forwarding,
+                              forwarded=engine_forward.forwarded_ports(settings))
+        host = engine_forward.FORWARD_HOST if forwarding else url_host(settings,
+                                                                        info.remote_host)
         external = network.external
 
         plan = planner.plan(services)
@@ -126,6 +135,10 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
             _migrate_then_start(ctx, engine, settings, name, plan, host,
                                 needs_rebuild(rendered, state, before))
         after = project_containers(engine, settings.project)
+        if forwarding:  # probes and URLs go through the forward from here on
+            engine_forward.ensure(settings, engine.docker_host,
+                                  {n: plan.port(n) for n in services}, ctx.notify,
+                                  settings.wait_timeout)
         state_file.save(settings.project, _remembered(state, plan, rendered, selection, after))
         rows = tuple(make_row(settings, name, host, plan.port(name), "starting", show_secrets)
                      for name in services)
@@ -370,6 +383,8 @@ def down(ctx: Context, volumes: bool = False) -> DownResult:
         containers = project_containers(engine, settings.project)
         check_same_directory(settings, containers.values())
         removed = engine.remove_project(settings.project, volumes=volumes)
+        if engine_forward.close(settings):
+            ctx.notify("closed the ssh forward of the remote engine's ports")
         state_file = StateFile(settings.state_dir, warn=ctx.notify)
         # Ports stay remembered (sticky); what ran is forgotten.
         state_file.save(settings.project,

@@ -135,6 +135,31 @@ class StateFile:
         }
         write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
+    def load_ports(self, section: str, project: str) -> dict[str, Memory]:
+        """Remembered ports of something other than the services (e.g. section "tunnels"),
+        kept at the top level of the file so that `save` never drops them. Checked like
+        input: a bad entry is forgotten with a warning."""
+        table = self._read_all().get(section)
+        entry = table.get(project) if isinstance(table, dict) else None
+        if not isinstance(entry, dict):
+            return {}
+        ports: dict[str, Memory] = {}
+        for name, item in entry.items():
+            if (isinstance(item, dict) and _is_port(item.get("port"))
+                    and _is_port(item.get("configured"))):
+                ports[name] = Memory(item["port"], item["configured"])
+            else:
+                self._warn(f"{self.path}: the remembered port of {section} {name} is "
+                           "damaged; forgetting it")
+        return ports
+
+    def save_ports(self, section: str, project: str, ports: Mapping[str, Memory]) -> None:
+        data = self._read_all()
+        data["schema"] = STATE_SCHEMA
+        data.setdefault(section, {})[project] = {
+            name: {"port": m.port, "configured": m.configured}
+            for name, m in sorted(ports.items())}
+        write_atomic(self.path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def _is_port(value: Any) -> bool:

@@ -62,6 +62,18 @@ if ! command -v ip >/dev/null 2>&1; then
   apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
 fi
 
+if ! command -v ssh >/dev/null 2>&1; then
+  log "installing openssh-client (devenv tunnel runs the system ssh)"
+  apt_update
+  apt-get install -y -qq --no-install-recommends openssh-client >/dev/null
+fi
+
+if ! command -v psql >/dev/null 2>&1; then
+  log "installing postgresql-client (devenv psql --tunnel runs this machine's psql)"
+  apt_update
+  apt-get install -y -qq --no-install-recommends postgresql-client >/dev/null
+fi
+
 if ! engine_answers; then
   if [ -n "${DOCKER_HOST:-}" ]; then
     log "DOCKER_HOST=$DOCKER_HOST does not answer; unset it to use a local dockerd"; exit 1

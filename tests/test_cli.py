@@ -262,3 +262,53 @@ def test_snapshot_names_complete(run, tmp_path):
                                               "COMP_WORDS": "devenv db restore be",
                                               "COMP_CWORD": "3"}, prog_name="devenv")
     assert "before-upgrade" in result.output
+
+
+
+def test_tunnel_bad_toml_exits_2_naming_file_table_and_field(run, tmp_path):
+    (tmp_path / "devenv.toml").write_text('[tunnels.prod-db]\nvia = "b"\ntarget = "db:5432"\n'
+                                          'kind = "mysql"\n')
+    result = run("tunnel", "up", "prod-db")
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert lines[0] == (f"devenv: error: {tmp_path / 'devenv.toml'}: [tunnels.prod-db]: "
+                        "`kind` = 'mysql' is not one of postgres, redis, http, tcp")
+    assert lines[1].startswith("hint: kind is one of")
+    (tmp_path / "devenv.toml").write_text("[tunnels.prod-db\n")
+    result = run("tunnel", "ls")
+    assert result.exit_code == 2 and "devenv.toml: invalid TOML" in result.output
+
+
+def test_tunnel_ls_lists_declared_tunnels_down_and_up_refuses_unknown(run, tmp_path):
+    (tmp_path / "devenv.toml").write_text('[tunnels.prod-db]\nvia = "b"\ntarget = "db:5432"\n'
+                                          'kind = "postgres"\nproduction = true\n')
+    result = run("tunnel", "ls")
+    assert result.exit_code == 0
+    assert result.output.splitlines()[1].split() == ["prod-db", "PROD", "-", "down", "b", "->",
+                                                     "db:5432"]
+    result = run("tunnel", "up", "nope")
+    assert result.exit_code == 2 and "tunnel 'nope' is not declared" in result.output
+    assert run("tunnel", "down").output.strip() == "closed: no tunnel was open"
+
+
+def test_tunnel_names_complete_from_devenv_toml(tmp_path, monkeypatch):
+    from devenv.cli_tunnel import _complete_tunnels
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "devenv.toml").write_text('[tunnels.prod-db]\n[tunnels.staging-db]\n'
+                                          '[tunnels.cache]\n')
+    ctx = cli.make_context("devenv", ["tunnel", "up"], resilient_parsing=True)
+    assert _complete_tunnels(ctx, None, "") == ["prod-db", "staging-db", "cache"]
+    assert _complete_tunnels(ctx, None, "st") == ["staging-db"]
+
+
+def test_psql_through_a_tunnel_that_is_not_open_exits_2(run, tmp_path):
+    (tmp_path / "devenv.toml").write_text('[tunnels.prod-db]\nvia = "b"\ntarget = "db:5432"\n'
+                                          'kind = "postgres"\n[tunnels.web]\nvia = "b"\n'
+                                          'target = "web:80"\nkind = "http"\n')
+    result = run("psql", "--tunnel", "prod-db", "-c", "select 1")
+    assert result.exit_code == 2
+    assert result.output.splitlines() == ["devenv: error: tunnel prod-db is down",
+                                          "hint: open it: devenv tunnel up prod-db"]
+    result = run("psql", "--tunnel", "web")
+    assert result.exit_code == 2 and "tunnel web is kind http, not postgres" in result.output

@@ -31,6 +31,8 @@ def test_demux_strips_frame_headers():
     ("Error starting userland proxy: listen tcp4 127.0.0.1:6380: bind: address already in use",
      6380),
 ])
+
+
 def test_port_race_is_recognised(stderr, port):
     error = compose_error("up", stderr)
     assert isinstance(error, PortRaceError) and error.port == port
@@ -76,6 +78,8 @@ def test_container_record_from_the_list_endpoint():
     ("Error response from daemon: pull access denied for team/api, repository does not exist "
      "or may require 'docker login'", "team/api"),
 ])
+
+
 def test_pull_failures_name_the_image(stderr, image):
     error = compose_error("up", stderr)
     assert isinstance(error, ImageMissingError)
@@ -202,3 +206,21 @@ def test_only_the_engine_package_imports_docker():
             found += [f"{path.name}: {n}" for n in names
                       if n.split(".")[0] in ("docker", "python_on_whales")]
     assert found == []
+
+
+def test_a_child_ssh_stderr_is_caught_while_it_first_connects(capfd):
+    """What ssh prints when DOCKER_HOST=ssh:// fails becomes part of devenv's one line."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from devenv.engine.transport import _last_line_of, _stderr_into
+
+    with tempfile.TemporaryFile() as caught:
+        with _stderr_into(caught):
+            subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write("
+                            "'noise\\nssh: Could not resolve hostname x: Name or service "
+                            "not known\\n')"], check=True)
+        assert _last_line_of(caught) == ("ssh: Could not resolve hostname x: Name or service "
+                                         "not known")
+    assert capfd.readouterr().err == ""

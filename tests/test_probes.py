@@ -157,6 +157,8 @@ def test_wait_runs_in_parallel():
 
 
 # --- PostgreSQL login: SCRAM-SHA-256, md5, cleartext -----------------------------------
+
+
 def test_scram_client_matches_the_rfc_7677_example():
     """RFC 7677 section 3: user "user", password "pencil"."""
     client = ScramClient("pencil", user="user", nonce="rOprNGfwEbeRWgbNEkqO")
@@ -257,6 +259,8 @@ def fake_postgres(method: str, password: str) -> Callable[[socket.socket], None]
 
 
 @pytest.mark.parametrize("method", ["cleartext", "md5", "scram"])
+
+
 def test_login_with_each_method_and_a_wrong_password_is_refused(method):
     with server(fake_postgres(method, "s3cret p@ss")) as port:
         good = postgres_login("127.0.0.1", port, "postgres", "s3cret p@ss", "db")
@@ -282,6 +286,8 @@ def test_login_to_nothing_is_not_a_refusal():
     ("\u0007", "\u0007"),  # prohibited: PostgreSQL then uses the password as it is
     ("p@ss$w\"o'rd #1:x{y}\\z", "p@ss$w\"o'rd #1:x{y}\\z"),
 ])
+
+
 def test_saslprep_as_postgres_applies_it(given, used):
     assert saslprep(given) == used
 
@@ -302,3 +308,31 @@ def test_postgres_probe_takes_its_user_and_database_from_declared_arguments():
     spec = ProbeSpec("postgres", args={"user": "{DEVENV_POSTGRES_USER}", "database": "x"})
     assert spec.arg("user", {"DEVENV_POSTGRES_USER": "po st"}) == "po st"  # not URL-encoded
     assert spec.arg("database", {}) == "x" and spec.arg("other", {}, "d") == "d"
+
+
+def test_http_probe_for_a_tunnel_takes_any_status_line():
+    def not_found(conn: socket.socket) -> None:
+        conn.recv(1024)
+        conn.sendall(b"HTTP/1.0 404 Not Found\r\n\r\n")
+
+    with server(not_found) as port:
+        assert not probe_http("127.0.0.1", port, "/").ok
+        assert probe_http("127.0.0.1", port, "/", any_status=True).ok
+
+
+def test_tcp_probe_wants_the_connection_held_or_an_answer():
+    from devenv.probes import probe_tcp
+
+    def banner(conn: socket.socket) -> None:
+        conn.sendall(b"SSH-2.0-x\r\n")
+
+    def hold(conn: socket.socket) -> None:
+        time.sleep(0.4)
+
+    with server(accept_and_close) as port:  # what ssh does when the far end refused
+        result = probe_tcp("127.0.0.1", port, hold=0.3)
+        assert not result.ok and "closed at once" in result.detail
+    with server(banner) as port:
+        assert probe_tcp("127.0.0.1", port, hold=0.3).ok
+    with server(hold) as port:
+        assert probe_tcp("127.0.0.1", port, hold=0.2).detail == "connection held 0.2 s"

@@ -22,6 +22,8 @@ def test_state_round_trip_per_project(tmp_path):
 
 
 @pytest.mark.parametrize("garbage", [b"", b"{", b"[1,2]", b"\xff\xfe", b'{"projects": 5}'])
+
+
 def test_corrupt_state_is_set_aside_with_a_warning(tmp_path, garbage):
     (tmp_path / "state.json").write_bytes(garbage)
     warnings = []
@@ -101,6 +103,8 @@ GOOD = {"ports": {"api": {"port": 7778, "configured": 7777}}, "fingerprint": "ab
 
 
 @pytest.mark.parametrize("port", [70000, 0, -1, "abc", "5432", True, None, 5432.0, [5432]])
+
+
 def test_a_bad_remembered_port_is_forgotten_with_a_warning(tmp_path, port):
     _state_with(tmp_path, {**GOOD, "ports": {"api": {"port": 7778, "configured": 7777},
                                              "postgres": {"port": port, "configured": 5432}}})
@@ -116,6 +120,8 @@ def test_a_bad_remembered_port_is_forgotten_with_a_warning(tmp_path, port):
     ("containers", ["api"]), ("containers", {"api": 5}), ("containers", "c0ffee"),
     ("build", {"x": 1}), ("build", 3), ("ports", [1, 2]), ("ports", "7777"),
 ])
+
+
 def test_wrong_types_are_forgotten_field_by_field(tmp_path, field, value):
     _state_with(tmp_path, {**GOOD, field: value})
     warnings = []
@@ -127,6 +133,8 @@ def test_wrong_types_are_forgotten_field_by_field(tmp_path, field, value):
 
 
 @pytest.mark.parametrize("entry", [[1, 2], "x", 5, True])
+
+
 def test_a_project_entry_that_is_not_an_object_is_forgotten(tmp_path, entry):
     _state_with(tmp_path, entry)
     warnings = []
@@ -139,6 +147,8 @@ def test_a_project_entry_that_is_not_an_object_is_forgotten(tmp_path, entry):
     b'{"p": {"grafana_admin_password": 5}}', b'{"p": {"grafana_admin_password": ""}}',
     b'{"p": {"grafana_admin_password": null}}', b"[" * 100000,
 ])
+
+
 def test_damaged_secrets_are_set_aside_and_a_new_password_says_what_to_do(tmp_path, garbage):
     (tmp_path / "secrets.json").write_bytes(garbage)
     warnings = []
@@ -224,3 +234,20 @@ def test_a_generated_secret_is_named_by_its_service_and_setting(tmp_path):
     assert "a new Grafana password" in warnings[-1]
     assert "DEVENV_GRAFANA_ADMIN_PASSWORD" in warnings[-1]
     assert generated_secrets(settings, ["grafana"]) == made  # generated once
+
+
+def test_tunnel_ports_live_beside_the_projects_and_survive_their_saves(tmp_path):
+    from devenv.ports import Memory
+    from devenv.state import ProjectState, StateFile
+
+    said: list[str] = []
+    state = StateFile(tmp_path, warn=said.append)
+    state.save_ports("tunnels", "p", {"prod-db": Memory(5433, 5432)})
+    state.save("p", ProjectState(ports={"postgres": Memory(5432, 5432)}))
+    assert state.load_ports("tunnels", "p") == {"prod-db": Memory(5433, 5432)}
+    assert state.load("p").ports == {"postgres": Memory(5432, 5432)}
+    assert state.load_ports("tunnels", "other") == {}
+    state.save_ports("tunnels", "p", {"prod-db": Memory(5433, 5432), "bad": Memory(0, 5432)})
+    assert state.load_ports("tunnels", "p") == {"prod-db": Memory(5433, 5432)}
+    assert said == [f"{state.path}: the remembered port of tunnels bad is damaged; "
+                    "forgetting it"]

@@ -136,21 +136,37 @@ class _DockerSDK:
         from docker.utils import kwargs_from_env
 
         kwargs = kwargs_from_env(environment=target.environ(environ))
+        #: ssh:// runs the system ssh (the user's config, agent and keys apply); its stderr
+        #: is caught while it first connects, so a failure is our one line, not ssh's too
+        self._ssh_errors: Any = None
         if str(kwargs.get("base_url", "")).startswith("ssh://"):
             kwargs["use_ssh_client"] = True
+            import tempfile
+
+            self._ssh_errors = tempfile.TemporaryFile()  # noqa: SIM115 - lives with the client
+        catch = self._ssh_errors
         try:
-            self._client = docker.APIClient(timeout=10, **kwargs)
+            # The client asks the engine for its API version: the first ssh connection.
+            with _stderr_into(catch) if catch is not None else contextlib.nullcontext():
+                self._client = docker.APIClient(timeout=10, **kwargs)
         except docker.errors.DockerException as exc:
-            raise _unreachable(target, exc) from exc
+            said = _last_line_of(catch) if catch is not None else ""
+            reason = OSError(f"ssh: {said.removeprefix('ssh: ')}") if said else exc
+            raise _unreachable(target, reason) from exc
 
     def request(self, method: str, path: str, query: Mapping[str, str] | None,
                 timeout: float) -> tuple[int, bytes]:
         send = {"GET": self._client._get, "POST": self._client._post,
                 "DELETE": self._client._delete}[method]
+        catch = self._ssh_errors
         try:
-            response = send(self._client._url(path), params=dict(query or {}), timeout=timeout)
+            with _stderr_into(catch) if catch is not None else contextlib.nullcontext():
+                response = send(self._client._url(path), params=dict(query or {}),
+                                timeout=timeout)
         except Exception as exc:  # requests and paramiko raise many kinds
-            raise OSError(str(exc)) from exc
+            said = _last_line_of(catch) if catch is not None else ""
+            raise OSError(f"ssh: {said.removeprefix('ssh: ')}" if said else str(exc)) from exc
+        self._ssh_errors = None  # connected: later ssh processes keep the terminal's stderr
         return response.status_code, bytes(response.content)
 
     def stream(self, path: str, query: Mapping[str, str] | None,
@@ -170,8 +186,37 @@ class _DockerSDK:
         return _Stream(response.status_code, chunks(), response.close)
 
 
+@contextlib.contextmanager
+def _stderr_into(handle: Any) -> Iterator[None]:
+    """Point file descriptor 2 (what a child ssh inherits) at `handle` for a moment. Used
+    only for the first request, before devenv starts any thread that prints."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(handle.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _last_line_of(handle: Any) -> str:
+    handle.seek(0)
+    lines = [line.strip() for line in handle.read().decode(errors="replace").splitlines()
+             if line.strip()]
+    return lines[-1] if lines else ""
+
+
 def _unreachable(target: EngineTarget, exc: BaseException) -> DockerUnavailableError:
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if target.host.startswith("ssh://"):
+        return DockerUnavailableError(
+            f"cannot reach the Docker engine at {target.where}: {reason}",
+            hint="check the engine's host and that `ssh HOST docker version` works without "
+            "a prompt (keys in your agent, the host key in known_hosts)")
     return DockerUnavailableError(
         f"cannot reach the Docker engine at {target.where}: {reason}",
         hint=unreachable_hint(target),

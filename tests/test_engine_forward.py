@@ -1,0 +1,60 @@
+"""The remote engine's forward: where ssh connects, and the one command for every port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from devenv.engine_forward import applies, forward_command, ssh_target
+from devenv.hostports import HostPorts
+from devenv.settings import load_settings
+
+
+def _settings(tmp_path: Path, **values: str):
+    return load_settings(tmp_path, values)
+
+
+def test_ssh_target_from_docker_host():
+    assert ssh_target("ssh://me@devbox:2222") is not None
+    target = ssh_target("ssh://me@devbox:2222")
+    assert target.destination == "me@devbox" and target.options == ("-p", "2222")
+    assert ssh_target("ssh://devbox").options == ()
+    assert ssh_target("tcp://devbox:2375") is None
+    assert ssh_target("unix:///var/run/docker.sock") is None
+
+
+def test_forwards_only_for_a_remote_ssh_engine_on_loopback(tmp_path):
+    settings = _settings(tmp_path)
+    assert applies("ssh://devbox", "devbox", settings)
+    assert not applies("ssh://devbox", None, settings)  # ssh://localhost: the ports are here
+    assert not applies("tcp://devbox:2375", "devbox", settings)
+    wide = _settings(tmp_path, DEVENV_BIND="0.0.0.0")
+    assert not applies("ssh://devbox", "devbox", wide)  # reachable at devbox already
+
+
+def test_one_ssh_forwards_every_port_to_the_same_local_port():
+    command = forward_command(ssh_target("ssh://me@devbox:2222"),
+                              {"postgres": 5433, "redis": 6379}, "127.0.0.1")
+    assert command[:6] == ["ssh", "-N", "-L", "127.0.0.1:5433:127.0.0.1:5433",
+                           "-L", "127.0.0.1:6379:127.0.0.1:6379"]
+    assert "ExitOnForwardFailure=yes" in command and "BatchMode=yes" in command
+    assert command[-2:] == ["--", "me@devbox"]
+    assert command.index("-p") < command.index("--")
+    assert forward_command(ssh_target("ssh://devbox"), {"api": 7777}, "::1")[3] == (
+        "127.0.0.1:7777:[::1]:7777")
+
+
+def test_both_sides_a_port_taken_here_is_busy_unless_our_forward_holds_it():
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        remote_only = HostPorts({}, "p", check_host=False)
+        assert remote_only.get(port) is None  # a remote engine alone cannot see this host
+        both = HostPorts({}, "p", check_host=False, check_loopback=True)
+        holder = both.get(port)
+        assert holder is not None and "on this machine" in holder.description
+        ours = HostPorts({}, "p", check_host=False, check_loopback=True,
+                         forwarded=frozenset({port}))
+        assert ours.get(port) is None

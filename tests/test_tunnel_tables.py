@@ -1,0 +1,113 @@
+"""devenv/tunnels.py: the [tunnels.NAME] tables, credentials, URLs. (Not test_tunnels.py:
+that basename is the end-to-end module in tests/e2e/.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devenv.errors import UsageError
+from devenv.tunnels import (
+    Credentials,
+    credentials,
+    load_tunnels,
+    parse_tunnels,
+    select_tunnels,
+    tunnel_url,
+    tunnel_values,
+)
+
+FILE = Path("/p/devenv.toml")
+GOOD = {"via": "user@bastion-host", "target": "prod-db.internal:5432", "kind": "postgres",
+        "production": True, "ssh_options": ["-p", "2222"]}
+
+
+def test_the_issue_example_parses():
+    spec = parse_tunnels(FILE, {"prod-db": GOOD})["prod-db"]
+    assert (spec.via, spec.target_host, spec.target_port) == ("user@bastion-host",
+                                                              "prod-db.internal", 5432)
+    assert spec.production and spec.ssh_options == ("-p", "2222")
+    assert spec.env_key == "PROD_DB_URL" and spec.wanted_port == 5432
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"colour": "red"}, "unknown field `colour`"),
+    ({"target": "prod-db.internal"}, "`target` = 'prod-db.internal' is not host:port"),
+    ({"target": "db:99999"}, "`target` = 'db:99999'"),
+    ({"target": "bad host:5432"}, "`target`"),
+    ({"kind": "mysql"}, "`kind` = 'mysql' is not one of postgres, redis, http, tcp"),
+    ({"via": "-oProxyCommand=evil"}, "`via`"),
+    ({"via": "two words"}, "`via`"),
+    ({"production": "yes"}, "`production`"),
+    ({"ssh_options": "-p 2222"}, "`ssh_options`"),
+    ({"ssh_options": ["-f"]}, "`ssh_options` holds -f"),
+    ({"local_port": 0}, "`local_port`"),
+    ({"local_port": True}, "`local_port`"),
+    ({"path": "health"}, "`path`"),
+])
+def test_bad_fields_name_the_file_table_and_field(change, words):
+    with pytest.raises(UsageError) as caught:
+        parse_tunnels(FILE, {"prod-db": {**GOOD, **change}})
+    assert caught.value.message.startswith("/p/devenv.toml: [tunnels.prod-db]")
+    assert words in caught.value.message
+    assert caught.value.exit_code == 2 and caught.value.hint
+
+
+def test_missing_fields_and_bad_names():
+    with pytest.raises(UsageError, match="`target` is missing"):
+        parse_tunnels(FILE, {"x": {"via": "b"}})
+    with pytest.raises(UsageError, match="the name must be lowercase"):
+        parse_tunnels(FILE, {"Prod DB": GOOD})
+    with pytest.raises(UsageError, match="DATABASE_URL, which postgres uses"):
+        parse_tunnels(FILE, {"database": GOOD})
+    with pytest.raises(UsageError, match="also tunnel prod-db's"):
+        parse_tunnels(FILE, {"prod-db": GOOD, "prod_db": GOOD})
+
+
+def test_ipv6_target_keeps_its_brackets():
+    spec = parse_tunnels(FILE, {"v6": {"via": "b", "target": "[::1]:6379"}})["v6"]
+    assert spec.target == "[::1]:6379" and spec.kind == "tcp"
+
+
+def test_the_file_is_read_once_and_invalid_toml_is_a_usage_error(tmp_path):
+    assert load_tunnels(tmp_path) == {}
+    (tmp_path / "devenv.toml").write_text("[tunnels.a\nvia = 1\n")
+    with pytest.raises(UsageError, match=r"devenv.toml is not valid TOML"):
+        load_tunnels(tmp_path)
+    (tmp_path / "devenv.toml").write_text("tunnels = 3\n")
+    with pytest.raises(UsageError, match="must be a table of tables"):
+        load_tunnels(tmp_path)
+    (tmp_path / "devenv.toml").write_text('[tunnels.a]\nvia = "b"\ntarget = "c:1"\n')
+    assert list(load_tunnels(tmp_path)) == ["a"]
+
+
+def test_selection_refuses_undeclared_names():
+    specs = parse_tunnels(FILE, {"prod-db": GOOD})
+    assert select_tunnels(specs, [], Path("/p"))[0].name == "prod-db"
+    with pytest.raises(UsageError, match="'nope' is not declared in /p/devenv.toml") as caught:
+        select_tunnels(specs, ["nope"], Path("/p"))
+    assert caught.value.hint == "declared: prod-db"
+    with pytest.raises(UsageError, match="no tunnels are declared"):
+        select_tunnels({}, [], Path("/p"))
+
+
+def test_credentials_come_from_the_environment_over_dotenv():
+    spec = parse_tunnels(FILE, {"prod-db": GOOD})["prod-db"]
+    values = tunnel_values({"DEVENV_TUNNEL_PROD_DB_PASSWORD": "env"},
+                           {"DEVENV_TUNNEL_PROD_DB_PASSWORD": "file",
+                            "DEVENV_TUNNEL_PROD_DB_DB": "agents", "OTHER": "x"})
+    assert values == {"DEVENV_TUNNEL_PROD_DB_PASSWORD": "env", "DEVENV_TUNNEL_PROD_DB_DB": "agents"}
+    assert credentials(spec, values) == Credentials("postgres", "env", "agents")
+
+
+def test_urls_mask_the_password_and_production_postgres_is_read_only():
+    creds = Credentials("app", "p@ss word", "agents")
+    assert tunnel_url("postgres", 5433, creds) == "postgresql://app:***@127.0.0.1:5433/agents"
+    shown = tunnel_url("postgres", 5433, creds, production=True, show_secrets=True)
+    assert shown == ("postgresql://app:p%40ss%20word@127.0.0.1:5433/agents"
+                     "?options=-c%20default_transaction_read_only%3Don")
+    assert tunnel_url("redis", 6380, Credentials("", "", "")) == "redis://127.0.0.1:6380/0"
+    assert tunnel_url("redis", 6380, creds) == "redis://:***@127.0.0.1:6380/0"
+    assert tunnel_url("http", 8081, creds, path="/health") == "http://127.0.0.1:8081/health"
+    assert tunnel_url("tcp", 2222, creds) == "tcp://127.0.0.1:2222"
