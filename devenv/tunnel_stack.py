@@ -27,7 +27,7 @@ from .tunnels import (
     Credentials,
     TunnelSpec,
     credentials,
-    load_tunnels,
+    parse_tunnels,
     select_tunnels,
     tunnel_url,
     tunnel_values,
@@ -99,6 +99,12 @@ def _spec_of(record: TunnelRecord) -> TunnelSpec:
                       path=str(meta.get("path", "/")))
 
 
+def _declared(settings: Settings) -> dict[str, TunnelSpec]:
+    """The project's [tunnels.*] tables, as the catalog's loader read devenv.toml."""
+    return parse_tunnels(settings.project_dir / PROJECT_FILE, settings.catalog.tunnels,
+                         settings.catalog)
+
+
 # --- planning ------------------------------------------------------------------------
 def _busy(ctx: Context, settings: Settings) -> Any:
     """Busy local ports: this host's listeners and the local engine's containers. A remote
@@ -151,7 +157,7 @@ def up(ctx: Context, names: Sequence[str], show_secrets: bool = False) -> list[T
     from .state import StateFile, project_lock
 
     settings = ctx.settings()
-    specs = select_tunnels(load_tunnels(settings.project_dir, settings.catalog), list(names),
+    specs = select_tunnels(_declared(settings), list(names),
                            settings.project_dir)
     ssh = shutil.which("ssh")
     if ssh is None:
@@ -241,7 +247,7 @@ def down(ctx: Context, names: Sequence[str] = ()) -> list[str]:
 
 def _declared_or_empty(ctx: Context, settings: Settings) -> dict[str, TunnelSpec]:
     try:
-        return load_tunnels(settings.project_dir, settings.catalog)
+        return _declared(settings)
     except UsageError as exc:
         ctx.notify(f"warning: {exc.message}")
         return {}
@@ -257,7 +263,7 @@ def rows(ctx: Context, settings: Settings, show_secrets: bool = False, probe: bo
     """
     records = read_records(settings.state_dir, settings.project)
     if not declared_only_if_running:
-        specs = load_tunnels(settings.project_dir, settings.catalog)
+        specs = _declared(settings)
     else:
         specs = _declared_or_empty(ctx, settings) if records else {}
     values = _values(settings, ctx.environ) if specs or records else {}
@@ -325,7 +331,7 @@ def psql(ctx: Context, name: str, args: Sequence[str]) -> int:
     import subprocess
 
     settings = ctx.settings()
-    specs = load_tunnels(settings.project_dir, settings.catalog)
+    specs = _declared(settings)
     spec = select_tunnels(specs, [name], settings.project_dir)[0]
     if spec.kind != "postgres":
         raise UsageError(f"tunnel {name} is kind {spec.kind}, not postgres",

@@ -74,8 +74,8 @@ def key_stem(name: str) -> str:
 def read_tunnel_tables(project_dir: Path) -> tuple[Path, dict[str, Any]]:
     """The raw `tunnels` table of <project_dir>/devenv.toml ({} when there is no file).
 
-    The one place that reads the file: point it at the shared project-file loader once that
-    accepts a top-level `tunnels` table.
+    The use cases take the tables from the project's catalog (projectfile reads the file
+    once); this reader serves shell completion and load_tunnels, which need no settings.
     """
     import tomllib
 
