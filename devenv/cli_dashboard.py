@@ -35,8 +35,8 @@ def run_dashboard(ctx: click.Context, port: int | None, open_browser: bool,
 
 
 def _features() -> dict[str, bool]:
-    """What the page offers. Snapshot and restore buttons wait for `devenv db`."""
-    return {"restart": True, "snapshots": False}
+    """What the page offers."""
+    return {"restart": True, "snapshots": True}
 
 
 @click.command()
@@ -50,8 +50,9 @@ def dashboard(ctx: click.Context, port: int | None, open_browser: bool,
               as_json: bool) -> None:
     """Serve a live page of the stack on 127.0.0.1 until Ctrl-C: services with state,
     health and URLs, the port story, a graph of what needs what, logs, start-up timing,
-    CPU and memory, restart buttons. The URL carries a random token; JSON of the same data
-    is under /api/ (schemas devenv.dashboard/1 ...).
+    CPU and memory, restart buttons, the data snapshots with snapshot and restore
+    buttons. The URL carries a random token; JSON of the same data is under /api/
+    (schemas devenv.dashboard/1 ...).
 
     \b
     Example:

@@ -256,6 +256,17 @@ class FakeHub:
         self.restarted.append(service)
         return {"schema": model.ACTION_SCHEMA, "ok": True, "service": service}
 
+    def snapshots(self) -> dict:
+        return model.snapshots_document("p", "/snaps", [], None)
+
+    def snapshot(self, name: str | None) -> dict:
+        self.restarted.append(f"snapshot {name}")
+        return {"schema": model.ACTION_SCHEMA, "ok": True}
+
+    def restore(self, name: str) -> dict:
+        self.restarted.append(f"restore {name}")
+        return {"schema": model.ACTION_SCHEMA, "ok": True}
+
 
 def _requests(calls: list[tuple[str, str, dict[str, str]]], hub: FakeHub | None = None
               ) -> list[tuple[int, dict[str, str], str]]:
@@ -277,7 +288,7 @@ def _requests(calls: list[tuple[str, str, dict[str, str]]], hub: FakeHub | None 
 
 
 PATHS = ["/", "/static/app.js", "/static/style.css", "/api/state", "/api/events",
-         "/api/logs", "/api/stats", "/api/secrets"]
+         "/api/logs", "/api/stats", "/api/secrets", "/api/snapshots"]
 
 
 def test_every_request_without_the_token_is_refused():
@@ -334,3 +345,166 @@ def test_the_page_carries_its_token_and_no_secret_and_strict_headers():
     assert "password" not in body.lower()
     assert headers["Referrer-Policy"] == "no-referrer"
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+
+
+# --- snapshot and restore --------------------------------------------------------------------
+def test_snapshot_and_restore_have_the_restart_endpoints_security():
+    hub = FakeHub()
+    ok = {"X-Devenv-Token": TOKEN}
+    same = {**ok, "Origin": f"http://127.0.0.1:{PORT}"}
+    calls = []
+    for path in ("/api/snapshots", "/api/snapshots/base/restore"):
+        calls += [
+            ("POST", path, {}),                                          # no token
+            ("POST", path + "?token=" + TOKEN, {}),                      # token not in header
+            ("POST", path, {"X-Devenv-Token": "wrong"}),
+            ("POST", path, {**ok, "Origin": "http://evil.example"}),
+            ("POST", path, {**ok, "Sec-Fetch-Site": "cross-site"}),
+            ("POST", path, {**ok, "Host": "evil.example:40123"}),
+        ]
+    calls += [("GET", "/api/snapshots/base/restore?token=" + TOKEN, {}),  # POST only
+              ("GET", "/api/snapshots", {}),
+              ("POST", "/api/snapshots", same),
+              ("POST", "/api/snapshots/base/restore", same)]
+    results = _requests(calls, hub)
+    assert [r[0] for r in results] == [403] * 12 + [405, 403, 200, 200]
+    for _status, headers, _body in results:
+        assert not any(k.lower().startswith("access-control") for k in headers)
+    assert hub.restarted == ["snapshot None", "restore base"]  # only the allowed two ran
+
+
+def _store(ctx: Context, name: str, redis: bytes, postgres: bytes | None = None) -> Path:
+    from devenv import snapshots
+
+    root = ctx.settings().snapshot_dir
+    work = snapshots.new_workdir(root, name)
+    (work / "redis.tar").write_bytes(redis)
+    if postgres is not None:
+        (work / "postgres.tar").write_bytes(postgres)
+    snapshots.commit(work, root, name, pg_major="15" if postgres else "", database="app",
+                     project="p", auto=name.startswith("auto-"))
+    return root / name
+
+
+def _hub(tmp_path: Path) -> tuple[Hub, list[tuple[str, dict]]]:
+    published: list[tuple[str, dict]] = []
+    ctx = Context(project_dir=tmp_path, environ={"DEVENV_PROJECT": "p"})
+    return Hub(ctx, lambda kind, data: published.append((kind, data))), published
+
+
+def test_the_snapshot_list_is_versioned_json_with_name_size_date_and_contents(tmp_path):
+    hub, _ = _hub(tmp_path)
+    _store(hub.ctx, "base", b"r" * 1500, b"p" * 3000)
+    _store(hub.ctx, "auto-20261126-101010", b"r" * 10)
+    status, _headers, body = _requests([("GET", "/api/snapshots",
+                                         {"X-Devenv-Token": TOKEN})], hub)[0]
+    doc = json.loads(body)
+    assert status == 200 and doc["schema"] == model.SNAPSHOTS_SCHEMA == \
+        "devenv.dashboard.snapshots/1"
+    assert doc["project"] == "p" and doc["busy"] is None
+    assert doc["directory"] == str(hub.settings.snapshot_dir)
+    by_name = {s["name"]: s for s in doc["snapshots"]}
+    assert set(by_name) == {"base", "auto-20261126-101010"}
+    base = by_name["base"]
+    assert base["bytes"] == 4500 and base["size"] == "4.5 kB"
+    assert base["holds"] == ["postgres", "redis"] and base["postgres_major"] == "15"
+    assert base["created"].endswith("Z") and base["auto"] is False
+    assert by_name["auto-20261126-101010"]["auto"] is True
+    assert by_name["auto-20261126-101010"]["holds"] == ["redis"]
+
+
+def test_a_second_action_while_one_runs_is_refused_with_409(tmp_path, monkeypatch):
+    from devenv import data
+
+    hub, published = _hub(tmp_path)
+    release = threading.Event()
+    taken: list[str | None] = []
+
+    def slow_snapshot(ctx: Context, name: str | None = None, force: bool = False) -> Any:
+        taken.append(name)
+        assert release.wait(10)
+        return data.snapshots.load(ctx.settings().snapshot_dir,
+                                   _store(ctx, name or "x", b"r").name)
+
+    monkeypatch.setattr(data, "snapshot", slow_snapshot)
+    monkeypatch.setattr(data, "restore", lambda ctx, name: pytest.fail("restore ran"))
+    app = make_app(hub, TOKEN, PORT)
+    headers = {"Host": f"127.0.0.1:{PORT}", "X-Devenv-Token": TOKEN}
+
+    async def go() -> tuple[int, dict, int, dict, int, dict, int]:
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            first = asyncio.ensure_future(client.post("/api/snapshots", headers=headers,
+                                                      json={"name": "one"}))
+            while hub.busy is None:  # the first runs in a thread
+                await asyncio.sleep(0.01)
+            # the event loop still serves while it runs
+            listing = await client.get("/api/snapshots", headers=headers)
+            listed = await listing.json()
+            second = await client.post("/api/snapshots", headers=headers, json={"name": "two"})
+            third = await client.post("/api/snapshots/one/restore", headers=headers)
+            release.set()
+            done = await first
+            return (second.status, await second.json(), third.status, await third.json(),
+                    done.status, await done.json(), listing.status if listed else 0)
+
+    s2, b2, s3, b3, s1, b1, listed = asyncio.run(go())
+    assert listed == 200
+    assert (s2, s3, s1) == (409, 409, 200)
+    assert b2["busy"] and b3["busy"] and b2["ok"] is False
+    assert b2["error"] == "a snapshot is running; a snapshot was not started"
+    assert b3["error"].startswith("a snapshot is running; the restore of one was not")
+    assert b1["ok"] and b1["snapshot"]["name"] == "one" and taken == ["one"]
+    assert hub.busy is None  # free again
+    busy_seen = [d["busy"] for k, d in published if k == "snapshots"]
+    assert busy_seen[0] == "a snapshot" and busy_seen[-1] is None
+
+
+def test_a_bad_name_or_a_damaged_snapshot_answers_one_line(tmp_path):
+    hub, _ = _hub(tmp_path)
+    damaged = _store(hub.ctx, "broken", b"r" * 100)
+    (damaged / "redis.tar").write_bytes(b"r" * 10)
+    ok = {"X-Devenv-Token": TOKEN}
+    results = _requests([("POST", "/api/snapshots/..hidden/restore", ok),
+                         ("POST", "/api/snapshots/nosuch/restore", ok),
+                         ("POST", "/api/snapshots/broken/restore", ok)],
+                        hub)
+    assert [r[0] for r in results] == [400, 400, 409]
+    bodies = [json.loads(r[2]) for r in results]
+    for body in bodies:
+        assert body["ok"] is False and not body["busy"] and "\n" not in body["error"]
+        assert "Traceback" not in json.dumps(body)
+    assert "is not a snapshot name" in bodies[0]["error"]
+    assert bodies[1]["error"].startswith("no snapshot named nosuch")
+    assert bodies[2]["error"] == ("snapshot broken is damaged: redis.tar has 10 bytes, its "
+                                  "manifest says 100")
+    assert (damaged / "redis.tar").stat().st_size == 10  # nothing touched
+
+
+def test_a_snapshot_request_body_must_be_a_name(tmp_path, monkeypatch):
+    from devenv import data
+
+    hub, _ = _hub(tmp_path)
+    names: list[str | None] = []
+
+    def record(ctx: Context, name: str | None = None, force: bool = False) -> Any:
+        names.append(name)
+        raise RuntimeError("engine exploded\nsecond line")
+
+    monkeypatch.setattr(data, "snapshot", record)
+    app = make_app(hub, TOKEN, PORT)
+    headers = {"Host": f"127.0.0.1:{PORT}", "X-Devenv-Token": TOKEN}
+
+    async def go() -> list[tuple[int, str]]:
+        out = []
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            for body in ("", '{"name": "mine"}', '{"name": 5}', '["mine"]', "not json"):
+                response = await client.post("/api/snapshots", headers=headers, data=body)
+                out.append((response.status, await response.text()))
+        return out
+
+    results = asyncio.run(go())
+    assert [r[0] for r in results] == [500, 500, 400, 400, 400]
+    # an unexpected error is one line on the page, never a traceback
+    assert json.loads(results[0][1])["error"] == \
+        "snapshot failed: RuntimeError: engine exploded"
+    assert names == [None, "mine"]  # no body: a default name

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..context import Context
-from ..errors import DevenvError
+from ..errors import DevenvError, LockedError
 from . import model
 
 LOG_LINES = 200  # kept per service for a browser that connects later
@@ -58,6 +58,9 @@ class Hub:
         self._threads: list[threading.Thread] = []
         self._stats: tuple[float, dict[str, Any]] | None = None
         self._probes: dict[str, tuple[tuple[str, str], tuple[bool, str]]] = {}
+        # one action (restart, snapshot, restore) at a time; a second is refused, not queued
+        self._action = threading.Lock()
+        self.busy: str | None = None
 
     # --- life -------------------------------------------------------------------------
     def start(self) -> None:
@@ -306,12 +309,67 @@ class Hub:
         return {"schema": model.SECRETS_SCHEMA, "project": self.project, "urls": urls,
                 "logins": logins}
 
+    @contextlib.contextmanager
+    def _one_action(self, what: str) -> Any:
+        if not self._action.acquire(blocking=False):
+            raise LockedError(f"{self.busy or 'another action'} is running; {what} was not "
+                              "started", hint="wait until it ends, then try again")
+        self.busy = what
+        try:
+            yield
+        finally:
+            self.busy = None
+            self._action.release()
+
     def restart(self, service: str) -> dict[str, Any]:
         from .. import stack
 
-        rows = stack.restart(self.ctx, [service])
+        with self._one_action(f"the restart of {service}"):
+            rows = stack.restart(self.ctx, [service])
         self._dirty.set()
         row = rows[0] if rows else None
         return {"schema": model.ACTION_SCHEMA, "action": "restart", "service": service,
                 "ok": True, "state": row.state if row else "",
                 "seconds_to_ready": row.seconds_to_ready if row else None}
+
+    # --- snapshots (devenv/data.py does the work) -----------------------------------------
+    def snapshots(self) -> dict[str, Any]:
+        from .. import data
+
+        return model.snapshots_document(self.project, str(self.settings.snapshot_dir),
+                                        [s.as_json() for s in data.list_snapshots(self.ctx)],
+                                        self.busy)
+
+    def snapshot(self, name: str | None) -> dict[str, Any]:
+        from .. import data
+
+        taken = self._data_action("a snapshot", lambda: data.snapshot(self.ctx, name))
+        return {"schema": model.ACTION_SCHEMA, "action": "snapshot", "ok": True,
+                "snapshot": taken.as_json()}
+
+    def restore(self, name: str) -> dict[str, Any]:
+        from .. import data
+
+        result = self._data_action(f"the restore of {name}",
+                                   lambda: data.restore(self.ctx, name))
+        before = result.before
+        return {"schema": model.ACTION_SCHEMA, "action": "restore", "ok": True,
+                "snapshot": result.snapshot.as_json(),
+                "before": before.as_json() if before is not None else None,
+                "closed_connections": result.closed,
+                "back": (f"devenv db restore {before.name}" if before is not None else "")}
+
+    def _data_action(self, what: str, work: Callable[[], Any]) -> Any:
+        """One data action at a time; every browser sees it start and end."""
+        try:
+            with self._one_action(what):
+                self._data_changed()
+                return work()
+        finally:
+            self._dirty.set()  # the services stopped and started: refresh their state
+            self._data_changed()
+
+    def _data_changed(self) -> None:
+        """Every browser gets the list and whether an action runs."""
+        with contextlib.suppress(DevenvError, OSError):
+            self._publish("snapshots", self.snapshots())

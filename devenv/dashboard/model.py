@@ -13,7 +13,9 @@ STATS_SCHEMA = "devenv.dashboard.stats/1"
 LOGS_SCHEMA = "devenv.dashboard.logs/1"
 SECRETS_SCHEMA = "devenv.dashboard.secrets/1"
 ACTION_SCHEMA = "devenv.dashboard.action/1"
-SCHEMAS = (STATE_SCHEMA, STATS_SCHEMA, LOGS_SCHEMA, SECRETS_SCHEMA, ACTION_SCHEMA)
+SNAPSHOTS_SCHEMA = "devenv.dashboard.snapshots/1"
+SCHEMAS = (STATE_SCHEMA, STATS_SCHEMA, LOGS_SCHEMA, SECRETS_SCHEMA, ACTION_SCHEMA,
+           SNAPSHOTS_SCHEMA)
 
 
 def service_entry(name: str, container: Mapping[str, Any] | None,
@@ -149,3 +151,15 @@ def stats_entry(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     used = max(0, int(memory.get("usage", 0)) - int(cache or 0))
     return {"service": name, "cpu_percent": round(percent, 2), "memory_bytes": used,
             "memory_limit_bytes": int(memory.get("limit", 0))}
+
+
+def snapshots_document(project: str, directory: str, snapshots: Sequence[Mapping[str, Any]],
+                       busy: str | None) -> dict[str, Any]:
+    """The snapshot list as `devenv db snapshots --json` has it (oldest first), each with
+    a readable size, and the action running now (None: the buttons may be used)."""
+    from ..snapshots import human_size
+
+    return {"schema": SNAPSHOTS_SCHEMA, "project": project, "directory": directory,
+            "busy": busy,
+            "snapshots": [{**s, "size": human_size(int(s.get("bytes") or 0))}
+                          for s in snapshots]}

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from ..errors import DevenvError
+from ..errors import DevenvError, LockedError, SnapshotNameError
 from .hub import Hub
 
 TOKEN_HEADER = "X-Devenv-Token"
@@ -136,18 +136,55 @@ async def secrets(request: web.Request) -> web.Response:
     return _json(request.app[HUB].secrets())
 
 
+async def _act(action: str, work: Any, *args: Any, **fields: Any) -> web.Response:
+    """Run a long action in a thread (the event loop keeps serving every browser) and
+    answer with its document, or with one line of error: 409 when another action runs
+    (nothing was done), 400 for a bad name, 409 for what the engine or the data refused,
+    500 for anything else (still one line, never a traceback)."""
+    try:
+        result = await asyncio.get_running_loop().run_in_executor(None, work, *args)
+    except DevenvError as exc:
+        status = 400 if isinstance(exc, SnapshotNameError) else 409
+        return _json({"schema": "devenv.dashboard.action/1", "action": action, **fields,
+                      "ok": False, "busy": isinstance(exc, LockedError),
+                      "error": exc.message, "hint": exc.hint or ""}, status=status)
+    except Exception as exc:  # noqa: BLE001 - the page shows one line; the server goes on
+        return _json({"schema": "devenv.dashboard.action/1", "action": action, **fields,
+                      "ok": False, "busy": False,
+                      "error": f"{action} failed: {type(exc).__name__}: {exc}".splitlines()[0],
+                      "hint": "see the dashboard's terminal"}, status=500)
+    return _json(result)
+
+
 async def restart(request: web.Request) -> web.Response:
     service = request.match_info["service"]
     if service not in request.app[HUB].settings.catalog:
         raise web.HTTPNotFound(text=f"unknown service {service}\n")
+    return await _act("restart", request.app[HUB].restart, service, service=service)
+
+
+async def snapshot_list(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    try:
-        result = await asyncio.get_running_loop().run_in_executor(None, hub.restart, service)
-    except DevenvError as exc:
-        return _json({"schema": "devenv.dashboard.action/1", "action": "restart",
-                      "service": service, "ok": False, "error": exc.message,
-                      "hint": exc.hint or ""}, status=409)
-    return _json(result)
+    return _json(await asyncio.get_running_loop().run_in_executor(None, hub.snapshots))
+
+
+async def snapshot_take(request: web.Request) -> web.Response:
+    """POST /api/snapshots with an optional JSON body {"name": "..."}."""
+    name: str | None = None
+    if request.can_read_body:
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("name", ""), str):
+            raise web.HTTPBadRequest(text='the body is JSON like {"name": "before-upgrade"}\n')
+        name = body.get("name") or None
+    return await _act("snapshot", request.app[HUB].snapshot, name)
+
+
+async def snapshot_restore(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    return await _act("restore", request.app[HUB].restore, name, snapshot=name)
 
 
 def _sse(kind: str, data: Any) -> bytes:
@@ -198,6 +235,9 @@ def make_app(hub: Hub, token: str, port: int) -> web.Application:
     app.router.add_get("/api/stats", stats)
     app.router.add_get("/api/secrets", secrets)
     app.router.add_post("/api/services/{service}/restart", restart)
+    app.router.add_get("/api/snapshots", snapshot_list)
+    app.router.add_post("/api/snapshots", snapshot_take)
+    app.router.add_post("/api/snapshots/{name}/restore", snapshot_restore)
     return app
 
 

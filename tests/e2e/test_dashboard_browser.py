@@ -37,6 +37,7 @@ pytestmark = pytest.mark.e2e
 ARTIFACTS = ROOT / "test-artifacts"
 PASSWORD = "dash-S3cret-pw"
 WAIT = 20  # seconds a page may take to show a change (generous for a loaded CI machine)
+DATA_WAIT = 120  # a snapshot or restore stops Redis, runs a copy container and waits on it
 
 
 @dataclass
@@ -81,14 +82,14 @@ def chromium() -> webdriver.Chrome:
 
 
 def until(driver: webdriver.Chrome, check: Callable[[webdriver.Chrome], Any],
-          message: str) -> Any:
+          message: str, timeout: float = WAIT) -> Any:
     def safe(d: webdriver.Chrome) -> Any:
         try:
             return check(d)
         except WebDriverException:  # the element was redrawn meanwhile: look again
             return False
 
-    return WebDriverWait(driver, WAIT, poll_frequency=0.1).until(safe, message)
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(safe, message)
 
 
 def row_state(driver: webdriver.Chrome, service: str) -> str:
@@ -343,7 +344,7 @@ def test_security_of_the_running_server(stack: Stack):
                  if c.status == psutil.CONN_LISTEN]
     assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}
     for path in ("/", "/static/app.js", "/api/state", "/api/events", "/api/logs",
-                 "/api/stats", "/api/secrets"):
+                 "/api/stats", "/api/secrets", "/api/snapshots"):
         status, headers, _ = _get(base + path)
         assert status == 403, path
         assert not any(k.lower().startswith("access-control") for k in headers), path
@@ -355,6 +356,10 @@ def test_security_of_the_running_server(stack: Stack):
                 "Origin": "http://attacker.example"}, method="POST")[0] == 403
     assert _get(base + f"/api/services/redis/restart?token={dash.token}", method="POST")[0] \
         == 403  # a POST takes the token only in its header
+    for action in ("/api/snapshots", "/api/snapshots/any/restore"):
+        assert _get(base + action, {**token, "Origin": "http://attacker.example"},
+                    method="POST")[0] == 403
+        assert _get(base + f"{action}?token={dash.token}", method="POST")[0] == 403
     status, _, body = _get(base + f"/api/state?token={dash.token}")
     document = json.loads(body)
     assert document["schema"] == "devenv.dashboard/1" and PASSWORD not in body
@@ -390,6 +395,66 @@ def test_up_with_dashboard_serves_until_ctrl_c(stack: Stack):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _note(driver: webdriver.Chrome) -> str:
+    return driver.find_element(By.ID, "snapshot-note").text
+
+
+def test_snapshot_and_restore_buttons_bring_the_data_back(stack: Stack, browsers):
+    project = stack.project
+
+    def color() -> str:
+        return project.run("redis-cli", "get", "dash-color").stdout.strip()
+
+    project.run("redis-cli", "set", "dash-color", "blue")
+    driver = browsers()
+    driver.get(stack.dashboard.url)
+    until(driver, lambda d: d.find_element(By.ID, "snapshots-section").is_displayed(),
+          "no snapshots section")
+    driver.find_element(By.ID, "snapshot-name").send_keys("dash-base")
+    driver.find_element(By.ID, "take-snapshot").click()
+    until(driver, lambda d: _note(d).startswith("snapshot dash-base taken: redis"),
+          "the snapshot was not said taken", DATA_WAIT)
+    row = until(driver, lambda d: d.find_element(By.CSS_SELECTOR,
+                                                 "#snapshots tr[data-snapshot='dash-base']"),
+                "the snapshot is not listed")
+    assert row.find_element(By.CSS_SELECTOR, "td.holds").text == "redis"
+    assert row.find_element(By.CSS_SELECTOR, "td.size").text.endswith("B")
+    listed = json.loads(project.run("db", "snapshots", "--json").stdout)
+    assert [s["name"] for s in listed] == ["dash-base"]
+
+    project.run("redis-cli", "set", "dash-color", "red")
+    button = "#snapshots tr[data-snapshot='dash-base'] button.restore"
+    driver.find_element(By.CSS_SELECTOR, button).click()
+    alert = until(driver, lambda d: d.switch_to.alert, "no confirmation asked")
+    assert "Restore snapshot dash-base?" in alert.text
+    assert "automatic snapshot" in alert.text and "to get back" in alert.text
+    alert.dismiss()  # "no" changes nothing
+    assert color() == "red"
+    driver.find_element(By.CSS_SELECTOR, button).click()
+    until(driver, lambda d: d.switch_to.alert, "no confirmation asked").accept()
+    until(driver, lambda d: _note(d).startswith("restored dash-base"),
+          "the restore was not said done", DATA_WAIT)
+    assert color() == "blue"
+    # the automatic snapshot of the red data is named, with the way back, and listed
+    note = _note(driver)
+    auto = note.split("the data before is in snapshot ")[1].split(" ")[0]
+    assert auto.startswith("auto-") and f"devenv db restore {auto}" in note
+    until(driver, lambda d: d.find_element(By.CSS_SELECTOR,
+                                           f"#snapshots tr[data-snapshot='{auto}']"),
+          "the automatic snapshot is not listed")
+    until(driver, lambda d: row_state(d, "redis") == "running", "redis not back")
+
+    # a damaged snapshot: one line on the page, and the data stays
+    (Path(listed[0]["path"]) / "redis.tar").write_bytes(b"truncated")
+    driver.find_element(By.CSS_SELECTOR, button).click()
+    until(driver, lambda d: d.switch_to.alert, "no confirmation asked").accept()
+    until(driver, lambda d: "is damaged" in _note(d), "the damage was not shown")
+    note_node = driver.find_element(By.ID, "snapshot-note")
+    assert "failed" in (note_node.get_attribute("class") or "")
+    assert "\n" not in note_node.text and "Traceback" not in note_node.text
+    assert color() == "blue"
 
 
 def test_a_service_removed_by_hand_is_shown_removed(stack: Stack, browsers):

@@ -110,6 +110,81 @@ async function restart(service) {
   }
 }
 
+// --- snapshots --------------------------------------------------------------------------
+let snapshotDoc = null;
+
+function renderSnapshots() {
+  const section = q("#snapshots-section");
+  section.hidden = !(state && state.features.snapshots);
+  if (section.hidden || !snapshotDoc) return;
+  const busy = snapshotDoc.busy;
+  q("#take-snapshot").disabled = !!busy;
+  const body = q("#snapshots tbody");
+  body.replaceChildren();
+  if (!snapshotDoc.snapshots.length) {
+    body.append(el("tr", {}, el("td", {colSpan: 5, class: "note"}, "no snapshots yet")));
+  }
+  for (const s of snapshotDoc.snapshots.slice().reverse()) {  // newest first
+    const button = el("button", {type: "button", class: "restore", disabled: !!busy}, "restore");
+    button.addEventListener("click", () => restoreSnapshot(s.name));
+    body.append(el("tr", {"data-snapshot": s.name},
+      el("td", {class: "name"}, s.name + (s.auto ? " (automatic)" : "")),
+      el("td", {class: "size"}, s.size),
+      el("td", {class: "created"}, s.created.replace("T", " ").replace("Z", " UTC")),
+      el("td", {class: "holds"}, s.holds.join(", ") + (s.postgres_major ? ` (PostgreSQL ${s.postgres_major})` : "")),
+      el("td", {class: "action"}, button)));
+  }
+}
+
+async function loadSnapshots() {
+  try {
+    const r = await api("/api/snapshots");
+    if (!r.ok) return;
+    snapshotDoc = await r.json();
+    renderSnapshots();
+  } catch (e) { /* the feed says what is wrong */ }
+}
+
+function snapshotNote(text, failed) {
+  const note = q("#snapshot-note");
+  note.hidden = false;
+  note.className = "note" + (failed ? " failed" : "");
+  note.textContent = text.split("\n")[0];
+}
+
+async function dataAction(path, body, running, done) {
+  snapshotNote(running, false);
+  if (snapshotDoc) { snapshotDoc.busy = running; renderSnapshots(); }
+  try {
+    const options = {method: "POST"};
+    if (body) { options.body = JSON.stringify(body); options.headers = {"Content-Type": "application/json"}; }
+    const r = await api(path, options);
+    let doc = null;
+    try { doc = await r.json(); } catch (e) { doc = null; }
+    if (doc && doc.ok) snapshotNote(done(doc), false);
+    else snapshotNote(doc ? `${doc.error}${doc.hint ? " (" + doc.hint + ")" : ""}` : `failed: HTTP ${r.status}`, true);
+  } catch (e) {
+    snapshotNote(`failed: ${e}`, true);
+  }
+  await loadSnapshots();
+}
+
+function takeSnapshot() {
+  const name = q("#snapshot-name").value.trim();
+  dataAction("/api/snapshots", name ? {name} : null, "taking a snapshot (PostgreSQL and Redis stop for the copy)…",
+    (doc) => { q("#snapshot-name").value = ""; return `snapshot ${doc.snapshot.name} taken: ${doc.snapshot.holds.join(", ")}`; });
+}
+
+function restoreSnapshot(name) {
+  if (!confirm(`Restore snapshot ${name}? The current data is replaced. An automatic snapshot ` +
+               "of it is taken first; to get back, restore that one (its name is shown here, " +
+               "and listed as automatic). PostgreSQL and Redis stop for the copy.")) return;
+  dataAction(`/api/snapshots/${encodeURIComponent(name)}/restore`, null, `restoring ${name}…`,
+    (doc) => `restored ${doc.snapshot.name}` + (doc.before
+      ? `; the data before is in snapshot ${doc.before.name} (to go back: restore it, or ${doc.back})`
+      : "; there was no data before"));
+}
+
 // --- ports ----------------------------------------------------------------------------
 function renderPorts() {
   const body = q("#ports tbody");
@@ -289,6 +364,7 @@ function render() {
   renderPorts();
   renderGraph();
   renderTiming();
+  renderSnapshots();
   // how long the first view took from navigation start (bench/dashboard.py reads it)
   if (!performance.getEntriesByName("devenv:first-render").length) {
     performance.mark("devenv:first-render");
@@ -323,12 +399,15 @@ function connect() {
   });
   source.addEventListener("engine", (ev) => setEngine(JSON.parse(ev.data)));
   source.addEventListener("log", (ev) => addLog(JSON.parse(ev.data)));
+  source.addEventListener("snapshots", (ev) => { snapshotDoc = JSON.parse(ev.data); renderSnapshots(); });
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   q("#show-secrets").addEventListener("click", toggleSecrets);
   q("#refresh-stats").addEventListener("click", refreshStats);
   q("#log-service").addEventListener("change", renderLogs);
+  q("#take-snapshot").addEventListener("click", takeSnapshot);
+  loadSnapshots();
   connect();
   // a plain fetch answers sooner than the event stream opens: the first view from it
   api("/api/state").then((r) => r.ok ? r.json() : null).then((doc) => {
