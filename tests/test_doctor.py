@@ -146,7 +146,7 @@ def test_doctor_json_always_prints_json(tmp_path, monkeypatch, args, env):
     assert {"engine", "project directory"} <= {c["name"] for c in report["checks"]}
 
 
-# --- over the fake engine of tests/conftest.py ------------------------------------------
+# --- over the fake engine of tests/fake_engine.py ------------------------------------------
 def by_name(checks):
     return {c.name: c for c in checks}
 

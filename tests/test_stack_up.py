@@ -1,4 +1,4 @@
-"""The use cases over the fake engine (tests/conftest.py): up, the port race, "already up
+"""The use cases over the fake engine (tests/fake_engine.py): up, the port race, "already up
 to date", a reload instead of a restart, down. The real engine's side is in tests/e2e."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import running, stop
+from fake_engine import running, stop
 
 from devenv import stack
 from devenv.errors import PortConflictError
