@@ -47,6 +47,10 @@ def core_settings(catalog: Catalog) -> tuple[SettingSpec, ...]:
         SettingSpec("DEVENV_SNAPSHOT_DIR", ".devenv/snapshots", "dir",
                     "where `devenv db snapshot` keeps snapshots (mode 0700); relative to the "
                     "project directory"),
+        SettingSpec("DEVENV_CLUSTER_CACHE", "", "path",
+                    "where prepared PostgreSQL clusters are kept (a fresh volume starts from "
+                    "one instead of initdb); empty: $XDG_CACHE_HOME/devenv/clusters; off: "
+                    "never"),
         SettingSpec("DEVENV_SSH_CONFIG", "", "path",
                     "ssh config file for tunnels (ssh -F); empty: ssh's own (~/.ssh/config)"),
     )

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from . import data, engine_forward
+from . import clusters, data, engine_forward
 from .catalog import Selection
 from .context import Context
 from .engine import Container, Engine, EngineInfo, PortRaceError
@@ -114,8 +114,12 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         # migration succeeded (data.migrate). A fresh database may start from its seed.
         migrating = _migrating(settings, selection)
         first = tuple(s for s in selection.services if s not in migrating)
-        if set(first) - _running(before):
-            data.prepare_volumes(engine, settings, first, ctx.notify)
+        cluster = clusters.ClusterPlan()
+        if set(first) - _running(before) \
+                and not data.prepare_volumes(engine, settings, first, ctx.notify):
+            # no `seed` snapshot: a prepared cluster, else initdb
+            cluster = clusters.unpack(engine, settings, clusters.plan(
+                engine, settings, ctx.environ, first), ctx.notify)
         for attempt in range(RACE_RETRIES + 1):
             rendered = write_stack(settings, render_input(
                 settings, services, plan, info.supports_start_interval, external, host,
@@ -149,6 +153,7 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
     if not wait.ok:
         raise _not_ready(engine, settings, wait, rows)
     _check_login(settings, rows)
+    clusters.start_preparing(engine, settings, cluster)  # in the background, after initdb
     return UpResult(selection, services, plan, rendered.writes, rows, started, wait)
 
 

@@ -101,6 +101,9 @@ class FakeEngine:
     def image_present(self, reference: str) -> bool:
         return reference in self.images
 
+    def image_id(self, reference: str) -> str | None:
+        return f"sha256:{reference}" if reference in self.images else None
+
     def volumes(self, project: str) -> list[str]:
         return []
 

@@ -356,6 +356,41 @@ class Engine:
         pairs = ((data.get("Config") or {}).get("Env") or [])
         return dict(item.partition("=")[::2] for item in pairs)
 
+    def image_id(self, reference: str) -> str | None:
+        """The image's ID (sha256:...), None when it is not on this engine."""
+        try:
+            data = self._api.get(f"/images/{urllib.parse.quote(reference, safe='')}/json")
+        except _NotFound:
+            return None
+        return str(data.get("Id") or "") or None
+
+    def run_detached(self, image: str, script: str, mounts: Sequence[tuple[str, str, bool]],
+                     args: Sequence[str] = (), *, name: str,
+                     env: Mapping[str, str] | None = None,
+                     labels: Mapping[str, str] | None = None,
+                     cpu_shares: int = 0) -> CommandResult:
+        """Like run_helper, but started in the background (`docker run -d --rm`) under a
+        fixed name (a second one of that name is refused: exit code 125, "Conflict").
+        env values reach the container through the docker CLI's own environment (`-e
+        NAME`), never on a command line."""
+        import subprocess
+
+        argv = ["run", "-d", "--rm", "--name", name, "--log-driver", "none",
+                "--network", "none", "--entrypoint", "sh", "--user", "0:0"]
+        if cpu_shares:
+            argv += ["--cpu-shares", str(cpu_shares)]
+        for key, value in (labels or {}).items():
+            argv += ["--label", f"{key}={value}"]
+        for key in env or {}:
+            argv += ["-e", key]
+        for source, target, read_only in mounts:
+            argv += ["--mount", f"type={'bind' if source.startswith('/') else 'volume'},"
+                     f"source={source},target={target}" + (",readonly" if read_only else "")]
+        result = subprocess.run([_docker_cli(), *argv, image, "-c", script, "sh", *args],
+                                env={**self.target.environ(self._environ), **(env or {})},
+                                capture_output=True)
+        return CommandResult(result.returncode, _text(result.stdout), _text(result.stderr))
+
     def run_helper(self, image: str, script: str, mounts: Sequence[tuple[str, str, bool]],
                    args: Sequence[str] = ()) -> CommandResult:
         """Run a shell script in a short-lived container of `image` as root, with volumes or
