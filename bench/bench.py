@@ -74,6 +74,8 @@ FIGURES = {
     "1w": ("warm_up", "warm `devenv up` vs `compose up -d --wait` (info)", "s", None, None),
     "2": ("cold_up_vs_slowest", "cold `devenv up` vs slowest single service", "s", "ratio",
           1.2),
+    "2f": ("first_cold_up_vs_slowest", "first-ever cold `devenv up` (no prepared cluster "
+           "yet: initdb) vs slowest single service (info)", "s", None, None),
     "3": ("noop_up", "`devenv up` on a running, up-to-date stack", "s", "absolute", 0.5),
     "4": ("ports", "`devenv ports` vs `compose ps --format json`", "s", "ratio", 1.0),
     "5": ("help", "`devenv --help` vs `python -c 'import click'`", "s", "ratio", 1.7),
@@ -309,13 +311,17 @@ class Bench:
     live: list[Project] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    def project(self, role: str) -> Project:
+    def project(self, role: str, clusters: bool = True) -> Project:
+        """A project of its own; its prepared PostgreSQL clusters (a fresh volume starts
+        from one instead of initdb) go to the bench's own cache, empty at the start, or
+        nowhere (clusters=False)."""
         name = f"bench-{uuid.uuid4().hex[:10]}"
         path = self.root / f"{name}-{role}"
         path.mkdir(parents=True)
         base = self.blocks.take()
         env = {**clean_environ(), **TEST_IMAGES, "DEVENV_PROJECT": name,
-               "DEVENV_WAIT_TIMEOUT": f"{WAIT_TIMEOUT:g}"}
+               "DEVENV_WAIT_TIMEOUT": f"{WAIT_TIMEOUT:g}",
+               "DEVENV_CLUSTER_CACHE": str(self.root / "clusters") if clusters else "off"}
         for i, service in enumerate(SERVICES):
             env[f"DEVENV_{service.upper()}_PORT"] = str(base + 2 * i)
         p = Project(self, name, path, env)
@@ -410,6 +416,18 @@ def median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def wait_for_preparations(timeout: float = 120.0) -> None:
+    """Untimed: until no container prepares a cluster (devenv starts one in the background
+    after an `up` that ran initdb), so that it takes no CPU from the next measurement."""
+    deadline = time.monotonic() + timeout
+    while run(["docker", "ps", "-q", "--filter", "label=devenv.cluster"],
+              timeout=60).stdout.strip():
+        if time.monotonic() >= deadline:
+            raise BenchError("a prepared-cluster container still runs after "
+                             f"{timeout:g} s")
+        time.sleep(0.2)
+
+
 def time_up_to_ready(project: Project, service: str, values: dict[str, str],
                      port: int) -> float:
     """`compose up -d --no-deps SERVICE`, then poll its own readiness every 100 ms."""
@@ -464,7 +482,7 @@ def measure_running(bench: Bench, runs: int, say: Callable[[str], None]
                     ) -> tuple[Samples, Samples]:
     """Figures 3 and 4 on one running stack."""
     noop, ports = Samples(), Samples()
-    p = bench.project("running")
+    p = bench.project("running", clusters=False)  # cold figures start with an empty cache
     try:
         say(f"figures 3, 4: starting {p.name} (untimed)")
         p.up().check()
@@ -502,9 +520,18 @@ def measure_cold(bench: Bench, runs: int, figures: set[str], say: Callable[[str]
     compose cold up of the rendered file, then `compose down` (figure 6); then each single
     service alone in its own project (figure 2).
     """
-    cold, slowest, down, rss = Samples(), Samples(), Samples(), Samples()
+    cold, slowest, down, rss, first = Samples(), Samples(), Samples(), Samples(), Samples()
     singles = [s for s in SINGLE_SERVICES if s in bench.selected()]
     per_service: dict[str, list[float]] = {s: [] for s in singles}
+    # The first-ever cold up: no prepared cluster yet, so PostgreSQL runs initdb (figure
+    # 2f); it leaves one, which every later fresh volume starts from.
+    p = bench.project("cold-first")
+    try:
+        first.devenv.append(p.up().check().seconds)
+        wait_for_preparations()
+    finally:
+        p.cleanup()
+    say(f"first cold up (initdb; prepares a cluster): {first.devenv[-1]:.2f} s")
     for i in range(runs):
         # devenv, cold: a new project name has no containers and no volumes
         p = bench.project("cold-devenv")
@@ -512,6 +539,10 @@ def measure_cold(bench: Bench, runs: int, figures: set[str], say: Callable[[str]
             ran = p.up().check()
             cold.devenv.append(ran.seconds)
             rss.devenv.append(ran.max_rss_kb / 1024)
+            if "postgres" in bench.selected() and "prepared cluster" not in ran.stderr:
+                bench.warnings.append(f"cold run {i + 1}: `devenv up` did not start from a "
+                                      "prepared cluster")
+            wait_for_preparations()
             if "6" in figures:
                 down.devenv.append(p.devenv("down").check().seconds)
         finally:
@@ -546,13 +577,14 @@ def measure_cold(bench: Bench, runs: int, figures: set[str], say: Callable[[str]
         worst = max(medians, key=lambda s: medians[s])
         slowest.reference = per_service[worst]
         slowest.extra = {"slowest": worst, "medians": medians, "runs": per_service}
-    return cold, slowest, down, rss
+        first.reference = per_service[worst]
+    return cold, slowest, down, rss, first
 
 
 def measure_warm(bench: Bench, runs: int, say: Callable[[str], None]) -> Samples:
     """Containers removed, volumes kept: `devenv down` / `compose down` between runs."""
     s = Samples()
-    p = bench.project("warm-devenv")
+    p = bench.project("warm-devenv", clusters=False)  # its volumes are kept anyway
     r = bench.project("warm-compose")
     try:
         say(f"warm: preparing {p.name} and {r.name} (untimed)")
@@ -852,11 +884,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             got = attempt(["3", "4"], lambda: measure_running(bench, args.runs, say))
             if got:
                 results["3"], results["4"] = got
-        cold_ids = [f for f in ("1", "2", "6", "7") if f in wanted]
+        if "2" in wanted:
+            wanted.add("2f")
+        cold_ids = [f for f in ("1", "2", "6", "7", "2f") if f in wanted]
         if cold_ids:
             got = attempt(cold_ids, lambda: measure_cold(bench, args.runs, wanted, say))
             if got:
-                for fid, samples in zip(("1", "2", "6", "7"), got, strict=True):
+                for fid, samples in zip(("1", "2", "6", "7", "2f"), got, strict=True):
                     if fid in wanted:
                         results[fid] = samples
         if "1w" in wanted:

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from .engine import Engine
     from .settings import Settings
 
@@ -37,6 +39,7 @@ FORMAT = "1"
 SETTING = "DEVENV_CLUSTER_CACHE"
 OFF = "off"
 SUFFIX = ".tar"
+DIGEST = ".sha256"  # beside each cluster: the sha256 of its tar, written before it
 TMP_PREFIX = ".tmp-"
 ASIDE_PREFIX = ".damaged-"
 #: prepared clusters kept (the most recently used); older ones are removed
@@ -83,7 +86,7 @@ PREPARE_SCRIPT = r"""
 set -eu
 key=$1 uid=$2 gid=$3
 tmp="/cache/.tmp-$key-$(hostname)"
-trap 'rm -f "$tmp"' EXIT
+trap 'rm -f "$tmp" "$tmp.sha256"' EXIT
 mkdir -m 755 /tmp/devenv-cluster
 export PGDATA=/tmp/devenv-cluster/data
 docker-entrypoint.sh postgres -c listen_addresses=127.0.0.1 -p 5432 \
@@ -98,8 +101,10 @@ wait "$pid" || true
 pg_controldata "$PGDATA" | grep -q '^Database cluster state: *shut down$'
 umask 077
 tar -cf "$tmp" --exclude=./postmaster.pid --exclude=./postmaster.opts -C "$PGDATA" .
-chown "$uid:$gid" "$tmp"
-chmod 600 "$tmp"
+sha256sum "$tmp" | cut -c1-64 >"$tmp.sha256"
+chown "$uid:$gid" "$tmp" "$tmp.sha256"
+chmod 600 "$tmp" "$tmp.sha256"
+mv "$tmp.sha256" "/cache/$key.sha256"
 mv "$tmp" "/cache/$key.tar"
 """
 
@@ -176,10 +181,25 @@ def find(root: Path, key: str) -> Path | None:
         return None
 
 
+def verify(path: Path) -> bool:
+    """The tar is whole: its sha256 is the one written beside it when it was made."""
+    try:
+        want = path.with_suffix(DIGEST).read_text(encoding="ascii").strip()
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return len(want) == 64 and digest.hexdigest() == want
+
+
 def set_aside(path: Path, now: float | None = None) -> Path | None:
     """Rename a damaged cluster out of the way (pruned later); None when that failed."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now if now is not None else time.time()))
     target = path.with_name(f"{ASIDE_PREFIX}{stamp}-{path.name}")
+    with contextlib.suppress(OSError):
+        path.with_suffix(DIGEST).unlink()
     try:
         os.replace(path, target)
     except OSError:
@@ -217,8 +237,12 @@ def prune(root: Path, keep: int = KEEP, now: float | None = None) -> list[str]:
             gone.append(entry)
         elif name.endswith(SUFFIX) and not name.startswith("."):
             clusters.append((entry.stat().st_mtime, name, entry))
+        elif name.endswith(DIGEST) and not name.startswith(".") \
+                and not entry.with_suffix(SUFFIX).exists() and age > STALE_TMP_SECONDS:
+            gone.append(entry)  # its tar was removed (or never came)
     clusters.sort(reverse=True)
-    gone += [entry for _mtime, _name, entry in clusters[keep:]]
+    for _mtime, _name, entry in clusters[keep:]:
+        gone += [entry, entry.with_suffix(DIGEST)]
     removed = []
     for entry in gone:
         with contextlib.suppress(OSError):
@@ -261,27 +285,56 @@ def unpack(engine: Engine, settings: Settings, cluster: ClusterPlan,
     path = find(cluster.root, cluster.key)
     if path is None:
         return cluster
+    if not verify(path):
+        set_aside(path)
+        notify(f"postgres: the prepared cluster {path.name} is damaged (its checksum does not "
+               "match); set aside, running initdb instead")
+        return cluster
     from .data import VOLUME_KEYS, volume_name
+    from .errors import DevenvError
 
     name = volume_name(settings, SERVICE)
-    engine.create_volume(name, {"com.docker.compose.project": settings.project,
-                                "com.docker.compose.volume": VOLUME_KEYS[SERVICE]})
-    result = engine.run_helper(cluster.image, UNPACK_SCRIPT,
-                               [(name, "/vol", False), (str(path), "/in/cluster.tar", True)])
-    if result.returncode == 0:
-        touch(path)
-        notify("postgres: fresh volume, starting from a prepared cluster (no initdb)")
-        return ClusterPlan(cluster.root, cluster.key, cluster.image, used=True)
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    why = lines[-1].strip() if lines else f"exit {result.returncode}"
-    if result.returncode == EXIT_DAMAGED:
-        set_aside(path)
-        notify(f"postgres: the prepared cluster {path.name} is damaged ({why}); set aside, "
-               "running initdb instead")
-    else:
-        notify(f"postgres: could not use the prepared cluster ({why}); running initdb "
+    labels = {"com.docker.compose.project": settings.project,
+              "com.docker.compose.volume": VOLUME_KEYS[SERVICE]}
+    try:
+        with open(path, "rb") as archive:
+            filled = engine.fill_new_volume(name, labels, cluster.image, settings.catalog[
+                SERVICE].data_dirs[0], archive, path.stat().st_size)
+    except (OSError, DevenvError) as exc:
+        # Only this call created the volume: remove it, so compose creates it empty.
+        with contextlib.suppress(DevenvError):
+            engine.remove_volume(name)
+        notify(f"postgres: could not use the prepared cluster ({exc}); running initdb "
                "instead")
-    return cluster
+        return cluster
+    if not filled:  # an engine not reached over the local socket: a helper container
+        engine.create_volume(name, labels)
+        result = engine.run_helper(cluster.image, UNPACK_SCRIPT,
+                                   [(name, "/vol", False), (str(path), "/in/cluster.tar", True)])
+        if result.returncode:
+            lines = [line for line in result.stderr.splitlines() if line.strip()]
+            why = lines[-1].strip() if lines else f"exit {result.returncode}"
+            notify(f"postgres: could not use the prepared cluster ({why}); running initdb "
+                   "instead")
+            return cluster
+    touch(path)
+    notify("postgres: fresh volume, starting from a prepared cluster (no initdb)")
+    return ClusterPlan(cluster.root, cluster.key, cluster.image, used=True)
+
+
+def unpack_in_background(engine: Engine, settings: Settings, cluster: ClusterPlan,
+                         notify: Callable[[str], None]) -> Future[ClusterPlan] | None:
+    """unpack() in a thread when there is a cluster to unpack (None otherwise); the caller
+    starts PostgreSQL after its result."""
+    if cluster.root is None or find(cluster.root, cluster.key) is None:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="devenv-cluster")
+    try:
+        return pool.submit(unpack, engine, settings, cluster, notify)
+    finally:
+        pool.shutdown(wait=False)
 
 
 def start_preparing(engine: Engine, settings: Settings, cluster: ClusterPlan) -> bool:

@@ -4,7 +4,7 @@ and the port race's retry are `stack.up`'s steps."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from .builds import service_build
 from .engine import Container, Engine
@@ -18,9 +18,12 @@ from .state import ProjectState, known_secrets
 
 def start(engine: Engine, settings: Settings, names: Sequence[str], rendered: Rendered,
           before: Mapping[str, Container], state: ProjectState,
-          notify: Callable[[str], None], first: bool = True) -> None:
+          notify: Callable[[str], None], first: bool = True,
+          held: Mapping[str, Callable[[], object]] | None = None) -> None:
     """Create or recreate `names` as rendered. Raises PortRaceError when a planned port was
-    taken meanwhile (the caller replans), other errors with every known secret masked."""
+    taken meanwhile (the caller replans), other errors with every known secret masked.
+    A service in `held` starts once its callable returned (its volume is being filled
+    meanwhile)."""
     compose = engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
     missing = missing_images(engine, settings, rendered.services)
     if first:
@@ -32,7 +35,10 @@ def start(engine: Engine, settings: Settings, names: Sequence[str], rendered: Re
     notify(f"starting {', '.join(names)}"
            + (f" (building {', '.join(sorted(built))})" if rebuild else ""))
     try:
-        for wave in waves(settings, names, before):
+        for wave in waves(settings, names, before, held or {}):
+            for name in wave:
+                if held and name in held:
+                    held[name]()
             compose.up(wave, build=rebuild and bool(built & set(wave)))
     except DevenvError as exc:
         if isinstance(exc, ImageMissingError) and not exc.image and missing:
@@ -53,10 +59,15 @@ def needs_rebuild(rendered: Rendered, state: ProjectState,
                                      or not set(rendered.builds) <= set(before))
 
 
-def waves(settings: Settings, names: Sequence[str],
-          before: Mapping[str, Container]) -> list[list[str]]:
+def waves(settings: Settings, names: Sequence[str], before: Mapping[str, Container],
+          held: Collection[str] = ()) -> list[list[str]]:
     """The services to start, in waves: on a cold start the slow initialisers first, so
-    their initialisation overlaps the start of the rest; else all in one compose call."""
+    their initialisation overlaps the start of the rest; else all in one compose call.
+    With a held service (its volume is being filled from a prepared cluster, so there is
+    no long initialisation to overlap) all in one call, once it may start: a second
+    compose call costs more than the filling."""
+    if any(s in held for s in names):
+        return [list(names)]
     first = [s for s in names if settings.catalog[s].start_first and s not in before]
     rest = [s for s in names if s not in first]
     return [wave for wave in (first, rest) if wave]

@@ -114,12 +114,13 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         # migration succeeded (data.migrate). A fresh database may start from its seed.
         migrating = _migrating(settings, selection)
         first = tuple(s for s in selection.services if s not in migrating)
-        cluster = clusters.ClusterPlan()
+        cluster, unpacking = clusters.ClusterPlan(), None
         if set(first) - _running(before) \
                 and not data.prepare_volumes(engine, settings, first, ctx.notify):
-            # no `seed` snapshot: a prepared cluster, else initdb
-            cluster = clusters.unpack(engine, settings, clusters.plan(
-                engine, settings, ctx.environ, first), ctx.notify)
+            # No `seed` snapshot: a prepared cluster, else initdb. Its unpacking overlaps
+            # the start of the other services; PostgreSQL starts after it.
+            cluster = clusters.plan(engine, settings, ctx.environ, first)
+            unpacking = clusters.unpack_in_background(engine, settings, cluster, ctx.notify)
         for attempt in range(RACE_RETRIES + 1):
             rendered = write_stack(settings, render_input(
                 settings, services, plan, info.supports_start_interval, external, host,
@@ -129,12 +130,15 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
                 break
             try:
                 start(engine, settings, first, rendered, before, state,
-                      ctx.notify, first=attempt == 0)
+                      ctx.notify, first=attempt == 0,
+                      held={clusters.SERVICE: unpacking.result} if unpacking else None)
                 break
             except PortRaceError as race:
                 plan = _replan_after_race(ctx, engine, settings, planner, plan, race,
                                           last=attempt == RACE_RETRIES)
 
+        if unpacking is not None:
+            cluster = unpacking.result()
         for name in migrating if started else ():
             _migrate_then_start(ctx, engine, settings, name, plan, host,
                                 needs_rebuild(rendered, state, before))

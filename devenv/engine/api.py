@@ -364,6 +364,44 @@ class Engine:
             return None
         return str(data.get("Id") or "") or None
 
+    def fill_new_volume(self, name: str, labels: Mapping[str, str], image: str, target: str,
+                        archive: BinaryIO, size: int) -> bool:
+        """Create the volume `name` and unpack a tar into it without starting a container:
+        a container of `image` with the volume at `target` is created (never started), the
+        archive goes in over the Engine API as `docker cp` does, and the container is
+        removed. False (nothing done) when the engine is not reached over the local socket;
+        ComposeError when a step failed (the volume may then hold part of the archive)."""
+        transport = self._api._transport
+        if not isinstance(transport, _UnixSocket):
+            return False
+
+        def send(method: str, path: str, query: Mapping[str, str] | None = None,
+                 body: Any = b"", content_type: str = "application/json",
+                 timeout: float = 30.0) -> bytes:
+            try:
+                status, answer = transport.request(method, path, query, timeout, body,
+                                                   content_type)
+            except OSError as exc:
+                raise _unreachable(self.target, exc) from exc
+            if status >= 400:
+                raise ComposeError(f"Docker engine answered {status} to {method} {path}: "
+                                   f"{_engine_message(answer)}")
+            return answer
+
+        send("POST", "/volumes/create", body=json.dumps(
+            {"Name": name, "Labels": dict(labels)}).encode())
+        created = json.loads(send("POST", "/containers/create", body=json.dumps({
+            "Image": image, "Entrypoint": ["true"], "Cmd": [], "NetworkDisabled": True,
+            "HostConfig": {"Mounts": [{"Type": "volume", "Source": name, "Target": target}],
+                           "LogConfig": {"Type": "none"}}}).encode()))
+        try:
+            send("PUT", f"/containers/{created['Id']}/archive", {"path": target},
+                 (archive, size), "application/x-tar", timeout=300.0)
+        finally:
+            with contextlib.suppress(ComposeError, DockerUnavailableError):
+                send("DELETE", f"/containers/{created['Id']}", {"v": "1", "force": "1"})
+        return True
+
     def run_detached(self, image: str, script: str, mounts: Sequence[tuple[str, str, bool]],
                      args: Sequence[str] = (), *, name: str,
                      env: Mapping[str, str] | None = None,

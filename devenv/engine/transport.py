@@ -26,6 +26,10 @@ class _Transport(Protocol):
                timeout: float | None) -> _Stream: ...
 
 
+#: a request body: bytes, or (a readable file, its size in bytes)
+Body = bytes | tuple[Any, int]
+
+
 class _UnixSocket:
     """HTTP/1.0 by hand over the local unix socket, standard library only.
 
@@ -37,14 +41,23 @@ class _UnixSocket:
         self.path = path
 
     def request(self, method: str, path: str, query: Mapping[str, str] | None,
-                timeout: float) -> tuple[int, bytes]:
+                timeout: float, body: Body = b"",
+                content_type: str = "application/json") -> tuple[int, bytes]:
         url = path + ("?" + urllib.parse.urlencode(query) if query else "")
+        size = len(body) if isinstance(body, bytes) else body[1]
         head = (f"{method} {url} HTTP/1.0\r\nHost: docker\r\nConnection: close\r\n"
-                "Content-Length: 0\r\n\r\n")
+                + (f"Content-Type: {content_type}\r\n" if size else "")
+                + f"Content-Length: {size}\r\n\r\n")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(self.path)
             sock.sendall(head.encode())
+            if isinstance(body, bytes):
+                if body:
+                    sock.sendall(body)
+            else:
+                while chunk := body[0].read(1 << 20):
+                    sock.sendall(chunk)
             chunks = []
             while chunk := sock.recv(65536):
                 chunks.append(chunk)

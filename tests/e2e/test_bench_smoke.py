@@ -62,7 +62,7 @@ def test_quick_json_reports_every_figure(tmp_path: Path, engine: str) -> None:
         assert math.isclose(figure["ratio"], figure["devenv"] / figure["reference"])
         assert figure["target"].startswith("<="), (fid, figure)
         assert len(figure["runs"]["devenv"]) == len(figure["runs"]["reference"]) >= 1
-    assert set(report["skipped"]) == {"1", "1w", "2", "6", "7"}
+    assert set(report["skipped"]) == {"1", "1w", "2", "2f", "6", "7"}
 
     # everything the benchmark started is gone, and its temp dirs too
     assert _bench_containers() <= before

@@ -1,0 +1,299 @@
+"""Prepared clusters: the key, the cache directory, and the three steps `up` takes (plan,
+unpack, start preparing) over a recording engine. The real engine's side (a real cluster
+made, unpacked and logged into) is tests/e2e/test_clusters.py."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devenv import clusters
+from devenv.clusters import ClusterPlan
+from devenv.engine import CommandResult
+from devenv.settings import load_settings
+
+IMAGE_ID = "sha256:" + "ab" * 32
+ENV = {"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": "password",
+       "POSTGRES_DB": "cirkelline_agents"}
+SEEDS = [("01-schema.sql", 0, "00" * 32)]
+
+
+# --- the key -----------------------------------------------------------------------------
+def test_the_key_is_stable_and_hex():
+    key = clusters.cluster_key(IMAGE_ID, ENV, SEEDS)
+    assert key == clusters.cluster_key(IMAGE_ID, dict(reversed(ENV.items())), SEEDS)
+    assert len(key) == 32 and int(key, 16) >= 0
+
+
+@pytest.mark.parametrize("change", [
+    {"image": "sha256:" + "cd" * 32},
+    {"env": {**ENV, "POSTGRES_PASSWORD": "other"}},
+    {"env": {**ENV, "POSTGRES_USER": "app"}},
+    {"env": {**ENV, "POSTGRES_DB": "other_db"}},
+    {"seeds": []},
+    {"seeds": [("02-schema.sql", 0, "00" * 32)]},
+    {"seeds": [("01-schema.sql", 0o111, "00" * 32)]},
+    {"seeds": [("01-schema.sql", 0, "11" * 32)]},
+])
+def test_anything_that_changes_the_cluster_changes_the_key(change):
+    inputs: dict[str, Any] = {"image": IMAGE_ID, "env": ENV, "seeds": SEEDS, **change}
+    assert clusters.cluster_key(inputs["image"], inputs["env"], inputs["seeds"]) != \
+        clusters.cluster_key(IMAGE_ID, ENV, SEEDS)
+
+
+def test_a_new_format_changes_the_key(monkeypatch):
+    before = clusters.cluster_key(IMAGE_ID, ENV, SEEDS)
+    monkeypatch.setattr(clusters, "FORMAT", "2")
+    assert clusters.cluster_key(IMAGE_ID, ENV, SEEDS) != before
+
+
+def test_the_password_is_not_in_the_key():
+    env = {**ENV, "POSTGRES_PASSWORD": "s3cret-passw0rd"}
+    assert "s3cret" not in clusters.cluster_key(IMAGE_ID, env, SEEDS)
+
+
+def test_seed_files_list_names_exec_bits_and_contents(tmp_path):
+    seed = tmp_path / "seed"
+    (seed / "sub").mkdir(parents=True)
+    (seed / "02-data.sql").write_text("insert into t values (1);")
+    (seed / "01-run.sh").write_text("#!/bin/sh\n")
+    (seed / "01-run.sh").chmod(0o755)
+    (seed / "sub" / "x.csv").write_text("1\n")
+    files = clusters.seed_files(seed)
+    assert [(name, bits) for name, bits, _digest in files] == \
+        [("01-run.sh", 0o111), ("02-data.sql", 0), ("sub/x.csv", 0)]
+    (seed / "02-data.sql").write_text("insert into t values (2);")
+    assert clusters.seed_files(seed) != files
+    assert clusters.seed_files(tmp_path / "missing") == []
+
+
+# --- the cache directory -------------------------------------------------------------------
+def _settings(tmp_path: Path, **environ: str):
+    return load_settings(tmp_path, {"DEVENV_PROJECT": "unit", **environ}, {})
+
+
+def test_the_cache_is_per_user_by_default(tmp_path):
+    settings = _settings(tmp_path)
+    assert clusters.cache_root(settings, {"HOME": "/home/u"}) == \
+        Path("/home/u/.cache/devenv/clusters")
+    assert clusters.cache_root(settings, {"HOME": "/home/u", "XDG_CACHE_HOME": "/c"}) == \
+        Path("/c/devenv/clusters")
+    assert clusters.cache_root(settings, {}) is None  # no home: nowhere to keep one
+
+
+def test_the_cache_setting_moves_it_or_turns_it_off(tmp_path):
+    assert clusters.cache_root(_settings(tmp_path, DEVENV_CLUSTER_CACHE="/x/y"), {}) == \
+        Path("/x/y")
+    assert clusters.cache_root(_settings(tmp_path, DEVENV_CLUSTER_CACHE="rel"), {}) == \
+        tmp_path / "rel"
+    for off in ("off", "OFF"):
+        assert clusters.cache_root(_settings(tmp_path, DEVENV_CLUSTER_CACHE=off),
+                                   {"HOME": "/home/u"}) is None
+
+
+def test_ensure_root_creates_a_private_directory(tmp_path):
+    root = tmp_path / "a" / "clusters"
+    assert clusters.ensure_root(root)
+    assert root.stat().st_mode & 0o777 == 0o700
+
+
+def test_ensure_root_says_no_for_a_file_in_the_way(tmp_path):
+    (tmp_path / "file").write_text("")
+    assert not clusters.ensure_root(tmp_path / "file" / "clusters")
+
+
+def test_find_wants_a_non_empty_file(tmp_path):
+    assert clusters.find(tmp_path, "k") is None
+    (tmp_path / "k.tar").write_bytes(b"")
+    assert clusters.find(tmp_path, "k") is None
+    (tmp_path / "k.tar").write_bytes(b"x")
+    assert clusters.find(tmp_path, "k") == tmp_path / "k.tar"
+
+
+def test_set_aside_renames_the_file_out_of_the_way(tmp_path):
+    path = tmp_path / "k.tar"
+    path.write_bytes(b"x")
+    aside = clusters.set_aside(path, now=0)
+    assert aside == tmp_path / ".damaged-19700101-000000-k.tar"
+    assert aside.read_bytes() == b"x" and not path.exists()
+    assert clusters.find(tmp_path, "k") is None
+
+
+def test_prune_keeps_the_most_recently_used(tmp_path):
+    now = time.time()
+    for i in range(5):
+        path = tmp_path / f"k{i}.tar"
+        path.write_bytes(b"x")
+        os.utime(path, (now - 100 + i, now - 100 + i))
+    clusters.touch(tmp_path / "k0.tar")  # used just now
+    (tmp_path / ".damaged-1-k9.tar").write_bytes(b"x")
+    old_tmp, new_tmp = tmp_path / ".tmp-old-abc", tmp_path / ".tmp-new-abc"
+    old_tmp.write_bytes(b"x")
+    new_tmp.write_bytes(b"x")
+    os.utime(old_tmp, (now - 7200, now - 7200))
+    (tmp_path / "notes.txt").write_text("not ours")
+    removed = clusters.prune(tmp_path, keep=3, now=now)
+    assert sorted(removed) == [".damaged-1-k9.tar", ".tmp-old-abc", "k1.tar", "k2.tar"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == \
+        [".tmp-new-abc", "k0.tar", "k3.tar", "k4.tar", "notes.txt"]
+
+
+# --- the steps `up` takes, over a recording engine -----------------------------------------
+@dataclass
+class Recorder:
+    images: dict[str, str] = field(default_factory=lambda: {"devenv-test/pg": IMAGE_ID})
+    volumes: set[str] = field(default_factory=set)
+    remote_host: str | None = None
+    helper_code: int = 0
+    detached_code: int = 0
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+
+    def volume_exists(self, name: str) -> bool:
+        return name in self.volumes
+
+    def image_id(self, reference: str) -> str | None:
+        return self.images.get(reference)
+
+    def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        self.volumes.add(name)
+        self.calls.append(("create_volume", (name, labels)))
+
+    def run_helper(self, image: str, script: str, mounts: Any, args: Any = ()) -> CommandResult:
+        self.calls.append(("run_helper", (image, list(mounts))))
+        return CommandResult(self.helper_code, "", "tar: Unexpected EOF in archive\n"
+                             if self.helper_code else "")
+
+    def run_detached(self, image: str, script: str, mounts: Any, args: Any = (),
+                     **options: Any) -> CommandResult:
+        self.calls.append(("run_detached", (image, list(mounts), list(args), options)))
+        return CommandResult(self.detached_code, "", "")
+
+
+@pytest.fixture
+def project(tmp_path):
+    root = tmp_path / "cache"
+    settings = load_settings(tmp_path / "p", {
+        "DEVENV_PROJECT": "unit", "DEVENV_POSTGRES_IMAGE": "devenv-test/pg",
+        "DEVENV_POSTGRES_PASSWORD": "s3cret", "DEVENV_CLUSTER_CACHE": str(root)}, {})
+    (tmp_path / "p" / "db" / "seed").mkdir(parents=True)
+    (tmp_path / "p" / "db" / "seed" / "01.sql").write_text("create table t (x int);")
+    return settings, root
+
+
+def test_plan_keys_a_fresh_volume(project):
+    settings, root = project
+    plan = clusters.plan(Recorder(), settings, {}, ["postgres", "redis"])
+    assert plan.root == root and plan.prepare and not plan.used
+    assert plan.key == clusters.cluster_key(IMAGE_ID, {
+        "POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": "s3cret",
+        "POSTGRES_DB": "cirkelline_agents"}, clusters.seed_files(settings.seed_dir))
+
+
+@pytest.mark.parametrize("why", ["no postgres", "volume", "remote", "no image", "template",
+                                 "off"])
+def test_plan_does_nothing_when_it_does_not_apply(project, why, tmp_path):
+    settings, _root = project
+    engine = Recorder()
+    services = ["redis"] if why == "no postgres" else ["postgres"]
+    if why == "volume":
+        engine.volumes.add("unit_postgres-data")
+    if why == "remote":
+        engine.remote_host = "devbox"
+    if why == "no image":
+        engine.images = {}
+    if why == "template":
+        path = settings.project_dir / clusters.TEMPLATE
+        path.parent.mkdir(parents=True)
+        path.write_text("")
+    if why == "off":
+        settings = load_settings(settings.project_dir, {
+            "DEVENV_PROJECT": "unit", "DEVENV_CLUSTER_CACHE": "off"}, {})
+    assert clusters.plan(engine, settings, {"HOME": str(tmp_path)}, services) == ClusterPlan()
+
+
+def _plan(root: Path) -> ClusterPlan:
+    return ClusterPlan(root=root, key="k" * 32, image="devenv-test/pg", prepare=True)
+
+
+def test_unpack_without_a_cluster_leaves_the_volume_to_initdb(project):
+    settings, root = project
+    engine, notes = Recorder(), []
+    assert clusters.unpack(engine, settings, _plan(root), notes.append) == _plan(root)
+    assert engine.calls == [] and notes == []
+
+
+def test_unpack_creates_the_volume_with_composes_labels_and_fills_it(project):
+    settings, root = project
+    root.mkdir()
+    (root / f"{'k' * 32}.tar").write_bytes(b"tar")
+    engine, notes = Recorder(), []
+    result = clusters.unpack(engine, settings, _plan(root), notes.append)
+    assert result.used and not result.prepare
+    assert engine.calls[0] == ("create_volume", ("unit_postgres-data", {
+        "com.docker.compose.project": "unit", "com.docker.compose.volume": "postgres-data"}))
+    assert engine.calls[1] == ("run_helper", ("devenv-test/pg", [
+        ("unit_postgres-data", "/vol", False),
+        (str(root / f"{'k' * 32}.tar"), "/in/cluster.tar", True)]))
+    assert notes == ["postgres: fresh volume, starting from a prepared cluster (no initdb)"]
+
+
+def test_a_damaged_cluster_is_set_aside_and_initdb_runs(project):
+    settings, root = project
+    root.mkdir()
+    (root / f"{'k' * 32}.tar").write_bytes(b"tar")
+    engine, notes = Recorder(helper_code=clusters.EXIT_DAMAGED), []
+    result = clusters.unpack(engine, settings, _plan(root), notes.append)
+    assert not result.used and result.prepare  # initdb, and a new cluster afterwards
+    assert clusters.find(root, "k" * 32) is None
+    assert [p.name.startswith(".damaged-") for p in root.iterdir()] == [True]
+    assert "damaged (tar: Unexpected EOF in archive); set aside, running initdb" in notes[0]
+
+
+def test_another_unpack_failure_keeps_the_cluster(project):
+    settings, root = project
+    root.mkdir()
+    (root / f"{'k' * 32}.tar").write_bytes(b"tar")
+    engine, notes = Recorder(helper_code=125), []
+    assert not clusters.unpack(engine, settings, _plan(root), notes.append).used
+    assert clusters.find(root, "k" * 32) is not None
+    assert "could not use the prepared cluster" in notes[0]
+
+
+def test_preparing_runs_detached_low_priority_with_the_password_only_in_env(project):
+    settings, root = project
+    engine = Recorder()
+    assert clusters.start_preparing(engine, settings, _plan(root))
+    [(what, (image, mounts, args, options))] = engine.calls
+    assert what == "run_detached" and image == "devenv-test/pg"
+    assert mounts == [(str(root), "/cache", False),
+                      (str(settings.seed_dir), "/docker-entrypoint-initdb.d", True)]
+    assert args == ["k" * 32, str(os.getuid()), str(os.getgid())]
+    assert options["name"] == f"devenv-cluster-{'k' * 16}"
+    assert options["env"]["POSTGRES_PASSWORD"] == "s3cret"
+    assert "s3cret" not in " ".join(args) + options["name"]
+    assert options["labels"] == {"devenv.cluster": "k" * 32}
+    assert options["cpu_shares"] == clusters.CPU_SHARES
+    assert root.stat().st_mode & 0o777 == 0o700
+
+
+def test_nothing_is_prepared_when_a_cluster_exists_was_used_or_is_off(project):
+    settings, root = project
+    engine = Recorder()
+    assert not clusters.start_preparing(engine, settings, ClusterPlan())
+    used = ClusterPlan(root=root, key="k" * 32, image="devenv-test/pg", used=True)
+    assert not clusters.start_preparing(engine, settings, used)
+    root.mkdir()
+    (root / f"{'k' * 32}.tar").write_bytes(b"tar")
+    assert not clusters.start_preparing(engine, settings, _plan(root))
+    assert engine.calls == []
+
+
+def test_a_second_preparation_of_the_same_key_is_refused_quietly(project):
+    settings, root = project
+    engine = Recorder(detached_code=125)  # the name is taken: one is running
+    assert not clusters.start_preparing(engine, settings, _plan(root))
