@@ -4,10 +4,11 @@ and the port race's retry are `stack.up`'s steps."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from .builds import service_build
-from .engine import Container, Engine
+from .engine import Compose, Container, Engine
 from .errors import DevenvError, ImageMissingError
 from .render import COMPOSE_FILE
 from .report import mask
@@ -23,7 +24,7 @@ def start(engine: Engine, settings: Settings, names: Sequence[str], rendered: Re
     """Create or recreate `names` as rendered. Raises PortRaceError when a planned port was
     taken meanwhile (the caller replans), other errors with every known secret masked.
     A service in `held` starts once its callable returned (its volume is being filled
-    meanwhile)."""
+    meanwhile), while the rest of its wave starts."""
     compose = engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
     missing = missing_images(engine, settings, rendered.services)
     if first:
@@ -36,10 +37,8 @@ def start(engine: Engine, settings: Settings, names: Sequence[str], rendered: Re
            + (f" (building {', '.join(sorted(built))})" if rebuild else ""))
     try:
         for wave in waves(settings, names, before, held or {}):
-            for name in wave:
-                if held and name in held:
-                    held[name]()
-            compose.up(wave, build=rebuild and bool(built & set(wave)))
+            up_holding(engine, settings, compose, wave, held or {},
+                       build=rebuild and bool(built & set(wave)))
     except DevenvError as exc:
         if isinstance(exc, ImageMissingError) and not exc.image and missing:
             images = ", ".join(image for _name, image in missing)
@@ -50,6 +49,38 @@ def start(engine: Engine, settings: Settings, names: Sequence[str], rendered: Re
         exc.detail = mask(exc.detail, secrets) if exc.detail else exc.detail
         raise
     reload_changed(engine, settings, rendered, before)
+
+
+def up_holding(engine: Engine, settings: Settings, compose: Compose, wave: Sequence[str],
+               held: Mapping[str, Callable[[], object]], build: bool) -> None:
+    """`compose up` of the wave; its held services from a second thread, each once its
+    callable returned and the project's network exists (the first call creates it, and
+    two calls must not both try to)."""
+    now = [s for s in wave if s not in held]
+    later = [s for s in wave if s in held]
+    if not later or not now:
+        for name in later:
+            held[name]()
+        compose.up(wave, build=build)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = threading.Event()
+
+    def start_later() -> None:
+        for name in later:
+            held[name]()
+        while not done.is_set() and engine.network(settings.network) is None:
+            done.wait(0.05)
+        compose.up(later, build=build)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="devenv-held") as pool:
+        future = pool.submit(start_later)
+        try:
+            compose.up(now, build=build)
+        finally:
+            done.set()
+        future.result()
 
 
 def needs_rebuild(rendered: Rendered, state: ProjectState,

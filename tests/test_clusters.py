@@ -4,6 +4,7 @@ made, unpacked and logged into) is tests/e2e/test_clusters.py."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import pytest
 from devenv import clusters
 from devenv.clusters import ClusterPlan
 from devenv.engine import CommandResult
+from devenv.errors import ComposeError
 from devenv.settings import load_settings
 
 IMAGE_ID = "sha256:" + "ab" * 32
@@ -151,6 +153,8 @@ class Recorder:
     remote_host: str | None = None
     helper_code: int = 0
     detached_code: int = 0
+    api_fill: bool = True
+    fill_error: str = ""
     calls: list[tuple[str, Any]] = field(default_factory=list)
 
     def volume_exists(self, name: str) -> bool:
@@ -162,6 +166,17 @@ class Recorder:
     def create_volume(self, name: str, labels: dict[str, str]) -> None:
         self.volumes.add(name)
         self.calls.append(("create_volume", (name, labels)))
+
+    def fill_new_volume(self, name: str, labels: dict[str, str], image: str, target: str,
+                        archive: Any, size: int) -> bool:
+        self.calls.append(("fill_new_volume", (name, labels, image, target, archive.read())))
+        if self.fill_error:
+            raise ComposeError(self.fill_error)
+        return self.api_fill
+
+    def remove_volume(self, name: str) -> None:
+        self.volumes.discard(name)
+        self.calls.append(("remove_volume", name))
 
     def run_helper(self, image: str, script: str, mounts: Any, args: Any = ()) -> CommandResult:
         self.calls.append(("run_helper", (image, list(mounts))))
@@ -227,41 +242,74 @@ def test_unpack_without_a_cluster_leaves_the_volume_to_initdb(project):
     assert engine.calls == [] and notes == []
 
 
+def _store(root: Path, data: bytes = b"a tar", digest: str | None = None) -> Path:
+    root.mkdir(exist_ok=True)
+    path = root / f"{'k' * 32}.tar"
+    path.write_bytes(data)
+    (root / f"{'k' * 32}.sha256").write_text(
+        (digest or hashlib.sha256(data).hexdigest()) + "\n")
+    return path
+
+
+def test_verify_wants_the_digest_written_beside_it(tmp_path):
+    path = _store(tmp_path)
+    assert clusters.verify(path)
+    path.write_bytes(b"a ta")  # truncated
+    assert not clusters.verify(path)
+    path.write_bytes(b"a tar")
+    (tmp_path / f"{'k' * 32}.sha256").unlink()
+    assert not clusters.verify(path)
+
+
 def test_unpack_creates_the_volume_with_composes_labels_and_fills_it(project):
     settings, root = project
-    root.mkdir()
-    (root / f"{'k' * 32}.tar").write_bytes(b"tar")
+    _store(root)
     engine, notes = Recorder(), []
     result = clusters.unpack(engine, settings, _plan(root), notes.append)
     assert result.used and not result.prepare
-    assert engine.calls[0] == ("create_volume", ("unit_postgres-data", {
-        "com.docker.compose.project": "unit", "com.docker.compose.volume": "postgres-data"}))
-    assert engine.calls[1] == ("run_helper", ("devenv-test/pg", [
-        ("unit_postgres-data", "/vol", False),
-        (str(root / f"{'k' * 32}.tar"), "/in/cluster.tar", True)]))
+    assert engine.calls == [("fill_new_volume", ("unit_postgres-data", {
+        "com.docker.compose.project": "unit", "com.docker.compose.volume": "postgres-data"},
+        "devenv-test/pg", "/var/lib/postgresql/data", b"a tar"))]
     assert notes == ["postgres: fresh volume, starting from a prepared cluster (no initdb)"]
 
 
-def test_a_damaged_cluster_is_set_aside_and_initdb_runs(project):
+def test_without_the_local_socket_a_helper_container_fills_it(project):
     settings, root = project
-    root.mkdir()
-    (root / f"{'k' * 32}.tar").write_bytes(b"tar")
-    engine, notes = Recorder(helper_code=clusters.EXIT_DAMAGED), []
+    path = _store(root)
+    engine, notes = Recorder(api_fill=False), []
+    assert clusters.unpack(engine, settings, _plan(root), notes.append).used
+    assert [name for name, _args in engine.calls] == \
+        ["fill_new_volume", "create_volume", "run_helper"]
+    assert engine.calls[2][1] == ("devenv-test/pg", [
+        ("unit_postgres-data", "/vol", False), (str(path), "/in/cluster.tar", True)])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no digest"])
+def test_a_damaged_cluster_is_set_aside_and_initdb_runs(project, damage):
+    settings, root = project
+    path = _store(root)
+    if damage == "truncated":
+        path.write_bytes(b"a t")
+    else:
+        path.with_suffix(".sha256").unlink()
+    engine, notes = Recorder(), []
     result = clusters.unpack(engine, settings, _plan(root), notes.append)
     assert not result.used and result.prepare  # initdb, and a new cluster afterwards
+    assert engine.calls == []  # no volume: compose creates it and initdb runs
     assert clusters.find(root, "k" * 32) is None
     assert [p.name.startswith(".damaged-") for p in root.iterdir()] == [True]
-    assert "damaged (tar: Unexpected EOF in archive); set aside, running initdb" in notes[0]
+    assert "damaged (its checksum does not match); set aside, running initdb" in notes[0]
 
 
-def test_another_unpack_failure_keeps_the_cluster(project):
+def test_a_failed_fill_removes_the_volume_it_made_and_keeps_the_cluster(project):
     settings, root = project
-    root.mkdir()
-    (root / f"{'k' * 32}.tar").write_bytes(b"tar")
-    engine, notes = Recorder(helper_code=125), []
+    _store(root)
+    engine, notes = Recorder(fill_error="Docker engine answered 500"), []
     assert not clusters.unpack(engine, settings, _plan(root), notes.append).used
+    assert engine.calls[-1] == ("remove_volume", "unit_postgres-data")
     assert clusters.find(root, "k" * 32) is not None
-    assert "could not use the prepared cluster" in notes[0]
+    assert notes == ["postgres: could not use the prepared cluster (Docker engine answered "
+                     "500); running initdb instead"]
 
 
 def test_preparing_runs_detached_low_priority_with_the_password_only_in_env(project):
@@ -297,3 +345,20 @@ def test_a_second_preparation_of_the_same_key_is_refused_quietly(project):
     settings, root = project
     engine = Recorder(detached_code=125)  # the name is taken: one is running
     assert not clusters.start_preparing(engine, settings, _plan(root))
+
+
+def test_prune_removes_a_digest_with_its_cluster_and_orphans_later(tmp_path):
+    now = time.time()
+    for i in range(2):
+        _store(tmp_path / "c")
+        os.rename(tmp_path / "c" / f"{'k' * 32}.tar", tmp_path / "c" / f"k{i}.tar")
+        os.rename(tmp_path / "c" / f"{'k' * 32}.sha256", tmp_path / "c" / f"k{i}.sha256")
+        os.utime(tmp_path / "c" / f"k{i}.tar", (now - 10 + i, now - 10 + i))
+    (tmp_path / "c" / "fresh.sha256").write_text("x")  # its tar is being renamed in
+    orphan = tmp_path / "c" / "old.sha256"
+    orphan.write_text("x")
+    os.utime(orphan, (now - 7200, now - 7200))
+    assert sorted(clusters.prune(tmp_path / "c", keep=1, now=now)) == \
+        ["k0.sha256", "k0.tar", "old.sha256"]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == \
+        ["fresh.sha256", "k1.sha256", "k1.tar"]

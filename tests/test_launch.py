@@ -14,3 +14,10 @@ def test_cold_start_begins_with_the_slow_initialisers(tmp_path):
     assert _waves(settings, ["api", "postgres", "redis"], running) == \
         [["api", "postgres", "redis"]]
     assert _waves(settings, ["redis"], {}) == [["redis"]]
+
+
+def test_a_volume_filled_from_a_prepared_cluster_means_one_wave(tmp_path):
+    settings = load_settings(tmp_path, {}, {})
+    assert _waves(settings, ["api", "postgres", "redis"], {}, held={"postgres"}) == \
+        [["api", "postgres", "redis"]]
+    assert _waves(settings, ["api", "redis"], {}, held={"postgres"}) == [["api", "redis"]]

@@ -109,7 +109,10 @@ class Project:
 
 def new_project(tmp_path: Path, *, default_ports: bool = False, **env: str) -> Project:
     name = f"t{uuid.uuid4().hex[:8]}"
-    settings = {**TEST_IMAGES, "DEVENV_PROJECT": name, "DEVENV_WAIT_TIMEOUT": "90", **env}
+    # No prepared PostgreSQL clusters unless a test asks (tests/e2e/test_clusters.py): their
+    # background preparation would add CPU load to every cold start of the suite.
+    settings = {**TEST_IMAGES, "DEVENV_PROJECT": name, "DEVENV_WAIT_TIMEOUT": "90",
+                "DEVENV_CLUSTER_CACHE": "off", **env}
     if not default_ports:
         base = free_port_block()
         for i, service in enumerate(("API", "POSTGRES", "REDIS", "ADMINER", "PROMETHEUS",
