@@ -301,9 +301,13 @@ def unpack(engine: Engine, settings: Settings, cluster: ClusterPlan,
             filled = engine.fill_new_volume(name, labels, cluster.image, settings.catalog[
                 SERVICE].data_dirs[0], archive, path.stat().st_size)
     except (OSError, DevenvError) as exc:
-        # Only this call created the volume: remove it, so compose creates it empty.
+        # This call created the volume: remove it (compose then creates it empty), or, if
+        # compose has created PostgreSQL's container on it meanwhile, empty it.
         with contextlib.suppress(DevenvError):
             engine.remove_volume(name)
+        if engine.volume_exists(name):
+            engine.run_helper(cluster.image, "find /vol -mindepth 1 -delete",
+                              [(name, "/vol", False)])
         notify(f"postgres: could not use the prepared cluster ({exc}); running initdb "
                "instead")
         return cluster

@@ -53,9 +53,9 @@ def start(engine: Engine, settings: Settings, names: Sequence[str], rendered: Re
 
 def up_holding(engine: Engine, settings: Settings, compose: Compose, wave: Sequence[str],
                held: Mapping[str, Callable[[], object]], build: bool) -> None:
-    """`compose up` of the wave; its held services from a second thread, each once its
-    callable returned and the project's network exists (the first call creates it, and
-    two calls must not both try to)."""
+    """`compose up` of the wave; its held services from a second thread: created once the
+    project's network exists (the first call creates it, and two calls must not both try
+    to), started once their callables returned."""
     now = [s for s in wave if s not in held]
     later = [s for s in wave if s in held]
     if not later or not now:
@@ -68,11 +68,15 @@ def up_holding(engine: Engine, settings: Settings, compose: Compose, wave: Seque
     done = threading.Event()
 
     def start_later() -> None:
-        for name in later:
-            held[name]()
+        # created while their volumes are filled, started as soon as they are
         while not done.is_set() and engine.network(settings.network) is None:
             done.wait(0.05)
-        compose.up(later, build=build)
+        compose.create(later)
+        for name in later:
+            held[name]()
+        for c in engine.containers(settings.project):
+            if c.service in later and not c.running:
+                engine.start_created(c.id)
 
     with ThreadPoolExecutor(1, thread_name_prefix="devenv-held") as pool:
         future = pool.submit(start_later)

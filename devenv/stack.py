@@ -86,6 +86,17 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         services = _file_services(settings, selection, before)
         if set(selection.services) - _running(before):
             engine.preload_compose()  # something will start: load compose's client meanwhile
+        # A service with a migration starts last: after what it needs answers and the
+        # migration succeeded (data.migrate). A fresh database may start from its seed.
+        migrating = _migrating(settings, selection)
+        first = tuple(s for s in selection.services if s not in migrating)
+        cluster, unpacking = clusters.ClusterPlan(), None
+        if set(first) - _running(before) \
+                and not data.prepare_volumes(engine, settings, first, ctx.notify):
+            # No `seed` snapshot: a prepared cluster, else initdb. It is unpacked while the
+            # stack is planned and the other services start; PostgreSQL starts after it.
+            cluster = clusters.plan(engine, settings, ctx.environ, first)
+            unpacking = clusters.unpack_in_background(engine, settings, cluster, ctx.notify)
         network = _check_network(ctx, engine, settings, services, before)
         if network.missing and any(not c.running for c in before.values()):
             before = project_containers(engine, settings.project)
@@ -110,17 +121,6 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
                        f"{lan.address}: anyone on this network can reach "
                        + ("them" if len(lan.services) > 1 else "it")
                        + " (a plain `devenv up` takes it off again)")
-        # A service with a migration starts last: after what it needs answers and the
-        # migration succeeded (data.migrate). A fresh database may start from its seed.
-        migrating = _migrating(settings, selection)
-        first = tuple(s for s in selection.services if s not in migrating)
-        cluster, unpacking = clusters.ClusterPlan(), None
-        if set(first) - _running(before) \
-                and not data.prepare_volumes(engine, settings, first, ctx.notify):
-            # No `seed` snapshot: a prepared cluster, else initdb. Its unpacking overlaps
-            # the start of the other services; PostgreSQL starts after it.
-            cluster = clusters.plan(engine, settings, ctx.environ, first)
-            unpacking = clusters.unpack_in_background(engine, settings, cluster, ctx.notify)
         for attempt in range(RACE_RETRIES + 1):
             rendered = write_stack(settings, render_input(
                 settings, services, plan, info.supports_start_interval, external, host,

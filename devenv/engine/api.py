@@ -327,6 +327,16 @@ class Engine:
     def start(self, container_id: str) -> None:
         self._api.call("POST", f"/containers/{container_id}/start", timeout=60, ok=(304,))
 
+    def start_created(self, container_id: str) -> None:
+        """Start a container `compose create` made; a port taken meanwhile is PortRaceError,
+        as from `compose up`."""
+        from .compose import compose_error
+
+        try:
+            self.start(container_id)
+        except ComposeError as exc:
+            raise compose_error("start", exc.message, self.target) from None
+
     def volume_exists(self, name: str) -> bool:
         try:
             self._api.get(f"/volumes/{urllib.parse.quote(name)}")

@@ -97,6 +97,12 @@ class Compose:
         self._run("up", lambda: client.compose.up(
             services=list(services), detach=True, build=build, quiet=True))
 
+    def create(self, services: Sequence[str]) -> None:
+        """`docker compose create SERVICES`: the containers as `up` makes them, not started
+        (Engine.start_created starts them)."""
+        client = self._client()
+        self._run("create", lambda: client.compose.create(services=list(services)))
+
     def logs(self, services: Sequence[str], follow: bool = False,
              tail: int | None = None) -> Iterator[str]:
         """Log lines of the services, prefixed by compose with the service name."""
