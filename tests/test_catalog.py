@@ -88,7 +88,7 @@ def test_no_service_is_named_outside_the_catalog():
     protocols = {"postgres", "redis"}
     #: the data commands (issue 12) are PostgreSQL's and Redis' own tools (pg_dump,
     #: redis-cli, their volumes); until they become declared fields they may name them
-    data_tools = {"data.py", "cli_data.py", "snapshots.py"}
+    data_tools = {"data.py", "cli_data.py", "snapshots.py", "clusters.py"}
     #: probes speak the protocols; a tunnel's `kind` is a protocol too (issue 14: a tunnel
     #: reaches a far PostgreSQL or Redis, not a service of the stack)
     protocol_modules = {"probes.py", "tunnels.py", "tunnel_runtime.py", "tunnel_stack.py",

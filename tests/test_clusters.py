@@ -362,3 +362,15 @@ def test_prune_removes_a_digest_with_its_cluster_and_orphans_later(tmp_path):
         ["k0.sha256", "k0.tar", "old.sha256"]
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == \
         ["fresh.sha256", "k1.sha256", "k1.tar"]
+
+
+def test_a_failed_fill_empties_a_volume_compose_already_uses(project):
+    settings, root = project
+    _store(root)
+    engine, notes = Recorder(fill_error="Docker engine answered 500"), []
+    engine.remove_volume = lambda name: (_ for _ in ()).throw(  # type: ignore[method-assign]
+        ComposeError("volume is in use"))
+    engine.volumes.add("unit_postgres-data")
+    assert not clusters.unpack(engine, settings, _plan(root), notes.append).used
+    assert engine.calls[-1] == ("run_helper", ("devenv-test/pg",
+                                               [("unit_postgres-data", "/vol", False)]))
