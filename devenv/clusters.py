@@ -46,6 +46,8 @@ ASIDE_PREFIX = ".damaged-"
 KEEP = 3
 #: a temporary file older than this belongs to a preparation that died
 STALE_TMP_SECONDS = 3600.0
+#: a damaged cluster set aside is kept this long (to be looked at), then removed
+ASIDE_SECONDS = 86400.0
 LABEL = "devenv.cluster"
 CPU_SHARES = 2  # Docker's default is 1024: the preparation yields to everything else
 EXIT_DAMAGED = 67
@@ -216,8 +218,8 @@ def touch(path: Path) -> None:
 
 
 def prune(root: Path, keep: int = KEEP, now: float | None = None) -> list[str]:
-    """Remove all but the `keep` most recently used clusters, set-aside files, and
-    temporary files of preparations that died; names removed."""
+    """Remove all but the `keep` most recently used clusters, damaged ones set aside a day
+    ago, and temporary files of preparations that died; names removed."""
     now = time.time() if now is None else now
     clusters, gone = [], []
     try:
@@ -232,8 +234,8 @@ def prune(root: Path, keep: int = KEEP, now: float | None = None) -> list[str]:
         except OSError:
             continue
         name = entry.name
-        if name.startswith(ASIDE_PREFIX) or (name.startswith(TMP_PREFIX)
-                                              and age > STALE_TMP_SECONDS):
+        if (name.startswith(ASIDE_PREFIX) and age > ASIDE_SECONDS) \
+                or (name.startswith(TMP_PREFIX) and age > STALE_TMP_SECONDS):
             gone.append(entry)
         elif name.endswith(SUFFIX) and not name.startswith("."):
             clusters.append((entry.stat().st_mtime, name, entry))

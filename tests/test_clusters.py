@@ -134,6 +134,8 @@ def test_prune_keeps_the_most_recently_used(tmp_path):
         os.utime(path, (now - 100 + i, now - 100 + i))
     clusters.touch(tmp_path / "k0.tar")  # used just now
     (tmp_path / ".damaged-1-k9.tar").write_bytes(b"x")
+    os.utime(tmp_path / ".damaged-1-k9.tar", (now - 90000, now - 90000))
+    (tmp_path / ".damaged-2-k8.tar").write_bytes(b"x")  # set aside today: kept a while
     old_tmp, new_tmp = tmp_path / ".tmp-old-abc", tmp_path / ".tmp-new-abc"
     old_tmp.write_bytes(b"x")
     new_tmp.write_bytes(b"x")
@@ -142,7 +144,7 @@ def test_prune_keeps_the_most_recently_used(tmp_path):
     removed = clusters.prune(tmp_path, keep=3, now=now)
     assert sorted(removed) == [".damaged-1-k9.tar", ".tmp-old-abc", "k1.tar", "k2.tar"]
     assert sorted(p.name for p in tmp_path.iterdir()) == \
-        [".tmp-new-abc", "k0.tar", "k3.tar", "k4.tar", "notes.txt"]
+        [".damaged-2-k8.tar", ".tmp-new-abc", "k0.tar", "k3.tar", "k4.tar", "notes.txt"]
 
 
 # --- the steps `up` takes, over a recording engine -----------------------------------------
