@@ -65,16 +65,17 @@ def up_holding(engine: Engine, settings: Settings, compose: Compose, wave: Seque
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    done = threading.Event()
+    done, failed = threading.Event(), threading.Event()
 
     def start_later() -> None:
         # created while their volumes are filled, started as soon as they are
         while not done.is_set() and engine.network(settings.network) is None:
             done.wait(0.05)
-        compose.create(later)
+        if not failed.is_set():
+            compose.create(later)
         for name in later:
             held[name]()
-        for c in engine.containers(settings.project):
+        for c in engine.containers(settings.project) if not failed.is_set() else ():
             if c.service in later and not c.running:
                 engine.start_created(c.id)
 
@@ -82,6 +83,9 @@ def up_holding(engine: Engine, settings: Settings, compose: Compose, wave: Seque
         future = pool.submit(start_later)
         try:
             compose.up(now, build=build)
+        except BaseException:
+            failed.set()  # a retry (port race) starts them; Ctrl-C leaves them be
+            raise
         finally:
             done.set()
         future.result()
