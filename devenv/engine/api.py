@@ -374,6 +374,22 @@ class Engine:
             return None
         return str(data.get("Id") or "") or None
 
+    def _send(self, method: str, path: str, query: Mapping[str, str] | None = None,
+              body: Any = b"", content_type: str = "application/json",
+              timeout: float = 30.0) -> bytes:
+        """An Engine API call with a body (JSON, or (file, size)), local socket only."""
+        transport = self._api._transport
+        assert isinstance(transport, _UnixSocket)
+        try:
+            status, answer = transport.request(method, path, query, timeout, body,
+                                               content_type)
+        except OSError as exc:
+            raise _unreachable(self.target, exc) from exc
+        if status >= 400:
+            raise ComposeError(f"Docker engine answered {status} to {method} {path}: "
+                               f"{_engine_message(answer)}")
+        return answer
+
     def fill_new_volume(self, name: str, labels: Mapping[str, str], image: str, target: str,
                         archive: BinaryIO, size: int) -> bool:
         """Create the volume `name` and unpack a tar into it without starting a container:
@@ -381,35 +397,20 @@ class Engine:
         archive goes in over the Engine API as `docker cp` does, and the container is
         removed. False (nothing done) when the engine is not reached over the local socket;
         ComposeError when a step failed (the volume may then hold part of the archive)."""
-        transport = self._api._transport
-        if not isinstance(transport, _UnixSocket):
+        if not isinstance(self._api._transport, _UnixSocket):
             return False
-
-        def send(method: str, path: str, query: Mapping[str, str] | None = None,
-                 body: Any = b"", content_type: str = "application/json",
-                 timeout: float = 30.0) -> bytes:
-            try:
-                status, answer = transport.request(method, path, query, timeout, body,
-                                                   content_type)
-            except OSError as exc:
-                raise _unreachable(self.target, exc) from exc
-            if status >= 400:
-                raise ComposeError(f"Docker engine answered {status} to {method} {path}: "
-                                   f"{_engine_message(answer)}")
-            return answer
-
-        send("POST", "/volumes/create", body=json.dumps(
+        self._send("POST", "/volumes/create", body=json.dumps(
             {"Name": name, "Labels": dict(labels)}).encode())
-        created = json.loads(send("POST", "/containers/create", body=json.dumps({
+        created = json.loads(self._send("POST", "/containers/create", body=json.dumps({
             "Image": image, "Entrypoint": ["true"], "Cmd": [], "NetworkDisabled": True,
             "HostConfig": {"Mounts": [{"Type": "volume", "Source": name, "Target": target}],
                            "LogConfig": {"Type": "none"}}}).encode()))
         try:
-            send("PUT", f"/containers/{created['Id']}/archive", {"path": target},
-                 (archive, size), "application/x-tar", timeout=300.0)
+            self._send("PUT", f"/containers/{created['Id']}/archive", {"path": target},
+                       (archive, size), "application/x-tar", timeout=300.0)
         finally:
             with contextlib.suppress(ComposeError, DockerUnavailableError):
-                send("DELETE", f"/containers/{created['Id']}", {"v": "1", "force": "1"})
+                self._send("DELETE", f"/containers/{created['Id']}", {"v": "1", "force": "1"})
         return True
 
     def run_detached(self, image: str, script: str, mounts: Sequence[tuple[str, str, bool]],
@@ -417,27 +418,32 @@ class Engine:
                      env: Mapping[str, str] | None = None,
                      labels: Mapping[str, str] | None = None,
                      cpu_shares: int = 0) -> CommandResult:
-        """Like run_helper, but started in the background (`docker run -d --rm`) under a
-        fixed name (a second one of that name is refused: exit code 125, "Conflict").
-        env values reach the container through the docker CLI's own environment (`-e
-        NAME`), never on a command line."""
-        import subprocess
-
-        argv = ["run", "-d", "--rm", "--name", name, "--log-driver", "none",
-                "--network", "none", "--entrypoint", "sh", "--user", "0:0"]
-        if cpu_shares:
-            argv += ["--cpu-shares", str(cpu_shares)]
-        for key, value in (labels or {}).items():
-            argv += ["--label", f"{key}={value}"]
-        for key in env or {}:
-            argv += ["-e", key]
-        for source, target, read_only in mounts:
-            argv += ["--mount", f"type={'bind' if source.startswith('/') else 'volume'},"
-                     f"source={source},target={target}" + (",readonly" if read_only else "")]
-        result = subprocess.run([_docker_cli(), *argv, image, "-c", script, "sh", *args],
-                                env={**self.target.environ(self._environ), **(env or {})},
-                                capture_output=True)
-        return CommandResult(result.returncode, _text(result.stdout), _text(result.stderr))
+        """Like run_helper, but started in the background and removed when it ends, under
+        a fixed name (a second one of that name is refused: 409, "Conflict"); returns at
+        once. Over the local socket only (else 125, not started); env values go in the
+        request body, never on a command line."""
+        if not isinstance(self._api._transport, _UnixSocket):
+            return CommandResult(125, "", "not a local engine")
+        body = {"Image": image, "Entrypoint": ["sh"], "Cmd": ["-c", script, "sh", *args],
+                "User": "0:0", "Env": [f"{k}={v}" for k, v in (env or {}).items()],
+                "Labels": dict(labels or {}),
+                "HostConfig": {"AutoRemove": True, "NetworkMode": "none",
+                               "LogConfig": {"Type": "none"}, "CpuShares": cpu_shares,
+                               "Mounts": [{"Type": "bind" if s.startswith("/") else "volume",
+                                           "Source": s, "Target": t, "ReadOnly": ro}
+                                          for s, t, ro in mounts]}}
+        try:
+            created = json.loads(self._send("POST", "/containers/create", {"name": name},
+                                            json.dumps(body).encode()))
+        except ComposeError as exc:
+            return CommandResult(125, "", exc.message)
+        try:
+            self._send("POST", f"/containers/{created['Id']}/start")
+        except ComposeError as exc:
+            with contextlib.suppress(ComposeError, DockerUnavailableError):
+                self._send("DELETE", f"/containers/{created['Id']}", {"v": "1", "force": "1"})
+            return CommandResult(125, "", exc.message)
+        return CommandResult(0, created["Id"], "")
 
     def run_helper(self, image: str, script: str, mounts: Sequence[tuple[str, str, bool]],
                    args: Sequence[str] = ()) -> CommandResult:
