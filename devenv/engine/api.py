@@ -432,11 +432,18 @@ class Engine:
                                "Mounts": [{"Type": "bind" if s.startswith("/") else "volume",
                                            "Source": s, "Target": t, "ReadOnly": ro}
                                           for s, t, ro in mounts]}}
-        try:
-            created = json.loads(self._send("POST", "/containers/create", {"name": name},
-                                            json.dumps(body).encode()))
-        except ComposeError as exc:
-            return CommandResult(125, "", exc.message)
+        for attempt in (1, 2):
+            try:
+                created = json.loads(self._send("POST", "/containers/create", {"name": name},
+                                                json.dumps(body).encode()))
+                break
+            except ComposeError as exc:
+                # One of that name that is not running (a daemon restart stopped it before
+                # it could remove itself) is removed; one that runs is left to finish.
+                if attempt == 2 or " 409 " not in exc.message or self._running_named(name):
+                    return CommandResult(125, "", exc.message)
+                with contextlib.suppress(ComposeError, DockerUnavailableError):
+                    self._send("DELETE", f"/containers/{name}", {"force": "1"})
         try:
             self._send("POST", f"/containers/{created['Id']}/start")
         except ComposeError as exc:
@@ -444,6 +451,13 @@ class Engine:
                 self._send("DELETE", f"/containers/{created['Id']}", {"v": "1", "force": "1"})
             return CommandResult(125, "", exc.message)
         return CommandResult(0, created["Id"], "")
+
+    def _running_named(self, name: str) -> bool:
+        try:
+            data = self._api.get(f"/containers/{urllib.parse.quote(name)}/json")
+        except _NotFound:
+            return False
+        return bool((data.get("State") or {}).get("Running"))
 
     def run_helper(self, image: str, script: str, mounts: Sequence[tuple[str, str, bool]],
                    args: Sequence[str] = ()) -> CommandResult:
