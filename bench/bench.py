@@ -513,8 +513,8 @@ def measure_running(bench: Bench, runs: int, say: Callable[[str], None]
 
 
 def measure_cold(bench: Bench, runs: int, figures: set[str], say: Callable[[str], None]
-                 ) -> tuple[Samples, Samples, Samples, Samples]:
-    """Figures 1, 2, 6 and 7 from the same cold starts, alternating devenv and reference.
+                 ) -> tuple[Samples, Samples, Samples, Samples, Samples]:
+    """Figures 1, 2, 6, 7 and 2f from the same cold starts, alternating devenv and reference.
 
     Per run: devenv cold up (time, peak RSS), then `devenv down` of that stack (figure 6);
     compose cold up of the rendered file, then `compose down` (figure 6); then each single
