@@ -103,8 +103,8 @@ def waves(settings: Settings, names: Sequence[str], before: Mapping[str, Contain
     """The services to start, in waves: on a cold start the slow initialisers first, so
     their initialisation overlaps the start of the rest; else all in one compose call.
     With a held service (its volume is being filled from a prepared cluster, so there is
-    no long initialisation to overlap) all in one call, once it may start: a second
-    compose call costs more than the filling."""
+    no long initialisation to overlap) one wave: up_holding starts the held one beside
+    the rest as soon as it may."""
     if any(s in held for s in names):
         return [list(names)]
     first = [s for s in names if settings.catalog[s].start_first and s not in before]
