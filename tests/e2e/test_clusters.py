@@ -103,6 +103,19 @@ def test_a_fresh_volume_of_another_project_starts_from_it(made):
     assert len(made.clusters()) == 1  # nothing new was prepared
 
 
+def test_the_stack_and_a_migration_start_on_a_database_from_a_cluster(made):
+    """Beside other services (PostgreSQL started from its own thread once filled), and the
+    API's migration after it answers."""
+    p = made.project()
+    up = p.run("up", "--only", "api",
+               extra_env={"DEVENV_API_MIGRATE": "python3 /app/app.py migrate"})
+    assert FROM_CLUSTER in up.stderr
+    assert sql(p, "SELECT version FROM schema_migrations") == "0001_agents"
+    assert sql(p, "SELECT string_agg(name, ',') FROM seeded") == "first"
+    rows = p.ports()
+    assert {rows[s]["state"] for s in ("api", "postgres", "redis")} == {"ready"}
+
+
 def test_a_changed_password_is_not_served_a_stale_cluster(made):
     p = made.project(password="pw-two")
     up = p.run("up", "--only", "db")
