@@ -35,6 +35,15 @@ def devenv_command() -> str:
     return found
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_prepared_clusters() -> Iterator[None]:
+    """Every devenv the tests start, also outside a Project, makes no prepared PostgreSQL
+    cluster in the user's cache unless its test asks (tests/e2e/test_clusters.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DEVENV_CLUSTER_CACHE", "off")
+        yield
+
+
 @pytest.fixture(scope="session")
 def engine() -> str:
     result = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
