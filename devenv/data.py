@@ -5,8 +5,9 @@ A snapshot is a physical copy: PostgreSQL and Redis are stopped (PostgreSQL's fa
 leaves a clean data directory), their volumes are copied with tar by a short-lived container
 of the PostgreSQL image into the host's snapshot directory, and they start again. A restore
 is the same copy the other way, staged beside the current data inside each volume and
-swapped in only once complete; an automatic snapshot of the current data is taken in the
-same stop. Nothing is ever replayed row by row.
+swapped in only once complete; the current data is only renamed aside in its volume during
+the stop, and written to an automatic snapshot once the services run again (checked before
+the set-aside copy goes). Nothing is ever replayed row by row.
 """
 
 from __future__ import annotations
