@@ -470,6 +470,8 @@ def restore(ctx: Context, name: str, background: bool = True) -> RestoreResult:
                 _copy(engine, settings, src=target, copy_in=target.holds, auto=auto)
             except _Owed as owed:
                 _pay(ctx, engine, settings, owed.owed)
+                # the name may have been the one just written (same second): pick again
+                auto = _auto_name(settings) if auto else ""
                 _copy(engine, settings, src=target, copy_in=target.holds, auto=auto)
         if not auto:
             return RestoreResult(target, None, closed)

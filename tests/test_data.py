@@ -254,3 +254,19 @@ def test_a_volume_without_room_for_both_copies_is_refused(tmp_path):
     assert "unchanged" in (err.value.hint or "")
     assert sorted(p.name for p in (eng.vol / "redis").iterdir()) == ["appendonly.aof"]
     assert (eng.vol / "redis" / "appendonly.aof").read_text() == "old"
+
+
+def test_a_new_restore_pays_the_old_debt_under_another_name(tmp_path, monkeypatch):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    data._copy(eng, s, src=base, copy_in=["redis"], auto="auto-1")
+    (eng.vol / "redis" / "appendonly.aof").write_text("between")
+    monkeypatch.setattr(snapshots, "auto_name", lambda now=None: "auto-1")  # same second
+    monkeypatch.setattr(data, "project_containers", lambda engine, project: {})
+    monkeypatch.setattr(data, "connect", lambda environ: eng)
+    eng.image_env = lambda reference: {}
+    result = data.restore(ctx, "base", background=False)
+    assert result.before is not None and result.before.name == "auto-1-2"
+    assert _read_part(snapshots.load(s.snapshot_dir, "auto-1"), "appendonly.aof") == "old"
+    assert _read_part(result.before, "appendonly.aof") == "between"
+    assert (eng.vol / "redis" / "appendonly.aof").read_text() == "new"
+    assert not (eng.vol / "redis" / ".devenv-old").exists()
