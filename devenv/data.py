@@ -24,7 +24,7 @@ from typing import BinaryIO
 from . import snapshots
 from .catalog import SERVICES
 from .context import Context
-from .engine import Compose, Container, Engine, connect
+from .engine import CommandResult, Compose, Container, Engine, HelperRun, connect
 from .errors import DataError, MigrationError, NotReadyError, UsageError
 from .probes import Target, wait_until_ready
 from .report import mask
@@ -56,7 +56,7 @@ HELPER_SCRIPT = r"""
 set -eu
 umask 077
 uid=$1 gid=$2 out=$3 in=$4 want=$5 mode=${6:-copy} auto=${7:-}
-if [ "$mode" = copy ] && [ -n "$in" ] && [ -n "$want" ] && command -v postgres >/dev/null 2>&1
+if [ "$mode" != finish ] && [ "$mode" != drop ] && [ -n "$in" ] && [ -n "$want" ] && command -v postgres >/dev/null 2>&1
 then
   have=$(postgres -V | sed -E 's/^[^0-9]*([0-9]+).*/\1/')
   if [ "$have" != "$want" ]; then echo "devenv: image runs PostgreSQL $have" >&2; exit 65; fi
@@ -73,11 +73,11 @@ copy_postgres() {  # $1 the data directory
   if [ "$state" = "shut down" ] && [ -n "$redo" ] && [ -f "$1/pg_wal/$redo" ]; then
     # Cleanly shut down: only the segment holding the last checkpoint is needed; the
     # others are spent or preallocated, and PostgreSQL makes new ones when it needs them.
-    tar -cf /out/postgres.tar $mine --exclude=./postmaster.pid \
+    tar -b 2048 -cf /out/postgres.tar $mine --exclude=./postmaster.pid \
       --exclude="./pg_wal/$segment" -C "$1" .
-    tar -rf /out/postgres.tar -C "$1" "./pg_wal/$redo"
+    tar -b 2048 -rf /out/postgres.tar -C "$1" "./pg_wal/$redo"
   else
-    tar -cf /out/postgres.tar $mine --exclude=./postmaster.pid -C "$1" .
+    tar -b 2048 -cf /out/postgres.tar $mine --exclude=./postmaster.pid -C "$1" .
   fi
 }
 copy_out() {  # $1 the directory under each volume ("" or /.devenv-old)
@@ -122,7 +122,7 @@ stage_in() {
   done
   for svc in $in; do
     vol=/vol/$svc
-    mkdir "$vol/.devenv-restore" && tar -xf "/in/$svc.tar" -C "$vol/.devenv-restore" \
+    mkdir "$vol/.devenv-restore" && tar -b 2048 -xf "/in/$svc.tar" -C "$vol/.devenv-restore" \
       || { rm -rf "$vol/.devenv-restore"; return 66; }
   done
 }
@@ -141,10 +141,28 @@ swap_in() {
 case $mode in
   finish)
     copy_out /.devenv-old
-    for f in /out/*.tar; do [ -f "$f" ] || continue; tar -tf "$f" >/dev/null || exit 69; done
+    for f in /out/*.tar; do [ -f "$f" ] || continue; tar -b 2048 -tf "$f" >/dev/null || exit 69; done
     ;;
   drop)
     for svc in $out; do rm -rf "/vol/$svc/.devenv-old"; done ;;
+  stage)
+    # Unpack while the services still run (the current data is not touched), then wait
+    # for "go" on stdin (sent once they are stopped) to swap; anything else, or EOF (devenv
+    # interrupted), throws the unpacked copy away. Leftovers of an earlier restore: exit
+    # 70 before anything, for the `copy` mode to handle them with the services stopped.
+    for vol in /vol/*; do
+      if [ -e "$vol/.devenv-old" ] || [ -e "$vol/.devenv-restore" ]; then exit 70; fi
+    done
+    rc=0; stage_in || rc=$?
+    if [ "$rc" != 0 ]; then
+      for svc in $in; do rm -rf "/vol/$svc/.devenv-restore"; done; exit "$rc"; fi
+    echo devenv-staged >&2
+    go=""; read -r go || true
+    if [ "$go" != go ]; then
+      for svc in $in; do rm -rf "/vol/$svc/.devenv-restore"; done; exit 71; fi
+    swap_in
+    if [ -z "$auto" ]; then for svc in $in; do rm -rf "/vol/$svc/.devenv-old"; done; fi
+    echo devenv-swapped >&2 ;;
   *)
     recover
     if [ -n "$out" ]; then copy_out ""; fi
@@ -162,6 +180,8 @@ EXIT_RESTORE_FAILED = 66
 EXIT_OWED = 67
 EXIT_NO_ROOM = 68
 EXIT_BAD_TAR = 69
+EXIT_UNSETTLED = 70
+EXIT_NOT_SWAPPED = 71
 
 
 @dataclass(frozen=True)
@@ -226,6 +246,12 @@ def _copy(engine: Engine, settings: Settings, *, out: Path | None = None,
         settings.image("postgres"), HELPER_SCRIPT, _mounts(settings, services, extra),
         [str(os.getuid()), str(os.getgid()), " ".join(copy_out), " ".join(copy_in),
          src.pg_major if src and "postgres" in copy_in else "", mode, auto])
+    _check(result, settings, out=out, src=src)
+
+
+def _check(result: CommandResult, settings: Settings, *, out: Path | None = None,
+           src: Snapshot | None = None) -> None:
+    """Nothing when the helper succeeded, else _Owed or the DataError for its failure."""
     if result.returncode == 0:
         return
     if result.returncode == EXIT_OWED:
@@ -464,15 +490,20 @@ def restore(ctx: Context, name: str, background: bool = True) -> RestoreResult:
         auto = _auto_name(settings) if existed else ""
         ctx.notify(f"restoring {target.name} ({snapshots.human_size(target.size)}); the "
                    "current data is kept aside for an automatic snapshot")
-        with _stopped(ctx, engine, settings) as closed:
-            _create_volumes(engine, settings, target.holds)
-            try:
-                _copy(engine, settings, src=target, copy_in=target.holds, auto=auto)
-            except _Owed as owed:
-                _pay(ctx, engine, settings, owed.owed)
-                # the name may have been the one just written (same second): pick again
-                auto = _auto_name(settings) if auto else ""
-                _copy(engine, settings, src=target, copy_in=target.holds, auto=auto)
+        _create_volumes(engine, settings, target.holds)
+        # The snapshot is unpacked beside the current data while the services stop.
+        helper = engine.start_helper(
+            settings.image("postgres"), HELPER_SCRIPT,
+            _mounts(settings, target.holds, [(str(target.path), "/in", True)]),
+            [str(os.getuid()), str(os.getgid()), "", " ".join(target.holds),
+             target.pg_major if "postgres" in target.holds else "", "stage", auto])
+        try:
+            with _stopped(ctx, engine, settings) as closed:
+                if not _swap(engine, settings, helper, target):
+                    auto = _restore_stopped(ctx, engine, settings, target, auto)
+        finally:
+            helper.close()
+            helper.wait()  # the container exits by itself once it has swapped
         if not auto:
             return RestoreResult(target, None, closed)
         if not background:
@@ -482,6 +513,50 @@ def restore(ctx: Context, name: str, background: bool = True) -> RestoreResult:
         _owed_file(settings).write_text(auto + "\n", encoding="utf-8")
         _pay_later(ctx)
     return RestoreResult(target, None, closed, owed=auto)
+
+
+def _swap(engine: Engine, settings: Settings, helper: HelperRun, target: Snapshot) -> bool:
+    """Once the services are stopped: let the staging helper swap the unpacked snapshot
+    in. False when it found what an earlier restore left (nothing changed: the caller
+    restores the sequential way, which handles it); DataError when it failed."""
+    try:
+        if not helper.wait_for("devenv-staged"):
+            result = helper.wait()
+            if result.returncode == EXIT_UNSETTLED:
+                return False
+            _check(result, settings, src=target)
+            raise DataError(f"the restore of the data failed (exit {result.returncode})",
+                            hint="the current data is unchanged")
+        if not helper.send("go") or not helper.wait_for("devenv-swapped"):
+            result = helper.wait()
+            # stopped in the middle of the swap: put the data right before any start
+            try:
+                _copy(engine, settings, mount=target.holds)
+            except _Owed:
+                return True  # the swap was complete: only its automatic snapshot is owed
+            _check(result, settings, src=target)
+            raise DataError(f"the restore of the data stopped half way (exit "
+                            f"{result.returncode}); the current data is back in place",
+                            hint="try again; `devenv db snapshots` lists the snapshots")
+        return True
+    except BaseException:
+        helper.close()  # the helper throws its unpacked copy away, or finishes its swap
+        helper.wait()
+        raise
+
+
+def _restore_stopped(ctx: Context, engine: Engine, settings: Settings, target: Snapshot,
+                     auto: str) -> str:
+    """The restore in one helper with the services stopped; an automatic snapshot an
+    earlier restore still owes is written first. Returns the automatic snapshot owed."""
+    try:
+        _copy(engine, settings, src=target, copy_in=target.holds, auto=auto)
+    except _Owed as owed:
+        _pay(ctx, engine, settings, owed.owed)
+        # the name may have been the one just written (same second): pick again
+        auto = _auto_name(settings) if auto else ""
+        _copy(engine, settings, src=target, copy_in=target.holds, auto=auto)
+    return auto
 
 
 def _load_target(ctx: Context, engine: Engine, settings: Settings, name: str) -> Snapshot:

@@ -152,6 +152,18 @@ class ScriptEngine:
         return engine_module.CommandResult(done.returncode, done.stdout, done.stderr)
 
 
+    def start_helper(self, image, script, mounts, args):
+        import subprocess
+
+        for source, target, _ in mounts:
+            if target == "/in":
+                script = script.replace("/in/", source + "/")
+        script = script.replace("/vol/", f"{self.vol}/")
+        proc = subprocess.Popen(["sh", "-c", script, "sh", *args], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return engine_module.HelperRun(proc)
+
+
 def _tar_of(path, files):
     import tarfile
 
@@ -270,3 +282,69 @@ def test_a_new_restore_pays_the_old_debt_under_another_name(tmp_path, monkeypatc
     assert _read_part(result.before, "appendonly.aof") == "between"
     assert (eng.vol / "redis" / "appendonly.aof").read_text() == "new"
     assert not (eng.vol / "redis" / ".devenv-old").exists()
+
+
+def _stage(eng, base, auto="auto-1"):
+    return eng.start_helper("img", data.HELPER_SCRIPT, [(str(base.path), "/in", True)],
+                            ["0", "0", "", "redis", "", "stage", auto])
+
+
+def test_a_staged_restore_unpacks_beside_the_data_and_swaps_only_on_go(tmp_path):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    vol = eng.vol / "redis"
+    helper = _stage(eng, base)
+    assert helper.wait_for("devenv-staged")
+    # unpacked while the services still run: the current data is untouched
+    assert (vol / "appendonly.aof").read_text() == "old"
+    assert (vol / ".devenv-restore" / "appendonly.aof").read_text() == "new"
+    assert helper.send("go") and helper.wait_for("devenv-swapped")
+    assert helper.wait().returncode == 0
+    assert (vol / "appendonly.aof").read_text() == "new"
+    assert (vol / ".devenv-old" / "appendonly.aof").read_text() == "old"
+    assert (vol / ".devenv-old" / ".devenv-auto").read_text() == "auto-1\n"
+    assert data.settle(ctx, eng, s) is True
+    assert _read_part(snapshots.load(s.snapshot_dir, "auto-1"), "appendonly.aof") == "old"
+
+
+def test_a_staged_restore_without_go_changes_nothing(tmp_path):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    helper = _stage(eng, base)
+    assert helper.wait_for("devenv-staged")
+    helper.close()  # devenv interrupted (Ctrl-C, killed) before the services were stopped
+    assert helper.wait().returncode == data.EXIT_NOT_SWAPPED
+    assert sorted(p.name for p in (eng.vol / "redis").iterdir()) == ["appendonly.aof"]
+    assert (eng.vol / "redis" / "appendonly.aof").read_text() == "old"
+
+
+def test_staging_leaves_what_an_earlier_restore_left_to_the_stopped_path(tmp_path):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    (eng.vol / "redis" / ".devenv-restore").mkdir()
+    helper = _stage(eng, base)
+    assert not helper.wait_for("devenv-staged")
+    assert helper.wait().returncode == data.EXIT_UNSETTLED
+    assert sorted(p.name for p in (eng.vol / "redis").iterdir()) == [
+        ".devenv-restore", "appendonly.aof"]
+
+
+def test_a_truncated_snapshot_fails_the_staged_restore_before_any_swap(tmp_path):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    with open(base.part("redis"), "r+b") as handle:
+        handle.truncate(700)
+    helper = _stage(eng, base)
+    with pytest.raises(DataError, match="restore of the data failed") as err:
+        data._swap(eng, s, helper, base)
+    assert "unchanged" in (err.value.hint or "")
+    assert sorted(p.name for p in (eng.vol / "redis").iterdir()) == ["appendonly.aof"]
+    assert (eng.vol / "redis" / "appendonly.aof").read_text() == "old"
+
+
+def test_a_whole_restore_through_the_staging_helper(tmp_path, monkeypatch):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    monkeypatch.setattr(data, "project_containers", lambda engine, project: {})
+    monkeypatch.setattr(data, "connect", lambda environ: eng)
+    eng.image_env = lambda reference: {}
+    result = data.restore(ctx, "base", background=False)
+    assert result.before is not None and result.before.auto
+    assert _read_part(result.before, "appendonly.aof") == "old"
+    assert sorted(p.name for p in (eng.vol / "redis").iterdir()) == ["appendonly.aof"]
+    assert (eng.vol / "redis" / "appendonly.aof").read_text() == "new"
