@@ -9,6 +9,7 @@ import json
 import os
 import stat
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 
@@ -170,6 +171,58 @@ def test_a_full_disk_mid_snapshot_keeps_the_data(stack, tmp_path):
         assert "no space left" in full.stderr and "DEVENV_SNAPSHOT_DIR" in full.stderr
         assert list(mount.iterdir()) == []  # no half snapshot left behind
         assert items(stack) == "50"  # running again, data as it was
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_while_the_automatic_snapshot_is_written_keeps_the_old_data(
+        stack, tmp_path):
+    """The restore sets the current data aside in its volume and writes its automatic
+    snapshot after it returns; when that fails, the old data waits in the volume and the
+    next data command writes the snapshot first."""
+    mount = tmp_path / "snaps"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs for the disk-full test: {done.stderr}")
+    env = {"DEVENV_SNAPSHOT_DIR": str(mount)}
+    log = stack.path / ".devenv" / f"{stack.env['DEVENV_PROJECT']}.restore.log"
+    try:
+        sql(stack, "DELETE FROM items WHERE n > 40")
+        stack.run("db", "snapshot", "forty", extra_env=env)
+        size = sum(f.stat().st_size for f in (mount / "forty").iterdir())
+        free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+        with open(mount / "filler", "wb") as filler:  # leave room for half a snapshot
+            left = free - size // 2
+            while left > 0:
+                left -= filler.write(b"\0" * min(left, 1 << 24))
+        sql(stack, "DELETE FROM items WHERE n > 30")
+        before = log.read_text() if log.exists() else ""
+        restored = stack.run("db", "restore", "forty", extra_env=env)
+        auto = restored.stderr.split("devenv db restore ")[-1].strip()
+        assert auto.startswith("auto-") and "being written" in restored.stderr
+        assert items(stack) == "40"
+        for _ in range(300):  # the writer runs after the command returned
+            if "was not written" in log.read_text()[len(before):]:
+                break
+            time.sleep(0.2)
+        assert "no space left" in log.read_text()[len(before):]
+        assert not (mount / auto).exists()
+        assert not [p for p in mount.iterdir() if p.name.startswith(".tmp-")]
+
+        (mount / "filler").unlink()  # space again: the next data command pays first
+        after = stack.run("db", "snapshot", "after", extra_env=env)
+        assert f"writing the automatic snapshot {auto}" in after.stderr
+        listed = {s["name"]: s for s in json.loads(
+            stack.run("db", "snapshots", "--json", extra_env=env).stdout)}
+        assert listed[auto]["auto"] is True and listed[auto]["bytes"] > 0
+        with tarfile.open(mount / "after" / "postgres.tar") as tar:  # set-aside copy gone
+            assert not [n for n in tar.getnames() if ".devenv-" in n]
+        stack.run("db", "restore", auto, extra_env=env)
+        assert items(stack) == "30"  # the data the restore replaced
+        stack.run("db", "snapshot", "last", extra_env=env)  # its own writer is done now
+        sql(stack, "INSERT INTO items SELECT generate_series(31, 50)")  # as the next test expects
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
