@@ -348,3 +348,33 @@ def test_a_whole_restore_through_the_staging_helper(tmp_path, monkeypatch):
     assert _read_part(result.before, "appendonly.aof") == "old"
     assert sorted(p.name for p in (eng.vol / "redis").iterdir()) == ["appendonly.aof"]
     assert (eng.vol / "redis" / "appendonly.aof").read_text() == "new"
+
+
+def test_the_biggest_file_is_unpacked_beside_the_rest_by_a_second_tar(tmp_path):
+    import tarfile
+
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    big = tmp_path / "16385"
+    with open(big, "wb") as handle:
+        handle.write(b"x" * (65 << 20))  # over the 64 MiB that makes a file worth a tar
+    part = base.path / "postgres.tar"
+    with tarfile.open(part, "w") as tar:
+        tar.add(tmp_path / "vol" / "redis", arcname=".", recursive=False)
+        for name in ("./base", "./base/5"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o700
+            tar.addfile(info)
+        tar.add(big, arcname="./base/5/16385")
+        info = tarfile.TarInfo("./base/5/1255")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"cat"))
+    (eng.vol / "postgres").mkdir()
+    helper = eng.start_helper("img", data.HELPER_SCRIPT, [(str(base.path), "/in", True)],
+                              ["0", "0", "", "postgres", "", "stage", "auto-1"])
+    assert helper.wait_for("devenv-staged"), helper.wait().stderr
+    staged = eng.vol / "postgres" / ".devenv-restore" / "base" / "5"
+    assert (staged / "16385").stat().st_size == 65 << 20
+    assert (staged / "1255").read_text() == "cat"
+    helper.close()
+    assert helper.wait().returncode == data.EXIT_NOT_SWAPPED
+    assert not (eng.vol / "postgres" / ".devenv-restore").exists()
