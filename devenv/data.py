@@ -340,18 +340,24 @@ def _stopped(ctx: Context, engine: Engine, settings: Settings,
     running = [containers[s] for s in DATA_SERVICES if s in containers
                and containers[s].running]
     closed = _client_connections(engine, settings, containers.get("postgres"))
-    if running:
-        ctx.notify(f"stopping {', '.join(c.service for c in running)} for the copy"
-                   + (f" (closing {closed} client connection{'s' * (closed != 1)})"
-                      if closed else ""))
-        with ThreadPoolExecutor(len(running)) as pool:
-            list(pool.map(engine.stop, [c.id for c in running]))
     failed = True
+    stopping = False
     try:
+        if running:
+            ctx.notify(f"stopping {', '.join(c.service for c in running)} for the copy"
+                       + (f" (closing {closed} client connection{'s' * (closed != 1)})"
+                          if closed else ""))
+            stopping = True  # inside the try: a Ctrl-C during the stop starts them again
+            with ThreadPoolExecutor(len(running)) as pool:
+                list(pool.map(engine.stop, [c.id for c in running]))
+            stopping = False
         yield closed
         failed = False
     finally:
         if running and (restart or failed):
+            if stopping:  # a stop still on its way (its thread outlives a Ctrl-C) lands first
+                for container in running:
+                    engine.stop(container.id)
             with ThreadPoolExecutor(len(running)) as pool:
                 list(pool.map(engine.start, [c.id for c in running]))
             _wait_ready(ctx, engine, settings, [c.service for c in running])

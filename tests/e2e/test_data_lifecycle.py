@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import stat
 import subprocess
 import tarfile
@@ -225,6 +226,36 @@ def test_a_full_disk_while_the_automatic_snapshot_is_written_keeps_the_old_data(
         sql(stack, "INSERT INTO items SELECT generate_series(31, 50)")  # as the next test expects
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_ctrl_c_while_the_snapshot_is_unpacked_keeps_the_data_running(stack):
+    """A restore unpacks the snapshot beside the data while the services stop; Ctrl-C in
+    that window throws the unpacked copy away and starts the services on the data they had."""
+    stack.run("db", "snapshot", "ten")  # 50 items
+    sql(stack, "DELETE FROM items WHERE n > 20")
+    env = {**os.environ, **stack.env}
+    proc = subprocess.Popen([devenv_command(), "db", "restore", "ten"], cwd=stack.path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("stopping "):
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, "".join(seen) + rest
+    assert "interrupted" in rest and "Traceback" not in rest
+    assert items(stack) == "20"  # running again, on the data it had
+    assert stack.run("redis-cli", "ping").stdout.strip() == "PONG"
+    stack.run("db", "snapshot", "after-ctrl-c")  # nothing of the restore left in the volume
+    with tarfile.open(stack.path / ".devenv" / "snapshots" / "after-ctrl-c" /
+                      "postgres.tar") as tar:
+        assert not [n for n in tar.getnames() if ".devenv-" in n]
+    for name in ("ten", "after-ctrl-c"):
+        stack.run("db", "rm", name, "--yes")
+    sql(stack, "INSERT INTO items SELECT generate_series(21, 50)")  # as the next test expects
 
 
 def test_export_and_import_in_postgres_own_formats(stack, tmp_path):
