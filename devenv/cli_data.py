@@ -75,7 +75,10 @@ def _progress(total: int | None = None) -> tuple[Callable[[int], None] | None,
     return show, end
 
 
-def _back(before: Any) -> str:
+def _back(before: Any, owed: str | None = None) -> str:
+    if owed:
+        return (f"the previous data is being written to snapshot {owed} (kept inside the "
+                f"volumes until then); to go back: devenv db restore {owed}")
     return (f"the previous data is in snapshot {before.name}; to go back: "
             f"devenv db restore {before.name}") if before is not None else \
         "there was no data before"
@@ -129,7 +132,7 @@ def restore_command(ctx: click.Context, name: str) -> None:
 
     result = data.restore(_context(ctx.find_root()), name)
     _err(f"restored snapshot {result.snapshot.name} ({', '.join(result.snapshot.holds)})")
-    _err(_back(result.before))
+    _err(_back(result.before, result.owed))
 
 
 @db.command("snapshots")
@@ -146,6 +149,7 @@ def snapshots_command(ctx: click.Context, as_json: bool) -> None:
     from .snapshots import human_size
 
     context = _context(ctx.find_root())
+    data.wait_owed(context)  # an automatic snapshot being written in the background
     found = data.list_snapshots(context)
     if as_json:
         click.echo(json.dumps([s.as_json() for s in found], indent=2))
@@ -206,7 +210,7 @@ def reset_command(ctx: click.Context, yes: bool) -> None:
     else:
         _err("reset to a fresh database" + (f"; started {', '.join(started)} again"
                                             if started else "; `devenv up` initialises it"))
-    _err(_back(before))
+    _err(_back(before, restored.owed if restored is not None else None))
 
 
 @db.command("export")

@@ -115,3 +115,266 @@ def test_volume_names_follow_compose(tmp_path):
     s = settings(tmp_path)
     assert data.volume_name(s, "postgres") == "p_postgres-data"
     assert data.volume_name(s, "redis") == "p_redis-data"
+
+
+# --- the restore's set-aside data and the automatic snapshot it owes --------------------
+class ScriptEngine:
+    """Runs the helper script on this machine, with /vol/<service>, /in and /out mapped to
+    directories under tmp_path (what `docker run` mounts). `fail` makes one mode fail the
+    way a full disk does."""
+
+    remote_host = None
+
+    def __init__(self, tmp_path):
+        self.vol = tmp_path / "vol"
+        self.vol.mkdir()
+        self.fail: str | None = None
+
+    def volume_exists(self, name):
+        return (self.vol / name.split("_", 1)[1].removesuffix("-data")).is_dir()
+
+    def run_helper(self, image, script, mounts, args):
+        import subprocess
+
+        mode = args[5]
+        if mode == self.fail:
+            return engine_module.CommandResult(
+                2, "", "tar: /out/redis.tar: Wrote only 4096 of 10240 bytes\n"
+                "tar: No space left on device\n")
+        for source, target, _ in mounts:
+            if target == "/out":
+                script = script.replace("/out", source)
+            elif target == "/in":
+                script = script.replace("/in/", source + "/")
+        script = script.replace("/vol/", f"{self.vol}/")
+        done = subprocess.run(["sh", "-c", script, "sh", *args], capture_output=True,
+                              text=True)
+        return engine_module.CommandResult(done.returncode, done.stdout, done.stderr)
+
+
+    def start_helper(self, image, script, mounts, args):
+        import subprocess
+
+        for source, target, _ in mounts:
+            if target == "/in":
+                script = script.replace("/in/", source + "/")
+        script = script.replace("/vol/", f"{self.vol}/")
+        proc = subprocess.Popen(["sh", "-c", script, "sh", *args], stdin=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return engine_module.HelperRun(proc)
+
+
+def _tar_of(path, files):
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, text in files.items():
+            info = tarfile.TarInfo("./" + name)
+            raw = text.encode()
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+
+
+def _restore_setup(tmp_path):
+    eng = ScriptEngine(tmp_path)
+    (eng.vol / "redis").mkdir()
+    (eng.vol / "redis" / "appendonly.aof").write_text("old")
+    s = settings(tmp_path)
+    root = s.snapshot_dir
+    work = snapshots.new_workdir(root, "base")
+    _tar_of(work / "redis.tar", {"appendonly.aof": "new"})
+    base = snapshots.commit(work, root, "base", pg_major="", database="d", project="p",
+                            auto=False)
+    ctx = Context(project_dir=tmp_path, environ={"DEVENV_PROJECT": "p"})
+    return eng, s, ctx, base
+
+
+def _read_part(snapshot, name):
+    import tarfile
+
+    with tarfile.open(snapshot.part("redis")) as tar:
+        return tar.extractfile("./" + name).read().decode()
+
+
+def test_a_restore_interrupted_after_the_swap_still_gives_the_old_data_back(tmp_path):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    data._copy(eng, s, src=base, copy_in=["redis"], auto="auto-1")
+    # the new data is in place; the old one is set aside in the volume, the snapshot owed
+    assert (eng.vol / "redis" / "appendonly.aof").read_text() == "new"
+    assert (eng.vol / "redis" / ".devenv-old" / "appendonly.aof").read_text() == "old"
+    # ... and here the process died (Ctrl-C, kill, crash): the next data command pays first
+    with pytest.raises(data._Owed) as owed:
+        data._copy(eng, s, src=base, copy_in=["redis"], auto="auto-2")
+    assert owed.value.owed == {"redis": "auto-1"}
+    assert (eng.vol / "redis" / ".devenv-old" / "appendonly.aof").read_text() == "old"
+    assert data.settle(ctx, eng, s) is True
+    auto = snapshots.load(s.snapshot_dir, "auto-1")
+    assert auto.auto and _read_part(auto, "appendonly.aof") == "old"
+    assert not (eng.vol / "redis" / ".devenv-old").exists()
+    assert (eng.vol / "redis" / "appendonly.aof").read_text() == "new"
+    assert data.settle(ctx, eng, s) is False  # nothing owed any more
+
+
+def test_set_aside_data_stays_until_its_snapshot_is_written(tmp_path):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    data._copy(eng, s, src=base, copy_in=["redis"], auto="auto-1")
+    eng.fail = "finish"  # the disk fills up while the automatic snapshot is written
+    with pytest.raises(DataError, match="automatic snapshot auto-1 .* was not written") as err:
+        data.settle(ctx, eng, s)
+    assert "kept inside the volumes" in (err.value.hint or "")
+    assert (eng.vol / "redis" / ".devenv-old" / "appendonly.aof").read_text() == "old"
+    assert not (s.snapshot_dir / "auto-1").exists()
+    assert not [p for p in s.snapshot_dir.iterdir() if p.name.startswith(".tmp-")]
+    eng.fail = None  # space freed: the next data command writes it, then drops the copy
+    assert data.settle(ctx, eng, s) is True
+    assert _read_part(snapshots.load(s.snapshot_dir, "auto-1"), "appendonly.aof") == "old"
+    assert not (eng.vol / "redis" / ".devenv-old").exists()
+
+
+def test_a_restore_interrupted_mid_swap_is_undone(tmp_path):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    vol = eng.vol / "redis"
+    (vol / "dump.rdb").write_text("old-rdb")
+    # moved half of the old entries aside, no marker yet, the new data staged beside
+    (vol / ".devenv-old").mkdir()
+    (vol / "appendonly.aof").rename(vol / ".devenv-old" / "appendonly.aof")
+    (vol / ".devenv-restore").mkdir()
+    (vol / ".devenv-restore" / "appendonly.aof").write_text("new")
+    assert data.settle(ctx, eng, s) is False
+    assert sorted(p.name for p in vol.iterdir()) == ["appendonly.aof", "dump.rdb"]
+    assert (vol / "appendonly.aof").read_text() == "old"
+    # marker written (all old aside), new entries half moved in: the new ones go
+    (vol / ".devenv-old").mkdir()
+    for name in ("appendonly.aof", "dump.rdb"):
+        (vol / name).rename(vol / ".devenv-old" / name)
+    (vol / ".devenv-old" / ".devenv-auto").write_text("auto-9\n")
+    (vol / ".devenv-restore").mkdir()
+    (vol / "appendonly.aof").write_text("new")
+    assert data.settle(ctx, eng, s) is False
+    assert sorted(p.name for p in vol.iterdir()) == ["appendonly.aof", "dump.rdb"]
+    assert (vol / "appendonly.aof").read_text() == "old"
+
+
+def test_a_volume_without_room_for_both_copies_is_refused(tmp_path):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    with open(base.part("redis"), "r+b") as handle:  # sparse: looks bigger than the disk
+        import shutil
+
+        handle.truncate(shutil.disk_usage(tmp_path).free + (1 << 30))
+    with pytest.raises(DataError, match="not enough room in the data volume") as err:
+        data._copy(eng, s, src=base, copy_in=["redis"], auto="auto-1")
+    assert "unchanged" in (err.value.hint or "")
+    assert sorted(p.name for p in (eng.vol / "redis").iterdir()) == ["appendonly.aof"]
+    assert (eng.vol / "redis" / "appendonly.aof").read_text() == "old"
+
+
+def test_a_new_restore_pays_the_old_debt_under_another_name(tmp_path, monkeypatch):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    data._copy(eng, s, src=base, copy_in=["redis"], auto="auto-1")
+    (eng.vol / "redis" / "appendonly.aof").write_text("between")
+    monkeypatch.setattr(snapshots, "auto_name", lambda now=None: "auto-1")  # same second
+    monkeypatch.setattr(data, "project_containers", lambda engine, project: {})
+    monkeypatch.setattr(data, "connect", lambda environ: eng)
+    eng.image_env = lambda reference: {}
+    result = data.restore(ctx, "base", background=False)
+    assert result.before is not None and result.before.name == "auto-1-2"
+    assert _read_part(snapshots.load(s.snapshot_dir, "auto-1"), "appendonly.aof") == "old"
+    assert _read_part(result.before, "appendonly.aof") == "between"
+    assert (eng.vol / "redis" / "appendonly.aof").read_text() == "new"
+    assert not (eng.vol / "redis" / ".devenv-old").exists()
+
+
+def _stage(eng, base, auto="auto-1"):
+    return eng.start_helper("img", data.HELPER_SCRIPT, [(str(base.path), "/in", True)],
+                            ["0", "0", "", "redis", "", "stage", auto])
+
+
+def test_a_staged_restore_unpacks_beside_the_data_and_swaps_only_on_go(tmp_path):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    vol = eng.vol / "redis"
+    helper = _stage(eng, base)
+    assert helper.wait_for("devenv-staged")
+    # unpacked while the services still run: the current data is untouched
+    assert (vol / "appendonly.aof").read_text() == "old"
+    assert (vol / ".devenv-restore" / "appendonly.aof").read_text() == "new"
+    assert helper.send("go") and helper.wait_for("devenv-swapped")
+    assert helper.wait().returncode == 0
+    assert (vol / "appendonly.aof").read_text() == "new"
+    assert (vol / ".devenv-old" / "appendonly.aof").read_text() == "old"
+    assert (vol / ".devenv-old" / ".devenv-auto").read_text() == "auto-1\n"
+    assert data.settle(ctx, eng, s) is True
+    assert _read_part(snapshots.load(s.snapshot_dir, "auto-1"), "appendonly.aof") == "old"
+
+
+def test_a_staged_restore_without_go_changes_nothing(tmp_path):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    helper = _stage(eng, base)
+    assert helper.wait_for("devenv-staged")
+    helper.close()  # devenv interrupted (Ctrl-C, killed) before the services were stopped
+    assert helper.wait().returncode == data.EXIT_NOT_SWAPPED
+    assert sorted(p.name for p in (eng.vol / "redis").iterdir()) == ["appendonly.aof"]
+    assert (eng.vol / "redis" / "appendonly.aof").read_text() == "old"
+
+
+def test_staging_leaves_what_an_earlier_restore_left_to_the_stopped_path(tmp_path):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    (eng.vol / "redis" / ".devenv-restore").mkdir()
+    helper = _stage(eng, base)
+    assert not helper.wait_for("devenv-staged")
+    assert helper.wait().returncode == data.EXIT_UNSETTLED
+    assert sorted(p.name for p in (eng.vol / "redis").iterdir()) == [
+        ".devenv-restore", "appendonly.aof"]
+
+
+def test_a_truncated_snapshot_fails_the_staged_restore_before_any_swap(tmp_path):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    with open(base.part("redis"), "r+b") as handle:
+        handle.truncate(700)
+    helper = _stage(eng, base)
+    with pytest.raises(DataError, match="restore of the data failed") as err:
+        data._swap(eng, s, helper, base)
+    assert "unchanged" in (err.value.hint or "")
+    assert sorted(p.name for p in (eng.vol / "redis").iterdir()) == ["appendonly.aof"]
+    assert (eng.vol / "redis" / "appendonly.aof").read_text() == "old"
+
+
+def test_a_whole_restore_through_the_staging_helper(tmp_path, monkeypatch):
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    monkeypatch.setattr(data, "project_containers", lambda engine, project: {})
+    monkeypatch.setattr(data, "connect", lambda environ: eng)
+    eng.image_env = lambda reference: {}
+    result = data.restore(ctx, "base", background=False)
+    assert result.before is not None and result.before.auto
+    assert _read_part(result.before, "appendonly.aof") == "old"
+    assert sorted(p.name for p in (eng.vol / "redis").iterdir()) == ["appendonly.aof"]
+    assert (eng.vol / "redis" / "appendonly.aof").read_text() == "new"
+
+
+def test_the_biggest_file_is_unpacked_beside_the_rest_by_a_second_tar(tmp_path):
+    import tarfile
+
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    big = tmp_path / "16385"
+    with open(big, "wb") as handle:
+        handle.write(b"x" * (65 << 20))  # over the 64 MiB that makes a file worth a tar
+    part = base.path / "postgres.tar"
+    with tarfile.open(part, "w") as tar:
+        tar.add(tmp_path / "vol" / "redis", arcname=".", recursive=False)
+        for name in ("./base", "./base/5"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o700
+            tar.addfile(info)
+        tar.add(big, arcname="./base/5/16385")
+        info = tarfile.TarInfo("./base/5/1255")
+        info.size = 3
+        tar.addfile(info, io.BytesIO(b"cat"))
+    (eng.vol / "postgres").mkdir()
+    helper = eng.start_helper("img", data.HELPER_SCRIPT, [(str(base.path), "/in", True)],
+                              ["0", "0", "", "postgres", "", "stage", "auto-1"])
+    assert helper.wait_for("devenv-staged"), helper.wait().stderr
+    staged = eng.vol / "postgres" / ".devenv-restore" / "base" / "5"
+    assert (staged / "16385").stat().st_size == 65 << 20
+    assert (staged / "1255").read_text() == "cat"
+    helper.close()
+    assert helper.wait().returncode == data.EXIT_NOT_SWAPPED
+    assert not (eng.vol / "postgres" / ".devenv-restore").exists()

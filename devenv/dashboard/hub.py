@@ -351,7 +351,9 @@ class Hub:
         from .. import data
 
         result = self._data_action(f"the restore of {name}",
-                                   lambda: data.restore(self.ctx, name))
+                                   # the page names the automatic snapshot: written
+                                   # before the answer, not after it as `db restore` does
+                                   lambda: data.restore(self.ctx, name, background=False))
         before = result.before
         return {"schema": model.ACTION_SCHEMA, "action": "restore", "ok": True,
                 "snapshot": result.snapshot.as_json(),

@@ -18,6 +18,7 @@ from .api import (
     START_INTERVAL_API,
     WORKDIR_LABEL,
     CommandResult,
+    HelperRun,
     Container,
     Engine,
     EngineInfo,
@@ -59,7 +60,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PROJECT_LABEL", "SERVICE_LABEL", "START_INTERVAL_API", "WORKDIR_LABEL",
-    "CommandResult", "Compose", "Container", "Engine", "EngineInfo", "EventStream",
+    "CommandResult", "Compose", "HelperRun", "Container", "Engine", "EngineInfo", "EventStream",
     "LogDemuxer", "LogStream",
     "PortRaceError", "Published", "Removed", "ServiceNotRunningError",
     "RunInterruptedError",

@@ -471,6 +471,23 @@ class Engine:
                      f"source={source},target={target}" + (",readonly" if read_only else "")]
         return self._cli([*argv, image, "-c", script, "sh", *args])
 
+    def start_helper(self, image: str, script: str, mounts: Sequence[tuple[str, str, bool]],
+                     args: Sequence[str] = ()) -> HelperRun:
+        """run_helper started in the background with its stdin open: the script reads the
+        lines that HelperRun.send writes (EOF when HelperRun.close or this process ends)."""
+        import subprocess
+
+        argv = ["run", "--rm", "-i", "--log-driver", "none", "--network", "none",
+                "--entrypoint", "sh", "--user", "0:0"]
+        for source, target, read_only in mounts:
+            argv += ["--mount", f"type={'bind' if source.startswith('/') else 'volume'},"
+                     f"source={source},target={target}" + (",readonly" if read_only else "")]
+        proc = subprocess.Popen([_docker_cli(), *argv, image, "-c", script, "sh", *args],
+                                env=self.target.environ(self._environ),
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        return HelperRun(proc)
+
     def exec_stream(self, container_id: str, argv: Sequence[str], *,
                     env: Mapping[str, str] | None = None, stdin: BinaryIO | None = None,
                     stdout: BinaryIO | None = None,
@@ -650,6 +667,56 @@ class CommandResult:
     returncode: int
     stdout: str
     stderr: str
+
+
+class HelperRun:
+    """A helper container started by Engine.start_helper: its stderr is read as it comes,
+    so that a caller can go on as soon as the script prints a given line."""
+
+    def __init__(self, proc: Any) -> None:
+        self._proc = proc
+        self._lines: list[str] = []
+        self._seen = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for raw in self._proc.stderr:
+            with self._seen:
+                self._lines.append(_text(raw))
+                self._seen.notify_all()
+        with self._seen:
+            self._lines.append("")  # end of output
+            self._seen.notify_all()
+
+    def send(self, line: str) -> bool:
+        """Write a line to the script's stdin; False when it no longer reads."""
+        try:
+            self._proc.stdin.write(line.encode() + b"\n")
+            self._proc.stdin.flush()
+            return True
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()
+
+    def wait_for(self, line: str) -> bool:
+        """Wait until the script prints `line` (True) or its output ends (False)."""
+        with self._seen:
+            while True:
+                if any(x.rstrip("\n") == line for x in self._lines):
+                    return True
+                if self._lines and self._lines[-1] == "":
+                    return False
+                self._seen.wait()
+
+    def wait(self) -> CommandResult:
+        self.close()
+        returncode = self._proc.wait()
+        self._reader.join()
+        return CommandResult(returncode, "", "".join(self._lines))
 
 
 def _stream(command: Sequence[str], env: Mapping[str, str], stdin: BinaryIO | None,

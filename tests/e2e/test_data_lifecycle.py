@@ -7,8 +7,10 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import stat
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 
@@ -172,6 +174,88 @@ def test_a_full_disk_mid_snapshot_keeps_the_data(stack, tmp_path):
         assert items(stack) == "50"  # running again, data as it was
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_while_the_automatic_snapshot_is_written_keeps_the_old_data(
+        stack, tmp_path):
+    """The restore sets the current data aside in its volume and writes its automatic
+    snapshot after it returns; when that fails, the old data waits in the volume and the
+    next data command writes the snapshot first."""
+    mount = tmp_path / "snaps"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs for the disk-full test: {done.stderr}")
+    env = {"DEVENV_SNAPSHOT_DIR": str(mount)}
+    log = stack.path / ".devenv" / f"{stack.env['DEVENV_PROJECT']}.restore.log"
+    try:
+        sql(stack, "DELETE FROM items WHERE n > 40")
+        stack.run("db", "snapshot", "forty", extra_env=env)
+        size = sum(f.stat().st_size for f in (mount / "forty").iterdir())
+        free = os.statvfs(mount).f_bavail * os.statvfs(mount).f_frsize
+        with open(mount / "filler", "wb") as filler:  # leave room for half a snapshot
+            left = free - size // 2
+            while left > 0:
+                left -= filler.write(b"\0" * min(left, 1 << 24))
+        sql(stack, "DELETE FROM items WHERE n > 30")
+        before = log.read_text() if log.exists() else ""
+        restored = stack.run("db", "restore", "forty", extra_env=env)
+        auto = restored.stderr.split("devenv db restore ")[-1].strip()
+        assert auto.startswith("auto-") and "being written" in restored.stderr
+        assert items(stack) == "40"
+        for _ in range(300):  # the writer runs after the command returned
+            if "was not written" in log.read_text()[len(before):]:
+                break
+            time.sleep(0.2)
+        assert "no space left" in log.read_text()[len(before):]
+        assert not (mount / auto).exists()
+        assert not [p for p in mount.iterdir() if p.name.startswith(".tmp-")]
+
+        (mount / "filler").unlink()  # space again: the next data command pays first
+        after = stack.run("db", "snapshot", "after", extra_env=env)
+        assert f"writing the automatic snapshot {auto}" in after.stderr
+        listed = {s["name"]: s for s in json.loads(
+            stack.run("db", "snapshots", "--json", extra_env=env).stdout)}
+        assert listed[auto]["auto"] is True and listed[auto]["bytes"] > 0
+        with tarfile.open(mount / "after" / "postgres.tar") as tar:  # set-aside copy gone
+            assert not [n for n in tar.getnames() if ".devenv-" in n]
+        stack.run("db", "restore", auto, extra_env=env)
+        assert items(stack) == "30"  # the data the restore replaced
+        stack.run("db", "snapshot", "last", extra_env=env)  # its own writer is done now
+        sql(stack, "INSERT INTO items SELECT generate_series(31, 50)")  # as the next test expects
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_ctrl_c_while_the_snapshot_is_unpacked_keeps_the_data_running(stack):
+    """A restore unpacks the snapshot beside the data while the services stop; Ctrl-C in
+    that window throws the unpacked copy away and starts the services on the data they had."""
+    stack.run("db", "snapshot", "ten")  # 50 items
+    sql(stack, "DELETE FROM items WHERE n > 20")
+    env = {**os.environ, **stack.env}
+    proc = subprocess.Popen([devenv_command(), "db", "restore", "ten"], cwd=stack.path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("stopping "):
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=120) == 130, "".join(seen) + rest
+    assert "interrupted" in rest and "Traceback" not in rest
+    assert items(stack) == "20"  # running again, on the data it had
+    assert stack.run("redis-cli", "ping").stdout.strip() == "PONG"
+    stack.run("db", "snapshot", "after-ctrl-c")  # nothing of the restore left in the volume
+    with tarfile.open(stack.path / ".devenv" / "snapshots" / "after-ctrl-c" /
+                      "postgres.tar") as tar:
+        assert not [n for n in tar.getnames() if ".devenv-" in n]
+    for name in ("ten", "after-ctrl-c"):
+        stack.run("db", "rm", name, "--yes")
+    sql(stack, "INSERT INTO items SELECT generate_series(21, 50)")  # as the next test expects
 
 
 def test_export_and_import_in_postgres_own_formats(stack, tmp_path):
