@@ -2,7 +2,7 @@
 """The inner loop's figures: edit-to-served through `devenv watch` against a full
 `devenv up` rebuild, side by side on two team-style APIs (a Dockerfile and source, made here):
 
-- node: the team's Node/TypeScript API (bench/team_api.py: 21 files, ~1,500 lines of
+- node: the team's Node/TypeScript API (testbed/team_api.py: 21 files, ~1,500 lines of
   TypeScript; its image copies package.json, tsconfig and src, runs `tsc`, starts `node
   dist/server.js`). In the loop it runs the team's dev command (DEVENV_API_COMMAND: `tsc
   --watch` + `node --watch`) and Compose only syncs (DEVENV_API_WATCH_ACTION=sync). The
@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
 import bench as b  # noqa: E402 - the sibling script, for its projects and machine info
-import team_api  # noqa: E402 - the team's Node/TypeScript API
+import team_api  # noqa: E402 - the team's Node/TypeScript API, shared with the tests
 
 SCHEMA = "devenv.bench-reload/2"
 SYNC_TARGET = 2.0  # seconds

@@ -1,5 +1,6 @@
 """A team-style Node/TypeScript API, written into a folder: what bench/reload.py measures
-and tests/e2e/test_loop.py watches. Standard library only.
+and tests/e2e/test_loop.py watches. Standard library only; its image is devenv-test/node
+(testbed/images/node: Debian's nodejs 18 and node-typescript 4.8).
 
 The team's backend is a small TypeScript service on Node: package.json, tsconfig.json and
 src/ with a server, a router, config, logging, errors, validation and one module per
