@@ -2,7 +2,7 @@
 """The inner loop's figures: edit-to-served through `devenv watch` against a full
 `devenv up` rebuild, side by side on two team-style APIs (a Dockerfile and source, made here):
 
-- node: the team's Node/TypeScript API (testbed/team_api.py: 21 files, ~1,500 lines of
+- node: the team's Node/TypeScript API (testbed/team_api.py: 18 files, ~1,700 lines of
   TypeScript; its image copies package.json, tsconfig and src, runs `tsc`, starts `node
   dist/server.js`). In the loop it runs the team's dev command (DEVENV_API_COMMAND: `tsc
   --watch` + `node --watch`) and Compose only syncs (DEVENV_API_WATCH_ACTION=sync). The
@@ -33,15 +33,17 @@ import tempfile
 import threading
 import time
 import urllib.request
-from pathlib import Path
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testbed"))
-import bench as b  # noqa: E402 - the sibling script, for its projects and machine info
 import team_api  # noqa: E402 - the team's Node/TypeScript API, shared with the tests
+
+import bench as b  # noqa: E402 - the sibling script, for its projects and machine info
 
 SCHEMA = "devenv.bench-reload/2"
 SYNC_TARGET = 2.0  # seconds
@@ -138,22 +140,35 @@ def node_api(folder: Path, resources: int) -> tuple[Api, Callable[[str], None]]:
                 "DEVENV_API_WATCH_ACTION": "sync"}, what), save
 
 
+def api_image(project: b.Project) -> str:
+    """The id of the image the API's container runs."""
+    ids = project.compose("ps", "-q", "api").stdout.split()
+    if not ids:
+        return ""
+    return b.run(["docker", "inspect", "--format", "{{.Image}}", ids[0]]).stdout.strip()
+
+
 def measure(bench: b.Bench, api: Api, folder: Path, save: Callable[[str], None],
             runs: int) -> dict[str, Any]:
     """Edit-to-served via watch, then via full `devenv up` rebuilds, on one project."""
     project = bench.project(f"reload-{api.key}")
     project.env["DEVENV_API_BUILD"] = str(folder)
     project.env.update(api.watch_env)
+    # Values never served before: an image built by an earlier run from the same source
+    # would otherwise be a cache hit and skip the build being measured.
+    token = uuid.uuid4().hex[:8]
+    images: set[str] = set()
     project.up().check()
+    images.add(api_image(project))
     url = f"http://127.0.0.1:{project.published()['api']}/"
     synced: list[float] = []
     watch = Watch(project)
     try:
         # one edit first, not counted: a dev server's first compile after its start
-        edit_to_served(save, url, "warm-up watch")
+        edit_to_served(save, url, f"warm-up watch {token}")
         time.sleep(1.0)
         for i in range(runs):
-            synced.append(edit_to_served(save, url, f"synced {i}"))
+            synced.append(edit_to_served(save, url, f"synced {i} {token}"))
             time.sleep(1.0)  # let the probe after the change finish
         events = [e for e in watch.events if e["kind"] in ("restarted", "synced")][1:]
     finally:
@@ -161,10 +176,20 @@ def measure(bench: b.Bench, api: Api, folder: Path, save: Callable[[str], None],
     # The full rebuild is the image as the team builds it, with its own command.
     for key in api.watch_env:
         project.env.pop(key)
-    rebuild = lambda: project.devenv("up", "--only", "api").check()  # noqa: E731
-    edit_to_served(save, url, "warm-up rebuild", then=rebuild)
-    rebuilt = [edit_to_served(save, url, f"rebuilt {i}", then=rebuild) for i in range(runs)]
-    project.cleanup()
+
+    def rebuild() -> None:
+        project.devenv("up", "--only", "api").check()
+        images.add(api_image(project))
+
+    try:
+        edit_to_served(save, url, f"warm-up rebuild {token}", then=rebuild)
+        rebuilt = [edit_to_served(save, url, f"rebuilt {i} {token}", then=rebuild)
+                   for i in range(runs)]
+    finally:
+        project.cleanup()
+        # each rebuild left the one before it untagged: remove every image built here
+        for image in images - {""}:
+            b.run(["docker", "image", "rm", image])
     sync_s, rebuild_s = b.median(synced), b.median(rebuilt)
     ratio = sync_s / rebuild_s
     return {"api": api.key, "title": api.title, "measured": api.what,
@@ -213,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
                         "judged), python (no build step); default both")
     parser.add_argument("--resources", type=int, default=team_api.DEFAULT_RESOURCES,
                         help="resource modules in the TypeScript API (default "
-                        f"{team_api.DEFAULT_RESOURCES}: about 1,500 lines)")
+                        f"{team_api.DEFAULT_RESOURCES}: about 1,700 lines)")
     parser.add_argument("--build-step", default="", metavar="COMMAND",
                         help="python API: a RUN after the COPY; default none")
     args = parser.parse_args(argv)
@@ -222,10 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--api takes node, python or both")
     devenv = os.path.abspath(b.shutil.which(args.devenv) or args.devenv)
     b.preflight(devenv)
-    if "node" in wanted:
-        if b.run(["docker", "image", "inspect", team_api.IMAGE], timeout=60).returncode:
-            raise b.BenchError(f"the test image {team_api.IMAGE} is missing; run "
-                               "`bash scripts/build-test-images.sh node`")
+    if "node" in wanted and b.run(["docker", "image", "inspect", team_api.IMAGE],
+                                  timeout=60).returncode:
+        raise b.BenchError(f"the test image {team_api.IMAGE} is missing; run "
+                           "`bash scripts/build-test-images.sh node`")
     interpreter = b.interpreter_of(devenv)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="devenv-reload-") as tmp:

@@ -6,7 +6,7 @@ The team's backend is a small TypeScript service on Node: package.json, tsconfig
 src/ with a server, a router, config, logging, errors, validation and one module per
 resource (types, an in-memory repository, handlers). Its Dockerfile does what a team's
 production image does: copy the manifest, copy tsconfig and src, run `tsc`, start
-`node dist/server.js`. With the default 8 resources it is 21 files and about 1,500 lines of
+`node dist/server.js`. With the default 8 resources it is 18 files and about 1,700 lines of
 TypeScript: a service in its first months (a handful of resources with their handlers), not
 padded to make a build slow. Debian ships no @types/node, so src/node-env.d.ts declares the
 few Node APIs the service uses; a team's tsc that also checks @types/node takes longer, so
@@ -24,7 +24,7 @@ from pathlib import Path
 IMAGE = "devenv-test/node:latest"
 #: the team's dev command in the container, as `npm run dev` would run it
 DEV_COMMAND = "tsc --watch --preserveWatchOutput -p . & exec node --watch dist/server.js"
-#: resource modules by default, and their names (8 give ~1,500 lines)
+#: resource modules by default, and their names (8 give ~1,700 lines)
 RESOURCES = ("user", "project", "task", "comment", "team", "invite", "webhook", "label",
              "milestone", "attachment", "session", "notification")
 DEFAULT_RESOURCES = 8
@@ -214,7 +214,11 @@ export function toBody(error: unknown): { status: number; body: Record<string, u
 }
 """
 
-VALIDATE = """export type Check<T> = (value: unknown, path: string, problems: string[]) => T | undefined;
+VALIDATE = """export type Check<T> = (
+  value: unknown,
+  path: string,
+  problems: string[],
+) => T | undefined;
 
 export const str = (min = 1, max = 200): Check<string> => (value, path, problems) => {
   if (typeof value !== "string") {
@@ -260,7 +264,8 @@ export function oneOf<T extends string>(choices: readonly T[]): Check<T> {
 }
 
 export function optional<T>(check: Check<T>): Check<T | undefined> {
-  return (value, path, problems) => (value === undefined ? undefined : check(value, path, problems));
+  return (value, path, problems) =>
+    value === undefined ? undefined : check(value, path, problems);
 }
 
 export type Shape<T> = { [K in keyof T]: Check<T[K]> };
@@ -311,7 +316,10 @@ export class Router {
     return this;
   }
 
-  match(method: string, path: string): { handler: Handler; params: Record<string, string> } | undefined {
+  match(
+    method: string,
+    path: string,
+  ): { handler: Handler; params: Record<string, string> } | undefined {
     const parts = path.split("/").filter(Boolean);
     for (const route of this.routes) {
       if (route.method !== method || route.parts.length !== parts.length) {
@@ -562,7 +570,10 @@ import {{ Router, readBody }} from "./router";
 const config = loadConfig();
 const log = createLogger(config.logLevel);
 const router = new Router()
-  .add("GET", "/health", () => ({{ status: 200, body: {{ status: "ok", uptime: process.uptime() }} }}))
+  .add("GET", "/health", () => ({{
+    status: 200,
+    body: {{ status: "ok", uptime: process.uptime() }},
+  }}))
   .add("GET", "/", () => ({{ status: 200, body: {{ greeting: GREETING, service: "team-api" }} }}));
 {routes}
 
@@ -582,7 +593,15 @@ const server = createServer((request, response) => {{
     return;
   }}
   readBody(request)
-    .then((body) => found.handler({{ method, path: url.pathname, params: found.params, query: url.searchParams, body }}))
+    .then((body) =>
+      found.handler({{
+        method,
+        path: url.pathname,
+        params: found.params,
+        query: url.searchParams,
+        body,
+      }}),
+    )
     .then((reply) => send(reply.status, reply.body))
     .catch((error: unknown) => {{
       const {{ status, body }} = toBody(error);

@@ -36,7 +36,7 @@ def test_reload_bench_reports_its_figures(tmp_path: Path, engine: str) -> None:
     assert set(report["apis"]) == {"node", "python"}
     by_api = {api: [f for f in report["figures"] if f["api"] == api]
               for api in ("node", "python")}
-    for api, (watch, rebuild, ratio) in by_api.items():
+    for watch, rebuild, ratio in by_api.values():
         assert watch["seconds"] > 0 and rebuild["seconds"] > 0 and ratio["ratio"] > 0
         assert watch["result"] in ("PASS", "FAIL")
         assert len(watch["compose_action"]) == 1  # one watch event per counted edit

@@ -205,6 +205,7 @@ def test_the_team_typescript_api_reloads_itself_after_a_synced_save(stack: Proje
                       capture_output=True).returncode:
         pytest.fail(f"{team_api.IMAGE} missing: run `bash scripts/build-test-images.sh node`")
     python_greeting = answer(stack)["greeting"]
+    built = ""
     folder = tmp_path / "team-ts"
     edited = team_api.write_team_api(folder, greeting="ts v1")
     loop = {"DEVENV_API_BUILD": str(folder), "DEVENV_API_COMMAND": team_api.DEV_COMMAND,
@@ -213,6 +214,7 @@ def test_the_team_typescript_api_reloads_itself_after_a_synced_save(stack: Proje
         stack.run("up", "--only", "api", extra_env=loop)
         assert answer(stack)["greeting"] == "ts v1"
         before = api_container(stack)
+        built = before["Image"]
         w = Watcher(stack, env=loop)
         try:
             w.next(lambda e: e["kind"] == "watching")
@@ -234,6 +236,8 @@ def test_the_team_typescript_api_reloads_itself_after_a_synced_save(stack: Proje
             (before["Id"], 0, before["State"]["StartedAt"])  # synced, never restarted
     finally:
         stack.run("up", "--only", "api")  # the module's Python API again
+        if built:  # the TypeScript API's image, untagged by that rebuild
+            subprocess.run(["docker", "image", "rm", built], capture_output=True)
     assert answer(stack)["greeting"] == python_greeting
 
 
