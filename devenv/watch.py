@@ -249,21 +249,45 @@ def prepare(ctx: Any) -> WatchPlan:
         running = compose.running_container(spec.name) is not None
     except ServiceNotRunningError:
         running = False
+    # the dev command (DEVENV_<NAME>_COMMAND) must be the one running too
+    command = settings.values.get(f"DEVENV_{spec.name.upper()}_COMMAND")
     return WatchPlan(settings, rules, str(build["context"]),
-                     running and rules_rendered(settings.compose_dir, rules))
+                     running and rules_rendered(settings.compose_dir, rules, spec.name,
+                                                command))
 
 
-def rules_rendered(compose_dir: Path, rules: tuple[dict[str, Any], ...]) -> bool:
-    """True when the rendered file holds these rules (else `up` renders them first)."""
-    from .render import COMPOSE_FILE, quote
+def rules_rendered(compose_dir: Path, rules: tuple[dict[str, Any], ...], service: str = "api",
+                   command: str | None = None) -> bool:
+    """True when the rendered file holds these rules and, when `command` is given, runs
+    that command (`""`: the image's own) for `service`; else `up` renders them first."""
+    from .render import COMPOSE_FILE, quote, quote_list
 
     try:
         text = (compose_dir / COMPOSE_FILE).read_text(encoding="utf-8")
     except OSError:
         return False
+    if command is not None:
+        section = _service_section(text, service)
+        found = [line.strip() for line in section.splitlines()
+                 if line.startswith("    command: ")]
+        wanted = [f"command: {quote_list(['sh', '-c', command])}"] if command else []
+        if found != wanted:
+            return False
     return "    develop:\n" in text and all(
         f"action: {quote(r['action'])}\n          path: {quote(r['path'])}" in text
         for r in rules)
+
+
+def _service_section(text: str, service: str) -> str:
+    """The lines of one service's entry in the rendered file (two-space indented keys)."""
+    lines = text.splitlines()
+    try:
+        start = lines.index(f"  {service}:")
+    except ValueError:
+        return ""
+    end = next((i for i in range(start + 1, len(lines))
+                if re.match(r"^ {0,2}\S", lines[i])), len(lines))
+    return "\n".join(lines[start + 1:end])
 
 
 def check_compose_version(version: tuple[int, int, int] | None, action: str) -> None:

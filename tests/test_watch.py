@@ -221,6 +221,15 @@ def test_rules_rendered_reads_the_compose_file(tmp_path):
     assert rules_rendered(compose, rules)
     other = ({**rules[0], "path": "./api/src"},)
     assert not rules_rendered(compose, other)  # settings changed since: up renders again
+    # the dev command too: `devenv watch` renders and recreates when it changed
+    assert rules_rendered(compose, rules, "api", "")
+    assert not rules_rendered(compose, rules, "api", "node --watch x.js")
+    dev = load_settings(tmp_path, {"DEVENV_API_COMMAND": "node --watch 'x.js' # $PORT"}, {})
+    write_outputs(compose, render_stack(replace(data, values=dev.values,
+                                                watches={"api": rules})))
+    assert rules_rendered(compose, rules, "api", "node --watch 'x.js' # $PORT")
+    assert not rules_rendered(compose, rules, "api", "")
+    assert not rules_rendered(compose, rules, "api", "node --watch y.js")
 
 
 # --- follow(): compose watch's output in, events out, on a fake engine ---------------------
