@@ -256,7 +256,7 @@ def prepare(ctx: Any) -> WatchPlan:
                                                 command))
 
 
-def rules_rendered(compose_dir: Path, rules: tuple[dict[str, Any], ...], service: str = "api",
+def rules_rendered(compose_dir: Path, rules: tuple[dict[str, Any], ...], service: str = "",
                    command: str | None = None) -> bool:
     """True when the rendered file holds these rules and, when `command` is given, runs
     that command (`""`: the image's own) for `service`; else `up` renders them first."""
