@@ -295,6 +295,12 @@ def test_the_bundled_reference_api_is_watched_too(make_project):
         event = w.next(lambda e: e["kind"] in ("restarted", "error"))
         assert (event["kind"], event["state"]) == ("restarted", "ready"), event
         assert answer(project)["version"] == "1.0.1-dev"
+        # it runs as uid 65534 over root's files: Compose's `rm` in it fails, said plainly
+        app.unlink()
+        gone = w.next(lambda e: e["kind"] in ("delete-failed", "restarted", "error"))
+        assert (gone["kind"], gone["state"]) == ("delete-failed", "ready"), gone
+        assert "deleting paths in" in gone["detail"]
+        assert answer(project)["version"] == "1.0.1-dev"  # the old copy keeps serving
     finally:
         assert w.interrupt() == 0
 
