@@ -105,6 +105,8 @@ class Api:
     watch_env: dict[str, str]
     #: what was measured, for the report
     what: str
+    #: a line the dev server logs once it watches its files (a save before may be missed)
+    ready_line: str = ""
 
 
 def python_api(folder: Path, build_step: str) -> tuple[Api, Callable[[str], None]]:
@@ -137,7 +139,16 @@ def node_api(folder: Path, resources: int) -> tuple[Api, Callable[[str], None]]:
             "source layer (tsc), container recreated with the image's CMD")
     return Api("node", "team's Node/TypeScript API",
                {"DEVENV_API_COMMAND": team_api.DEV_COMMAND,
-                "DEVENV_API_WATCH_ACTION": "sync"}, what), save
+                "DEVENV_API_WATCH_ACTION": "sync"}, what, team_api.WATCHING), save
+
+
+def wait_for_log(project: b.Project, text: str, timeout: float = 120) -> None:
+    began = time.perf_counter()
+    while time.perf_counter() - began < timeout:
+        if text in project.compose("logs", "api").stdout:
+            return
+        time.sleep(0.3)
+    raise b.BenchError(f"the API never logged {text!r}")
 
 
 def api_image(project: b.Project) -> str:
@@ -160,6 +171,8 @@ def measure(bench: b.Bench, api: Api, folder: Path, save: Callable[[str], None],
     images: set[str] = set()
     project.up().check()
     images.add(api_image(project))
+    if api.ready_line:
+        wait_for_log(project, api.ready_line)
     url = f"http://127.0.0.1:{project.published()['api']}/"
     synced: list[float] = []
     watch = Watch(project)

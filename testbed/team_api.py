@@ -24,6 +24,9 @@ from pathlib import Path
 IMAGE = "devenv-test/node:latest"
 #: the team's dev command in the container, as `npm run dev` would run it
 DEV_COMMAND = "tsc --watch --preserveWatchOutput -p . & exec node --watch dist/server.js"
+#: what `tsc --watch` prints once its first compile is done and it watches the files: a
+#: file saved before that may be missed by it, so the tests and the bench wait for this
+WATCHING = "Watching for file changes."
 #: resource modules by default, and their names (8 give ~1,700 lines)
 RESOURCES = ("user", "project", "task", "comment", "team", "invite", "webhook", "label",
              "milestone", "attachment", "session", "notification")

@@ -215,6 +215,7 @@ def test_the_team_typescript_api_reloads_itself_after_a_synced_save(stack: Proje
         assert answer(stack)["greeting"] == "ts v1"
         before = api_container(stack)
         built = before["Image"]
+        assert logged(stack, team_api.WATCHING), "tsc --watch never watched"
         w = Watcher(stack, env=loop)
         try:
             w.next(lambda e: e["kind"] == "watching")
@@ -245,6 +246,16 @@ def api_container(project: Project) -> dict:
     cid = next(c["ID"] for c in project.containers() if c["Names"].endswith("-api-1"))
     return json.loads(subprocess.run(["docker", "inspect", cid], capture_output=True,
                                      text=True, check=True).stdout)[0]
+
+
+def logged(project: Project, text: str, timeout: float = 60) -> bool:
+    """The API's log holds `text` within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in project.run("logs", "api").stdout:
+            return True
+        time.sleep(0.3)
+    return False
 
 
 def served(project: Project, greeting: str, timeout: float = 60) -> bool:
