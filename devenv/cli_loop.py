@@ -101,12 +101,15 @@ def watch(ctx: click.Context, as_json: bool) -> None:
     source changes are synced and the API restarted; a change to the Dockerfile or the
     dependency manifest rebuilds the image. Each sync, restart and rebuild is printed with
     its duration and whether the API answers again. Ctrl-C stops watching; the stack keeps
-    running. Settings: DEVENV_API_WATCH_SYNC, _TARGET, _REBUILD, _ACTION.
+    running. Settings: DEVENV_API_WATCH_SYNC, _TARGET, _REBUILD, _ACTION; for an API that
+    reloads itself, DEVENV_API_COMMAND runs its dev server and _ACTION=sync only copies.
 
     \b
     Example:
       devenv watch
       DEVENV_API_WATCH_SYNC=src devenv watch --json
+      DEVENV_API_WATCH_ACTION=sync DEVENV_API_COMMAND='tsc -w & node --watch dist/server.js' \\
+        devenv watch
     """
     from . import stack
     from .report import format_rows

@@ -109,6 +109,16 @@ _SIGNALS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 
+#: compose deletes a deleted source file by `rm` in the container, as the container's user
+_DELETE_FAILED = re.compile(r"deleting paths in \S+: exit code \d+")
+
+
+def _unescape(text: str) -> str:
+    """Compose's logfmt message keeps its newlines and tabs escaped."""
+    lines = text.replace("\\t", " ").replace("\\n", "\n").splitlines()
+    return "\n".join(" ".join(line.split()) for line in lines if line.strip())
+
+
 @dataclass(frozen=True)
 class Signal:
     kind: str  # enabled | sync | restarting | started | rebuild | built | build-failed |
@@ -130,7 +140,8 @@ def parse_line(line: str) -> Signal:
 class Step:
     """One thing compose did, with how long it took: what devenv probes after."""
 
-    kind: str  # watching | synced | restarted | rebuilt | rebuild-failed | error
+    kind: str  # watching | synced | restarted | rebuilt | rebuild-failed | delete-failed |
+    #            error
     seconds: float | None = None
     detail: str = ""
 
@@ -174,7 +185,10 @@ class Tracker:
             if self.last_error and self.last_error in signal.text:
                 return None
             self.pending = ""
-            return Step("error", None, signal.text)
+            text = _unescape(signal.text)
+            if _DELETE_FAILED.search(text):
+                return Step("delete-failed", None, text)
+            return Step("error", None, text)
         if kind == "output" and self.pending == "rebuild" and signal.text:
             self.output.append(signal.text)
             del self.output[:-40]
@@ -184,7 +198,8 @@ class Tracker:
 # --- the events devenv reports -----------------------------------------------------------
 @dataclass(frozen=True)
 class WatchEvent:
-    kind: str  # watching | synced | restarted | rebuilt | rebuild-failed | error
+    kind: str  # watching | synced | restarted | rebuilt | rebuild-failed | delete-failed |
+    #            error
     service: str
     url: str
     #: how long compose's action took (sync+restart, build + recreate)
@@ -234,21 +249,45 @@ def prepare(ctx: Any) -> WatchPlan:
         running = compose.running_container(spec.name) is not None
     except ServiceNotRunningError:
         running = False
+    # the dev command (DEVENV_<NAME>_COMMAND) must be the one running too
+    command = settings.values.get(f"DEVENV_{spec.name.upper()}_COMMAND")
     return WatchPlan(settings, rules, str(build["context"]),
-                     running and rules_rendered(settings.compose_dir, rules))
+                     running and rules_rendered(settings.compose_dir, rules, spec.name,
+                                                command))
 
 
-def rules_rendered(compose_dir: Path, rules: tuple[dict[str, Any], ...]) -> bool:
-    """True when the rendered file holds these rules (else `up` renders them first)."""
-    from .render import COMPOSE_FILE, quote
+def rules_rendered(compose_dir: Path, rules: tuple[dict[str, Any], ...], service: str = "",
+                   command: str | None = None) -> bool:
+    """True when the rendered file holds these rules and, when `command` is given, runs
+    that command (`""`: the image's own) for `service`; else `up` renders them first."""
+    from .render import COMPOSE_FILE, quote, quote_list
 
     try:
         text = (compose_dir / COMPOSE_FILE).read_text(encoding="utf-8")
     except OSError:
         return False
+    if command is not None:
+        section = _service_section(text, service)
+        found = [line.strip() for line in section.splitlines()
+                 if line.startswith("    command: ")]
+        wanted = [f"command: {quote_list(['sh', '-c', command])}"] if command else []
+        if found != wanted:
+            return False
     return "    develop:\n" in text and all(
         f"action: {quote(r['action'])}\n          path: {quote(r['path'])}" in text
         for r in rules)
+
+
+def _service_section(text: str, service: str) -> str:
+    """The lines of one service's entry in the rendered file (two-space indented keys)."""
+    lines = text.splitlines()
+    try:
+        start = lines.index(f"  {service}:")
+    except ValueError:
+        return ""
+    end = next((i for i in range(start + 1, len(lines))
+                if re.match(r"^ {0,2}\S", lines[i])), len(lines))
+    return "\n".join(lines[start + 1:end])
 
 
 def check_compose_version(version: tuple[int, int, int] | None, action: str) -> None:
@@ -372,7 +411,7 @@ def describe_rules(rules: tuple[dict[str, Any], ...]) -> str:
 
 _WHAT = {"synced": "synced", "restarted": "synced and restarted",
          "rebuilt": "rebuilt and recreated", "rebuild-failed": "rebuild FAILED",
-         "error": "error"}
+         "delete-failed": "a deleted file is still in the container", "error": "error"}
 
 
 def format_event(event: WatchEvent) -> str:
@@ -387,6 +426,10 @@ def format_event(event: WatchEvent) -> str:
         line += f"; {event.state}"
     if event.kind == "rebuild-failed":
         line += " (the running container keeps serving; save again to retry)"
+    elif event.kind == "delete-failed":
+        line += (" (the container's user may not delete it there, so the old copy keeps "
+                 "serving; restore the file, or let the image's user own its folder, e.g. "
+                 "COPY --chown)")
     elif event.state == "exited":
         line += " (fix or restore the file; the next save syncs and restarts it)"
     if event.detail:

@@ -103,3 +103,23 @@ def test_lan_with_a_wildcard_bind_is_refused_as_moot(tmp_path):
     settings = load_settings(tmp_path, {"DEVENV_BIND": "0.0.0.0"}, {})
     with pytest.raises(UsageError, match="--lan changes nothing: DEVENV_BIND=0.0.0.0"):
         plan_lan(settings, ["api"], ("api",), lan)
+
+
+def test_device_urls_with_no_api_running_say_how_to_start_it(fake_context, fake_engine):
+    from fake_engine import stop
+
+    from devenv import devices, stack
+
+    ctx = fake_context()
+    expected = ("the Backend API of project unit is not running",
+                "start it: devenv up --only api (and --lan api for a phone)")
+    with pytest.raises(UsageError) as nothing:  # nothing of the project runs
+        devices.devices(ctx)
+    assert (nothing.value.message, nothing.value.hint) == expected
+    assert nothing.value.exit_code == 2
+    stack.up(ctx, ["api"])
+    assert devices.devices(ctx).urls  # running: the URLs
+    stop(fake_engine, "api")  # the database and cache still run
+    with pytest.raises(UsageError) as stopped:
+        devices.devices(ctx)
+    assert (stopped.value.message, stopped.value.hint) == expected

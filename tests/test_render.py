@@ -438,6 +438,18 @@ def test_watch_rules_and_lan_ports_render_as_compose_reads_them(tmp_path):
     assert "develop" not in compose_doc(render_stack(make_input(tmp_path)))["services"]["api"]
 
 
+def test_api_command_replaces_the_images_cmd_as_sh_c_and_is_quoted(tmp_path):
+    hostile = "tsc -w & node --watch \"$ENTRY\" # x\n    privileged: true"
+    data = make_input(tmp_path, services=("api", "postgres", "redis"),
+                      environ={"DEVENV_API_COMMAND": hostile.replace("\n", " ")})
+    api = compose_doc(render_stack(data))["services"]["api"]
+    assert api["command"] == ["sh", "-c", hostile.replace("\n", " ").replace("$", "$$")]
+    assert "privileged" not in api
+    # unset: the image's own CMD, no command key at all
+    plain = compose_doc(render_stack(make_input(tmp_path)))["services"]["api"]
+    assert "command" not in plain
+
+
 def test_a_declared_service_gets_the_generic_template_unless_the_project_has_one(tmp_path):
     (tmp_path / "devenv.toml").write_text(
         '[services.mail]\nimage = "mail:1"\nport = 1025\nhost_port = 8025\n'

@@ -74,6 +74,7 @@ def test_bad_port_names_the_setting(tmp_path, value, words):
     ("DEVENV_RESERVED_PORTS", "3000,x"), ("DEVENV_POSTGRES_PASSWORD", "two\nlines"),
     ("DEVENV_NETWORK", "bad/net"), ("DEVENV_POSTGRES_USER", ""),
     ("DEVENV_SNAPSHOT_DIR", ""), ("DEVENV_SEED_DIR", " "),
+    ("DEVENV_API_COMMAND", "node a.js\n    privileged: true"),
 ])
 def test_bad_values_exit_2_naming_the_setting(tmp_path, key, value):
     with pytest.raises(SettingError) as info:

@@ -156,6 +156,24 @@ def test_rebuild_ok_and_failed_once_with_the_build_output():
         Step("error", None, "Post restart: context canceled")
 
 
+def test_a_deleted_file_the_container_may_not_delete_is_said_plainly():
+    # Compose 2.26's line when `rm` as the container's user (uid 65534) fails on root's files
+    line = ('time="2026-11-26T20:14:06Z" level=warning msg="Error handling changed files for '
+            'service api: 1 error occurred:\\n\\t* deleting paths in 2f21cce328a7: exit '
+            'code 1\\n\\n"')
+    step = Tracker().feed(parse_line(line), 1.0)
+    assert step == Step("delete-failed", None,
+                        "Error handling changed files for service api: 1 error occurred:\n"
+                        "* deleting paths in 2f21cce328a7: exit code 1")
+    event = WatchEvent(step.kind, "api", "http://127.0.0.1:7777", None, "ready", 0.02,
+                       step.detail, "20:14:06")
+    assert format_event(event).splitlines()[0] == (
+        "20:14:06 api: a deleted file is still in the container; ready after 0.02 s at "
+        "http://127.0.0.1:7777 (the container's user may not delete it there, so the old "
+        "copy keeps serving; restore the file, or let the image's user own its folder, e.g. "
+        "COPY --chown)")
+
+
 def test_old_compose_is_named_with_the_version_needed():
     check_compose_version((2, 23, 0), "sync+restart")
     check_compose_version(None, "sync+restart")  # unknown: let compose say
@@ -203,6 +221,15 @@ def test_rules_rendered_reads_the_compose_file(tmp_path):
     assert rules_rendered(compose, rules)
     other = ({**rules[0], "path": "./api/src"},)
     assert not rules_rendered(compose, other)  # settings changed since: up renders again
+    # the dev command too: `devenv watch` renders and recreates when it changed
+    assert rules_rendered(compose, rules, "api", "")
+    assert not rules_rendered(compose, rules, "api", "node --watch x.js")
+    dev = load_settings(tmp_path, {"DEVENV_API_COMMAND": "node --watch 'x.js' # $PORT"}, {})
+    write_outputs(compose, render_stack(replace(data, values=dev.values,
+                                                watches={"api": rules})))
+    assert rules_rendered(compose, rules, "api", "node --watch 'x.js' # $PORT")
+    assert not rules_rendered(compose, rules, "api", "")
+    assert not rules_rendered(compose, rules, "api", "node --watch y.js")
 
 
 # --- follow(): compose watch's output in, events out, on a fake engine ---------------------

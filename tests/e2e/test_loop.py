@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,9 @@ from pathlib import Path
 
 import pytest
 from checks import http_get
-from conftest import Project, devenv_command, new_project
+from conftest import ROOT, Project, devenv_command, new_project
+
+sys.path.insert(0, str(ROOT / "testbed"))  # team_api: the team's Node/TypeScript API
 
 pytestmark = pytest.mark.e2e
 
@@ -84,10 +87,10 @@ def answer(project: Project) -> dict:
 class Watcher:
     """`devenv watch --json` in the background; its events, one JSON object a line."""
 
-    def __init__(self, project: Project, *args: str):
+    def __init__(self, project: Project, *args: str, env: dict[str, str] | None = None):
         self.process = subprocess.Popen(
             [devenv_command(), "watch", "--json", *args], cwd=project.path,
-            env={**os.environ, **project.env}, stdout=subprocess.PIPE,
+            env={**os.environ, **project.env, **(env or {})}, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         self.events: queue.Queue[dict] = queue.Queue()
         self.seen: list[dict] = []
@@ -190,6 +193,84 @@ def test_ctrl_c_stops_watching_and_leaves_the_stack_running(stack: Project,
     assert leftover.stdout == "", "compose watch outlived devenv"
 
 
+def test_the_team_typescript_api_reloads_itself_after_a_synced_save(stack: Project,
+                                                                   tmp_path: Path):
+    """The team's Node/TypeScript API (testbed/team_api.py: its image runs tsc) with its dev
+    command (tsc --watch + node --watch) and the sync action: Compose copies the file, the
+    dev server serves the change, the container is never restarted. A type error shows in
+    the API's log. Then the module's Python API is put back."""
+    import team_api
+
+    if subprocess.run(["docker", "image", "inspect", team_api.IMAGE],
+                      capture_output=True).returncode:
+        pytest.fail(f"{team_api.IMAGE} missing: run `bash scripts/build-test-images.sh node`")
+    python_greeting = answer(stack)["greeting"]
+    built = ""
+    folder = tmp_path / "team-ts"
+    edited = team_api.write_team_api(folder, greeting="ts v1")
+    loop = {"DEVENV_API_BUILD": str(folder), "DEVENV_API_COMMAND": team_api.DEV_COMMAND,
+            "DEVENV_API_WATCH_ACTION": "sync"}
+    try:
+        stack.run("up", "--only", "api", extra_env=loop)
+        assert answer(stack)["greeting"] == "ts v1"
+        before = api_container(stack)
+        built = before["Image"]
+        assert logged(stack, team_api.WATCHING), "tsc --watch never watched"
+        w = Watcher(stack, env=loop)
+        try:
+            w.next(lambda e: e["kind"] == "watching")
+            edited.write_text(team_api.greeting_source("ts v2"))
+            event = w.next(lambda e: e["kind"] in ("synced", "restarted", "error"))
+            assert (event["kind"], event["state"]) == ("synced", "ready"), event
+            assert served(stack, "ts v2"), w.seen
+            # a type error: tsc says so in the API's log (and, as tsc does by default,
+            # still emits, so the dev server runs the new code)
+            edited.write_text('export const GREETING: number = "ts v3";\n')
+            w.next(lambda e: e["kind"] in ("synced", "error"))
+            assert served(stack, "ts v3")
+            logs = stack.run("logs", "api").stdout
+            assert "src/greeting.ts(1,14): error TS2322" in logs, logs[-2000:]
+        finally:
+            assert w.interrupt() == 0
+        after = api_container(stack)
+        assert (after["Id"], after["RestartCount"], after["State"]["StartedAt"]) == \
+            (before["Id"], 0, before["State"]["StartedAt"])  # synced, never restarted
+    finally:
+        stack.run("up", "--only", "api")  # the module's Python API again
+        if built:  # the TypeScript API's image, untagged by that rebuild
+            subprocess.run(["docker", "image", "rm", built], capture_output=True)
+    assert answer(stack)["greeting"] == python_greeting
+
+
+def api_container(project: Project) -> dict:
+    cid = next(c["ID"] for c in project.containers() if c["Names"].endswith("-api-1"))
+    return json.loads(subprocess.run(["docker", "inspect", cid], capture_output=True,
+                                     text=True, check=True).stdout)[0]
+
+
+def logged(project: Project, text: str, timeout: float = 60) -> bool:
+    """The API's log holds `text` within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in project.run("logs", "api").stdout:
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def served(project: Project, greeting: str, timeout: float = 60) -> bool:
+    """The API answers with `greeting` within `timeout` (a dev server reloads on its own)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if answer(project)["greeting"] == greeting:
+                return True
+        except (AssertionError, OSError, ValueError):
+            pass  # restarting
+        time.sleep(0.2)
+    return False
+
+
 def test_watch_path_that_does_not_exist_exits_2_and_starts_nothing(stack: Project):
     result = stack.run("watch", check=False, extra_env={"DEVENV_API_WATCH_SYNC": "src"})
     assert result.returncode == 2
@@ -225,6 +306,12 @@ def test_the_bundled_reference_api_is_watched_too(make_project):
         event = w.next(lambda e: e["kind"] in ("restarted", "error"))
         assert (event["kind"], event["state"]) == ("restarted", "ready"), event
         assert answer(project)["version"] == "1.0.1-dev"
+        # it runs as uid 65534 over root's files: Compose's `rm` in it fails, said plainly
+        app.unlink()
+        gone = w.next(lambda e: e["kind"] in ("delete-failed", "restarted", "error"))
+        assert (gone["kind"], gone["state"]) == ("delete-failed", "ready"), gone
+        assert "deleting paths in" in gone["detail"]
+        assert answer(project)["version"] == "1.0.1-dev"  # the old copy keeps serving
     finally:
         assert w.interrupt() == 0
 
