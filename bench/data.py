@@ -67,6 +67,13 @@ def in_pg(p: core.Project, script: str) -> core.Ran:
     return core.run(["docker", "exec", container(p, "postgres"), "sh", "-c", script])
 
 
+def settle() -> None:
+    """Flush the dirty pages earlier steps left (untimed, before every timed step, both
+    sides): the engine flushes them at the next container exit, so without this a step
+    would pay for the writes of the one before it."""
+    core.run(["sync"]).check()
+
+
 def measure(p: core.Project, runs: int, say: Any) -> dict[str, dict[str, list[float]]]:
     times: dict[str, dict[str, list[float]]] = {
         "snapshot": {"devenv": [], "reference": []}, "restore": {"devenv": [], "reference": []},
@@ -74,17 +81,21 @@ def measure(p: core.Project, runs: int, say: Any) -> dict[str, dict[str, list[fl
     user = "-U postgres"
     for n in range(runs):
         say(f"run {n + 1}/{runs}: pg_dump -Fc")
+        settle()
         times["snapshot"]["reference"].append(
             in_pg(p, f"pg_dump -Fc {user} -d {DB} -f /tmp/ref.dump").check().seconds)
         say(f"run {n + 1}/{runs}: devenv db snapshot")
+        settle()
         times["snapshot"]["devenv"].append(
             p.devenv("db", "snapshot", "bench", "--force").check().seconds)
         in_pg(p, f"dropdb {user} --if-exists r && createdb {user} r").check()
         say(f"run {n + 1}/{runs}: pg_restore -j 2")
+        settle()
         times["restore"]["reference"].append(
             in_pg(p, f"pg_restore -j 2 {user} -d r /tmp/ref.dump").check().seconds)
         in_pg(p, f"dropdb {user} r").check()
         say(f"run {n + 1}/{runs}: devenv db restore")
+        settle()
         restored = p.devenv("db", "restore", "bench").check().seconds
         times["restore"]["devenv"].append(restored)
         # the automatic snapshot of the replaced data is written after the command returns;
