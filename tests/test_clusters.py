@@ -1,6 +1,6 @@
 """Prepared clusters: the key, the cache directory, and the three steps `up` takes (plan,
 unpack, start preparing) over a recording engine. The real engine's side (a real cluster
-made, unpacked and logged into) is tests/e2e/test_clusters.py."""
+made, unpacked and logged into) is tests/e2e/test_prepared_clusters.py."""
 
 from __future__ import annotations
 

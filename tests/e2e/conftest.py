@@ -38,7 +38,7 @@ def devenv_command() -> str:
 @pytest.fixture(scope="session", autouse=True)
 def no_prepared_clusters() -> Iterator[None]:
     """Every devenv the tests start, also outside a Project, makes no prepared PostgreSQL
-    cluster in the user's cache unless its test asks (tests/e2e/test_clusters.py)."""
+    cluster in the user's cache unless its test asks (tests/e2e/test_prepared_clusters.py)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DEVENV_CLUSTER_CACHE", "off")
         yield
@@ -118,7 +118,7 @@ class Project:
 
 def new_project(tmp_path: Path, *, default_ports: bool = False, **env: str) -> Project:
     name = f"t{uuid.uuid4().hex[:8]}"
-    # No prepared PostgreSQL clusters unless a test asks (tests/e2e/test_clusters.py): their
+    # No prepared PostgreSQL clusters unless a test asks (tests/e2e/test_prepared_clusters.py): their
     # background preparation would add CPU load to every cold start of the suite.
     settings = {**TEST_IMAGES, "DEVENV_PROJECT": name, "DEVENV_WAIT_TIMEOUT": "90",
                 "DEVENV_CLUSTER_CACHE": "off", **env}
