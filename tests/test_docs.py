@@ -43,3 +43,12 @@ def test_exit_codes_table_matches_the_code():
 def test_readme_test_command_is_what_ci_runs():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "bash scripts/test.sh" in README and "bash scripts/test.sh" in ci
+
+
+def test_no_test_module_basename_is_shared_between_unit_and_e2e_tests() -> None:
+    # pytest imports test modules by basename (rootdir-relative, no packages): two files
+    # of one name in tests/ and tests/e2e/ stop the collection of the whole suite.
+    here = Path(__file__).resolve().parent
+    unit = {p.name for p in here.glob("*.py")}
+    e2e = {p.name for p in (here / "e2e").glob("*.py")} - {"__init__.py", "conftest.py"}
+    assert not unit & e2e, f"rename one of each: {sorted(unit & e2e)}"
