@@ -50,29 +50,6 @@ SYNC_TARGET = 2.0  # seconds
 RATIO_TARGET = 0.2
 POLL = 0.02
 
-DOCKERFILE = """FROM {base}
-WORKDIR /app
-COPY . /app
-{build_step}CMD ["python3", "/app/server.py"]
-"""
-SERVER = '''import http.server, json, os
-from greeting import GREETING
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({"greeting": GREETING}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
-'''
-
-
 def greeting_of(url: str) -> str | None:
     try:
         with urllib.request.urlopen(url, timeout=0.25) as response:
@@ -110,16 +87,12 @@ class Api:
 
 
 def python_api(folder: Path, build_step: str) -> tuple[Api, Callable[[str], None]]:
-    folder.mkdir()
-    (folder / "Dockerfile").write_text(
-        DOCKERFILE.format(base=b.TEST_IMAGES["DEVENV_API_BASE_IMAGE"],
-                          build_step=f"RUN {build_step}\n" if build_step else ""))
-    (folder / "server.py").write_text(SERVER)
+    edited = team_api.write_python_api(folder, b.TEST_IMAGES["DEVENV_API_BASE_IMAGE"],
+                                       build_step=build_step)
 
     def save(value: str) -> None:
-        (folder / "greeting.py").write_text(f"GREETING = {value!r}\n")
+        edited.write_text(team_api.python_greeting_source(value))
 
-    save("start")
     what = ("Python, `COPY . /app`" + (f" then RUN {build_step}" if build_step else
                                        ", no build step")
             + "; watch: sync+restart; rebuild: cached build, container recreated")

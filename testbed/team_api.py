@@ -1,5 +1,6 @@
 """A team-style Node/TypeScript API, written into a folder: what bench/reload.py measures
-and tests/e2e/test_loop.py watches. Standard library only; its image is devenv-test/node
+and tests/e2e/test_loop.py watches (and, at the end, the Python API without a build step
+that both use beside it). Standard library only; its image is devenv-test/node
 (testbed/images/node: Debian's nodejs 18 and node-typescript 4.8).
 
 The team's backend is a small TypeScript service on Node: package.json, tsconfig.json and
@@ -684,3 +685,45 @@ def source_size(folder: Path) -> tuple[int, int]:
     """(files, lines) of TypeScript under src/."""
     sources = sorted((folder / "src").rglob("*.ts"))
     return len(sources), sum(len(p.read_text().splitlines()) for p in sources)
+
+
+# --- the Python API without a build step ------------------------------------------------
+PYTHON_DOCKERFILE = """FROM {base}
+WORKDIR /app
+COPY . /app
+{build_step}CMD ["python3", "/app/server.py"]
+"""
+PYTHON_SERVER = '''import http.server, json, os
+from greeting import GREETING
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"greeting": GREETING, "path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+'''
+
+
+def python_greeting_source(value: str) -> str:
+    """greeting.py of the Python API: the file the tests and the benchmark edit."""
+    return f"GREETING = {value!r}\n"
+
+
+def write_python_api(folder: Path, base: str, greeting: str = "start",
+                     build_step: str = "") -> Path:
+    """The Python API (`COPY . /app`, optionally a RUN after it) on image `base` in
+    `folder`; returns the file to edit (greeting.py)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Dockerfile").write_text(PYTHON_DOCKERFILE.format(
+        base=base, build_step=f"RUN {build_step}\n" if build_step else ""))
+    (folder / "server.py").write_text(PYTHON_SERVER)
+    edited = folder / "greeting.py"
+    edited.write_text(python_greeting_source(greeting))
+    return edited

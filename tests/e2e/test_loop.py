@@ -26,46 +26,22 @@ from checks import http_get
 from conftest import ROOT, Project, devenv_command, new_project
 
 sys.path.insert(0, str(ROOT / "testbed"))  # team_api: the team's Node/TypeScript API
+import team_api  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-DOCKERFILE = """FROM {base}
-WORKDIR /app
-COPY . /app
-CMD ["python3", "/app/server.py"]
-"""
-SERVER = '''import http.server, json, os
-from greeting import GREETING
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = json.dumps({"greeting": GREETING, "path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
-'''
-
 
 def greeting(text: str) -> str:
-    return f"GREETING = {text!r}\n"
+    return team_api.python_greeting_source(text)
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Iterator[Project]:
     base = tmp_path_factory.mktemp("loop")
     team = base / "backend"
-    team.mkdir()
     from conftest import TEST_IMAGES
 
-    (team / "Dockerfile").write_text(DOCKERFILE.format(base=TEST_IMAGES["DEVENV_API_BASE_IMAGE"]))
-    (team / "server.py").write_text(SERVER)
-    (team / "greeting.py").write_text(greeting("hello v1"))
+    team_api.write_python_api(team, TEST_IMAGES["DEVENV_API_BASE_IMAGE"], greeting="hello v1")
     project = new_project(base, DEVENV_API_BUILD=str(team))
     try:
         project.run("up", "--only", "api")
@@ -199,8 +175,6 @@ def test_the_team_typescript_api_reloads_itself_after_a_synced_save(stack: Proje
     command (tsc --watch + node --watch) and the sync action: Compose copies the file, the
     dev server serves the change, the container is never restarted. A type error shows in
     the API's log. Then the module's Python API is put back."""
-    import team_api
-
     if subprocess.run(["docker", "image", "inspect", team_api.IMAGE],
                       capture_output=True).returncode:
         pytest.fail(f"{team_api.IMAGE} missing: run `bash scripts/build-test-images.sh node`")
