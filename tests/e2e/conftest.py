@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -66,14 +67,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def free_port_block(size: int = 12) -> int:
-    """The first port of `size` consecutive free ports (for a project's configured ports)."""
-    for _ in range(200):
-        start = free_port()
-        if start + size > 65000:
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def free_port_block(size: int = 16) -> int:
+    """The first port of `size` consecutive free ports (for a project's configured ports).
+
+    The block lies below the kernel's ephemeral range: a port in that range can be given to any
+    outgoing connection between this check and the test's use of it, and then `port + 1` is no
+    longer the port a moved service lands on. No block is handed out twice in one run.
+    """
+    low, high = _ephemeral_range()
+    # above the Expo port (19000), reserved for a host app; above the range if it starts too low
+    first, last = (20000, low - size) if low - size > 21000 else (high + 1, 65000 - size)
+    rng = random.Random()
+    for _ in range(500):
+        start = rng.randrange(first, last)
+        block = range(start, start + size)
+        if _HANDED_OUT.intersection(block):
             continue
         ok = True
-        for port in range(start, start + size):
+        for port in block:
             try:
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", port))
@@ -81,6 +103,7 @@ def free_port_block(size: int = 12) -> int:
                 ok = False
                 break
         if ok:
+            _HANDED_OUT.update(block)
             return start
     raise RuntimeError("no block of free ports")
 
