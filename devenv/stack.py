@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from . import clusters, data, engine_forward
+from . import engine_forward
 from .catalog import Selection
 from .context import Context
 from .engine import Container, Engine, EngineInfo, PortRaceError
@@ -72,6 +72,8 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
        lan: LanPublish | None = None) -> UpResult:
     """plan -> render -> is it current? -> start -> wait -> report; a port taken between
     plan and start moves that service and the three middle steps run again."""
+    from . import clusters, data  # only `up` needs them: down, logs and config stay lighter
+
     began = time.monotonic()
     settings = ctx.settings()
     selection = settings.catalog.select(only)
@@ -257,6 +259,8 @@ def _migrating(settings: Settings, selection: Selection) -> tuple[str, ...]:
 def _migrate_then_start(ctx: Context, engine: Engine, settings: Settings, name: str,
                         plan: PortPlan, host: str, rebuild: bool) -> None:
     """Wait for what the service needs, run its migration, then start it."""
+    from . import data
+
     needs = settings.catalog[name].needs
     targets = [Target(n, settings.catalog[n].probe, host, plan.port(n)) for n in needs]
     wait = wait_until_ready(targets, settings.values, settings.wait_timeout,
@@ -309,6 +313,8 @@ def _with_wait(rows: Sequence[ServiceRow], wait: WaitResult) -> tuple[ServiceRow
 
 def _not_ready(engine: Engine, settings: Settings, wait: WaitResult,
                rows: Sequence[ServiceRow]) -> NotReadyError:
+    from . import data
+
     secrets = known_secrets(settings)
     containers = project_containers(engine, settings.project)
     failed = {**wait.exited, **wait.timed_out}
