@@ -61,12 +61,6 @@ def engine() -> str:
     return result.stdout.strip()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _ephemeral_range() -> tuple[int, int]:
     try:
         low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
@@ -106,6 +100,11 @@ def free_port_block(size: int = 16) -> int:
             _HANDED_OUT.update(block)
             return start
     raise RuntimeError("no block of free ports")
+
+
+def free_port() -> int:
+    """One free port, picked as a project's ports are (below the ephemeral range)."""
+    return free_port_block(1)
 
 
 @dataclass
