@@ -127,11 +127,14 @@ stage_in() {
   done
 }
 # Two tars at once on two cores: one the biggest file (a table or an index holds most of a
-# database), the other the rest (its directories too, whose owner and mode it sets).
+# database), the other the rest (its directories too, whose owner and mode it sets). The big
+# file's folder is made first: a tar that finds its folder missing and then made by the other
+# tar gives up on the file ("Cannot open: No such file or directory").
 unpack() {
   big=$(tar -tvf "$1" | awk '$1 ~ /^-/ && $3 > 67108864 {print $3, $6}' | sort -n \
     | tail -n 1 | cut -d' ' -f2)
   if [ -z "$big" ]; then tar -b 2048 -xf "$1" -C "$2"; return; fi
+  mkdir -p "$2/$(dirname "$big")"
   tar -b 2048 -xf "$1" -C "$2" "$big" & one=$!
   rc=0; tar -b 2048 -xf "$1" -C "$2" --exclude="$big" || rc=$?
   wait "$one" || rc=$?
