@@ -57,6 +57,8 @@ def run_checks(ctx: Context) -> list[Check]:
             checks.append(_guard("network", lambda: _network(engine, settings)))
     checks.extend(_guard_all("disk", lambda: _disk(settings, engine)))
     checks.append(_guard("project directory", lambda: _writable(settings)))
+    if "" not in bad:
+        checks.extend(_guard_all("tunnels", lambda: _tunnels(settings)))
     return checks
 
 
@@ -258,3 +260,58 @@ def _writable(settings: Settings) -> Check:
         return Check("project directory", OK, f"{target} is writable")
     return Check("project directory", FAIL, f"{target} is not writable",
                  "devenv writes compose/ and .devenv/ there; run it where you can write")
+
+
+def _tunnels(settings: Settings) -> list[Check]:
+    """The project's SSH tunnels, checked without dialling anyone: the tables parse, the
+    OpenSSH client is there and takes each tunnel's command line (`ssh -G` evaluates it
+    with the project's options and ssh config, and connects to nothing), and a tunnel that
+    was opened still runs. Never a failure: `up` does not need a tunnel."""
+    import subprocess
+
+    from .tunnel_runtime import read_records, ssh_command
+    from .tunnels import PROJECT_FILE, parse_tunnels
+
+    records = read_records(settings.state_dir, settings.project)
+    if not settings.catalog.tunnels and not records:
+        return []
+    try:
+        specs = parse_tunnels(settings.project_dir / PROJECT_FILE, settings.catalog.tunnels,
+                              settings.catalog)
+    except DevenvError as exc:
+        return [Check("tunnels", WARN, exc.message, exc.hint or "")]
+    ssh = shutil.which("ssh")
+    if specs and ssh is None:
+        return [Check("tunnels", WARN, "the OpenSSH client (ssh) is not installed: "
+                      f"{', '.join(specs)} cannot open",
+                      "install it (Debian/Ubuntu: apt-get install openssh-client)")]
+    checks = []
+    for name, spec in specs.items():
+        label = f"tunnel {name}"
+        command = ssh_command(spec, spec.wanted_port, ssh or "ssh",
+                              settings["DEVENV_SSH_CONFIG"])
+        evaluated = subprocess.run([command[0], "-G", *command[1:]], capture_output=True,
+                                   text=True, timeout=10, stdin=subprocess.DEVNULL)
+        if evaluated.returncode != 0:
+            why = " ".join((evaluated.stderr or evaluated.stdout).split())[:300]
+            checks.append(Check(label, WARN, f"ssh refuses its command line: {why}",
+                                f"fix `ssh_options` of [tunnels.{name}] in {PROJECT_FILE}, "
+                                "or the ssh config it reads"))
+            continue
+        record = records.get(name)
+        if record is None:
+            checks.append(Check(label, OK, f"via {spec.via} to {spec.target}: not open"))
+        elif record.running:
+            checks.append(Check(label, OK, f"{record.state} on 127.0.0.1:{record.port} "
+                                           f"via {spec.via}"))
+        else:
+            what = "gave up" if record.state == "failed" else "its ssh no longer runs"
+            why = f": {record.last_error}" if record.last_error else ""
+            checks.append(Check(label, WARN, f"was opened, but {what}{why}",
+                                f"devenv tunnel up {name}"))
+    for name, record in records.items():
+        if name not in specs and record.running:
+            checks.append(Check(f"tunnel {name}", WARN, f"{record.state} on 127.0.0.1:"
+                                f"{record.port}, but no longer declared in {PROJECT_FILE}",
+                                f"devenv tunnel down {name}"))
+    return checks

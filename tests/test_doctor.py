@@ -199,3 +199,83 @@ def test_a_broken_devenv_toml_fails_the_settings_check(fake_context):
     assert blocking(checks)
     # the rest still runs, with the built-in services
     assert {"engine", "port redis", "project directory"} <= {c.name for c in checks}
+
+
+# --- tunnels: checked without dialling anyone, never blocking `up` ----------------------
+TUNNEL_TOML = """
+[tunnels.prod-db]
+via = "deploy@bastion.example"
+target = "prod-db.internal:5432"
+kind = "postgres"
+{extra}
+"""
+
+
+def tunnel_checks(tmp_path, extra="", environ=None):
+    (tmp_path / "devenv.toml").write_text(TUNNEL_TOML.format(extra=extra))
+    checks = run_checks(tmp_path, {"DEVENV_PROJECT": "tun", **(environ or {})}, {}, None)
+    return [c for c in checks if c.name.startswith("tunnel")], checks
+
+
+def test_no_tunnel_declared_adds_no_check(tmp_path, patched_engine):
+    checks = run_checks(tmp_path, {}, {}, None)
+    assert not [c for c in checks if c.name.startswith("tunnel")]
+
+
+def test_a_declared_tunnel_that_is_not_open_is_fine(tmp_path, patched_engine):
+    found, _ = tunnel_checks(tmp_path)
+    assert [(c.name, c.status) for c in found] == [("tunnel prod-db", OK)]
+    assert "via deploy@bastion.example to prod-db.internal:5432: not open" in found[0].detail
+
+
+def test_an_ssh_option_ssh_refuses_is_a_warning_with_ssh_own_words(tmp_path, patched_engine):
+    found, checks = tunnel_checks(tmp_path, 'ssh_options = ["-o", "NoSuchOption=1"]')
+    assert [(c.name, c.status) for c in found] == [("tunnel prod-db", WARN)]
+    assert "Bad configuration option: nosuchoption" in found[0].detail
+    assert "ssh_options" in found[0].fix
+    assert not blocking([c for c in checks if c.name.startswith("tunnel")])
+
+
+def test_a_missing_ssh_config_file_is_a_warning(tmp_path, patched_engine):
+    found, _ = tunnel_checks(tmp_path, environ={
+        "DEVENV_SSH_CONFIG": str(tmp_path / "no-such-config")})
+    assert found[0].status == WARN and "no-such-config" in found[0].detail
+
+
+def test_no_ssh_client_is_a_warning_naming_the_tunnels(tmp_path, patched_engine, monkeypatch):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    found, _ = tunnel_checks(tmp_path)
+    assert [(c.name, c.status) for c in found] == [("tunnels", WARN)]
+    assert "ssh) is not installed: prod-db cannot open" in found[0].detail
+
+
+def test_a_bad_tunnel_table_is_a_warning_and_the_rest_still_runs(tmp_path, patched_engine):
+    found, checks = tunnel_checks(tmp_path, 'colour = "blue"')
+    assert [(c.name, c.status) for c in found] == [("tunnels", WARN)]
+    assert "colour" in found[0].detail
+    assert [c.status for c in checks if c.name == "settings"] == [OK]
+
+
+def _write_record(tmp_path, name, state, last_error=""):
+    folder = tmp_path / ".devenv" / "tunnels" / "tun"
+    folder.mkdir(parents=True, exist_ok=True)
+    # a supervisor pid that cannot be running: the record is of a tunnel that died
+    (folder / f"{name}.json").write_text(json.dumps({
+        "supervisor_pid": 2**22 + 1, "supervisor_started": 1.0, "port": 5433,
+        "state": state, "last_error": last_error}))
+
+
+def test_a_tunnel_whose_ssh_died_is_a_warning_with_the_way_back(tmp_path, patched_engine):
+    _write_record(tmp_path, "prod-db", "up")
+    found, _ = tunnel_checks(tmp_path)
+    assert [(c.name, c.status) for c in found] == [("tunnel prod-db", WARN)]
+    assert found[0].detail == "was opened, but its ssh no longer runs"
+    assert found[0].fix == "devenv tunnel up prod-db"
+
+
+def test_a_tunnel_that_gave_up_says_why(tmp_path, patched_engine):
+    _write_record(tmp_path, "prod-db", "failed", "Permission denied (publickey)")
+    found, _ = tunnel_checks(tmp_path)
+    assert found[0].detail == "was opened, but gave up: Permission denied (publickey)"

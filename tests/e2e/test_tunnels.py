@@ -164,6 +164,12 @@ def _tunnels(project: Project) -> dict[str, dict]:
     return {row["name"]: row for row in json.loads(project.run("tunnel", "ls", "--json").stdout)}
 
 
+def _doctor_tunnel(project: Project, name: str) -> dict:
+    """doctor's check of one tunnel (doctor runs `ssh -G` on its command line, dials nothing)."""
+    report = json.loads(project.run("doctor", "--json", check=False).stdout)
+    return next(c for c in report["checks"] if c["name"] == f"tunnel {name}")
+
+
 def _psql(url: str, sql: str) -> subprocess.CompletedProcess[str]:
     """psql from the postgres test image on the host's network: a real login at the URL."""
     return subprocess.run(["docker", "run", "--rm", "--network", "host", "--entrypoint", "psql",
@@ -211,6 +217,8 @@ def test_prod_db_tunnel_answers_beside_the_local_stack_and_comes_back(project: P
     assert "prod-db PROD" in ports.stdout and "postgres" in ports.stdout
     status = json.loads(project.run("status", "--json").stdout)
     assert {"tunnel:prod-db", "postgres"} <= {item["service"] for item in status}
+    check = _doctor_tunnel(project, "prod-db")
+    assert check["status"] == "ok" and f"up on 127.0.0.1:{row['port']}" in check["detail"]
 
     # ssh killed behind devenv's back: the supervisor starts it again, on the same port.
     supervisor = psutil.Process(row["pid"])
@@ -235,6 +243,8 @@ def test_prod_db_tunnel_answers_beside_the_local_stack_and_comes_back(project: P
         time.sleep(0.1)
     assert _ours(project) == []
     assert _tunnels(project)["prod-db"]["state"] == "dead"
+    check = _doctor_tunnel(project, "prod-db")
+    assert (check["status"], check["fix"]) == ("warn", "devenv tunnel up prod-db"), check
     project.run("tunnel", "up", "prod-db")
     assert _tunnels(project)["prod-db"]["port"] == row["port"]
 
