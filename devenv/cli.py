@@ -159,6 +159,8 @@ json_option = click.option("--json", "as_json", is_flag=True,
               help="Fail instead of moving a service whose port is taken.")
 @click.option("--watch", is_flag=True,
               help="Then sync the API's source into it as you save (see `devenv watch`).")
+@click.option("--logs", "watch_logs", is_flag=True,
+              help="With --watch: also print the API's own output (e.g. compile errors).")
 @click.option("--lan", multiple=True, metavar="NAMES", shell_complete=_complete_services,
               help="Also publish these services on the LAN address, for phones; db and "
               "cache ask a second time (--yes).")
@@ -168,7 +170,7 @@ json_option = click.option("--json", "as_json", is_flag=True,
               help="Then serve the live page (`devenv dashboard`) until Ctrl-C.")
 @click.pass_context
 def up(ctx: click.Context, only: tuple[str, ...], timeout: str | None, reset_ports: bool,
-       strict_ports: bool, watch: bool, lan: tuple[str, ...], yes: bool,
+       strict_ports: bool, watch: bool, watch_logs: bool, lan: tuple[str, ...], yes: bool,
        show_secrets: bool, with_dashboard: bool) -> None:
     """Start the stack, wait until every service answers, print URLs.
 
@@ -176,6 +178,7 @@ def up(ctx: click.Context, only: tuple[str, ...], timeout: str | None, reset_por
     Example:
       devenv up --only db,cache
       devenv up --only api --watch --lan api
+      devenv up --watch --logs
       devenv up --dashboard
     """
     from . import stack
@@ -185,6 +188,9 @@ def up(ctx: click.Context, only: tuple[str, ...], timeout: str | None, reset_por
     if watch and with_dashboard:
         raise click.UsageError("--watch and --dashboard both run until Ctrl-C: run "
                                "`devenv dashboard` in a second terminal")
+    if watch_logs and not watch:
+        raise click.UsageError("--logs prints the API's output while watching: add --watch "
+                               "(or follow every service with `devenv logs -f`)")
     flags = {"DEVENV_WAIT_TIMEOUT": timeout} if timeout is not None else {}
     loop = loop_options(ctx, _words(only), watch, _words(lan), yes)
     with _display(ctx) as display:
@@ -197,7 +203,7 @@ def up(ctx: click.Context, only: tuple[str, ...], timeout: str | None, reset_por
     if watch:
         from .cli_loop import follow_watch
 
-        follow_watch(ctx, loop["watch"], as_json=False)
+        follow_watch(ctx, loop["watch"], as_json=False, logs=watch_logs)
     elif with_dashboard:
         from .cli_dashboard import run_dashboard
 

@@ -44,7 +44,7 @@ def prepare_watch(ctx: click.Context) -> Any:
     return watch.prepare(_context(ctx))
 
 
-def follow_watch(ctx: click.Context, plan: Any, as_json: bool) -> None:
+def follow_watch(ctx: click.Context, plan: Any, as_json: bool, logs: bool = False) -> None:
     """Print each watch event until Ctrl-C, which ends watching and nothing else."""
     import signal
 
@@ -57,7 +57,7 @@ def follow_watch(ctx: click.Context, plan: Any, as_json: bool) -> None:
     # is stopped, never left behind, and the containers keep running.
     signal.signal(signal.SIGHUP, interrupt)
     try:
-        for event in watch.follow(_context(ctx), plan):
+        for event in watch.follow(_context(ctx), plan, logs=logs):
             click.echo(watch.format_event_json(event) if as_json
                        else watch.format_event(event))
     except KeyboardInterrupt:
@@ -92,8 +92,11 @@ def print_devices(ctx: click.Context, as_json: bool) -> None:
 
 @click.command()
 @json_option
+@click.option("--logs", is_flag=True,
+              help="Also print the API's own output as it comes (a dev server's compile "
+              "errors among it), secrets masked.")
 @click.pass_context
-def watch(ctx: click.Context, as_json: bool) -> None:
+def watch(ctx: click.Context, as_json: bool, logs: bool) -> None:
     """Sync the API's source into its running container as you save.
 
     Starts the API if it is not running (as `devenv up --only api`), then runs Compose's
@@ -107,6 +110,7 @@ def watch(ctx: click.Context, as_json: bool) -> None:
     \b
     Example:
       devenv watch
+      devenv watch --logs           # with the API's own output, e.g. tsc's errors
       DEVENV_API_WATCH_SYNC=src devenv watch --json
       DEVENV_API_WATCH_ACTION=sync DEVENV_API_COMMAND='tsc -w & node --watch dist/server.js' \\
         devenv watch
@@ -121,7 +125,7 @@ def watch(ctx: click.Context, as_json: bool) -> None:
             context = _context(ctx, on_wait=display)
             result = stack.up(context, [watched_service(context.settings())])
         _err(format_rows(result.rows))
-    follow_watch(ctx, plan, as_json)
+    follow_watch(ctx, plan, as_json, logs)
 
 
 @click.command("exec", context_settings=_PASS_THROUGH)

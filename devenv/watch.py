@@ -28,6 +28,10 @@ MIN_COMPOSE = {"sync+restart": (2, 23, 0), "sync": (2, 22, 0)}
 ALWAYS_IGNORED = (".git", "node_modules", "__pycache__", "*.pyc", ".venv")
 #: how long a rebuilt image may take to replace the container before devenv says so
 RECREATE_TIMEOUT = 60.0
+#: --logs: the most lines caught up after a restart (written while the log was not followed),
+#: and how often a stopped service's container is looked for again
+LOG_CATCH_UP = 1000
+LOG_POLL = 0.3
 
 
 class WatchPathError(UsageError):
@@ -199,7 +203,7 @@ class Tracker:
 @dataclass(frozen=True)
 class WatchEvent:
     kind: str  # watching | synced | restarted | rebuilt | rebuild-failed | delete-failed |
-    #            error
+    #            error | log (a line the service wrote, with --logs)
     service: str
     url: str
     #: how long compose's action took (sync+restart, build + recreate)
@@ -302,15 +306,18 @@ def check_compose_version(version: tuple[int, int, int] | None, action: str) -> 
             "everything else in devenv works with this Compose")
 
 
-def follow(ctx: Any, plan: WatchPlan, service: str = "",
-           engine: Any = None) -> Iterator[WatchEvent]:
+def follow(ctx: Any, plan: WatchPlan, service: str = "", engine: Any = None,
+           logs: bool = False) -> Iterator[WatchEvent]:
     """Run `docker compose watch` on the running API and yield an event per action, the
-    API probed after each. Ends only by Ctrl-C (KeyboardInterrupt), which stops watch and
-    leaves every container running, or when compose watch itself stops (ComposeError)."""
+    API probed after each; with `logs`, also a `log` event per line the API writes (a dev
+    server's compile errors among them). Ends only by Ctrl-C (KeyboardInterrupt), which stops
+    watch and leaves every container running, or when compose watch itself stops
+    (ComposeError)."""
     from .errors import ComposeError
     from .live import live_rows
     from .render import COMPOSE_FILE
     from .running import dead_services
+    from .state import known_secrets
 
     settings = plan.settings
     service = service or watched_service(settings)
@@ -324,6 +331,8 @@ def follow(ctx: Any, plan: WatchPlan, service: str = "",
                          hint="run `devenv up --only api` to recreate it as rendered")
     tracker = Tracker(action=settings[watch_key(settings, "ACTION")])
     process = compose.watch([service])
+    own_logs = ServiceLogs(engine, settings.project, service, container.id,
+                           known_secrets(settings)) if logs else None
     recent: list[str] = []
 
     def probe(step: Step, began: float) -> WatchEvent:
@@ -358,7 +367,11 @@ def follow(ctx: Any, plan: WatchPlan, service: str = "",
                           detail, time.strftime("%H:%M:%S"))
 
     try:
-        for line in process.lines():
+        for source, line in _lines(process, own_logs):
+            if source == "log":
+                yield WatchEvent("log", service, row.url, detail=line,
+                                 at=time.strftime("%H:%M:%S"))
+                continue
             recent.append(line)
             del recent[:-20]
             signal = parse_line(line)
@@ -379,6 +392,104 @@ def follow(ctx: Any, plan: WatchPlan, service: str = "",
                            hint="run `devenv watch` again; `devenv status` shows the stack")
     finally:
         process.stop()
+
+
+def _lines(process: Any, own_logs: ServiceLogs | None) -> Iterator[tuple[str, str]]:
+    """("compose", line) for each line of compose watch and, when the service's own log is
+    followed, ("log", line) for each line it writes, in the order they come."""
+    if own_logs is None:
+        for line in process.lines():
+            yield "compose", line
+        return
+    import queue
+    import threading
+
+    items: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def read() -> None:
+        try:
+            for line in process.lines():
+                items.put(("compose", line))
+            items.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            items.put(("raise", exc))
+
+    threading.Thread(target=read, name="watch-compose", daemon=True).start()
+    own_logs.start(lambda line: items.put(("log", line)))
+    try:
+        while True:
+            source, value = items.get()
+            if source == "end":
+                return
+            if source == "raise":
+                raise value
+            yield source, value
+    finally:
+        own_logs.stop()
+
+
+class ServiceLogs:
+    """The watched service's own log lines from now on, secrets masked, followed across its
+    restarts (sync+restart) and recreations (rebuild), a crash at start included: what a dev
+    server prints, e.g. tsc's errors, shows where the developer looks."""
+
+    def __init__(self, engine: Any, project: str, service: str, container_id: str,
+                 secrets: list[str]):
+        import threading
+
+        self._engine, self._project, self._service = engine, project, service
+        self._container_id, self._secrets = container_id, secrets
+        self._stopped = threading.Event()
+        self._stream: Any = None
+
+    def start(self, put: Any) -> None:
+        import threading
+
+        threading.Thread(target=self._run, args=(put,), name="watch-logs", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        stream = self._stream
+        if stream is not None:
+            stream.close()
+
+    def _run(self, put: Any) -> None:
+        import contextlib
+
+        from .errors import DevenvError
+        from .report import mask
+
+        current = self._container_id
+        since: float | None = None  # the first stream: only what is written from now on
+        while not self._stopped.is_set():
+            # A stream ends when the container stops. The next one, of the same container
+            # restarted or of its replacement, starts where it ended: the lines written
+            # meanwhile come too (up to LOG_CATCH_UP), and a container that crashed at once
+            # still gives its last words (a stopped container's log is read, not followed).
+            stream = self._engine.follow_logs(current, tail=0 if since is None
+                                              else LOG_CATCH_UP, since=since)
+            self._stream = stream
+            if self._stopped.is_set():
+                stream.close()
+                return
+            with contextlib.suppress(DevenvError, OSError):
+                for line in stream:
+                    put(mask(line, self._secrets))
+            since = time.time()
+            self._stopped.wait(LOG_POLL)
+            current = self._service_container() or current
+
+    def _service_container(self) -> str | None:
+        """The service's container now: the running one, else the newest."""
+        from .errors import DevenvError
+
+        try:
+            found = [c for c in self._engine.containers(self._project)
+                     if c.service == self._service]
+        except DevenvError:
+            return None
+        running = [c for c in found if c.running]
+        return (running or found)[0].id if found else None
 
 
 def _await_new_container(compose: Any, service: str, old_id: str) -> tuple[Any, float]:
@@ -418,6 +529,8 @@ def format_event(event: WatchEvent) -> str:
     if event.kind == "watching":
         return (f"watching {event.service}: {event.detail}\n"
                 "Ctrl-C stops watching; the stack keeps running")
+    if event.kind == "log":
+        return f"{event.service} | {event.detail}"
     took = f" in {event.seconds:.2f} s" if event.seconds is not None else ""
     line = f"{event.at} {event.service}: {_WHAT.get(event.kind, event.kind)}{took}"
     if event.state == "ready":

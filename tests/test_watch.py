@@ -349,3 +349,92 @@ def test_follow_refuses_a_file_without_watch_rules(tmp_path, health_server):
     with pytest.raises(ComposeError, match="docker compose watch refused") as caught:
         list(follow(None, plan_for(tmp_path), engine=FakeEngine(health_server, process)))
     assert "devenv up --watch" in caught.value.hint
+
+
+# --- --logs: the service's own output between the events ---------------------------------
+class FakeLogStream:
+    """A followed container log: its lines, then the end (the container stopped) or, with
+    `hold`, nothing more until close()."""
+
+    def __init__(self, lines, hold=False):
+        import threading
+
+        self._lines, self._hold, self.closed = lines, hold, threading.Event()
+
+    def __iter__(self):
+        yield from self._lines
+        if self._hold:
+            self.closed.wait(10)
+
+    def close(self):
+        self.closed.set()
+
+
+class HeldProcess(FakeProcess):
+    """compose watch that runs until the test has seen what it wants, then gets Ctrl-C."""
+
+    def __init__(self, lines):
+        import threading
+
+        super().__init__(lines)
+        self.release = threading.Event()
+
+    def lines(self):
+        yield from self._lines
+        self.release.wait(10)
+        raise KeyboardInterrupt
+
+
+def test_logs_come_between_the_events_masked_and_across_a_restart(tmp_path, health_server):
+    from devenv.watch import LOG_CATCH_UP, WatchPlan, follow
+
+    process = HeldProcess(["\x1b[2KWatch enabled"])
+    engine = FakeEngine(health_server, process)
+    first = FakeLogStream(["listening on 7777", "connecting with S3cret-pw"])
+    after_restart = FakeLogStream(["src/a.ts(1,14): error TS2322: Type 'string' is not "
+                                   "assignable to type 'number'."], hold=True)
+    streams = [first, after_restart]
+    asked = []
+
+    def follow_logs(container_id, tail=100, since=None):
+        asked.append((container_id, tail, since))
+        return streams.pop(0)
+
+    engine.follow_logs = follow_logs
+    settings = load_settings(tmp_path, {"DEVENV_PROJECT": "p",
+                                        "DEVENV_POSTGRES_PASSWORD": "S3cret-pw"}, {})
+    plan = WatchPlan(settings, ({"action": "sync", "path": ".", "target": "/app"},), ".", True)
+    events = []
+    with pytest.raises(KeyboardInterrupt):
+        for event in follow(None, plan, engine=engine, logs=True):
+            events.append(event)
+            if len([e for e in events if e.kind == "log"]) == 3:
+                process.release.set()
+    logs = [e.detail for e in events if e.kind == "log"]
+    assert logs == ["listening on 7777", "connecting with ***",
+                    "src/a.ts(1,14): error TS2322: Type 'string' is not assignable to type "
+                    "'number'."]
+    assert format_event(events[-1]).startswith("api | src/a.ts(1,14): error TS2322")
+    # the first stream only from now on; after the restart, everything since it ended
+    assert asked[0] == ("c1", 0, None)
+    assert asked[1][0] == "c1" and asked[1][1] == LOG_CATCH_UP and asked[1][2] is not None
+    assert after_restart.closed.is_set() and process.stopped  # nothing left behind
+
+
+def test_without_logs_the_service_log_is_not_followed(tmp_path, health_server):
+    from devenv.watch import follow
+
+    engine = FakeEngine(health_server, FakeProcess(["\x1b[2KWatch enabled"], hold=True))
+    engine.follow_logs = lambda *a, **k: pytest.fail("followed the log without --logs")
+    with pytest.raises(KeyboardInterrupt):
+        list(follow(None, plan_for(tmp_path), engine=engine))
+
+
+def test_logs_without_watch_is_a_usage_error(tmp_path):
+    from click.testing import CliRunner
+
+    from devenv.cli import cli
+
+    result = CliRunner().invoke(cli, ["--project-dir", str(tmp_path), "up", "--logs"])
+    assert result.exit_code == EXIT_USAGE
+    assert "--logs prints the API's output while watching: add --watch" in result.output

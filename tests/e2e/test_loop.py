@@ -94,6 +94,11 @@ class Watcher:
         raise AssertionError(f"no such event; seen {self.seen}\nstderr:\n"
                              + "".join(self.stderr))
 
+    def find(self, wanted: Callable[[dict], bool], timeout: float = 120) -> dict:
+        """Like next(), but an event next() already passed over counts too (a `log` line
+        may come before or after the event it belongs to)."""
+        return next((e for e in self.seen if wanted(e)), None) or self.next(wanted, timeout)
+
     def interrupt(self) -> int:
         self.process.send_signal(signal.SIGINT)  # what Ctrl-C sends
         return self.process.wait(timeout=30)
@@ -101,7 +106,7 @@ class Watcher:
 
 @pytest.fixture(scope="module")
 def watcher(stack: Project) -> Iterator[Watcher]:
-    w = Watcher(stack)
+    w = Watcher(stack, "--logs")  # the API's own lines come as `log` events between the rest
     try:
         w.next(lambda e: e["kind"] == "watching")
         yield w
@@ -151,6 +156,10 @@ def test_a_deleted_source_file_is_reported_and_restoring_it_recovers(
     broken = watcher.next(lambda e: e["kind"] in ("restarted", "error"))
     assert (broken["kind"], broken["state"]) == ("restarted", "exited"), broken
     assert "No module named 'greeting'" in broken["detail"]
+    # --logs: the restarted API's crash, caught up from the moment the restart began
+    crash = watcher.find(lambda e: e["kind"] == "log" and "greeting" in e["detail"]
+                         and "No module named" in e["detail"])
+    assert crash["service"] == "api"
     source.write_text(greeting("hello v3"))
     fixed = watcher.next(lambda e: e["kind"] in ("restarted", "error"))
     assert (fixed["kind"], fixed["state"]) == ("restarted", "ready"), fixed
@@ -190,17 +199,19 @@ def test_the_team_typescript_api_reloads_itself_after_a_synced_save(stack: Proje
         before = api_container(stack)
         built = before["Image"]
         assert logged(stack, team_api.WATCHING), "tsc --watch never watched"
-        w = Watcher(stack, env=loop)
+        w = Watcher(stack, "--logs", env=loop)
         try:
             w.next(lambda e: e["kind"] == "watching")
             edited.write_text(team_api.greeting_source("ts v2"))
             event = w.next(lambda e: e["kind"] in ("synced", "restarted", "error"))
             assert (event["kind"], event["state"]) == ("synced", "ready"), event
             assert served(stack, "ts v2"), w.seen
-            # a type error: tsc says so in the API's log (and, as tsc does by default,
-            # still emits, so the dev server runs the new code)
+            # a type error: tsc says so in watch's own output (--logs) and in the API's log
+            # (and, as tsc does by default, still emits, so the dev server runs the new code)
             edited.write_text('export const GREETING: number = "ts v3";\n')
             w.next(lambda e: e["kind"] in ("synced", "error"))
+            error = w.find(lambda e: e["kind"] == "log" and "error TS2322" in e["detail"])
+            assert "src/greeting.ts(1,14): error TS2322" in error["detail"], error
             assert served(stack, "ts v3")
             logs = stack.run("logs", "api").stdout
             assert "src/greeting.ts(1,14): error TS2322" in logs, logs[-2000:]
