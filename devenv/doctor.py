@@ -290,10 +290,14 @@ def _tunnels(settings: Settings) -> list[Check]:
         label = f"tunnel {name}"
         command = ssh_command(spec, spec.wanted_port, ssh or "ssh",
                               settings["DEVENV_SSH_CONFIG"])
-        evaluated = subprocess.run([command[0], "-G", *command[1:]], capture_output=True,
-                                   text=True, timeout=10, stdin=subprocess.DEVNULL)
-        if evaluated.returncode != 0:
-            why = " ".join((evaluated.stderr or evaluated.stdout).split())[:300]
+        try:
+            evaluated = subprocess.run([command[0], "-G", *command[1:]], capture_output=True,
+                                       text=True, timeout=10, stdin=subprocess.DEVNULL)
+            refused = evaluated.returncode != 0
+            why = " ".join(evaluated.stderr.split())[:300] if refused else ""
+        except (OSError, subprocess.TimeoutExpired) as exc:  # e.g. a `Match exec` that hangs
+            refused, why = True, str(exc)
+        if refused:
             checks.append(Check(label, WARN, f"ssh refuses its command line: {why}",
                                 f"fix `ssh_options` of [tunnels.{name}] in {PROJECT_FILE}, "
                                 "or the ssh config it reads"))

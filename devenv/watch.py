@@ -466,13 +466,13 @@ class ServiceLogs:
             # restarted or of its replacement, starts where it ended: the lines written
             # meanwhile come too (up to LOG_CATCH_UP), and a container that crashed at once
             # still gives its last words (a stopped container's log is read, not followed).
-            stream = self._engine.follow_logs(current, tail=0 if since is None
-                                              else LOG_CATCH_UP, since=since)
-            self._stream = stream
-            if self._stopped.is_set():
-                stream.close()
-                return
-            with contextlib.suppress(DevenvError, OSError):
+            with contextlib.suppress(DevenvError, OSError):  # the engine away: try again
+                stream = self._engine.follow_logs(current, tail=0 if since is None
+                                                  else LOG_CATCH_UP, since=since)
+                self._stream = stream
+                if self._stopped.is_set():
+                    stream.close()
+                    return
                 for line in stream:
                     put(mask(line, self._secrets))
             since = time.time()
