@@ -834,17 +834,24 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def devenv_command(given: str | None) -> str | None:
+    """The devenv to measure, as an absolute path (each project runs in its own directory, so
+    a relative one would not be found there): `given`, else the one on PATH; None if none."""
+    found = shutil.which(given or "devenv")
+    return os.path.abspath(found) if found else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
 
     def say(msg: str) -> None:
         print(f"bench: {msg}", file=sys.stderr, flush=True)
 
-    devenv = args.devenv or shutil.which("devenv")
+    devenv = devenv_command(args.devenv)
     if not devenv:
-        print("bench: error: no devenv command on PATH; pass --devenv PATH", file=sys.stderr)
+        print(f"bench: error: no devenv command {'at ' + args.devenv if args.devenv else 'on PATH'}"
+              "; pass --devenv PATH", file=sys.stderr)
         return 2
-    devenv = os.path.abspath(devenv) if os.sep in devenv else devenv
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM cleans up like Ctrl-C does
     try:
         preflight(devenv)

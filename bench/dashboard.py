@@ -196,6 +196,8 @@ def main() -> int:
     parser.add_argument("--follow-seconds", type=float, default=20.0,
                         help="how long the server follows six logs before its memory is read")
     args = parser.parse_args()
+    if os.sep in args.devenv:  # the stack runs in its own directory: a relative path would miss
+        args.devenv = str(Path(args.devenv).resolve())
 
     name = f"bench-dash-{uuid.uuid4().hex[:6]}"
     base = free_block()

@@ -142,9 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="the report as JSON on stdout")
     args = parser.parse_args(argv)
     rows = 5_000_000 if args.big else args.rows
-    import shutil
-
-    args.devenv = args.devenv or shutil.which("devenv")
+    args.devenv = core.devenv_command(args.devenv)
     if not args.devenv:
         print("bench/data.py: no devenv command (pass --devenv)", file=sys.stderr)
         return 2

@@ -231,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [a.strip() for a in args.api.split(",") if a.strip()]
     if not wanted or set(wanted) - {"node", "python"}:
         parser.error("--api takes node, python or both")
-    devenv = os.path.abspath(b.shutil.which(args.devenv) or args.devenv)
+    devenv = b.devenv_command(args.devenv)
+    if devenv is None:
+        raise b.BenchError(f"no devenv command at {args.devenv}; pass --devenv PATH")
     b.preflight(devenv)
     if "node" in wanted and b.run(["docker", "image", "inspect", team_api.IMAGE],
                                   timeout=60).returncode:
