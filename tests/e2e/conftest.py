@@ -6,6 +6,7 @@ product works on Docker, not that it was not tried.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -105,6 +106,21 @@ def free_port_block(size: int = 16) -> int:
 def free_port() -> int:
     """One free port, picked as a project's ports are (below the ephemeral range)."""
     return free_port_block(1)
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` (e.g. "4m") mounted at `path`, for the disk-full tests; unmounted
+    after, whatever the test did."""
+    path.mkdir(exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs for the disk-full test: {done.stderr}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 @dataclass

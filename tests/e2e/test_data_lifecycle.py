@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import Project, devenv_command, new_project
+from conftest import Project, devenv_command, new_project, tmpfs
 
 SEED_SQL = ("CREATE TABLE seeded (ord serial PRIMARY KEY, name text NOT NULL);\n"
             "INSERT INTO seeded (name) VALUES ('sql');\n"
@@ -159,21 +159,13 @@ def test_bad_snapshots_are_refused_and_the_data_stays(stack):
 
 
 def test_a_full_disk_mid_snapshot_keeps_the_data(stack, tmp_path):
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs for the disk-full test: {done.stderr}")
-    try:
+    with tmpfs(tmp_path / "small", "4m") as mount:
         full = stack.run("db", "snapshot", "big", check=False,
                          extra_env={"DEVENV_SNAPSHOT_DIR": str(mount)})
         assert full.returncode == 1, full.stderr
         assert "no space left" in full.stderr and "DEVENV_SNAPSHOT_DIR" in full.stderr
         assert list(mount.iterdir()) == []  # no half snapshot left behind
         assert items(stack) == "50"  # running again, data as it was
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def test_a_full_disk_while_the_automatic_snapshot_is_written_keeps_the_old_data(
@@ -181,15 +173,9 @@ def test_a_full_disk_while_the_automatic_snapshot_is_written_keeps_the_old_data(
     """The restore sets the current data aside in its volume and writes its automatic
     snapshot after it returns; when that fails, the old data waits in the volume and the
     next data command writes the snapshot first."""
-    mount = tmp_path / "snaps"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs for the disk-full test: {done.stderr}")
-    env = {"DEVENV_SNAPSHOT_DIR": str(mount)}
     log = stack.path / ".devenv" / f"{stack.env['DEVENV_PROJECT']}.restore.log"
-    try:
+    with tmpfs(tmp_path / "snaps", "512m") as mount:
+        env = {"DEVENV_SNAPSHOT_DIR": str(mount)}
         sql(stack, "DELETE FROM items WHERE n > 40")
         stack.run("db", "snapshot", "forty", extra_env=env)
         size = sum(f.stat().st_size for f in (mount / "forty").iterdir())
@@ -224,8 +210,6 @@ def test_a_full_disk_while_the_automatic_snapshot_is_written_keeps_the_old_data(
         assert items(stack) == "30"  # the data the restore replaced
         stack.run("db", "snapshot", "last", extra_env=env)  # its own writer is done now
         sql(stack, "INSERT INTO items SELECT generate_series(31, 50)")  # as the next test expects
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def test_ctrl_c_while_the_snapshot_is_unpacked_keeps_the_data_running(stack):

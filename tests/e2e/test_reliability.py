@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from checks import psql, redis_cmd
-from conftest import devenv_command, popen_paused
+from conftest import devenv_command, popen_paused, tmpfs
 from test_up import env_lines
 
 pytestmark = pytest.mark.e2e
@@ -178,14 +178,8 @@ def test_corrupt_state_file_is_recovered_with_a_warning(project):
 
 @pytest.fixture
 def small_mount(tmp_path):
-    mount = tmp_path / "mnt"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs for the disk-full test: {result.stderr}")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    with tmpfs(tmp_path / "mnt", "256k") as mount:
+        yield mount
 
 
 def test_full_disk_while_rendering_keeps_the_previous_files(project, small_mount):
