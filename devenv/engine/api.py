@@ -464,12 +464,7 @@ class Engine:
         """Run a shell script in a short-lived container of `image` as root, with volumes or
         host directories mounted ((source, target, read_only) each); no network, no logs
         (a log driver would copy every byte the script prints)."""
-        argv = ["run", "--rm", "--log-driver", "none", "--network", "none",
-                "--entrypoint", "sh", "--user", "0:0"]
-        for source, target, read_only in mounts:
-            argv += ["--mount", f"type={'bind' if source.startswith('/') else 'volume'},"
-                     f"source={source},target={target}" + (",readonly" if read_only else "")]
-        return self._cli([*argv, image, "-c", script, "sh", *args])
+        return self._cli(_helper_argv(image, script, mounts, args))
 
     def start_helper(self, image: str, script: str, mounts: Sequence[tuple[str, str, bool]],
                      args: Sequence[str] = ()) -> HelperRun:
@@ -477,12 +472,8 @@ class Engine:
         lines that HelperRun.send writes (EOF when HelperRun.close or this process ends)."""
         import subprocess
 
-        argv = ["run", "--rm", "-i", "--log-driver", "none", "--network", "none",
-                "--entrypoint", "sh", "--user", "0:0"]
-        for source, target, read_only in mounts:
-            argv += ["--mount", f"type={'bind' if source.startswith('/') else 'volume'},"
-                     f"source={source},target={target}" + (",readonly" if read_only else "")]
-        proc = subprocess.Popen([_docker_cli(), *argv, image, "-c", script, "sh", *args],
+        argv = _helper_argv(image, script, mounts, args, interactive=True)
+        proc = subprocess.Popen([_docker_cli(), *argv],
                                 env=self.target.environ(self._environ),
                                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
@@ -667,6 +658,18 @@ class CommandResult:
     returncode: int
     stdout: str
     stderr: str
+
+
+def _helper_argv(image: str, script: str, mounts: Sequence[tuple[str, str, bool]],
+                 args: Sequence[str], interactive: bool = False) -> list[str]:
+    """`docker run` of a helper: root, no network, no log driver, the mounts given as
+    (source, target, read_only): a source starting with / is a host path, else a volume."""
+    argv = ["run", "--rm", *(["-i"] if interactive else []), "--log-driver", "none",
+            "--network", "none", "--entrypoint", "sh", "--user", "0:0"]
+    for source, target, read_only in mounts:
+        argv += ["--mount", f"type={'bind' if source.startswith('/') else 'volume'},"
+                 f"source={source},target={target}" + (",readonly" if read_only else "")]
+    return [*argv, image, "-c", script, "sh", *args]
 
 
 class HelperRun:
