@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from . import engine_forward
 from .catalog import Selection
@@ -38,6 +39,12 @@ from .state import ProjectState, StateFile, known_secrets, project_lock, write_a
 LOG_TAIL = 20
 #: starts retried after a port was taken between planning and start
 RACE_RETRIES = 3
+
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from .clusters import ClusterPlan
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
        lan: LanPublish | None = None) -> UpResult:
     """plan -> render -> is it current? -> start -> wait -> report; a port taken between
     plan and start moves that service and the three middle steps run again."""
-    from . import clusters, data  # only `up` needs them: down, logs and config stay lighter
+    from . import clusters  # only `up` needs it: down, logs and config stay lighter
 
     began = time.monotonic()
     settings = ctx.settings()
@@ -92,13 +99,7 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         # migration succeeded (data.migrate). A fresh database may start from its seed.
         migrating = _migrating(settings, selection)
         first = tuple(s for s in selection.services if s not in migrating)
-        cluster, unpacking = clusters.ClusterPlan(), None
-        if set(first) - _running(before) \
-                and not data.prepare_volumes(engine, settings, first, ctx.notify):
-            # No `seed` snapshot: a prepared cluster, else initdb. It is unpacked while the
-            # stack is planned and the other services start; PostgreSQL starts after it.
-            cluster = clusters.plan(engine, settings, ctx.environ, first)
-            unpacking = clusters.unpack_in_background(engine, settings, cluster, ctx.notify)
+        cluster, unpacking = _fresh_volumes(ctx, engine, settings, first, before)
         network = _check_network(ctx, engine, settings, services, before)
         if network.missing and any(not c.running for c in before.values()):
             before = project_containers(engine, settings.project)
@@ -161,6 +162,22 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
     _check_login(settings, rows)
     clusters.start_preparing(engine, settings, cluster)  # in the background, after initdb
     return UpResult(selection, services, plan, rendered.writes, rows, started, wait)
+
+
+def _fresh_volumes(ctx: Context, engine: Engine, settings: Settings, first: Sequence[str],
+                   before: Mapping[str, Container]
+                   ) -> tuple[ClusterPlan, Future[ClusterPlan] | None]:
+    """A fresh volume starts from the `seed` snapshot, else from a prepared PostgreSQL
+    cluster (unpacked in the background while the stack is planned and the other services
+    start; PostgreSQL starts after it), else from initdb. The cluster plan, and the unpacking
+    (a future) or None."""
+    from . import clusters, data
+
+    if not set(first) - _running(before) \
+            or data.prepare_volumes(engine, settings, first, ctx.notify):
+        return clusters.ClusterPlan(), None
+    cluster = clusters.plan(engine, settings, ctx.environ, first)
+    return cluster, clusters.unpack_in_background(engine, settings, cluster, ctx.notify)
 
 
 def _running(containers: Mapping[str, Container]) -> set[str]:
