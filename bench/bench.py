@@ -450,7 +450,7 @@ def warm_up(bench: Bench) -> None:
     run([bench.devenv, "--help"], cwd=bench.root, env=env)
     run([bench.interpreter, "-c", "import click"], cwd=bench.root, env=env)
     run([bench.interpreter, "-c", "import importlib\n"
-         "for m in ('devenv.cli', 'devenv.stack', 'devenv.doctor', 'jinja2', 'tenacity',\n"
+         "for m in ('devenv.cli.main', 'devenv.stack.usecases', 'devenv.stack.doctor', 'jinja2', 'tenacity',\n"
          "          'python_on_whales', 'dotenv'):\n"
          "    try: importlib.import_module(m)\n"
          "    except Exception: pass\n"], cwd=bench.root, env=env)

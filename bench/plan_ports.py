@@ -17,9 +17,9 @@ import socket
 import statistics
 import time
 
-from devenv.catalog import SERVICES
-from devenv.hostports import HostPorts
-from devenv.ports import Holder, PortRequest, plan_ports
+from devenv.config.catalog import SERVICES
+from devenv.ports.holders import HostPorts
+from devenv.ports.plan import Holder, PortRequest, plan_ports
 
 TARGET_MS = 20.0
 BUSY = 1000

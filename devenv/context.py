@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .settings import Settings, load_settings
+from .config.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from .engine import Engine

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .catalog import ProbeSpec
+from .config.catalog import ProbeSpec
 
 POLL_SECONDS = 0.1
 PROBE_TIMEOUT = 1.0

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from devenv.context import Context
-from devenv.dockercontext import EngineTarget
+from devenv.engine.dockercontext import EngineTarget
 from devenv.engine import Container, EngineInfo, PortRaceError, Published, Removed
 
 _ids = itertools.count(1)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from devenv.catalog import ALIASES, SERVICES, select_services, service_url, split_words
+from devenv.config.catalog import ALIASES, SERVICES, select_services, service_url, split_words
 from devenv.errors import EXIT_USAGE, SelectionError
-from devenv.settings import SPECS
+from devenv.config.settings import SPECS
 
 
 def test_catalog_matches_the_port_map():
@@ -88,17 +88,21 @@ def test_no_service_is_named_outside_the_catalog():
     protocols = {"postgres", "redis"}
     #: the data commands (issue 12) are PostgreSQL's and Redis' own tools (pg_dump,
     #: redis-cli, their volumes); until they become declared fields they may name them
-    data_tools = {"data.py", "cli_data.py", "snapshots.py", "clusters.py"}
+    data_tools = {"data/", "cli/data.py"}
     #: probes speak the protocols; a tunnel's `kind` is a protocol too (issue 14: a tunnel
     #: reaches a far PostgreSQL or Redis, not a service of the stack)
-    protocol_modules = {"probes.py", "tunnels.py", "tunnel_runtime.py", "tunnel_stack.py",
-                        "cli_tunnel.py"}
+    protocol_modules = {"probes.py", "tunnels/", "cli/tunnel.py"}
     found = []
+    def within(rel: str, places: set[str]) -> bool:  # a module, or a package ending in /
+        return any(rel == place or (place.endswith("/") and rel.startswith(place))
+                   for place in places)
+
     for path in sorted(package.rglob("*.py")):
-        if path.name in ("catalog.py", "projectfile.py"):
+        rel = path.relative_to(package).as_posix()
+        if rel in ("config/catalog.py", "config/projectfile.py"):
             continue
-        allowed = protocols if path.name in protocol_modules else \
-            names if path.name in data_tools else set()
+        allowed = protocols if within(rel, protocol_modules) else \
+            names if within(rel, data_tools) else set()
         tree = ast.parse(path.read_text())
         docstrings = {id(node.body[0].value) for node in ast.walk(tree)
                       if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
@@ -116,7 +120,7 @@ def test_no_service_is_named_outside_the_catalog():
                     getattr(node, "name", None) or getattr(node, "arg", "")
                 parts = ident.lower().strip("_").split("_")
                 words = [n for n in names - {"api"} if n in parts]
-            found += [f"{path.name}:{node.lineno}: {w}" for w in words if w not in allowed]
+            found += [f"{rel}:{node.lineno}: {w}" for w in words if w not in allowed]
     assert found == [], "\n".join(found)
 
 
@@ -125,8 +129,8 @@ def test_the_built_in_catalog_passes_the_checks_a_project_file_gets():
     is read as if it were a project's own, every check applied."""
     from dataclasses import replace
 
-    from devenv.catalog import BUILTIN_FILE, Catalog
-    from devenv.projectfile import check_catalog, parse_service, read_toml
+    from devenv.config.catalog import BUILTIN_FILE, Catalog
+    from devenv.config.projectfile import check_catalog, parse_service, read_toml
 
     data = read_toml(BUILTIN_FILE)
     specs = {name: replace(parse_service("services.toml", name, raw), origin="built-in")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from devenv.cli import cli
+from devenv.cli.main import cli
 
 
 @pytest.fixture
@@ -129,13 +129,13 @@ def test_timeout_flag_is_parsed_strictly(run, value):
 
 
 def test_ctrl_c_in_logs_follow_exits_130_quietly(run, monkeypatch):
-    import devenv.stack
+    import devenv.stack.usecases
 
     def lines(*args, **kwargs):
         yield "db-1  | ready to accept connections"
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(devenv.stack, "logs", lines)
+    monkeypatch.setattr(devenv.stack.usecases, "logs", lines)
     result = run("logs", "-f", "db")
     assert result.exit_code == 130
     assert result.output == "db-1  | ready to accept connections\n"
@@ -144,8 +144,8 @@ def test_ctrl_c_in_logs_follow_exits_130_quietly(run, monkeypatch):
 HOLDER = """
 import sys, time
 from pathlib import Path
-from devenv.cli import cli
-from devenv.state import project_lock
+from devenv.cli.main import cli
+from devenv.config.state import project_lock
 
 @cli.command("hold")
 def hold():
@@ -186,7 +186,7 @@ def test_the_sigterm_handler_is_only_set_while_a_command_runs(run):
 
 
 def test_dashboard_port_out_of_range_is_a_usage_error():
-    from devenv.cli import cli
+    from devenv.cli.main import cli
 
     result = CliRunner().invoke(cli, ["dashboard", "--port", "70000"])
     assert result.exit_code == 2 and "70000 is not in the range 1<=x<=65535" in result.output
@@ -215,7 +215,7 @@ def test_up_watch_with_a_missing_watch_path_exits_2_before_starting(run, tmp_pat
 
 
 def test_lan_for_the_database_needs_a_second_yes_in_a_script(run, monkeypatch):
-    from devenv import devices
+    from devenv.live import devices
 
     monkeypatch.setattr(devices, "route_address", lambda: "192.168.1.20")
     result = run("up", "--lan", "api,db")
@@ -225,7 +225,7 @@ def test_lan_for_the_database_needs_a_second_yes_in_a_script(run, monkeypatch):
 
 
 def test_lan_without_a_lan_address_exits_1(run, monkeypatch):
-    from devenv import devices
+    from devenv.live import devices
 
     monkeypatch.setattr(devices, "route_address", lambda: None)
     result = run("up", "--lan", "api")
@@ -251,7 +251,7 @@ def test_db_snapshots_json_is_a_list(run):
 
 
 def test_snapshot_names_complete(run, tmp_path):
-    from devenv import snapshots
+    from devenv.data import snapshots
 
     root = tmp_path / ".devenv" / "snapshots"
     work = snapshots.new_workdir(root, "before-upgrade")
@@ -292,7 +292,7 @@ def test_tunnel_ls_lists_declared_tunnels_down_and_up_refuses_unknown(run, tmp_p
 
 
 def test_tunnel_names_complete_from_devenv_toml(tmp_path, monkeypatch):
-    from devenv.cli_tunnel import _complete_tunnels
+    from devenv.cli.tunnel import _complete_tunnels
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "devenv.toml").write_text('[tunnels.prod-db]\n[tunnels.staging-db]\n'

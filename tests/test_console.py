@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import io
 
-from devenv.console import WaitDisplay, use_color
+from devenv.cli.console import WaitDisplay, use_color
 from devenv.probes import WaitEvent
 
 

@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from devenv.catalog import builtin_catalog
+from devenv.config.catalog import builtin_catalog
 from devenv.context import Context
 from devenv.dashboard import model
 from devenv.dashboard.hub import Hub
 from devenv.dashboard.server import make_app
-from devenv.dockercontext import EngineTarget
+from devenv.engine.dockercontext import EngineTarget
 from devenv.engine import Container, EventStream, LogDemuxer, Published
 from devenv.engine.transport import _Stream
 from devenv.errors import DockerUnavailableError
-from devenv.ports import Blocker, Holder, PortChoice
+from devenv.ports.plan import Blocker, Holder, PortChoice
 
 TARGET = EngineTarget(host="unix:///x", context="", source="DOCKER_HOST")
 PORT = 40123
@@ -374,7 +374,7 @@ def test_snapshot_and_restore_have_the_restart_endpoints_security():
 
 
 def _store(ctx: Context, name: str, redis: bytes, postgres: bytes | None = None) -> Path:
-    from devenv import snapshots
+    from devenv.data import snapshots
 
     root = ctx.settings().snapshot_dir
     work = snapshots.new_workdir(root, name)
@@ -414,7 +414,7 @@ def test_the_snapshot_list_is_versioned_json_with_name_size_date_and_contents(tm
 
 
 def test_a_second_action_while_one_runs_is_refused_with_409(tmp_path, monkeypatch):
-    from devenv import data
+    from devenv.data import ops as data
 
     hub, published = _hub(tmp_path)
     release = threading.Event()
@@ -481,7 +481,7 @@ def test_a_bad_name_or_a_damaged_snapshot_answers_one_line(tmp_path):
 
 
 def test_a_snapshot_request_body_must_be_a_name(tmp_path, monkeypatch):
-    from devenv import data
+    from devenv.data import ops as data
 
     hub, _ = _hub(tmp_path)
     names: list[str | None] = []

@@ -7,12 +7,13 @@ import io
 
 import pytest
 
-from devenv import data, snapshots
+from devenv.data import ops as data
+from devenv.data import snapshots
 from devenv import engine as engine_module
 from devenv.context import Context
 from devenv.engine import api as engine_api
 from devenv.errors import DataError
-from devenv.settings import load_settings
+from devenv.config.settings import load_settings
 
 
 def settings(tmp_path, **values):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devenv.devices import (
+from devenv.live.devices import (
     NoLanAddressError,
     device_env,
     device_report,
@@ -15,7 +15,7 @@ from devenv.devices import (
     qr_text,
 )
 from devenv.errors import EXIT_FAILURE, UsageError
-from devenv.settings import load_settings
+from devenv.config.settings import load_settings
 
 
 def no_route() -> None:
@@ -108,7 +108,8 @@ def test_lan_with_a_wildcard_bind_is_refused_as_moot(tmp_path):
 def test_device_urls_with_no_api_running_say_how_to_start_it(fake_context, fake_engine):
     from fake_engine import stop
 
-    from devenv import devices, stack
+    from devenv.live import devices
+    from devenv.stack import usecases as stack
 
     ctx = fake_context()
     expected = ("the Backend API of project unit is not running",

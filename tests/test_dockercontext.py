@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devenv.dockercontext import DEFAULT_HOST, resolve_engine
+from devenv.engine.dockercontext import DEFAULT_HOST, resolve_engine
 from devenv.engine import Compose, compose_error, connect
 from devenv.engine.transport import _unreachable
 from devenv.errors import DockerUnavailableError
@@ -143,7 +143,7 @@ def test_errors_name_the_context(config):
 def test_unreachable_context_engine_exits_4_through_the_cli(config, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from devenv.cli import cli
+    from devenv.cli.main import cli
 
     make_context(config, "gone", f"unix://{tmp_path}/nothing.sock")
     use(config, "gone")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from devenv.cli import cli
+from devenv.cli.main import cli
 from devenv.errors import EXIT_CODES
-from devenv.settings import SETTINGS
+from devenv.config.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

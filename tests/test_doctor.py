@@ -8,10 +8,10 @@ import socket
 import pytest
 from click.testing import CliRunner
 
-import devenv.doctor as doctor
-from devenv.cli import cli
+import devenv.stack.doctor as doctor
+from devenv.cli.main import cli
 from devenv.context import Context
-from devenv.doctor import FAIL, OK, WARN, blocking
+from devenv.stack.doctor import FAIL, OK, WARN, blocking
 from devenv.engine import EngineInfo
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devenv.engine_forward import applies, forward_command, ssh_target
-from devenv.hostports import HostPorts
-from devenv.settings import load_settings
+from devenv.tunnels.forward import applies, forward_command, ssh_target
+from devenv.ports.holders import HostPorts
+from devenv.config.settings import load_settings
 
 
 def _settings(tmp_path: Path, **values: str):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import socket
 
-from devenv.hostports import ContainerPort, HostPorts, bind_blocked
+from devenv.ports.holders import ContainerPort, HostPorts, bind_blocked
 
 
 def free_port() -> int:
@@ -75,7 +75,7 @@ class _NoPrivilegedPorts(socket.socket):
 def test_privileged_port_is_free_for_a_user_unless_something_listens(monkeypatch):
     """The engine publishes as root: EACCES on a bind test is not "taken"; only the kernel's
     listening table can say a port below 1024 is in use."""
-    import devenv.hostports as hostports
+    import devenv.ports.holders as hostports
 
     monkeypatch.setattr(hostports.socket, "socket", _NoPrivilegedPorts)
     assert not bind_blocked(80)

@@ -6,7 +6,7 @@ import pytest
 
 from devenv.context import Context
 from devenv.errors import EXIT_USAGE, SelectionError, UsageError
-from devenv.inside import _command, run_in
+from devenv.stack.inside import _command, run_in
 
 
 def test_the_double_dash_is_dropped_and_a_command_is_needed():

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from devenv.engine import Container
-from devenv.launch import waves as _waves
-from devenv.settings import load_settings
+from devenv.stack.launch import waves as _waves
+from devenv.config.settings import load_settings
 
 
 def test_cold_start_begins_with_the_slow_initialisers(tmp_path):
@@ -52,7 +52,7 @@ class _Recorder:
 
 
 def test_a_held_service_is_created_meanwhile_and_started_once_released(tmp_path):
-    from devenv.launch import up_holding
+    from devenv.stack.launch import up_holding
 
     settings = load_settings(tmp_path, {"DEVENV_PROJECT": "p"}, {})
     fake = _Recorder()
@@ -65,7 +65,7 @@ def test_a_held_service_is_created_meanwhile_and_started_once_released(tmp_path)
 def test_a_failed_compose_call_leaves_the_held_service_unstarted(tmp_path):
     import pytest
 
-    from devenv.launch import up_holding
+    from devenv.stack.launch import up_holding
 
     settings = load_settings(tmp_path, {"DEVENV_PROJECT": "p"}, {})
     fake = _Recorder(fail_up=True)

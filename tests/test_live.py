@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from devenv.engine import Container, Published
-from devenv.live import (
+from devenv.live.status import (
     _parse_time,
     app_env,
     make_row,
@@ -16,7 +16,7 @@ from devenv.live import (
     url_host,
 )
 from devenv.probes import probe_redis
-from devenv.settings import load_settings
+from devenv.config.settings import load_settings
 
 
 def test_docker_times_with_nanoseconds():
@@ -107,9 +107,9 @@ class FakeEngine:
 
 
 def test_a_service_the_last_up_started_is_mentioned_when_exited_or_gone(tmp_path):
-    from devenv.live import live_rows, status_rows
-    from devenv.ports import Memory
-    from devenv.state import ProjectState, StateFile
+    from devenv.live.status import live_rows, status_rows
+    from devenv.ports.plan import Memory
+    from devenv.config.state import ProjectState, StateFile
 
     settings = load_settings(tmp_path, {}, {})
     StateFile(settings.state_dir).save("cirkelline", ProjectState(
@@ -141,7 +141,7 @@ def test_a_service_the_last_up_started_is_mentioned_when_exited_or_gone(tmp_path
     ("3D000", "DEVENV_POSTGRES_DB changed"),
 ])
 def test_a_refused_login_names_the_setting_and_both_ways_out(code, setting):
-    from devenv.live import login_error, login_refused
+    from devenv.live.status import login_error, login_refused
     from devenv.probes import LoginResult
 
     settings = load_settings(Path("/nonexistent"), {}, {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devenv.engine import Container
-from devenv.networks import Attached, NetworkError, attached_containers, check_network
+from devenv.stack.networks import Attached, NetworkError, attached_containers, check_network
 
 SIX = ("api", "postgres", "redis", "adminer", "prometheus", "grafana")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from devenv.errors import EXIT_PORTS, PortConflictError
-from devenv.ports import (
+from devenv.ports.plan import (
     CONFIGURED,
     NEXT_FREE,
     REMEMBERED,

@@ -14,7 +14,7 @@ from contextlib import contextmanager, suppress
 
 import pytest
 
-from devenv.catalog import ProbeSpec
+from devenv.config.catalog import ProbeSpec
 from devenv.probes import (
     ScramClient,
     Target,

@@ -7,9 +7,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devenv.catalog import SERVICES
+from devenv.config.catalog import SERVICES
 from devenv.errors import TemplateError
-from devenv.render import (
+from devenv.render.templates import (
     RenderInput,
     bind_sources,
     fingerprint,
@@ -18,7 +18,7 @@ from devenv.render import (
     write_outputs,
     yaml_quote,
 )
-from devenv.settings import load_settings
+from devenv.config.settings import load_settings
 
 
 def make_input(tmp_path: Path, services=tuple(SERVICES), environ=None, start_interval=False,
@@ -341,7 +341,7 @@ def test_a_directory_leading_out_of_compose_is_refused(tmp_path):
 
 
 def test_a_render_cut_short_leaves_every_file_recognised(tmp_path, monkeypatch):
-    import devenv.render as render
+    import devenv.render.templates as render
 
     out = tmp_path / "compose"
     write_outputs(out, render_stack(make_input(tmp_path)))

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from devenv import doctor, live, report
+from devenv import report
+from devenv.stack import doctor
+from devenv.live import status as live
 from devenv.rows import Check, ServiceRow, StatusRow
 
 

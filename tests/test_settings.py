@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devenv.errors import EXIT_USAGE, SettingError, UsageError
-from devenv.settings import SETTINGS, load_settings
+from devenv.config.settings import SETTINGS, load_settings
 
 
 def load(tmp_path: Path, env_text: str | None = None, environ=None, flags=None):
@@ -194,7 +194,7 @@ def test_empty_project_name_is_refused_from_every_layer(tmp_path, layer):
 
 @given(st.text(max_size=8))
 def test_an_accepted_number_is_exactly_its_canonical_digits(text):
-    from devenv.settings import parse_count, parse_port, parse_seconds
+    from devenv.config.settings import parse_count, parse_port, parse_seconds
 
     for parse in (parse_port, parse_count):
         try:

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from devenv import snapshots
+from devenv.data import snapshots
 from devenv.errors import DataError, SnapshotNameError
 
 

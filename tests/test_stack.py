@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 import devenv.engine
-from devenv.cli import cli
+from devenv.cli.main import cli
 from devenv.engine import Container, EngineInfo, Published, compose_error
 from devenv.errors import ComposeError
 
@@ -97,7 +97,7 @@ class RunningStack(FakeEngine):
 
 
 def running(service: str, port: int) -> Container:
-    from devenv.catalog import SERVICES
+    from devenv.config.catalog import SERVICES
 
     return Container(f"id-{service}", f"cirkelline-{service}-1", "cirkelline", service,
                      "running", "", "Up",
@@ -125,7 +125,7 @@ def test_render_only_x_keeps_what_runs_in_the_file(run, tmp_path):
 
 
 def test_render_takes_the_project_lock(run, tmp_path, monkeypatch):
-    from devenv.state import project_lock
+    from devenv.config.state import project_lock
 
     monkeypatch.setenv("DEVENV_WAIT_TIMEOUT", "0.5")
     with project_lock(tmp_path / ".devenv", "cirkelline", "up", 1):

@@ -8,7 +8,7 @@ import json
 import pytest
 from fake_engine import running, stop
 
-from devenv import stack
+from devenv.stack import usecases as stack
 from devenv.errors import PortConflictError
 
 

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from devenv.errors import LockedError, StateError
-from devenv.ports import Memory
-from devenv.state import ProjectState, SecretStore, StateFile, project_lock, write_atomic
+from devenv.ports.plan import Memory
+from devenv.config.state import ProjectState, SecretStore, StateFile, project_lock, write_atomic
 
 
 def test_state_round_trip_per_project(tmp_path):
@@ -209,7 +209,7 @@ def test_giving_up_on_the_lock_leaves_the_holders_name(tmp_path):
 
 
 def test_timing_is_saved_and_read_back(tmp_path):
-    from devenv.state import load_timing, save_timing
+    from devenv.config.state import load_timing, save_timing
 
     assert load_timing(tmp_path, "p") is None
     save_timing(tmp_path, "p", {"services": {"redis": 0.4}, "total_seconds": 0.5})
@@ -221,8 +221,8 @@ def test_timing_is_saved_and_read_back(tmp_path):
 
 
 def test_a_generated_secret_is_named_by_its_service_and_setting(tmp_path):
-    from devenv.settings import load_settings
-    from devenv.state import generated_secrets
+    from devenv.config.settings import load_settings
+    from devenv.config.state import generated_secrets
 
     settings = load_settings(tmp_path, {}, {})
     state = tmp_path / ".devenv"
@@ -237,8 +237,8 @@ def test_a_generated_secret_is_named_by_its_service_and_setting(tmp_path):
 
 
 def test_tunnel_ports_live_beside_the_projects_and_survive_their_saves(tmp_path):
-    from devenv.ports import Memory
-    from devenv.state import ProjectState, StateFile
+    from devenv.ports.plan import Memory
+    from devenv.config.state import ProjectState, StateFile
 
     said: list[str] = []
     state = StateFile(tmp_path, warn=said.append)

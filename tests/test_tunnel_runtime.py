@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from devenv.tunnel_runtime import read_record, ssh_command
-from devenv.tunnels import TunnelSpec
+from devenv.tunnels.runtime import read_record, ssh_command
+from devenv.tunnels.tables import TunnelSpec
 
 SPEC = TunnelSpec(name="prod-db", via="user@bastion", target_host="prod-db.internal",
                   target_port=5432, kind="postgres", ssh_options=("-p", "2222"))

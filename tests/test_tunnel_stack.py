@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from devenv import tunnel_stack
+from devenv.tunnels import usecases as tunnel_stack
 from devenv.context import Context
 from devenv.errors import PortConflictError
-from devenv.ports import Holder, Memory
-from devenv.ssh_failures import PortRaceError
-from devenv.tunnel_runtime import TunnelRecord
-from devenv.tunnels import TunnelSpec
+from devenv.ports.plan import Holder, Memory
+from devenv.tunnels.ssh_failures import PortRaceError
+from devenv.tunnels.runtime import TunnelRecord
+from devenv.tunnels.tables import TunnelSpec
 
 SPEC = TunnelSpec(name="prod-db", via="bastion", target_host="prod-db.internal",
                   target_port=5432, kind="postgres", production=True)

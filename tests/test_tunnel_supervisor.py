@@ -14,7 +14,7 @@ import psutil
 
 def _start(tmp_path: Path, script: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
     record, log = tmp_path / "t.json", tmp_path / "t.log"
-    proc = subprocess.Popen([sys.executable, "-m", "devenv.tunnel_supervisor", "--record",
+    proc = subprocess.Popen([sys.executable, "-m", "devenv.tunnels.supervisor", "--record",
                              str(record), "--log", str(log), "--port", "1", "--meta",
                              '{"kind": "tcp"}', "--", sys.executable, "-c", script],
                             start_new_session=True)
@@ -66,7 +66,7 @@ def test_after_confirmation_a_dropped_ssh_is_restarted_and_sigterm_ends_both(tmp
 
 
 def test_a_long_log_keeps_only_its_last_lines(tmp_path):
-    from devenv.tunnel_supervisor import trim_log
+    from devenv.tunnels.supervisor import trim_log
 
     log = tmp_path / "t.log"
     log.write_bytes(b"".join(b"line %06d\n" % i for i in range(1000)))  # 12,000 bytes

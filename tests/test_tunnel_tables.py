@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devenv.errors import UsageError
-from devenv.tunnels import (
+from devenv.tunnels.tables import (
     Credentials,
     credentials,
     load_tunnels,

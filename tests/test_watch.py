@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from devenv.errors import EXIT_DOCKER, EXIT_USAGE, DockerUnavailableError
-from devenv.settings import load_settings
-from devenv.watch import (
+from devenv.config.settings import load_settings
+from devenv.stack.watch import (
     Signal,
     Step,
     Tracker,
@@ -205,8 +205,8 @@ def test_events_read_as_a_log():
 def test_rules_rendered_reads_the_compose_file(tmp_path):
     from dataclasses import replace
 
-    from devenv.render import RenderInput, render_stack, write_outputs
-    from devenv.watch import rules_rendered
+    from devenv.render.templates import RenderInput, render_stack, write_outputs
+    from devenv.stack.watch import rules_rendered
 
     settings = load_settings(tmp_path, {}, {})
     rules = ({"action": "sync+restart", "path": "./api", "target": "/app", "ignore": ["x"]},)
@@ -302,7 +302,7 @@ def health_server():
 
 
 def plan_for(tmp_path):
-    from devenv.watch import WatchPlan
+    from devenv.stack.watch import WatchPlan
 
     settings = load_settings(tmp_path, {"DEVENV_PROJECT": "p"}, {})
     return WatchPlan(settings, ({"action": "sync+restart", "path": ".", "target": "/app"},),
@@ -311,7 +311,7 @@ def plan_for(tmp_path):
 
 def test_follow_turns_lines_into_probed_events_and_ctrl_c_stops_watch(tmp_path,
                                                                       health_server):
-    from devenv.watch import follow
+    from devenv.stack.watch import follow
 
     process = FakeProcess(["\x1b[2KWatch enabled",
                            '\x1b[2KSyncing "api" after changes were detected',
@@ -330,7 +330,7 @@ def test_follow_turns_lines_into_probed_events_and_ctrl_c_stops_watch(tmp_path,
 
 def test_follow_says_when_compose_watch_stops_by_itself(tmp_path, health_server):
     from devenv.errors import ComposeError
-    from devenv.watch import follow
+    from devenv.stack.watch import follow
 
     process = FakeProcess(["\x1b[2KWatch enabled", "some last words"])
     with pytest.raises(ComposeError) as caught:
@@ -342,7 +342,7 @@ def test_follow_says_when_compose_watch_stops_by_itself(tmp_path, health_server)
 
 def test_follow_refuses_a_file_without_watch_rules(tmp_path, health_server):
     from devenv.errors import ComposeError
-    from devenv.watch import follow
+    from devenv.stack.watch import follow
 
     process = FakeProcess(["none of the selected services is configured for watch, "
                            "consider setting an 'develop' section"])
@@ -386,7 +386,7 @@ class HeldProcess(FakeProcess):
 
 
 def test_logs_come_between_the_events_masked_and_across_a_restart(tmp_path, health_server):
-    from devenv.watch import LOG_CATCH_UP, WatchPlan, follow
+    from devenv.stack.watch import LOG_CATCH_UP, WatchPlan, follow
 
     process = HeldProcess(["\x1b[2KWatch enabled"])
     engine = FakeEngine(health_server, process)
@@ -422,7 +422,7 @@ def test_logs_come_between_the_events_masked_and_across_a_restart(tmp_path, heal
 
 
 def test_without_logs_the_service_log_is_not_followed(tmp_path, health_server):
-    from devenv.watch import follow
+    from devenv.stack.watch import follow
 
     engine = FakeEngine(health_server, FakeProcess(["\x1b[2KWatch enabled"], hold=True))
     engine.follow_logs = lambda *a, **k: pytest.fail("followed the log without --logs")
@@ -433,7 +433,7 @@ def test_without_logs_the_service_log_is_not_followed(tmp_path, health_server):
 def test_logs_without_watch_is_a_usage_error(tmp_path):
     from click.testing import CliRunner
 
-    from devenv.cli import cli
+    from devenv.cli.main import cli
 
     result = CliRunner().invoke(cli, ["--project-dir", str(tmp_path), "up", "--logs"])
     assert result.exit_code == EXIT_USAGE

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..context import Context
 from ..errors import DevenvError, DockerUnavailableError, PortConflictError
-from ..ports import Holder, PortChoice
+from ..ports.plan import Holder, PortChoice
 
 LISTEN = "127.0.0.1"
 URL_SCHEMA = "devenv.dashboard.url/1"
@@ -38,8 +38,8 @@ class Served:
 
 
 def _planner(ctx: Context) -> Any:
-    from ..planner import PortPlanner
-    from ..state import StateFile
+    from ..ports.planner import PortPlanner
+    from ..config.state import StateFile
 
     settings = ctx.settings()
     try:
@@ -56,8 +56,8 @@ def _remember(ctx: Context, choice: PortChoice) -> None:
     """Sticky like the services: the port goes into .devenv/state.json."""
     from dataclasses import replace
 
-    from ..ports import Memory
-    from ..state import StateFile, project_lock
+    from ..ports.plan import Memory
+    from ..config.state import StateFile, project_lock
 
     settings = ctx.settings()
     with project_lock(settings.state_dir, settings.project, "dashboard",

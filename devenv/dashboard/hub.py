@@ -34,7 +34,7 @@ class Hub:
     def __init__(self, ctx: Context, publish: Publish,
                  connect: Callable[[Mapping[str, str]], Any] | None = None,
                  features: Mapping[str, bool] | None = None):
-        from ..state import known_secrets
+        from ..config.state import known_secrets
 
         self.ctx = ctx
         self.settings = ctx.settings()
@@ -160,8 +160,8 @@ class Hub:
 
     def _snapshot(self) -> dict[str, Any]:
         """What the engine says now: containers, their inspect documents, published ports."""
-        from ..running import known_containers, url_host
-        from ..state import known_secrets
+        from ..live.running import known_containers, url_host
+        from ..config.state import known_secrets
 
         engine, settings = self.engine, self.settings
         self._secrets = known_secrets(settings)  # a secret generated since is masked too
@@ -214,8 +214,8 @@ class Hub:
 
     def _port_plan(self, engine: Any, live: Mapping[str, int]) -> tuple[
             dict[str, dict[str, Any]], dict[str, int]]:
-        from ..planner import PortPlanner
-        from ..state import StateFile
+        from ..ports.planner import PortPlanner
+        from ..config.state import StateFile
 
         memory = StateFile(self.settings.state_dir).load(self.project).ports
         remote = engine.remote_host
@@ -225,7 +225,7 @@ class Hub:
                 {name: m.port for name, m in memory.items()})
 
     def _timing(self) -> dict[str, Any] | None:
-        from ..state import load_timing
+        from ..config.state import load_timing
 
         return load_timing(self.settings.state_dir, self.project)
 
@@ -272,7 +272,7 @@ class Hub:
     def stats(self) -> dict[str, Any]:
         """CPU and memory per running container: one sample each, in parallel, shared by
         browsers asking within STATS_CACHE seconds."""
-        from ..running import known_containers
+        from ..live.running import known_containers
 
         cached = self._stats
         if cached is not None and time.monotonic() - cached[0] < STATS_CACHE:
@@ -292,8 +292,8 @@ class Hub:
         return document
 
     def secrets(self) -> dict[str, Any]:
-        from ..running import url_host
-        from ..state import setting_or_secret
+        from ..live.running import url_host
+        from ..config.state import setting_or_secret
 
         settings = self.settings
         host = url_host(settings, self.engine.remote_host if self.engine else None)
@@ -322,7 +322,7 @@ class Hub:
             self._action.release()
 
     def restart(self, service: str) -> dict[str, Any]:
-        from .. import stack
+        from ..stack import usecases as stack
 
         with self._one_action(f"the restart of {service}"):
             rows = stack.restart(self.ctx, [service])
@@ -334,21 +334,21 @@ class Hub:
 
     # --- snapshots (devenv/data.py does the work) -----------------------------------------
     def snapshots(self) -> dict[str, Any]:
-        from .. import data
+        from ..data import ops as data
 
         return model.snapshots_document(self.project, str(self.settings.snapshot_dir),
                                         [s.as_json() for s in data.list_snapshots(self.ctx)],
                                         self.busy)
 
     def snapshot(self, name: str | None) -> dict[str, Any]:
-        from .. import data
+        from ..data import ops as data
 
         taken = self._data_action("a snapshot", lambda: data.snapshot(self.ctx, name))
         return {"schema": model.ACTION_SCHEMA, "action": "snapshot", "ok": True,
                 "snapshot": taken.as_json()}
 
     def restore(self, name: str) -> dict[str, Any]:
-        from .. import data
+        from ..data import ops as data
 
         result = self._data_action(f"the restore of {name}",
                                    # the page names the automatic snapshot: written

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..catalog import Catalog, builtin_catalog
+from ..config.catalog import Catalog, builtin_catalog
 
 STATE_SCHEMA = "devenv.dashboard/1"
 STATS_SCHEMA = "devenv.dashboard.stats/1"
@@ -157,7 +157,7 @@ def snapshots_document(project: str, directory: str, snapshots: Sequence[Mapping
                        busy: str | None) -> dict[str, Any]:
     """The snapshot list as `devenv db snapshots --json` has it (oldest first), each with
     a readable size, and the action running now (None: the buttons may be used)."""
-    from ..snapshots import human_size
+    from ..data.snapshots import human_size
 
     return {"schema": SNAPSHOTS_SCHEMA, "project": project, "directory": directory,
             "busy": busy,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from ..dockercontext import EngineTarget, resolve_engine
+from .dockercontext import EngineTarget, resolve_engine
 from ..errors import (
     ComposeError,
     DockerUnavailableError,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..dockercontext import EngineTarget, resolve_engine
+from .dockercontext import EngineTarget, resolve_engine
 from ..errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..dockercontext import EngineTarget
+from .dockercontext import EngineTarget
 from ..errors import (
     ComposeError,
     DockerUnavailableError,

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 import devenv.engine
-from devenv.cli import cli
+from devenv.cli.main import cli
 
 
 def planned_ports(compose_file: Path) -> dict[str, int]:

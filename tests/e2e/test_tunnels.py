@@ -154,7 +154,7 @@ def _ours(project: Project) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
-        if "devenv.tunnel_supervisor" in cmdline and str(project.path) in cmdline:
+        if "devenv.tunnels.supervisor" in cmdline and str(project.path) in cmdline:
             found.append(proc)
             found.extend(proc.children())
     return found
@@ -308,9 +308,9 @@ def test_a_port_taken_between_plan_and_start_is_a_port_race(project: Project,
     """The real ssh refuses the taken port (ExitOnForwardFailure); start_tunnel says so as a
     PortRaceError (which `tunnel up` answers by planning again, see the unit tests) and
     leaves no process behind."""
-    from devenv.ssh_failures import PortRaceError
-    from devenv.tunnel_runtime import start_tunnel
-    from devenv.tunnels import Credentials, TunnelSpec
+    from devenv.tunnels.ssh_failures import PortRaceError
+    from devenv.tunnels.runtime import start_tunnel
+    from devenv.tunnels.tables import Credentials, TunnelSpec
 
     spec = TunnelSpec(name="race", via="bastion", target_host="prod-db", target_port=5432,
                       kind="postgres")

@@ -1,0 +1,62 @@
+"""`devenv dashboard`: the click layer of the live page (the server is devenv/dashboard/)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import click
+
+
+def run_dashboard(ctx: click.Context, port: int | None, open_browser: bool,
+                  as_json: bool) -> None:
+    """Serve until Ctrl-C; print the URL (with its token) as soon as the page answers."""
+    from .main import _context, _err
+    from ..dashboard import Served, serve
+
+    flags = {"DEVENV_DASHBOARD_PORT": str(port)} if port is not None else {}
+    context = _context(ctx, flags)
+
+    def ready(served: Served) -> None:
+        if as_json:
+            click.echo(json.dumps({**served.as_data(), "url": served.url}))
+        else:
+            click.echo(f"dashboard of {served.project}: {served.url}")
+            _err("the token in the URL is the key: share it with no one; Ctrl-C stops")
+        if open_browser:
+            import webbrowser
+
+            if not webbrowser.open(served.url):
+                _err("no browser found to open; copy the URL above")
+
+    with contextlib.suppress(KeyboardInterrupt):
+        serve(context, ready, features=_features())  # returns on SIGTERM or SIGHUP
+    _err("dashboard stopped")
+
+
+def _features() -> dict[str, bool]:
+    """What the page offers."""
+    return {"restart": True, "snapshots": True}
+
+
+@click.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
+              help="Wanted port (DEVENV_DASHBOARD_PORT, default 7780); moved if taken.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in the browser.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the URL as one JSON line (schema devenv.dashboard.url/1).")
+@click.pass_context
+def dashboard(ctx: click.Context, port: int | None, open_browser: bool,
+              as_json: bool) -> None:
+    """Serve a live page of the stack on 127.0.0.1 until Ctrl-C: services with state,
+    health and URLs, the port story, a graph of what needs what, logs, start-up timing,
+    CPU and memory, restart buttons, the data snapshots with snapshot and restore
+    buttons. The URL carries a random token; JSON of the same data is under /api/
+    (schemas devenv.dashboard/1 ...).
+
+    \b
+    Example:
+      devenv dashboard --open
+      devenv up --dashboard       # start the stack, then the page
+    """
+    run_dashboard(ctx, port, open_browser, as_json)

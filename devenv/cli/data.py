@@ -1,0 +1,311 @@
+"""The click layer of the data commands: `devenv db ...`, `devenv psql`, `devenv redis-cli`.
+
+Registered in cli.py with add_command; like cli.py it parses, calls one use case in data.py
+and prints. The use cases are imported inside each command (`devenv --help` loads click).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .main import _context, _err
+
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="JSON output (versioned: see the `schema` field).")
+
+yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask first (for scripts).")
+
+
+def _complete_snapshots(ctx: click.Context, param: click.Parameter,
+                        incomplete: str) -> list[str]:
+    try:
+        import os
+
+        from ..context import Context
+        from ..data.ops import list_snapshots
+
+        # While completing, the group's callback has not run: no ctx.obj to read.
+        params = ctx.find_root().params
+        where = Context(project_dir=Path(params.get("project_dir") or Path.cwd()).resolve(),
+                        environ=dict(os.environ), env_file=params.get("env_file"))
+        names = [s.name for s in list_snapshots(where)]
+    except Exception:  # completion never fails loudly
+        return []
+    return [name for name in names if name.startswith(incomplete)]
+
+
+def _confirm(question: str, yes: bool, what: str) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"{what}: add --yes to confirm in a script")
+    click.confirm(question, abort=True)
+
+
+def _progress(total: int | None = None) -> tuple[Callable[[int], None] | None,
+                                                  Callable[[], None]]:
+    """A byte counter on stderr for runs over two seconds, on a terminal only."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    from ..data.snapshots import human_size
+
+    began, shown = time.monotonic(), [False]
+
+    def show(done: int) -> None:
+        if time.monotonic() - began < 2:
+            return
+        text = human_size(done) + (f" of {human_size(total)} ({done * 100 // total}%)"
+                                   if total else "")
+        sys.stderr.write(f"\r{text}    ")
+        sys.stderr.flush()
+        shown[0] = True
+
+    def end() -> None:
+        if shown[0]:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+    return show, end
+
+
+def _back(before: Any, owed: str | None = None) -> str:
+    if owed:
+        return (f"the previous data is being written to snapshot {owed} (kept inside the "
+                f"volumes until then); to go back: devenv db restore {owed}")
+    return (f"the previous data is in snapshot {before.name}; to go back: "
+            f"devenv db restore {before.name}") if before is not None else \
+        "there was no data before"
+
+
+@click.group()
+def db() -> None:
+    """Snapshots, restore, reset, export and import of PostgreSQL and Redis data.
+
+    \b
+    Example:
+      devenv db snapshot before-migration
+      devenv db restore before-migration
+      devenv db export team.dump && devenv db import team.dump
+    """
+
+
+@db.command("snapshot")
+@click.argument("name", required=False, shell_complete=_complete_snapshots)
+@click.option("--force", is_flag=True, help="Replace a snapshot of that name.")
+@click.pass_context
+def snapshot_command(ctx: click.Context, name: str | None, force: bool) -> None:
+    """Copy the database and Redis' data into a snapshot (default name: snap-<time>).
+
+    PostgreSQL and Redis stop for the copy and start again. A snapshot named `seed` is
+    what a fresh volume starts from.
+
+    \b
+    Example:
+      devenv db snapshot seed
+    """
+    from ..data import ops as data
+    from ..data.snapshots import human_size
+
+    taken = data.snapshot(_context(ctx.find_root()), name, force=force)
+    _err(f"snapshot {taken.name}: {', '.join(taken.holds)}, {human_size(taken.size)}")
+    click.echo(taken.name)
+
+
+@db.command("restore")
+@click.argument("name", shell_complete=_complete_snapshots)
+@click.pass_context
+def restore_command(ctx: click.Context, name: str) -> None:
+    """Replace the data with a snapshot; the current data is snapshotted first.
+
+    \b
+    Example:
+      devenv db restore seed
+    """
+    from ..data import ops as data
+
+    result = data.restore(_context(ctx.find_root()), name)
+    _err(f"restored snapshot {result.snapshot.name} ({', '.join(result.snapshot.holds)})")
+    _err(_back(result.before, result.owed))
+
+
+@db.command("snapshots")
+@json_option
+@click.pass_context
+def snapshots_command(ctx: click.Context, as_json: bool) -> None:
+    """List the snapshots: name, size, date, what each holds.
+
+    \b
+    Example:
+      devenv db snapshots --json
+    """
+    from ..data import ops as data
+    from ..data.snapshots import human_size
+
+    context = _context(ctx.find_root())
+    data.wait_owed(context)  # an automatic snapshot being written in the background
+    found = data.list_snapshots(context)
+    if as_json:
+        click.echo(json.dumps([s.as_json() for s in found], indent=2))
+        return
+    if not found:
+        _err(f"no snapshots in {context.settings().snapshot_dir} "
+             "(take one: devenv db snapshot NAME)")
+        return
+    rows = [("NAME", "SIZE", "CREATED", "HOLDS")] + [
+        (s.name, human_size(s.size), s.created.replace("T", " ").replace("Z", " UTC"),
+         ", ".join(s.holds) + (f" (PostgreSQL {s.pg_major})" if s.pg_major else ""))
+        for s in found]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3]))
+                   + "  " + row[3])
+
+
+@db.command("rm")
+@click.argument("name", shell_complete=_complete_snapshots)
+@yes_option
+@click.pass_context
+def rm_command(ctx: click.Context, name: str, yes: bool) -> None:
+    """Delete a snapshot (asks first; --yes for scripts).
+
+    \b
+    Example:
+      devenv db rm before-migration --yes
+    """
+    from ..data import ops as data
+    from ..data.snapshots import check_name
+
+    check_name(name)
+    _confirm(f"Delete snapshot {name}?", yes, "db rm deletes a snapshot")
+    gone = data.remove(_context(ctx.find_root()), name)
+    _err(f"removed snapshot {gone.name}")
+
+
+@db.command("reset")
+@yes_option
+@click.pass_context
+def reset_command(ctx: click.Context, yes: bool) -> None:
+    """Back to the seed: the `seed` snapshot, else a fresh database with the seed files
+    and the migration. Asks first; the current data is snapshotted first.
+
+    \b
+    Example:
+      devenv db reset --yes
+    """
+    from ..data import ops as data
+
+    context = _context(ctx.find_root())
+    _confirm(f"Replace the data of project {context.settings().project} with the seed?",
+             yes, "db reset replaces the data")
+    restored, before, started = data.reset(context)
+    if restored is not None:
+        _err("reset to snapshot seed")
+    else:
+        _err("reset to a fresh database" + (f"; started {', '.join(started)} again"
+                                            if started else "; `devenv up` initialises it"))
+    _err(_back(before, restored.owed if restored is not None else None))
+
+
+@db.command("export")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def export_command(ctx: click.Context, file: Path) -> None:
+    """Write the database to FILE with pg_dump's custom format (pg_restore reads it).
+
+    \b
+    Example:
+      devenv db export team.dump
+      pg_restore -l team.dump
+    """
+    from ..data import ops as data
+    from ..data.snapshots import human_size
+
+    show, end = _progress()
+    try:
+        result = data.export(_context(ctx.find_root()), file, progress=show)
+    finally:
+        end()
+    _err(f"exported to {result.path} ({human_size(result.bytes)}, pg_dump custom format)")
+
+
+@db.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_context
+def import_command(ctx: click.Context, file: Path) -> None:
+    """Replace the database with a dump: pg_dump custom or tar format, .sql or .sql.gz.
+
+    The current data is snapshotted first; a dump that fails to load changes nothing.
+
+    \b
+    Example:
+      devenv db import team.dump
+      devenv db import schema-and-data.sql.gz
+    """
+    from ..data import ops as data
+
+    size = file.stat().st_size if file.is_file() else None
+    show, end = _progress(size)
+    try:
+        result = data.import_dump(_context(ctx.find_root()), file, progress=show)
+    finally:
+        end()
+    _err(f"imported {result.path.name} ({result.kind})")
+    _err(_back(result.before))
+
+
+_passthrough = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+@click.command("psql", context_settings=_passthrough)
+@click.option("--tunnel", "tunnel_name", default=None, metavar="NAME",
+              help="Through the open SSH tunnel NAME instead (this machine's psql); "
+              "read-only when the tunnel is production.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def psql(ctx: click.Context, tunnel_name: str | None, args: tuple[str, ...]) -> None:
+    """psql inside the PostgreSQL container, logged in to the stack's database; extra
+    arguments go to psql, and its exit code is devenv's.
+
+    \b
+    Example:
+      devenv psql
+      devenv psql -c 'select count(*) from agents'
+      devenv psql --tunnel prod-db     # read-only on a production tunnel
+    """
+    if tunnel_name is not None:
+        from ..tunnels import usecases as tunnel_stack
+
+        ctx.exit(tunnel_stack.psql(_context(ctx.find_root()), tunnel_name, args))
+    from ..data import ops as data
+
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    ctx.exit(data.shell(_context(ctx.find_root()), "postgres", args, tty))
+
+
+@click.command("redis-cli", context_settings=_passthrough)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
+    """redis-cli inside the Redis container; extra arguments go to redis-cli, and its exit
+    code is devenv's.
+
+    \b
+    Example:
+      devenv redis-cli
+      devenv redis-cli dbsize
+    """
+    from ..data import ops as data
+
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    ctx.exit(data.shell(_context(ctx.find_root()), "redis", args, tty))
+
+
+#: what cli.py registers
+COMMANDS = (db, psql, redis_cli)

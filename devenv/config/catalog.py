@@ -1,0 +1,357 @@
+"""The service catalog: what devenv knows about each service, and selection over it.
+
+The six built-in services are data (devenv/services.toml); a project adds its own in
+devenv.toml, declared the same way (devenv/projectfile.py reads and checks both). Nothing
+outside this module and that data names a service: what is special about one (its URL
+form, probe, reload signal, generated secrets, build) is a field of its ServiceSpec.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from ..errors import SelectionError
+
+BUILTIN_FILE = Path(__file__).parent / "services.toml"
+PROJECT_FILE = "devenv.toml"
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    key: str
+    default: str
+    kind: str  # name | network | address | port | ports | seconds | count | image | path | text
+    help: str
+    secret: bool = False
+    #: empty means: a secret generated once per project, kept in .devenv/secrets.json
+    generate: bool = False
+
+    @property
+    def secret_name(self) -> str:
+        """The key a generated secret has in templates (`secrets.NAME`) and secrets.json."""
+        return self.key.removeprefix("DEVENV_").lower()
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """How devenv decides, from the host, that a service answers.
+
+    kind: "http" (GET path must answer 2xx), "tcp" (a connection the service keeps open),
+    "postgres" (the server answers a startup message with an authentication request) or
+    "redis" (PING -> +PONG). `args` feed the protocol (postgres: user, database); they may
+    name settings as {DEVENV_...}.
+    """
+
+    kind: str
+    path: str = "/"
+    args: Mapping[str, str] = field(default_factory=dict)
+
+    def arg(self, key: str, values: Mapping[str, str], default: str = "") -> str:
+        template = self.args.get(key)
+        return fill(template, values, encode=False) if template is not None else default
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """How a service's image is built instead of pulled: from the directory a setting names
+    (wins), else, when the image setting is empty, from the bundled `context` under
+    compose/, tagged `tag:<content hash>` and shared by every project."""
+
+    source_setting: str = ""
+    context: str = ""
+    tag: str = ""
+    #: build argument -> the setting that gives its value
+    args: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    title: str
+    container_port: int
+    dev_port: int
+    aliases: tuple[str, ...]
+    needs: tuple[str, ...]
+    probe: ProbeSpec
+    #: the URL form: {host}, {port} and settings as {DEVENV_...}
+    url: str
+    default_image: str
+    app_env: str  # the variable `devenv ports --env` writes for host apps
+    staging_port: int | None = None
+    prod_port: int | None = None
+    description: str = ""
+    #: container paths that hold data; each gets a named volume
+    data_dirs: tuple[str, ...] = ()
+    #: started in a first wave on a cold start, so that its long initialisation overlaps
+    #: the start of everything else
+    start_first: bool = False
+    #: files under templates/ rendered into compose/ when the service is selected
+    #: (a .j2 suffix is rendered with Jinja and dropped; other files are copied)
+    files: tuple[str, ...] = ()
+    image_help: str = ""
+    #: for the generic template: the container's environment and command
+    environment: Mapping[str, str] = field(default_factory=dict)
+    command: tuple[str, ...] = ()
+    #: sent to the running container when one of its files changed (instead of a restart)
+    reload_signal: str = ""
+    build: BuildSpec | None = None
+    #: (user setting, password setting) that `ports --show-secrets` prints
+    login: tuple[str, ...] = ()
+    #: once it answers, devenv logs in with `login` (and the probe's database): a data
+    #: volume made with other credentials keeps them, and the app could not connect
+    check_login: bool = False
+    #: the service's own settings, beyond DEVENV_<NAME>_PORT and _IMAGE
+    settings: tuple[SettingSpec, ...] = ()
+    #: `devenv watch` syncs its source into the running container (Compose develop.watch;
+    #: the rules come from its build and the DEVENV_<NAME>_WATCH_* settings)
+    watch: bool = False
+    #: the setting holding a migration command: when set, the service starts after what
+    #: it needs answers and the command succeeded in its image (data.migrate)
+    migrate_setting: str = ""
+    #: its data starts from the project's seed folder (DEVENV_SEED_DIR) when first created
+    seed: bool = False
+    #: its URL is also given in the host apps' conventions (EXPO_PUBLIC_API_URL, ...) and
+    #: as the device URL of `ports --device` / `up --lan`
+    device_urls: bool = False
+    #: holds the team's data: `devenv up --lan` publishes it on the LAN only when named
+    #: explicitly and confirmed a second time
+    private: bool = False
+    #: where it was declared: the built-in catalog or the project's devenv.toml
+    origin: str = "built-in"
+
+    @property
+    def env_name(self) -> str:
+        return self.name.upper()
+
+    @property
+    def port_key(self) -> str:
+        return f"DEVENV_{self.env_name}_PORT"
+
+    @property
+    def image_key(self) -> str:
+        return f"DEVENV_{self.env_name}_IMAGE"
+
+    def setting_specs(self) -> list[SettingSpec]:
+        return [
+            SettingSpec(self.port_key, str(self.dev_port), "port",
+                        f"host port for {self.title} (container port {self.container_port})"),
+            SettingSpec(self.image_key, self.default_image, "image",
+                        self.image_help or f"image for {self.title}"),
+            *self.settings,
+        ]
+
+
+@dataclass(frozen=True)
+class HostApp:
+    """An app the team runs on the host, whose port no container may take."""
+
+    name: str
+    port: int
+    title: str
+    label: str  # how a message names it: "grafana: 3000 is reserved for the frontend"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Services to run, in catalog order, and the dependencies that were added."""
+
+    services: tuple[str, ...]
+    requested: tuple[str, ...]
+    #: dependency -> the selected service that needs it
+    added: tuple[tuple[str, str], ...] = ()
+    #: every service of the catalog (to tell "everything" from a part)
+    all: tuple[str, ...] = ()
+
+    @property
+    def everything(self) -> bool:
+        return set(self.services) == set(self.all)
+
+
+class Catalog(Mapping[str, ServiceSpec]):
+    """The services of one project (built-in ones first, then devenv.toml's), by name.
+
+    A read-only mapping name -> ServiceSpec, in catalog order, as SERVICES was. (A plain
+    class: one dataclass less to build at every start of `devenv ports`.)"""
+
+    def __init__(self, services: Mapping[str, ServiceSpec], host_apps: tuple[HostApp, ...] = (),
+                 tunnels: Mapping[str, Any] | None = None):
+        self.services = services
+        self.host_apps = host_apps
+        #: devenv.toml's [tunnels.*] tables, passed through as read
+        self.tunnels: Mapping[str, Any] = tunnels or {}
+
+    def __getitem__(self, name: str) -> ServiceSpec:
+        return self.services[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.services)
+
+    def __len__(self) -> int:
+        return len(self.services)
+
+    def __repr__(self) -> str:
+        return f"Catalog({', '.join(self.services)})"
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        return {alias: s.name for s in self.services.values() for alias in s.aliases}
+
+    def valid_names(self) -> list[str]:
+        """Every word --only accepts: service names, then aliases."""
+        return [*self.services, *self.aliases]
+
+    def resolve(self, word: str) -> str:
+        key = word.strip().lower()
+        if key in self.services:
+            return key
+        if key in self.aliases:
+            return self.aliases[key]
+        if not key:
+            raise SelectionError(
+                "empty service name",
+                hint=f"name services with commas and no blanks, e.g. --only db,cache "
+                f"(valid: {', '.join(self.valid_names())})",
+            )
+        raise SelectionError(f"unknown service {word.strip()!r}",
+                             hint=f"valid names: {', '.join(self.valid_names())}")
+
+    def in_order(self, names: Iterable[str]) -> list[str]:
+        order = {name: i for i, name in enumerate(self.services)}
+        return sorted((n for n in names if n in order), key=order.__getitem__)
+
+    def select(self, words: Iterable[str] | None) -> Selection:
+        """Resolve names and aliases and add what they need. None or nothing: everything."""
+        everything = tuple(self.services)
+        wanted = [self.resolve(w) for w in words] if words is not None else []
+        if not wanted:
+            return Selection(services=everything, requested=everything, all=everything)
+        chosen: list[str] = []
+        added: list[tuple[str, str]] = []
+        pending = [(name, "") for name in dict.fromkeys(wanted)]
+        while pending:
+            name, needed_by = pending.pop(0)
+            if name in chosen:
+                continue
+            chosen.append(name)
+            if needed_by:
+                added.append((name, needed_by))
+            pending.extend((dep, name) for dep in self.services[name].needs)
+        return Selection(services=tuple(self.in_order(chosen)),
+                         requested=tuple(dict.fromkeys(wanted)), added=tuple(added),
+                         all=everything)
+
+    def setting_specs(self) -> list[SettingSpec]:
+        return [spec for s in self.services.values() for spec in s.setting_specs()]
+
+    def secret_keys(self) -> frozenset[str]:
+        return frozenset(spec.key for spec in self.setting_specs() if spec.secret)
+
+    def url(self, name: str, host: str, port: int, values: Mapping[str, str],
+            show_secrets: bool = False) -> str:
+        """The URL a client uses for a service at host:port, in the service's own form.
+
+        Host apps get the published port; containers get service-name:container-port.
+        Settings in it are percent-encoded; secret ones are *** unless asked."""
+        hidden = frozenset() if show_secrets else self.secret_keys()
+        return fill(self.services[name].url, values, host=host, port=port, hidden=hidden)
+
+
+_FIELD = re.compile(r"\{([^{}]*)\}")
+
+
+def _parts(template: str) -> Iterator[tuple[str, str | None]]:
+    """(literal text, the {name} after it or None)."""
+    pos = 0
+    for match in _FIELD.finditer(template):
+        yield template[pos:match.start()], match.group(1)
+        pos = match.end()
+    yield template[pos:], None
+
+
+def fill(template: str, values: Mapping[str, str], host: str | None = None,
+         port: int | None = None, hidden: frozenset[str] = frozenset(),
+         encode: bool = True) -> str:
+    """Fill {host}, {port} and {DEVENV_...} into a declared template."""
+    out = []
+    for literal, name in _parts(template):
+        out.append(literal)
+        if name is None:
+            continue
+        if name == "host":
+            out.append(str(host))
+        elif name == "port":
+            out.append(str(port))
+        elif name in hidden:
+            out.append("***")
+        else:
+            out.append(quote(values[name], safe="") if encode else values[name])
+    return "".join(out)
+
+
+def placeholders(template: str) -> list[str]:
+    """The {names} of a template; raises ValueError when its braces do not pair."""
+    rest = _FIELD.sub("", template)
+    if "{" in rest or "}" in rest:
+        raise ValueError("a { or } without its pair")
+    return [name for _literal, name in _parts(template) if name is not None]
+
+
+@functools.lru_cache(maxsize=4)
+def builtin_catalog(cache_dir: Path | None = None) -> Catalog:
+    from .projectfile import read_catalog_file
+
+    return read_catalog_file(BUILTIN_FILE, builtin=True, cache_dir=cache_dir)
+
+
+def load_catalog(project_dir: Path | None) -> Catalog:
+    """The built-in services plus the project's devenv.toml (when there is one)."""
+    if project_dir is None:
+        return builtin_catalog()
+    cache_dir = project_dir / ".devenv" / "cache" if (project_dir / ".devenv").is_dir() \
+        else None
+    builtin = builtin_catalog(cache_dir)
+    path = project_dir / PROJECT_FILE
+    if not path.is_file():
+        return builtin
+    from .projectfile import merge_project_file
+
+    return merge_project_file(builtin, path, cache_dir)
+
+
+# --- the built-in catalog, as module-level names other code may still import -----------
+def __getattr__(name: str) -> Any:
+    if name == "SERVICES":
+        return builtin_catalog().services
+    if name == "ALIASES":
+        return builtin_catalog().aliases
+    if name == "HOST_APPS":
+        return builtin_catalog().host_apps
+    raise AttributeError(name)
+
+
+def valid_names(catalog: Catalog | None = None) -> list[str]:
+    return (catalog or builtin_catalog()).valid_names()
+
+
+def resolve_name(word: str, catalog: Catalog | None = None) -> str:
+    return (catalog or builtin_catalog()).resolve(word)
+
+
+def split_words(values: Iterable[str]) -> list[str]:
+    """`--only a,b --only c` -> ["a", "b", "c"]; keeps empty words so they can be refused."""
+    return [word for value in values for word in value.split(",")]
+
+
+def select_services(words: Iterable[str] | None, catalog: Catalog | None = None) -> Selection:
+    return (catalog or builtin_catalog()).select(words)
+
+
+def service_url(name: str, host: str, port: int, values: Mapping[str, str],
+                show_secrets: bool = False, catalog: Catalog | None = None) -> str:
+    return (catalog or builtin_catalog()).url(name, host, port, values, show_secrets)

@@ -1,0 +1,947 @@
+"""The data use cases: snapshot, restore, reset, export, import, the shells, and the two
+steps `up` takes for data (a fresh volume from the `seed` snapshot; the API's migration).
+
+A snapshot is a physical copy: PostgreSQL and Redis are stopped (PostgreSQL's fast shutdown
+leaves a clean data directory), their volumes are copied with tar by a short-lived container
+of the PostgreSQL image into the host's snapshot directory, and they start again. A restore
+is the same copy the other way, staged beside the current data inside each volume and
+swapped in only once complete; the current data is only renamed aside in its volume during
+the stop, and written to an automatic snapshot once the services run again (checked before
+the set-aside copy goes). Nothing is ever replayed row by row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from . import snapshots
+from ..config.catalog import SERVICES
+from ..context import Context
+from ..engine import CommandResult, Compose, Container, Engine, HelperRun, connect
+from ..errors import DataError, MigrationError, NotReadyError, UsageError
+from ..probes import Target, wait_until_ready
+from ..report import mask
+from ..live.running import check_same_directory, project_containers, url_host
+from ..config.settings import Settings
+from .snapshots import Snapshot
+from ..config.state import known_secrets, project_lock
+
+DATA_SERVICES = ("postgres", "redis")
+#: the volume each data service keeps its data in (Compose's `<project>_<name>-data`)
+VOLUME_KEYS = {name: f"{name}-data" for name in DATA_SERVICES}
+IMPORT_SUFFIX = "__devenv_import"
+Progress = Callable[[int], None]
+
+# Runs as root in the PostgreSQL image: $1 uid, $2 gid (owner of the files written), $3 the
+# services whose volumes are copied out to /out, $4 those copied in from the snapshot at
+# /in, $5 the PostgreSQL major version that snapshot needs, $6 the mode: "copy" (out and/or
+# in), "finish" (copy out the data a restore set aside, then check the tars) or "drop"
+# (remove what a restore set aside), $7 the name of the automatic snapshot a restore owes.
+# Volumes are at /vol/<service>.
+#
+# A restore sets the current data aside inside its own volume (renames, on the same
+# filesystem: instant) as .devenv-old, and writes the name of the automatic snapshot it owes
+# into .devenv-old/.devenv-auto once everything old is in there. Only after that snapshot
+# is written and checked ("finish", the services already running on the new data) is
+# .devenv-old removed ("drop"). Any other run finds such a marker first and exits 67 with
+# the name, so that devenv writes the snapshot before it touches anything.
+HELPER_SCRIPT = r"""
+set -eu
+umask 077
+uid=$1 gid=$2 out=$3 in=$4 want=$5 mode=${6:-copy} auto=${7:-}
+if [ "$mode" != finish ] && [ "$mode" != drop ] && [ -n "$in" ] && [ -n "$want" ] && command -v postgres >/dev/null 2>&1
+then
+  have=$(postgres -V | sed -E 's/^[^0-9]*([0-9]+).*/\1/')
+  if [ "$have" != "$want" ]; then echo "devenv: image runs PostgreSQL $have" >&2; exit 65; fi
+fi
+x='[0-9A-F]'
+segment="$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x"
+mine="--exclude=./.devenv-restore --exclude=./.devenv-old --exclude=./.devenv-auto"
+copy_postgres() {  # $1 the data directory
+  [ -s "$1/PG_VERSION" ] || return 0
+  cp "$1/PG_VERSION" /out/PG_VERSION
+  info=$(pg_controldata "$1" 2>/dev/null || true)
+  state=$(printf '%s\n' "$info" | sed -n 's/^Database cluster state: *//p')
+  redo=$(printf '%s\n' "$info" | sed -n "s/^Latest checkpoint's REDO WAL file: *//p")
+  if [ "$state" = "shut down" ] && [ -n "$redo" ] && [ -f "$1/pg_wal/$redo" ]; then
+    # Cleanly shut down: only the segment holding the last checkpoint is needed; the
+    # others are spent or preallocated, and PostgreSQL makes new ones when it needs them.
+    tar -b 2048 -cf /out/postgres.tar $mine --exclude=./postmaster.pid \
+      --exclude="./pg_wal/$segment" -C "$1" .
+    tar -b 2048 -rf /out/postgres.tar -C "$1" "./pg_wal/$redo"
+  else
+    tar -b 2048 -cf /out/postgres.tar $mine --exclude=./postmaster.pid -C "$1" .
+  fi
+}
+copy_out() {  # $1 the directory under each volume ("" or /.devenv-old)
+  for svc in $out; do
+    src=/vol/$svc$1
+    [ -d "$src" ] || continue
+    [ -n "$(ls -A "$src" | grep -vx .devenv-auto || true)" ] || continue
+    if [ "$svc" = postgres ]; then copy_postgres "$src"
+    else tar -cf "/out/$svc.tar" $mine -C "$src" .; fi
+  done
+  find /out -type f -exec chmod 600 {} +
+  chown -R "$uid:$gid" /out
+}
+# A restore interrupted in the middle of its swap is undone here (the old data goes back);
+# one interrupted after the swap owes its automatic snapshot: exit 67 with its name.
+recover() {
+  owed=""
+  for vol in /vol/*; do
+    [ -d "$vol/.devenv-old" ] || { rm -rf "$vol/.devenv-restore"; continue; }
+    if [ -f "$vol/.devenv-old/.devenv-auto" ] && [ ! -d "$vol/.devenv-restore" ]; then
+      owed="$owed $(basename "$vol")=$(cat "$vol/.devenv-old/.devenv-auto")"; continue
+    fi
+    if [ -f "$vol/.devenv-old/.devenv-auto" ]; then  # new entries half moved in: remove them
+      find "$vol" -mindepth 1 -maxdepth 1 ! -name .devenv-restore ! -name .devenv-old \
+        -exec rm -rf {} +
+    fi
+    rm -f "$vol/.devenv-old/.devenv-auto"
+    find "$vol/.devenv-old" -mindepth 1 -maxdepth 1 -exec mv -t "$vol" {} +
+    rm -rf "$vol/.devenv-old" "$vol/.devenv-restore"
+  done
+  if [ -n "$owed" ]; then echo "devenv-owed:$owed" >&2; exit 67; fi
+}
+stage_in() {
+  need=0
+  for svc in $in; do need=$((need + $(stat -c %s "/in/$svc.tar"))); done
+  for svc in $in; do
+    # The old data stays in the volume until its snapshot is written: room for both.
+    free=$(($(df -Pk "/vol/$svc" | awk 'NR==2 {print $4}') * 1024))
+    if [ "$free" -lt $((need + 67108864)) ]; then
+      echo "devenv-space: $svc needs $need bytes, has $free" >&2; exit 68
+    fi
+  done
+  for svc in $in; do
+    vol=/vol/$svc
+    mkdir "$vol/.devenv-restore" && unpack "/in/$svc.tar" "$vol/.devenv-restore" \
+      || { rm -rf "$vol/.devenv-restore"; return 66; }
+  done
+}
+# Two tars at once on two cores: one the biggest file (a table or an index holds most of a
+# database), the other the rest (its directories too, whose owner and mode it sets). The big
+# file's folder is made first: a tar that finds its folder missing and then made by the other
+# tar gives up on the file ("Cannot open: No such file or directory").
+unpack() {
+  big=$(tar -tvf "$1" | awk '$1 ~ /^-/ && $3 > 67108864 {print $3, $6}' | sort -n \
+    | tail -n 1 | cut -d' ' -f2)
+  if [ -z "$big" ]; then tar -b 2048 -xf "$1" -C "$2"; return; fi
+  mkdir -p "$2/$(dirname "$big")"
+  tar -b 2048 -xf "$1" -C "$2" "$big" & one=$!
+  rc=0; tar -b 2048 -xf "$1" -C "$2" --exclude="$big" || rc=$?
+  wait "$one" || rc=$?
+  return "$rc"
+}
+swap_in() {
+  for svc in $in; do
+    vol=/vol/$svc
+    mkdir "$vol/.devenv-old"
+    find "$vol" -mindepth 1 -maxdepth 1 ! -name .devenv-restore ! -name .devenv-old \
+      -exec mv -t "$vol/.devenv-old" {} +
+    printf '%s\n' "$auto" > "$vol/.devenv-old/.devenv-auto.new"
+    mv "$vol/.devenv-old/.devenv-auto.new" "$vol/.devenv-old/.devenv-auto"
+    find "$vol/.devenv-restore" -mindepth 1 -maxdepth 1 -exec mv -t "$vol" {} +
+    rmdir "$vol/.devenv-restore"
+  done
+}
+case $mode in
+  finish)
+    copy_out /.devenv-old
+    for f in /out/*.tar; do [ -f "$f" ] || continue; tar -b 2048 -tf "$f" >/dev/null || exit 69; done
+    ;;
+  drop)
+    for svc in $out; do rm -rf "/vol/$svc/.devenv-old"; done ;;
+  stage)
+    # Unpack while the services still run (the current data is not touched), then wait
+    # for "go" on stdin (sent once they are stopped) to swap; anything else, or EOF (devenv
+    # interrupted), throws the unpacked copy away. Leftovers of an earlier restore: exit
+    # 70 before anything, for the `copy` mode to handle them with the services stopped.
+    for vol in /vol/*; do
+      if [ -e "$vol/.devenv-old" ] || [ -e "$vol/.devenv-restore" ]; then exit 70; fi
+    done
+    rc=0; stage_in || rc=$?
+    if [ "$rc" != 0 ]; then
+      for svc in $in; do rm -rf "/vol/$svc/.devenv-restore"; done; exit "$rc"; fi
+    echo devenv-staged >&2
+    go=""; read -r go || true
+    if [ "$go" != go ]; then
+      for svc in $in; do rm -rf "/vol/$svc/.devenv-restore"; done; exit 71; fi
+    swap_in
+    if [ -z "$auto" ]; then for svc in $in; do rm -rf "/vol/$svc/.devenv-old"; done; fi
+    echo devenv-swapped >&2 ;;
+  *)
+    recover
+    if [ -n "$out" ]; then copy_out ""; fi
+    if [ -n "$in" ]; then
+      rc=0; stage_in || rc=$?
+      if [ "$rc" != 0 ]; then
+        for svc in $in; do rm -rf "/vol/$svc/.devenv-restore"; done; exit "$rc"; fi
+      swap_in
+      if [ -z "$auto" ]; then for svc in $in; do rm -rf "/vol/$svc/.devenv-old"; done; fi
+    fi ;;
+esac
+"""
+EXIT_WRONG_MAJOR = 65
+EXIT_RESTORE_FAILED = 66
+EXIT_OWED = 67
+EXIT_NO_ROOM = 68
+EXIT_BAD_TAR = 69
+EXIT_UNSETTLED = 70
+EXIT_NOT_SWAPPED = 71
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    snapshot: Snapshot
+    #: the automatic snapshot of the data that was replaced (None: there was none)
+    before: Snapshot | None
+    #: client connections the stop closed
+    closed: int = 0
+    #: the automatic snapshot being written in the background (the replaced data stays
+    #: set aside inside the volumes until it is written and checked)
+    owed: str | None = None
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    path: Path
+    bytes: int
+    kind: str  # custom | tar | sql | sql.gz
+    before: Snapshot | None = None
+
+
+def volume_name(settings: Settings, service: str) -> str:
+    return f"{settings.project}_{VOLUME_KEYS[service]}"
+
+
+def _engine(ctx: Context) -> Engine:
+    engine = connect(ctx.environ)
+    if engine.remote_host:
+        raise UsageError(f"snapshots need a local Docker engine (DOCKER_HOST points at "
+                         f"{engine.remote_host})",
+                         hint="use `devenv db export FILE`, which works with any engine")
+    return engine
+
+
+# --- the snapshot directory and the copy ---------------------------------------------
+def _mounts(settings: Settings, services: Sequence[str],
+            extra: Sequence[tuple[str, str, bool]] = ()) -> list[tuple[str, str, bool]]:
+    return [(volume_name(settings, s), f"/vol/{s}", False) for s in services] + list(extra)
+
+
+class _Owed(Exception):
+    """A restore set data aside whose automatic snapshot is not written yet."""
+
+    def __init__(self, owed: dict[str, str]) -> None:
+        super().__init__(owed)
+        self.owed = owed  # service -> automatic snapshot name
+
+
+def _copy(engine: Engine, settings: Settings, *, out: Path | None = None,
+          copy_out: Sequence[str] = (), src: Snapshot | None = None,
+          copy_in: Sequence[str] = (), mode: str = "copy", auto: str = "",
+          mount: Sequence[str] = ()) -> None:
+    """One helper container: copy the volumes of `copy_out` into the directory `out`, then
+    the parts `copy_in` of the snapshot `src` into their volumes (setting the current data
+    aside for the automatic snapshot `auto`). Raises _Owed when an earlier restore still
+    owes its automatic snapshot (nothing was changed then)."""
+    services = sorted(set(copy_out) | set(copy_in) | set(mount), key=DATA_SERVICES.index)
+    extra = ([(str(out), "/out", False)] if out else []) + \
+        ([(str(src.path), "/in", True)] if src else [])
+    result = engine.run_helper(
+        settings.image("postgres"), HELPER_SCRIPT, _mounts(settings, services, extra),
+        [str(os.getuid()), str(os.getgid()), " ".join(copy_out), " ".join(copy_in),
+         src.pg_major if src and "postgres" in copy_in else "", mode, auto])
+    _check(result, settings, out=out, src=src)
+
+
+def _check(result: CommandResult, settings: Settings, *, out: Path | None = None,
+           src: Snapshot | None = None) -> None:
+    """Nothing when the helper succeeded, else _Owed or the DataError for its failure."""
+    if result.returncode == 0:
+        return
+    if result.returncode == EXIT_OWED:
+        line = next((x for x in result.stderr.splitlines() if x.startswith("devenv-owed:")), "")
+        owed = dict(item.split("=", 1) for item in line.split(":", 1)[-1].split() if "=" in item)
+        if owed:
+            raise _Owed(owed)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else f"exit {result.returncode}"
+    if result.returncode == EXIT_NO_ROOM:
+        raise DataError(f"not enough room in the data volume to restore: {last.split(': ', 1)[-1]}"
+                        " (the current data stays there until its automatic snapshot is "
+                        "written, so both must fit)",
+                        hint="free some space on Docker's disk (`docker system df`); the "
+                        "current data is unchanged")
+    if result.returncode == EXIT_WRONG_MAJOR and src is not None:
+        raise DataError(f"snapshot {src.name} holds PostgreSQL {src.pg_major} data; "
+                        f"{settings.image('postgres')} runs another major version ({last})",
+                        hint=_major_hint(src))
+    # GNU tar says "Wrote only N of M bytes" when a write comes up short on a full disk.
+    if out is not None and ("Wrote only" in result.stderr or "/out/" in result.stderr
+                            and "No space left" in result.stderr):
+        raise DataError(f"no space left in {out.parent} while writing the snapshot",
+                        hint="free some space, or point DEVENV_SNAPSHOT_DIR at a bigger disk; "
+                        "the current data is unchanged")
+    if "No space left on device" in result.stderr:
+        raise DataError("no space left in the data volume while restoring the snapshot",
+                        hint="free some space on Docker's disk (`docker system df`); the "
+                        "current data is unchanged")
+    action = "restore" if result.returncode == EXIT_RESTORE_FAILED else "copy"
+    raise DataError(f"the {action} of the data failed: {last}",
+                    detail="\n".join(lines[-8:]) if len(lines) > 1 else None,
+                    hint="the current data is unchanged; check the snapshot with "
+                    "`devenv db snapshots`")
+
+
+def _major_hint(src: Snapshot) -> str:
+    return (f"start a PostgreSQL {src.pg_major} image (DEVENV_POSTGRES_IMAGE), restore it "
+            "there and move the data with `devenv db export FILE` / `devenv db import FILE`")
+
+
+def _check_major(engine: Engine, settings: Settings, src: Snapshot) -> None:
+    """Refuse, before anything stops, a snapshot of another PostgreSQL major version (the
+    helper checks again with `postgres -V` for images that do not say PG_MAJOR)."""
+    have = engine.image_env(settings.image("postgres")).get("PG_MAJOR", "")
+    if src.pg_major and have and have.split(".")[0] != src.pg_major:
+        raise DataError(f"snapshot {src.name} holds PostgreSQL {src.pg_major} data; "
+                        f"{settings.image('postgres')} runs PostgreSQL {have}",
+                        hint=_major_hint(src))
+
+
+def _existing(engine: Engine, settings: Settings) -> list[str]:
+    return [s for s in DATA_SERVICES if engine.volume_exists(volume_name(settings, s))]
+
+
+def _create_volumes(engine: Engine, settings: Settings, services: Sequence[str]) -> None:
+    for service in services:
+        name = volume_name(settings, service)
+        if not engine.volume_exists(name):
+            # Compose's labels: `up` adopts the volume and `down --volumes` removes it.
+            engine.create_volume(name, {"com.docker.compose.project": settings.project,
+                                        "com.docker.compose.volume": VOLUME_KEYS[service]})
+
+
+@contextlib.contextmanager
+def _stopped(ctx: Context, engine: Engine, settings: Settings,
+             restart: bool = True) -> Iterator[int]:
+    """Stop the running data services for a copy; start them again after it (also after a
+    failure, with the data they had) and wait until they answer; with restart=False only
+    after a failure. Yields the number of PostgreSQL client connections the stop closes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    containers = project_containers(engine, settings.project)
+    check_same_directory(settings, containers.values())
+    running = [containers[s] for s in DATA_SERVICES if s in containers
+               and containers[s].running]
+    closed = _client_connections(engine, settings, containers.get("postgres"))
+    failed = True
+    stopping = False
+    try:
+        if running:
+            ctx.notify(f"stopping {', '.join(c.service for c in running)} for the copy"
+                       + (f" (closing {closed} client connection{'s' * (closed != 1)})"
+                          if closed else ""))
+            stopping = True  # inside the try: a Ctrl-C during the stop starts them again
+            with ThreadPoolExecutor(len(running)) as pool:
+                list(pool.map(engine.stop, [c.id for c in running]))
+            stopping = False
+        yield closed
+        failed = False
+    finally:
+        if running and (restart or failed):
+            if stopping:  # a stop still on its way (its thread outlives a Ctrl-C) lands first
+                for container in running:
+                    engine.stop(container.id)
+            with ThreadPoolExecutor(len(running)) as pool:
+                list(pool.map(engine.start, [c.id for c in running]))
+            _wait_ready(ctx, engine, settings, [c.service for c in running])
+
+
+def _client_connections(engine: Engine, settings: Settings, pg: Container | None) -> int:
+    if pg is None or not pg.running:
+        return 0
+    sql = ("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+           "AND pid <> pg_backend_pid()")
+    result = _compose(engine, settings).exec("postgres", [*_psql(settings, "postgres"), "-Atc",
+                                                          sql],
+                                             interactive=False, tty=False, capture=True)
+    return int(result.stdout.strip()) if result.stdout.strip().isdigit() else 0
+
+
+def _compose(engine: Engine, settings: Settings) -> Compose:
+    from ..render.templates import COMPOSE_FILE
+
+    return engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
+
+
+def _wait_ready(ctx: Context, engine: Engine, settings: Settings,
+                services: Sequence[str]) -> None:
+    containers = project_containers(engine, settings.project)
+    host = url_host(settings, engine.remote_host)
+    targets = []
+    for name in services:
+        published = containers[name].host_port(SERVICES[name].container_port) \
+            if name in containers else None
+        if published is not None:
+            targets.append(Target(name, SERVICES[name].probe, host, published.host_port))
+    wait = wait_until_ready(targets, settings.values, settings.wait_timeout)
+    if not wait.ok:
+        failed = ", ".join({**wait.exited, **wait.timed_out})
+        raise NotReadyError(f"{failed} did not answer again after the copy",
+                            hint=f"read `devenv logs {failed.split(',')[0]}`; the data is in "
+                            "place, `devenv up` starts it again")
+
+
+def _take(ctx: Context, engine: Engine, settings: Settings, name: str, *, auto: bool,
+          force: bool = False) -> Snapshot | None:
+    """Copy the current volumes into snapshot `name` (None when there is no data); an
+    automatic snapshot an earlier restore still owes is written first."""
+    root = settings.snapshot_dir
+    services = _existing(engine, settings)
+    if not services:
+        return None
+    for attempt in (1, 2):
+        work = snapshots.new_workdir(root, name)
+        try:
+            try:
+                _copy(engine, settings, out=work, copy_out=services)
+            except _Owed as owed:
+                if attempt == 2:
+                    raise
+                _pay(ctx, engine, settings, owed.owed)
+                continue
+            if not any(work.glob("*.tar")):
+                return None
+            return _commit(work, settings, name, auto=auto, force=force)
+        finally:
+            if work.exists():
+                snapshots.discard(work)
+    return None  # pragma: no cover
+
+
+def _commit(work: Path, settings: Settings, name: str, *, auto: bool,
+            force: bool = False) -> Snapshot:
+    pg_major = (work / "PG_VERSION").read_text().strip() \
+        if (work / "PG_VERSION").is_file() else ""
+    return snapshots.commit(work, settings.snapshot_dir, name, pg_major=pg_major,
+                            database=settings["DEVENV_POSTGRES_DB"],
+                            project=settings.project, auto=auto, replace=force)
+
+
+def _pay(ctx: Context, engine: Engine, settings: Settings,
+         owed: dict[str, str]) -> Snapshot | None:
+    """Write the automatic snapshot a restore owes from the data it set aside inside the
+    volumes, check it, and only then remove the set-aside data. On any failure the
+    set-aside data stays where it is (and the next data command tries again)."""
+    services = sorted(owed, key=DATA_SERVICES.index)
+    name = owed[services[0]]
+    root = settings.snapshot_dir
+    ctx.notify(f"writing the automatic snapshot {name} of the data a restore replaced")
+    taken: Snapshot | None = None
+    if not (root / name).is_dir():
+        work = snapshots.new_workdir(root, name)
+        try:
+            try:
+                _copy(engine, settings, out=work, copy_out=services, mode="finish")
+            except DataError as exc:
+                raise DataError(
+                    f"the automatic snapshot {name} of the replaced data was not written: "
+                    f"{exc.message}",
+                    hint="the replaced data is kept inside the volumes; free some space, "
+                    "then `devenv db snapshot` (or any restore, import or reset) writes "
+                    f"{name} first") from exc
+            if any(work.glob("*.tar")):
+                taken = _commit(work, settings, name, auto=True)
+        finally:
+            if work.exists():
+                snapshots.discard(work)
+    else:
+        taken = snapshots.load(root, name)  # verified: manifest and every part complete
+    _copy(engine, settings, copy_out=services, mode="drop")
+    return taken
+
+
+# --- the use cases ---------------------------------------------------------------------
+def snapshot(ctx: Context, name: str | None = None, force: bool = False) -> Snapshot:
+    """Copy PostgreSQL's and Redis' volumes into a named snapshot."""
+    settings = ctx.settings()
+    name = snapshots.check_name(name) if name else snapshots.auto_name().replace(
+        snapshots.AUTO_PREFIX, "snap-")
+    if not force and (settings.snapshot_dir / name).exists():
+        raise snapshots.SnapshotNameError(f"snapshot {name} already exists",
+                                          hint="choose another name, or add --force to "
+                                          "replace it")
+    engine = _engine(ctx)
+    with project_lock(settings.state_dir, settings.project, "db snapshot",
+                      settings.wait_timeout, on_wait=ctx.notify):
+        if not _existing(engine, settings):
+            raise UsageError(f"project {settings.project} has no data volumes yet",
+                             hint="start the database first: devenv up --only db,cache")
+        with _stopped(ctx, engine, settings):
+            taken = _take(ctx, engine, settings, name, auto=False, force=force)
+    if taken is None:
+        raise UsageError(f"project {settings.project} has no data to snapshot",
+                         hint="start the database first: devenv up --only db,cache")
+    return taken
+
+
+def restore(ctx: Context, name: str, background: bool = True) -> RestoreResult:
+    """Replace the data with a snapshot. The current data is set aside inside its volume
+    (an instant rename) and the snapshot unpacked; the services start on the new data, and
+    then the set-aside data is written to an automatic snapshot (in a background process
+    when `background`), which is checked before the set-aside data is removed."""
+    settings = ctx.settings()
+    snapshots.check_name(name)
+    engine = _engine(ctx)
+    with project_lock(settings.state_dir, settings.project, "db restore",
+                      settings.wait_timeout, on_wait=ctx.notify):
+        target = _load_target(ctx, engine, settings, name)
+        _check_major(engine, settings, target)
+        existed = [s for s in _existing(engine, settings) if s in target.holds]
+        auto = _auto_name(settings) if existed else ""
+        ctx.notify(f"restoring {target.name} ({snapshots.human_size(target.size)}); the "
+                   "current data is kept aside for an automatic snapshot")
+        _create_volumes(engine, settings, target.holds)
+        # The snapshot is unpacked beside the current data while the services stop.
+        helper = engine.start_helper(
+            settings.image("postgres"), HELPER_SCRIPT,
+            _mounts(settings, target.holds, [(str(target.path), "/in", True)]),
+            [str(os.getuid()), str(os.getgid()), "", " ".join(target.holds),
+             target.pg_major if "postgres" in target.holds else "", "stage", auto])
+        try:
+            with _stopped(ctx, engine, settings) as closed:
+                if not _swap(engine, settings, helper, target):
+                    auto = _restore_stopped(ctx, engine, settings, target, auto)
+        finally:
+            helper.close()
+            helper.wait()  # the container exits by itself once it has swapped
+        if not auto:
+            return RestoreResult(target, None, closed)
+        if not background:
+            before = _pay(ctx, engine, settings, {s: auto for s in existed})
+            snapshots.prune_auto(settings.snapshot_dir)
+            return RestoreResult(target, before, closed)
+        _owed_file(settings).write_text(auto + "\n", encoding="utf-8")
+        _pay_later(ctx)
+    return RestoreResult(target, None, closed, owed=auto)
+
+
+def _swap(engine: Engine, settings: Settings, helper: HelperRun, target: Snapshot) -> bool:
+    """Once the services are stopped: let the staging helper swap the unpacked snapshot
+    in. False when it found what an earlier restore left (nothing changed: the caller
+    restores the sequential way, which handles it); DataError when it failed."""
+    try:
+        if not helper.wait_for("devenv-staged"):
+            result = helper.wait()
+            if result.returncode == EXIT_UNSETTLED:
+                return False
+            _check(result, settings, src=target)
+            raise DataError(f"the restore of the data failed (exit {result.returncode})",
+                            hint="the current data is unchanged")
+        if not helper.send("go") or not helper.wait_for("devenv-swapped"):
+            result = helper.wait()
+            # stopped in the middle of the swap: put the data right before any start
+            try:
+                _copy(engine, settings, mount=target.holds)
+            except _Owed:
+                return True  # the swap was complete: only its automatic snapshot is owed
+            _check(result, settings, src=target)
+            raise DataError(f"the restore of the data stopped half way (exit "
+                            f"{result.returncode}); the current data is back in place",
+                            hint="try again; `devenv db snapshots` lists the snapshots")
+        return True
+    except BaseException:
+        helper.close()  # the helper throws its unpacked copy away, or finishes its swap
+        helper.wait()
+        raise
+
+
+def _restore_stopped(ctx: Context, engine: Engine, settings: Settings, target: Snapshot,
+                     auto: str) -> str:
+    """The restore in one helper with the services stopped; an automatic snapshot an
+    earlier restore still owes is written first. Returns the automatic snapshot owed."""
+    try:
+        _copy(engine, settings, src=target, copy_in=target.holds, auto=auto)
+    except _Owed as owed:
+        _pay(ctx, engine, settings, owed.owed)
+        # the name may have been the one just written (same second): pick again
+        auto = _auto_name(settings) if auto else ""
+        _copy(engine, settings, src=target, copy_in=target.holds, auto=auto)
+    return auto
+
+
+def _load_target(ctx: Context, engine: Engine, settings: Settings, name: str) -> Snapshot:
+    """The snapshot to restore; an automatic snapshot that a restore still owes (e.g. just
+    named by the previous restore) is written first."""
+    try:
+        return snapshots.load(settings.snapshot_dir, name)
+    except snapshots.SnapshotNameError:
+        if not name.startswith(snapshots.AUTO_PREFIX) or not settle(ctx, engine, settings):
+            raise
+    return snapshots.load(settings.snapshot_dir, name)
+
+
+def settle(ctx: Context, engine: Engine, settings: Settings) -> bool:
+    """Write any automatic snapshot a restore still owes (finishing or undoing an
+    interrupted restore first). True when one was written. Call it under the lock."""
+    services = _existing(engine, settings)
+    if not services:
+        return False
+    try:
+        _copy(engine, settings, mount=services)
+    except _Owed as owed:
+        _pay(ctx, engine, settings, owed.owed)
+        snapshots.prune_auto(settings.snapshot_dir)
+        _owed_file(settings).unlink(missing_ok=True)
+        return True
+    _owed_file(settings).unlink(missing_ok=True)
+    return False
+
+
+def _owed_file(settings: Settings) -> Path:
+    return settings.state_dir / f"{settings.project}.owed"
+
+
+def _pay_later(ctx: Context) -> None:
+    """Start a detached process that writes the owed automatic snapshot under the project
+    lock (it waits for this command to release it); its output goes to a log file."""
+    import json
+    import subprocess
+    import sys
+
+    settings = ctx.settings()
+    spec = json.dumps({"project_dir": str(ctx.project_dir), "flags": dict(ctx.flags),
+                       "env_file": str(ctx.env_file) if ctx.env_file else None})
+    log = settings.state_dir / f"{settings.project}.restore.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as handle:
+        subprocess.Popen(  # noqa: S603
+            [sys.executable, "-c", "import sys; from devenv.data.ops import settle_main; "
+             "sys.exit(settle_main(sys.argv[1]))", spec],
+            env=dict(ctx.environ), cwd=str(ctx.project_dir), stdin=subprocess.DEVNULL,
+            stdout=handle, stderr=handle, start_new_session=True)
+
+
+def settle_main(spec_json: str) -> int:
+    """The detached process of _pay_later."""
+    import json
+    import sys
+    import time
+
+    from ..errors import DevenvError
+
+    spec = json.loads(spec_json)
+    ctx = Context(project_dir=Path(spec["project_dir"]), environ=dict(os.environ),
+                  flags=spec["flags"],
+                  env_file=Path(spec["env_file"]) if spec["env_file"] else None,
+                  notify=lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        settings = ctx.settings()
+        with project_lock(settings.state_dir, settings.project,
+                          "db restore (writing its automatic snapshot)", 3600):
+            settle(ctx, connect(ctx.environ), settings)
+    except DevenvError as exc:
+        print(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} devenv: error: "
+              f"{exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""),
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def wait_owed(ctx: Context) -> None:
+    """Wait while an automatic snapshot is being written in the background."""
+    settings = ctx.settings()
+    if _owed_file(settings).exists():
+        with project_lock(settings.state_dir, settings.project, "db snapshots",
+                          settings.wait_timeout, on_wait=ctx.notify):
+            pass
+
+
+def _auto_name(settings: Settings) -> str:
+    name = snapshots.auto_name()
+    n = 1
+    while (settings.snapshot_dir / name).exists():
+        n += 1
+        name = f"{snapshots.auto_name()}-{n}"
+    return name
+
+
+def list_snapshots(ctx: Context) -> list[Snapshot]:
+    return snapshots.list_snapshots(ctx.settings().snapshot_dir)
+
+
+def remove(ctx: Context, name: str) -> Snapshot:
+    snapshots.check_name(name)
+    return snapshots.remove(ctx.settings().snapshot_dir, name)
+
+
+def reset(ctx: Context) -> tuple[RestoreResult | None, Snapshot | None, list[str]]:
+    """Back to the seed: the `seed` snapshot if there is one (a restore), else fresh
+    volumes that `up` initialises with the seed files and the migration. Returns
+    (restore result, automatic snapshot, services started again)."""
+    settings = ctx.settings()
+    if (settings.snapshot_dir / snapshots.SEED).is_dir():
+        result = restore(ctx, snapshots.SEED)
+        return result, result.before, []
+    engine = _engine(ctx)
+    with project_lock(settings.state_dir, settings.project, "db reset",
+                      settings.wait_timeout, on_wait=ctx.notify):
+        containers = project_containers(engine, settings.project)
+        check_same_directory(settings, containers.values())
+        running = [s for s in ("api", *DATA_SERVICES) if s in containers
+                   and containers[s].running]
+        with _stopped(ctx, engine, settings, restart=False):
+            before = _take(ctx, engine, settings, _auto_name(settings), auto=True)
+        engine.remove_containers([containers[s] for s in DATA_SERVICES if s in containers])
+        for service in DATA_SERVICES:
+            engine.remove_volume(volume_name(settings, service))
+    snapshots.prune_auto(settings.snapshot_dir)
+    if running:
+        from ..stack import usecases as stack
+
+        stack.up(ctx, running)
+    return None, before, running
+
+
+# --- export and import (pg_dump's own formats) ------------------------------------------
+def _pg_env(settings: Settings) -> dict[str, str]:
+    return {"PGPASSWORD": settings["DEVENV_POSTGRES_PASSWORD"]}
+
+
+def _psql(settings: Settings, database: str | None = None) -> list[str]:
+    return ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", settings["DEVENV_POSTGRES_USER"],
+            "-d", database or settings["DEVENV_POSTGRES_DB"]]
+
+
+def _running(engine: Engine, settings: Settings, service: str) -> Container:
+    containers = project_containers(engine, settings.project)
+    container = containers.get(service)
+    if container is None or not container.running:
+        alias = SERVICES[service].aliases[0]
+        raise UsageError(f"{service} of project {settings.project} is not running",
+                         hint=f"start it: devenv up --only {alias}")
+    return container
+
+
+def _fail(what: str, stderr: str, settings: Settings, hint: str) -> DataError:
+    lines = [line for line in mask(stderr, known_secrets(settings)).splitlines()
+             if line.strip()]
+    errors = [line for line in lines if "ERROR" in line or "error" in line] or lines
+    return DataError(f"{what}: {errors[0].strip() if errors else 'no output'}",
+                     detail="\n".join(lines[-10:]) if len(lines) > 1 else None, hint=hint)
+
+
+def export(ctx: Context, path: Path, progress: Progress | None = None) -> TransferResult:
+    """pg_dump -Fc of the database into `path` (written whole or not at all, mode 0600)."""
+    settings = ctx.settings()
+    engine = connect(ctx.environ)
+    pg = _running(engine, settings, "postgres")
+    path = path.expanduser().resolve()
+    tmp = path.with_name(f".{path.name}.devenv-tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror}",
+                        hint="choose a writable directory") from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            result = engine.exec_stream(pg.id, ["pg_dump", "-Fc", "-U",
+                                         settings["DEVENV_POSTGRES_USER"], "-d",
+                                         settings["DEVENV_POSTGRES_DB"]],
+                                 env=_pg_env(settings), stdout=out, progress=progress)
+        if result.returncode:
+            raise _fail("pg_dump failed", result.stderr, settings,
+                        "nothing was written; check `devenv logs db`")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return TransferResult(path, path.stat().st_size, "custom")
+
+
+def dump_kind(path: Path) -> str:
+    """custom | tar | sql | sql.gz, from the file's first bytes; DataError otherwise."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}",
+                        hint="check the path") from exc
+    if head.startswith(b"PGDMP"):
+        return "custom"
+    if head[257:262] == b"ustar":
+        return "tar"
+    if head.startswith(b"\x1f\x8b"):
+        return "sql.gz"
+    try:
+        text = head.decode("utf-8") if b"\0" not in head else None
+    except UnicodeDecodeError as exc:  # a character cut at 4096 bytes is still text
+        text = head[: exc.start].decode() if exc.start > len(head) - 4 else None
+    if text and text.strip():
+        return "sql"
+    what = "empty" if not head else "unknown format"
+    raise DataError(f"{path} is not a PostgreSQL dump ({what})",
+                    hint="import a pg_dump file (-Fc or -Ft), a .sql or a .sql.gz")
+
+
+def import_dump(ctx: Context, path: Path, progress: Progress | None = None) -> TransferResult:
+    """Load a dump into a new database and swap it in for the current one, after an
+    automatic snapshot. A dump that fails leaves the current database as it was."""
+    settings = ctx.settings()
+    path = path.expanduser().resolve()
+    if not path.is_file():
+        raise UsageError(f"{path} is not a file", hint="give the path of a dump")
+    kind = dump_kind(path)
+    engine = _engine(ctx)
+    _running(engine, settings, "postgres")
+    db = settings["DEVENV_POSTGRES_DB"]
+    scratch = db[: 63 - len(IMPORT_SUFFIX)] + IMPORT_SUFFIX
+    with project_lock(settings.state_dir, settings.project, "db import",
+                      settings.wait_timeout, on_wait=ctx.notify):
+        with _stopped(ctx, engine, settings):
+            before = _take(ctx, engine, settings, _auto_name(settings), auto=True)
+        pg = _running(engine, settings, "postgres")
+        _sql(engine, pg, settings, 'DROP DATABASE IF EXISTS :"scratch";\n'
+             'CREATE DATABASE :"scratch";\n', scratch=scratch)
+        try:
+            result = _load(engine, pg, settings, path, kind, scratch, progress)
+        except BaseException:
+            _sql(engine, pg, settings, 'DROP DATABASE IF EXISTS :"scratch";\n', scratch=scratch)
+            raise
+        if result.returncode:
+            _sql(engine, pg, settings, 'DROP DATABASE IF EXISTS :"scratch";\n', scratch=scratch)
+            if before is not None:
+                snapshots.discard(before.path)  # nothing changed: no need to go back
+            raise _fail(f"{path.name} did not load", result.stderr, settings,
+                        "the current data is unchanged; fix the dump and import it again")
+        # FORCE closes the clients of the old database; the rename is instant.
+        _sql(engine, pg, settings, 'DROP DATABASE :"db" WITH (FORCE);\n'
+             'ALTER DATABASE :"scratch" RENAME TO :"db";\n', scratch=scratch, db=db)
+    snapshots.prune_auto(settings.snapshot_dir)
+    return TransferResult(path, path.stat().st_size, kind, before)
+
+
+def _load(engine: Engine, pg: Container, settings: Settings, path: Path, kind: str,
+          database: str, progress: Progress | None):
+    user = settings["DEVENV_POSTGRES_USER"]
+    if kind in ("custom", "tar"):
+        argv = ["pg_restore", "--no-owner", "--exit-on-error", "-U", user, "-d", database]
+    else:
+        argv = [*_psql(settings, database), "-q", "-f", "-"]
+    with open(path, "rb") as raw:
+        source: BinaryIO = gzip.GzipFile(fileobj=raw) if kind == "sql.gz" else raw  # type: ignore[assignment]
+        try:
+            return engine.exec_stream(pg.id, argv, env=_pg_env(settings), stdin=source,
+                               progress=_on_file(raw, progress))
+        except (EOFError, OSError, gzip.BadGzipFile) as exc:
+            raise DataError(f"{path.name} cannot be read to the end: {exc}",
+                            hint="the file is truncated or damaged; the current data is "
+                            "unchanged") from exc
+
+
+def _on_file(raw: BinaryIO, progress: Progress | None) -> Progress | None:
+    """Progress in bytes of the file read (not of what it decompresses to)."""
+    if progress is None:
+        return None
+    return lambda _done: progress(raw.tell())
+
+
+def _sql(engine: Engine, pg: Container, settings: Settings, sql: str,
+         **names: str) -> None:
+    """SQL on the maintenance database with identifiers as psql variables (:"name")."""
+    argv = _psql(settings, "postgres")
+    for key, value in names.items():
+        argv += ["--set", f"{key}={value}"]
+    result = _compose(engine, settings).exec("postgres", [*argv, "-q", "-f", "-"],
+                                             interactive=False, tty=False, capture=True,
+                                             stdin=sql.encode())
+    if result.code:
+        raise _fail("PostgreSQL refused the import step", result.stderr, settings,
+                    "the current data is unchanged")
+
+
+# --- shells ----------------------------------------------------------------------------
+def shell(ctx: Context, service: str, args: Sequence[str], tty: bool) -> int:
+    """psql or redis-cli inside the running container, with the stack's credentials;
+    returns the client's exit code."""
+    settings = ctx.settings()
+    engine = connect(ctx.environ)
+    _running(engine, settings, service)
+    # psql logs in over the container's local socket, which the postgres images trust:
+    # no password on any command line.
+    argv = (["psql", "-U", settings["DEVENV_POSTGRES_USER"], "-d",
+             settings["DEVENV_POSTGRES_DB"], *args] if service == "postgres"
+            else ["redis-cli", *args])
+    return _compose(engine, settings).exec(service, argv, tty=tty).code
+
+
+# --- the steps `up` takes ------------------------------------------------------------------
+def prepare_volumes(engine: Engine, settings: Settings, services: Sequence[str],
+                    notify: Callable[[str], None]) -> bool:
+    """A fresh PostgreSQL volume starts from the `seed` snapshot when there is one (its
+    Redis data too, if Redis is fresh as well). True when it did."""
+    if "postgres" not in services or engine.remote_host:
+        return False
+    if engine.volume_exists(volume_name(settings, "postgres")):
+        return False
+    seed_dir = settings.snapshot_dir / snapshots.SEED
+    if not seed_dir.is_dir():
+        return False
+    seed = snapshots.load(settings.snapshot_dir, snapshots.SEED)
+    _check_major(engine, settings, seed)
+    fresh = [s for s in seed.holds if s in services
+             and not engine.volume_exists(volume_name(settings, s))]
+    notify(f"{', '.join(fresh)}: fresh volume{'s' * (len(fresh) > 1)}, starting from "
+           "snapshot seed")
+    _create_volumes(engine, settings, fresh)
+    _copy(engine, settings, src=seed, copy_in=fresh)
+    return True
+
+
+_SEED_ERROR = re.compile(r"psql:(?:/docker-entrypoint-initdb\.d/)?(?P<file>[^:/]+):"
+                         r"(?P<line>\d+): (?P<error>(?:ERROR|FATAL):.*)")
+_SEED_RUNNING = re.compile(r"running /docker-entrypoint-initdb\.d/(\S+)")
+
+
+def seed_failure(log: str, settings: Settings) -> tuple[str, str] | None:
+    """(message, hint) when PostgreSQL's log shows a seed file that failed, else None."""
+    match = _SEED_ERROR.search(log)
+    if match is None:
+        return None
+    name = match["file"]
+    if name == "<stdin>":  # a .sql.gz goes through a pipe: the entrypoint named it before
+        ran = _SEED_RUNNING.findall(log[: match.start()])
+        name = ran[-1] if ran else "(a compressed file)"
+    error = " ".join(match["error"].split())
+    return (f"seed file {settings['DEVENV_SEED_DIR'].rstrip('/')}/{name} failed at "
+            f"line {match['line']}: {error}",
+            "fix the file, then `devenv db reset --yes` creates the database again and runs "
+            "the seed folder")
+
+
+def migrate(engine: Engine, settings: Settings, build: bool,
+            notify: Callable[[str], None]) -> None:
+    """Run DEVENV_API_MIGRATE once in the API's image; MigrationError (the API is then not
+    started) with its output when it fails."""
+    command = settings["DEVENV_API_MIGRATE"]
+    notify(f"api: migrating ({command})")
+    result = _compose(engine, settings).run("api", ["sh", "-c", command], tty=False,
+                                            capture=True, build=build)
+    if result.code:
+        secrets = known_secrets(settings)
+        text = (result.stdout.rstrip() + "\n" + result.stderr.rstrip()).strip()
+        output = "\n".join(mask(text, secrets).splitlines()[-30:])
+        raise MigrationError(
+            f"the migration `{mask(command, secrets)}` failed (exit {result.code}); "
+            "the API was not started",
+            detail=f"its output:\n{output}" if output else "(it printed nothing)",
+            hint="fix the migration and run `devenv up` again; the database and cache keep "
+            "running")

@@ -1,0 +1,146 @@
+"""`ports` and `status`: the running project's URLs, state, health and uptime.
+
+Nothing here changes anything; `ports` and `status` read fresh from the engine every time.
+Their use cases live here rather than in stack.py so that they import nothing that renders,
+plans or starts: `devenv ports` must answer as fast as `docker compose ps`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from ..context import Context
+from ..engine import Container, Engine
+from ..rows import ServiceRow, StatusRow
+from .running import (  # noqa: F401 - app_env, login_*, project_containers: from here too
+    LOGIN_REFUSED,
+    app_env,
+    check_login,
+    checks_login,
+    expected_services,
+    in_catalog_order,
+    known_containers,
+    login_error,
+    login_hint,
+    login_refused,
+    login_refused_state,
+    make_row,
+    project_containers,
+    published_host,
+    published_port,
+    url_host,
+)
+from ..config.settings import Settings
+
+
+def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False,
+              check: bool = True, missing: bool = False) -> list[ServiceRow]:
+    """One row per running service of the project, ports as Docker publishes them.
+
+    With `check`, every service is probed once, in parallel, at the URL shown: its state
+    is "ready" when it answers its own protocol there, else Docker's state and why not.
+    With `missing`, a service that is not running (its container exited, or is gone
+    though the last `up` started it) gets a row too, at the port it would publish, with
+    `running` false and a state that says what happened.
+    """
+    host = url_host(settings, engine.remote_host)
+    rows = []
+    containers = known_containers(engine, settings)
+    expected = expected_services(settings) if missing else {}
+    for name in in_catalog_order(set(containers) | set(expected), settings):
+        c = containers.get(name)
+        published = published_port(settings, c, name) if c else None
+        if published is not None and c is not None:
+            rows.append(make_row(settings, name,
+                                 published_host(settings, host, engine.remote_host, published),
+                                 published.host_port, c.state, show_secrets))
+        elif missing:
+            port = next(iter(engine.port_bindings(c)), expected.get(name)) if c else \
+                expected[name]
+            if c is None:
+                state = "gone: its container was removed (devenv up starts it again)"
+            else:
+                state = f"{_not_running(engine, c)} (devenv up starts it again)"
+            rows.append(replace(make_row(settings, name, host, port or settings.port(name),
+                                         state, show_secrets), running=False))
+    if check and rows:
+        from ..probes import Target, probe_all
+
+        live = [r for r in rows if r.running]
+        answers = probe_all([Target(r.service, settings.catalog[r.service].probe, r.host,
+                                    r.port) for r in live], settings.values)
+        rows = [r if not r.running else
+                replace(r, state="ready" if answers[r.service].ok
+                        else f"{r.state}, not answering ({answers[r.service].detail})")
+                for r in rows]
+        rows = [_with_login(settings, r) for r in rows]
+    return rows
+
+
+def _with_login(settings: Settings, row: ServiceRow) -> ServiceRow:
+    """A service that checks its login is ready for the app only if its URL logs in."""
+    if row.state != "ready" or not checks_login(settings, row.service):
+        return row
+    result = check_login(settings, row.service, row.host, row.port)
+    return replace(row, state=login_refused_state(result)) if result.refused else row
+
+
+def _not_running(engine: Engine, c: Container) -> str:
+    if c.state in ("exited", "dead"):
+        code = (engine.inspect(c.id).get("State") or {}).get("ExitCode")
+        return f"{c.state} (code {code})" if code is not None else c.state
+    return c.state  # created, paused, restarting
+
+
+def status_rows(engine: Engine, settings: Settings) -> list[StatusRow]:
+    host = url_host(settings, engine.remote_host)
+    containers = known_containers(engine, settings)
+    rows = []
+    for name in in_catalog_order(containers, settings):
+        c = containers[name]
+        detail = engine.inspect(c.id)
+        state = detail.get("State") or {}
+        published = published_port(settings, c, name)
+        uptime = None
+        if c.running and state.get("StartedAt"):
+            uptime = max(0.0, time.time() - _parse_time(str(state["StartedAt"])))
+        url = (settings.catalog.url(
+            name, published_host(settings, host, engine.remote_host, published),
+            published.host_port, settings.values) if published else "")
+        rows.append(StatusRow(
+            service=name, container=c.name, state=c.state,
+            health=str((state.get("Health") or {}).get("Status", "")) or "none",
+            url=url, port=published.host_port if published else None,
+            uptime_seconds=round(uptime, 1) if uptime is not None else None,
+            restarts=int(detail.get("RestartCount") or 0),
+            exit_code=None if c.running else int(state.get("ExitCode") or 0),
+        ))
+    for name, _port in expected_services(settings).items():
+        if name not in containers:  # started by the last `up`, removed since
+            rows.append(StatusRow(service=name, container="", state="gone", health="none",
+                                  url="", port=None, uptime_seconds=None, restarts=0,
+                                  exit_code=None))
+    order = in_catalog_order((r.service for r in rows), settings)
+    return sorted(rows, key=lambda r: order.index(r.service))
+
+
+def _parse_time(text: str) -> float:
+    """Docker's RFC 3339 time with nanoseconds -> epoch seconds."""
+    from datetime import datetime
+
+    main, _, frac = text.rstrip("Z").partition(".")
+    seconds = datetime.fromisoformat(main + "+00:00").timestamp()
+    return seconds + (float("0." + frac[:6]) if frac else 0.0)
+
+
+def ports(ctx: Context, show_secrets: bool = False) -> tuple[Settings, list[ServiceRow]]:
+    """The `ports` use case: the project's live URLs."""
+    settings = ctx.settings()
+    return settings, live_rows(ctx.engine(), settings, show_secrets, missing=True)
+
+
+def status(ctx: Context) -> tuple[Settings, list[StatusRow]]:
+    """The `status` use case: state, health, URL, uptime and restarts per service."""
+    settings = ctx.settings()
+    return settings, status_rows(ctx.engine(), settings)

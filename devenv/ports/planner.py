@@ -1,0 +1,68 @@
+"""Host ports for the project's services, planned against everything on the engine and this
+host: the engine-aware wrapper around the pure planner (ports.plan_ports).
+
+After a port race (taken between planning and start) the port found taken is marked busy
+and the plan is made again: only that service moves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..engine import Container, Engine
+from .holders import ContainerPort, HostPorts, describe_process
+from .plan import Holder, Memory, PortPlan, PortRequest, plan_ports
+from ..config.settings import Settings
+
+
+def reserved_ports(settings: Settings) -> dict[int, str]:
+    names = {app.port: app.label for app in settings.catalog.host_apps}
+    return {port: names.get(port, "a host app (DEVENV_RESERVED_PORTS)")
+            for port in settings.reserved_ports}
+
+
+def _container_ports(engine: Engine, containers: Sequence[Container]) -> dict[int, ContainerPort]:
+    ports: dict[int, ContainerPort] = {}
+    for c in containers:
+        for port in engine.port_bindings(c):
+            ports[port] = ContainerPort(port, c.name, c.project, c.service, c.running)
+    return ports
+
+
+@dataclass
+class PortPlanner:
+    """Plans host ports against every container on the engine and this host, and replans
+    after a race with the ports found taken marked busy."""
+
+    engine: Engine | None
+    settings: Settings
+    memory: Mapping[str, Memory]
+    strict: bool = False
+    check_host: bool = True
+    #: False (--reset-ports): running services may move back to their configured ports
+    keep_running: bool = True
+    marks: dict[int, Holder] = field(default_factory=dict)
+    #: a remote engine whose ports are forwarded here: check this machine's 127.0.0.1 too,
+    #: except the ports this project's forward already holds
+    check_loopback: bool = False
+    forwarded: frozenset[int] = frozenset()
+
+    def plan(self, services: Sequence[str]) -> PortPlan:
+        containers = self.engine.containers() if self.engine is not None else []
+        ports = _container_ports(self.engine, containers) if self.engine is not None else {}
+        host = HostPorts(ports, self.settings.project, check_host=self.check_host,
+                         check_loopback=self.check_loopback, forwarded=self.forwarded)
+        for port, holder in self.marks.items():
+            host.mark(port, holder)
+        requests = [PortRequest(name, self.settings.port(name), self.memory.get(name))
+                    for name in services]
+        own = host.own_ports() if self.keep_running else {}
+        return plan_ports(requests, host, reserved_ports(self.settings), own=own,
+                          strict=self.strict)
+
+    def mark_taken(self, port: int) -> None:
+        """A port Compose found taken after planning: busy from now on, held by a process
+        (named when it is on this host)."""
+        self.marks[port] = Holder("process", (lambda: describe_process(port))
+                                  if self.check_host else "a process on the engine's host")
