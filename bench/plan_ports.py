@@ -17,9 +17,11 @@ import socket
 import statistics
 import time
 
-from devenv.config.catalog import SERVICES
+from devenv.config.projectfile import builtin_catalog
 from devenv.ports.holders import HostPorts
 from devenv.ports.plan import Holder, PortRequest, plan_ports
+
+SERVICES = builtin_catalog().services
 
 TARGET_MS = 20.0
 BUSY = 1000

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from devenv.context import Context
-from devenv.engine.dockercontext import EngineTarget
 from devenv.engine import Container, EngineInfo, PortRaceError, Published, Removed
+from devenv.engine.dockercontext import EngineTarget
 
 _ids = itertools.count(1)
 

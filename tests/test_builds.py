@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from devenv.render.builds import context_hash, service_build
 from devenv.config.settings import load_settings
+from devenv.render.builds import context_hash, service_build
 
 
 def api_build(settings):

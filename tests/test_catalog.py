@@ -2,9 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from devenv.config.catalog import ALIASES, SERVICES, select_services, service_url, split_words
-from devenv.errors import EXIT_USAGE, SelectionError
+from devenv.config.catalog import split_words
+from devenv.config.projectfile import builtin_catalog
 from devenv.config.settings import SPECS
+from devenv.errors import EXIT_USAGE, SelectionError
+
+CATALOG = builtin_catalog()
+SERVICES, ALIASES = CATALOG.services, CATALOG.aliases
 
 
 def test_catalog_matches_the_port_map():
@@ -22,26 +26,26 @@ def test_aliases_resolve():
 
 
 def test_only_db_cache_is_exactly_two():
-    selection = select_services(["db", "cache"])
+    selection = CATALOG.select(["db", "cache"])
     assert selection.services == ("postgres", "redis")
     assert selection.added == ()
 
 
 def test_dependencies_follow_and_are_reported():
-    selection = select_services(["backend"])
+    selection = CATALOG.select(["backend"])
     assert selection.services == ("api", "postgres", "redis")
     assert dict(selection.added) == {"postgres": "api", "redis": "api"}
-    assert select_services(["dashboards"]).services == ("prometheus", "grafana")
-    assert select_services(["admin"]).services == ("postgres", "adminer")
+    assert CATALOG.select(["dashboards"]).services == ("prometheus", "grafana")
+    assert CATALOG.select(["admin"]).services == ("postgres", "adminer")
 
 
 def test_names_are_case_insensitive_and_deduplicated():
-    assert select_services(["DB", "postgres", " db "]).services == ("postgres",)
+    assert CATALOG.select(["DB", "postgres", " db "]).services == ("postgres",)
 
 
 def test_nothing_selected_means_everything():
-    assert select_services(None).services == tuple(SERVICES)
-    assert select_services(None).everything
+    assert CATALOG.select(None).services == tuple(SERVICES)
+    assert CATALOG.select(None).everything
 
 
 def test_split_words_joins_repeated_flags():
@@ -51,7 +55,7 @@ def test_split_words_joins_repeated_flags():
 @pytest.mark.parametrize("words, bad", [(["db", "mysql"], "mysql"), (["db", ""], "")])
 def test_unknown_or_empty_name_is_a_usage_error(words, bad):
     with pytest.raises(SelectionError) as info:
-        select_services(words)
+        CATALOG.select(words)
     assert info.value.exit_code == EXIT_USAGE
     text = info.value.message + " " + (info.value.hint or "")
     assert "postgres" in text and "db" in text  # the valid names are listed
@@ -68,12 +72,12 @@ def test_every_service_has_port_and_image_settings():
 def test_urls_mask_and_encode_credentials():
     values = {"DEVENV_POSTGRES_USER": "po st", "DEVENV_POSTGRES_PASSWORD": "p@ss:w/rd",
               "DEVENV_POSTGRES_DB": "db"}
-    assert service_url("postgres", "127.0.0.1", 5433, values) == \
+    assert CATALOG.url("postgres", "127.0.0.1", 5433, values) == \
         "postgresql://po%20st:***@127.0.0.1:5433/db"
-    assert service_url("postgres", "127.0.0.1", 5433, values, show_secrets=True) == \
+    assert CATALOG.url("postgres", "127.0.0.1", 5433, values, show_secrets=True) == \
         "postgresql://po%20st:p%40ss%3Aw%2Frd@127.0.0.1:5433/db"
-    assert service_url("redis", "127.0.0.1", 6380, values) == "redis://127.0.0.1:6380"
-    assert service_url("adminer", "127.0.0.1", 8080, values) == \
+    assert CATALOG.url("redis", "127.0.0.1", 6380, values) == "redis://127.0.0.1:6380"
+    assert CATALOG.url("adminer", "127.0.0.1", 8080, values) == \
         "http://127.0.0.1:8080/?pgsql=postgres&username=po%20st&db=db"
 
 

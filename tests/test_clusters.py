@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from devenv.config.settings import load_settings
 from devenv.data import clusters
 from devenv.data.clusters import ClusterPlan
 from devenv.engine import CommandResult
 from devenv.errors import ComposeError
-from devenv.config.settings import load_settings
 
 IMAGE_ID = "sha256:" + "ab" * 32
 ENV = {"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": "password",

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from devenv.config.catalog import builtin_catalog
+from devenv.config.projectfile import builtin_catalog
 from devenv.context import Context
 from devenv.dashboard import model
 from devenv.dashboard.hub import Hub
 from devenv.dashboard.server import make_app
-from devenv.engine.dockercontext import EngineTarget
 from devenv.engine import Container, EventStream, LogDemuxer, Published
+from devenv.engine.dockercontext import EngineTarget
 from devenv.engine.transport import _Stream
 from devenv.errors import DockerUnavailableError
 from devenv.ports.plan import Blocker, Holder, PortChoice

@@ -7,13 +7,13 @@ import io
 
 import pytest
 
+from devenv import engine as engine_module
+from devenv.config.settings import load_settings
+from devenv.context import Context
 from devenv.data import ops as data
 from devenv.data import snapshots
-from devenv import engine as engine_module
-from devenv.context import Context
 from devenv.engine import api as engine_api
 from devenv.errors import DataError
-from devenv.config.settings import load_settings
 
 
 def settings(tmp_path, **values):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from devenv.config.settings import load_settings
+from devenv.errors import EXIT_FAILURE, UsageError
 from devenv.live.devices import (
     NoLanAddressError,
     device_env,
@@ -14,8 +16,6 @@ from devenv.live.devices import (
     plan_lan,
     qr_text,
 )
-from devenv.errors import EXIT_FAILURE, UsageError
-from devenv.config.settings import load_settings
 
 
 def no_route() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from devenv.engine.dockercontext import DEFAULT_HOST, resolve_engine
 from devenv.engine import Compose, compose_error, connect
+from devenv.engine.dockercontext import DEFAULT_HOST, resolve_engine
 from devenv.engine.transport import _unreachable
 from devenv.errors import DockerUnavailableError
 

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from devenv.cli.main import cli
-from devenv.errors import EXIT_CODES
 from devenv.config.settings import SETTINGS
+from devenv.errors import EXIT_CODES
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

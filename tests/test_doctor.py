@@ -11,8 +11,8 @@ from click.testing import CliRunner
 import devenv.stack.doctor as doctor
 from devenv.cli.main import cli
 from devenv.context import Context
-from devenv.stack.doctor import FAIL, OK, WARN, blocking
 from devenv.engine import EngineInfo
+from devenv.stack.doctor import FAIL, OK, WARN, blocking
 
 
 class FakeCompose:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devenv.tunnels.forward import applies, forward_command, ssh_target
-from devenv.ports.holders import HostPorts
 from devenv.config.settings import load_settings
+from devenv.ports.holders import HostPorts
+from devenv.tunnels.forward import applies, forward_command, ssh_target
 
 
 def _settings(tmp_path: Path, **values: str):

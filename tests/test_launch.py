@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+from devenv.config.settings import load_settings
 from devenv.engine import Container
 from devenv.stack.launch import waves as _waves
-from devenv.config.settings import load_settings
 
 
 def test_cold_start_begins_with_the_slow_initialisers(tmp_path):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from devenv.config.settings import load_settings
 from devenv.engine import Container, Published
 from devenv.live.status import (
     _parse_time,
@@ -16,7 +17,6 @@ from devenv.live.status import (
     url_host,
 )
 from devenv.probes import probe_redis
-from devenv.config.settings import load_settings
 
 
 def test_docker_times_with_nanoseconds():
@@ -107,9 +107,8 @@ class FakeEngine:
 
 
 def test_a_service_the_last_up_started_is_mentioned_when_exited_or_gone(tmp_path):
+    from devenv.config.state import Memory, ProjectState, StateFile
     from devenv.live.status import live_rows, status_rows
-    from devenv.ports.plan import Memory
-    from devenv.config.state import ProjectState, StateFile
 
     settings = load_settings(tmp_path, {}, {})
     StateFile(settings.state_dir).save("cirkelline", ProjectState(

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from devenv.ports.planner import reserved_ports
 from devenv.config.settings import load_settings
+from devenv.ports.planner import reserved_ports
 
 
 def test_reserved_ports_are_named(tmp_path):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from devenv.config.catalog import load_catalog
-from devenv.errors import EXIT_USAGE, ProjectFileError
+from devenv.config.projectfile import load_catalog
 from devenv.config.settings import load_settings
+from devenv.errors import EXIT_USAGE, ProjectFileError
 
 MAILPIT = """
 [services.mailpit]

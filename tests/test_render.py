@@ -7,7 +7,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from devenv.config.catalog import SERVICES
+from devenv.config.projectfile import builtin_catalog
+from devenv.config.settings import load_settings
 from devenv.errors import TemplateError
 from devenv.render.templates import (
     RenderInput,
@@ -18,7 +19,8 @@ from devenv.render.templates import (
     write_outputs,
     yaml_quote,
 )
-from devenv.config.settings import load_settings
+
+SERVICES = builtin_catalog().services
 
 
 def make_input(tmp_path: Path, services=tuple(SERVICES), environ=None, start_interval=False,

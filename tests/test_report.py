@@ -7,8 +7,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from devenv.report import ServiceRow, format_env, format_rows, format_rows_json, mask
 from devenv.config.settings import SPECS
+from devenv.report import ServiceRow, format_env, format_rows, format_rows_json, mask
 
 #: the spec's default PostgreSQL password: a common word
 DEFAULT = SPECS["DEVENV_POSTGRES_PASSWORD"].default

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 from devenv import report
-from devenv.stack import doctor
 from devenv.live import status as live
 from devenv.rows import Check, ServiceRow, StatusRow
+from devenv.stack import doctor
 
 
 def test_every_row_type_is_the_one_in_rows():

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from devenv.live.running import checks_login, in_catalog_order
 from devenv.config.settings import load_settings
+from devenv.live.running import checks_login, in_catalog_order
 
 
 def test_catalog_order_puts_what_the_catalog_does_not_know_last(tmp_path):

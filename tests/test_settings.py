@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from devenv.errors import EXIT_USAGE, SettingError, UsageError
 from devenv.config.settings import SETTINGS, load_settings
+from devenv.errors import EXIT_USAGE, SettingError, UsageError
 
 
 def load(tmp_path: Path, env_text: str | None = None, environ=None, flags=None):

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from devenv.errors import SshError
-from devenv.tunnels.ssh_failures import TARGET_GRACE, PortRaceError, classify_failure, target_hopeless
+from devenv.tunnels.ssh_failures import (
+    TARGET_GRACE,
+    PortRaceError,
+    classify_failure,
+    target_hopeless,
+)
 
 
 @pytest.mark.parametrize(("stderr", "words"), [

@@ -97,11 +97,12 @@ class RunningStack(FakeEngine):
 
 
 def running(service: str, port: int) -> Container:
-    from devenv.config.catalog import SERVICES
+    from devenv.config.projectfile import builtin_catalog
 
+    spec = builtin_catalog().services[service]
     return Container(f"id-{service}", f"cirkelline-{service}-1", "cirkelline", service,
                      "running", "", "Up",
-                     (Published("127.0.0.1", port, SERVICES[service].container_port),))
+                     (Published("127.0.0.1", port, spec.container_port),))
 
 
 def test_render_only_x_keeps_what_runs_in_the_file(run, tmp_path):

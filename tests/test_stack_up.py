@@ -8,8 +8,8 @@ import json
 import pytest
 from fake_engine import running, stop
 
-from devenv.stack import usecases as stack
 from devenv.errors import PortConflictError
+from devenv.stack import usecases as stack
 
 
 def test_up_starts_the_selection_waits_and_reports(fake_context, fake_engine):

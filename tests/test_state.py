@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from devenv.config.state import Memory, ProjectState, SecretStore, StateFile, project_lock
 from devenv.errors import LockedError, StateError
-from devenv.ports.plan import Memory
-from devenv.config.state import ProjectState, SecretStore, StateFile, project_lock, write_atomic
+from devenv.files import write_atomic
 
 
 def test_state_round_trip_per_project(tmp_path):
@@ -237,8 +237,7 @@ def test_a_generated_secret_is_named_by_its_service_and_setting(tmp_path):
 
 
 def test_tunnel_ports_live_beside_the_projects_and_survive_their_saves(tmp_path):
-    from devenv.ports.plan import Memory
-    from devenv.config.state import ProjectState, StateFile
+    from devenv.config.state import Memory, ProjectState, StateFile
 
     said: list[str] = []
     state = StateFile(tmp_path, warn=said.append)

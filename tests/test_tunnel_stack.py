@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from devenv.tunnels import usecases as tunnel_stack
+from devenv.config.state import Memory
 from devenv.context import Context
 from devenv.errors import PortConflictError
-from devenv.ports.plan import Holder, Memory
-from devenv.tunnels.ssh_failures import PortRaceError
+from devenv.ports.plan import Holder
+from devenv.tunnels import usecases as tunnel_stack
 from devenv.tunnels.runtime import TunnelRecord
+from devenv.tunnels.ssh_failures import PortRaceError
 from devenv.tunnels.tables import TunnelSpec
 
 SPEC = TunnelSpec(name="prod-db", via="bastion", target_host="prod-db.internal",

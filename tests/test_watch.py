@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from devenv.errors import EXIT_DOCKER, EXIT_USAGE, DockerUnavailableError
 from devenv.config.settings import load_settings
+from devenv.errors import EXIT_DOCKER, EXIT_USAGE, DockerUnavailableError
 from devenv.stack.watch import (
     Signal,
     Step,

@@ -11,8 +11,8 @@ import click
 def run_dashboard(ctx: click.Context, port: int | None, open_browser: bool,
                   as_json: bool) -> None:
     """Serve until Ctrl-C; print the URL (with its token) as soon as the page answers."""
-    from .main import _context, _err
     from ..dashboard import Served, serve
+    from .main import _context, _err
 
     flags = {"DEVENV_DASHBOARD_PORT": str(port)} if port is not None else {}
     context = _context(ctx, flags)

@@ -67,8 +67,8 @@ def follow_watch(ctx: click.Context, plan: Any, as_json: bool, logs: bool = Fals
 
 def lan_publish(ctx: click.Context, only: list[str] | None, lan: list[str], yes: bool) -> Any:
     """`up --lan NAMES`: the address and services, confirmed a second time for the data."""
-    from ..live import devices
     from ..errors import UsageError
+    from ..live import devices
     from ..render.stackfiles import LanPublish
 
     settings = _context(ctx).settings()
@@ -115,8 +115,8 @@ def watch(ctx: click.Context, as_json: bool, logs: bool) -> None:
       DEVENV_API_WATCH_ACTION=sync DEVENV_API_COMMAND='tsc -w & node --watch dist/server.js' \\
         devenv watch
     """
-    from ..stack import usecases as stack
     from ..report import format_rows
+    from ..stack import usecases as stack
     from ..stack.watch import watched_service
 
     plan = prepare_watch(ctx)

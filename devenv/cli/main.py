@@ -74,7 +74,7 @@ class DevenvGroup(click.Group):
 
 
 def _complete_services(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-    from ..config.catalog import builtin_catalog, load_catalog
+    from ..config.projectfile import builtin_catalog, load_catalog
     from ..errors import DevenvError
 
     root = ctx.find_root().params.get("project_dir") if ctx.find_root() else None
@@ -181,9 +181,9 @@ def up(ctx: click.Context, only: tuple[str, ...], timeout: str | None, reset_por
       devenv up --watch --logs
       devenv up --dashboard
     """
+    from ..report import format_rows
     from ..stack import usecases as stack
     from .loop import loop_options
-    from ..report import format_rows
 
     if watch and with_dashboard:
         raise click.UsageError("--watch and --dashboard both run until Ctrl-C: run "
@@ -241,8 +241,8 @@ def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool, as_dev
         return
 
     if as_plan:
-        from ..stack import usecases as stack
         from ..report import format_plan
+        from ..stack import usecases as stack
 
         table = stack.port_table(_context(ctx))
         click.echo(json.dumps(table, indent=2) if as_json else format_plan(table))
@@ -305,8 +305,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
       devenv status --json
     """
     from ..live import status as live
-    from ..tunnels import usecases as tunnel_stack
     from ..report import format_status, format_status_json, format_tunnel_status
+    from ..tunnels import usecases as tunnel_stack
 
     context = _context(ctx)
     settings, rows = live.status(context)
@@ -357,8 +357,8 @@ def restart(ctx: click.Context, services: tuple[str, ...], show_secrets: bool) -
     Example:
       devenv restart api
     """
-    from ..stack import usecases as stack
     from ..report import format_rows
+    from ..stack import usecases as stack
 
     with _display(ctx) as display:
         rows = stack.restart(_context(ctx, on_wait=display), _words(services),
@@ -433,8 +433,8 @@ def doctor(ctx: click.Context, as_json: bool) -> None:
     Example:
       devenv doctor
     """
-    from ..stack.doctor import blocking, run_checks
     from ..report import format_checks, format_checks_json
+    from ..stack.doctor import blocking, run_checks
 
     checks = run_checks(_context(ctx))
     click.echo(format_checks_json(checks) if as_json else format_checks(checks))
@@ -453,8 +453,8 @@ def config(ctx: click.Context, as_json: bool, show_secrets: bool) -> None:
     Example:
       devenv config --json
     """
-    from ..stack import usecases as stack
     from ..report import format_config, format_config_json
+    from ..stack import usecases as stack
 
     rows = stack.config(_context(ctx), show_secrets=show_secrets)
     click.echo(format_config_json(rows) if as_json else format_config(rows))

@@ -59,8 +59,8 @@ def tunnel_up(ctx: click.Context, names: tuple[str, ...], show_secrets: bool) ->
     Example:
       devenv tunnel up prod-db
     """
-    from ..tunnels import usecases as tunnel_stack
     from ..report import format_tunnels
+    from ..tunnels import usecases as tunnel_stack
 
     rows = tunnel_stack.up(_context(ctx.find_root()), names, show_secrets=show_secrets)
     for row in rows:
@@ -99,8 +99,8 @@ def tunnel_ls(ctx: click.Context, as_json: bool, show_secrets: bool) -> None:
     Example:
       devenv tunnel ls --json
     """
-    from ..tunnels import usecases as tunnel_stack
     from ..report import format_tunnels, format_tunnels_json
+    from ..tunnels import usecases as tunnel_stack
 
     context = _context(ctx.find_root())
     rows = tunnel_stack.rows(context, context.settings(), show_secrets=show_secrets)

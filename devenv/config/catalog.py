@@ -8,7 +8,6 @@ form, probe, reload signal, generated secrets, build) is a field of its ServiceS
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -302,56 +301,6 @@ def placeholders(template: str) -> list[str]:
     return [name for _literal, name in _parts(template) if name is not None]
 
 
-@functools.lru_cache(maxsize=4)
-def builtin_catalog(cache_dir: Path | None = None) -> Catalog:
-    from .projectfile import read_catalog_file
-
-    return read_catalog_file(BUILTIN_FILE, builtin=True, cache_dir=cache_dir)
-
-
-def load_catalog(project_dir: Path | None) -> Catalog:
-    """The built-in services plus the project's devenv.toml (when there is one)."""
-    if project_dir is None:
-        return builtin_catalog()
-    cache_dir = project_dir / ".devenv" / "cache" if (project_dir / ".devenv").is_dir() \
-        else None
-    builtin = builtin_catalog(cache_dir)
-    path = project_dir / PROJECT_FILE
-    if not path.is_file():
-        return builtin
-    from .projectfile import merge_project_file
-
-    return merge_project_file(builtin, path, cache_dir)
-
-
-# --- the built-in catalog, as module-level names other code may still import -----------
-def __getattr__(name: str) -> Any:
-    if name == "SERVICES":
-        return builtin_catalog().services
-    if name == "ALIASES":
-        return builtin_catalog().aliases
-    if name == "HOST_APPS":
-        return builtin_catalog().host_apps
-    raise AttributeError(name)
-
-
-def valid_names(catalog: Catalog | None = None) -> list[str]:
-    return (catalog or builtin_catalog()).valid_names()
-
-
-def resolve_name(word: str, catalog: Catalog | None = None) -> str:
-    return (catalog or builtin_catalog()).resolve(word)
-
-
 def split_words(values: Iterable[str]) -> list[str]:
     """`--only a,b --only c` -> ["a", "b", "c"]; keeps empty words so they can be refused."""
     return [word for value in values for word in value.split(",")]
-
-
-def select_services(words: Iterable[str] | None, catalog: Catalog | None = None) -> Selection:
-    return (catalog or builtin_catalog()).select(words)
-
-
-def service_url(name: str, host: str, port: int, values: Mapping[str, str],
-                show_secrets: bool = False, catalog: Catalog | None = None) -> str:
-    return (catalog or builtin_catalog()).url(name, host, port, values, show_secrets)

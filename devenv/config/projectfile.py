@@ -22,6 +22,7 @@ a project's own are declared the same way.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -29,7 +30,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import ProjectFileError
+from ..files import write_atomic
 from .catalog import (
+    BUILTIN_FILE,
+    PROJECT_FILE,
     BuildSpec,
     Catalog,
     HostApp,
@@ -38,7 +43,6 @@ from .catalog import (
     SettingSpec,
     placeholders,
 )
-from ..errors import ProjectFileError
 
 #: top-level tables devenv.toml may hold; `tunnels` belongs to `devenv tunnel`
 TOP_LEVEL = ("services", "tunnels")
@@ -85,7 +89,6 @@ def read_toml(path: Path, cache_dir: Path | None = None) -> dict[str, Any]:
                 return dict(cached["data"])
     data = _parse_toml(path)
     if cache is not None:
-        from .state import write_atomic
 
         with contextlib.suppress(Exception):  # no cache is fine; it never fails a command
             write_atomic(cache, json.dumps({"stamp": stamp, "data": data}))
@@ -461,3 +464,21 @@ def _table(data: Mapping[str, Any], key: str, label: str, table: str) -> dict[st
     if not isinstance(value, dict):
         raise ProjectFileError(label, table, "", "must be a table")
     return value
+
+
+@functools.lru_cache(maxsize=4)
+def builtin_catalog(cache_dir: Path | None = None) -> Catalog:
+    return read_catalog_file(BUILTIN_FILE, builtin=True, cache_dir=cache_dir)
+
+
+def load_catalog(project_dir: Path | None) -> Catalog:
+    """The built-in services plus the project's devenv.toml (when there is one)."""
+    if project_dir is None:
+        return builtin_catalog()
+    cache_dir = project_dir / ".devenv" / "cache" if (project_dir / ".devenv").is_dir() \
+        else None
+    builtin = builtin_catalog(cache_dir)
+    path = project_dir / PROJECT_FILE
+    if not path.is_file():
+        return builtin
+    return merge_project_file(builtin, path, cache_dir)

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .catalog import PROJECT_FILE, Catalog, SettingSpec, builtin_catalog, load_catalog
 from ..errors import ProjectFileError, SettingError, UsageError
+from .catalog import PROJECT_FILE, Catalog, SettingSpec
+from .projectfile import builtin_catalog, load_catalog
 
 DEFAULT_PROJECT = "cirkelline"
 DEFAULT_NETWORK = "cirkelline"

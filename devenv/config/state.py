@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import secrets as _secrets
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -19,34 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LockedError, StateError
-from ..ports.plan import Memory
+from ..files import write_atomic
 from .settings import Settings
 
 STATE_SCHEMA = 1
 
 
-def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write `text` to `path` through a temp file and a rename; `mode` from the start."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise StateError(f"cannot write {path}: {exc.strerror}",
-                         hint="check that the project directory is writable and the disk "
-                         "has room") from exc
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise StateError(f"cannot write {path}: {exc.strerror}",
-                         hint="check free disk space and permissions; the previous file "
-                         "is unchanged") from exc
+@dataclass(frozen=True)
+class Memory:
+    """What the state file remembers for a service: the port, and the configured port then."""
+
+    port: int
+    configured: int
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ class Served:
 
 
 def _planner(ctx: Context) -> Any:
-    from ..ports.planner import PortPlanner
     from ..config.state import StateFile
+    from ..ports.planner import PortPlanner
 
     settings = ctx.settings()
     try:
@@ -56,8 +56,7 @@ def _remember(ctx: Context, choice: PortChoice) -> None:
     """Sticky like the services: the port goes into .devenv/state.json."""
     from dataclasses import replace
 
-    from ..ports.plan import Memory
-    from ..config.state import StateFile, project_lock
+    from ..config.state import Memory, StateFile, project_lock
 
     settings = ctx.settings()
     with project_lock(settings.state_dir, settings.project, "dashboard",

@@ -160,8 +160,8 @@ class Hub:
 
     def _snapshot(self) -> dict[str, Any]:
         """What the engine says now: containers, their inspect documents, published ports."""
-        from ..live.running import known_containers, url_host
         from ..config.state import known_secrets
+        from ..live.running import known_containers, url_host
 
         engine, settings = self.engine, self.settings
         self._secrets = known_secrets(settings)  # a secret generated since is masked too
@@ -214,8 +214,8 @@ class Hub:
 
     def _port_plan(self, engine: Any, live: Mapping[str, int]) -> tuple[
             dict[str, dict[str, Any]], dict[str, int]]:
-        from ..ports.planner import PortPlanner
         from ..config.state import StateFile
+        from ..ports.planner import PortPlanner
 
         memory = StateFile(self.settings.state_dir).load(self.project).ports
         remote = engine.remote_host
@@ -292,8 +292,8 @@ class Hub:
         return document
 
     def secrets(self) -> dict[str, Any]:
-        from ..live.running import url_host
         from ..config.state import setting_or_secret
+        from ..live.running import url_host
 
         settings = self.settings
         host = url_host(settings, self.engine.remote_host if self.engine else None)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..config.catalog import Catalog, builtin_catalog
+from ..config.catalog import Catalog
+from ..config.projectfile import builtin_catalog
 
 STATE_SCHEMA = "devenv.dashboard/1"
 STATS_SCHEMA = "devenv.dashboard.stats/1"

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from ..engine import Engine
     from ..config.settings import Settings
+    from ..engine import Engine
 
 #: devenv's own format: bump it when what goes into a cluster (or the key) changes
 FORMAT = "1"
@@ -292,8 +292,8 @@ def unpack(engine: Engine, settings: Settings, cluster: ClusterPlan,
         notify(f"postgres: the prepared cluster {path.name} is damaged (its checksum does not "
                "match); set aside, running initdb instead")
         return cluster
-    from .ops import VOLUME_KEYS, volume_name
     from ..errors import DevenvError
+    from .ops import VOLUME_KEYS, volume_name
 
     name = volume_name(settings, SERVICE)
     labels = {"com.docker.compose.project": settings.project,

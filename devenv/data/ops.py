@@ -21,17 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from . import snapshots
-from ..config.catalog import SERVICES
+from ..config.settings import Settings
+from ..config.state import known_secrets, project_lock
 from ..context import Context
 from ..engine import CommandResult, Compose, Container, Engine, HelperRun, connect
 from ..errors import DataError, MigrationError, NotReadyError, UsageError
+from ..live.running import check_same_directory, project_containers, url_host
 from ..probes import Target, wait_until_ready
 from ..report import mask
-from ..live.running import check_same_directory, project_containers, url_host
-from ..config.settings import Settings
+from . import snapshots
 from .snapshots import Snapshot
-from ..config.state import known_secrets, project_lock
 
 DATA_SERVICES = ("postgres", "redis")
 #: the volume each data service keeps its data in (Compose's `<project>_<name>-data`)
@@ -389,10 +388,10 @@ def _wait_ready(ctx: Context, engine: Engine, settings: Settings,
     host = url_host(settings, engine.remote_host)
     targets = []
     for name in services:
-        published = containers[name].host_port(SERVICES[name].container_port) \
+        published = containers[name].host_port(settings.catalog[name].container_port) \
             if name in containers else None
         if published is not None:
-            targets.append(Target(name, SERVICES[name].probe, host, published.host_port))
+            targets.append(Target(name, settings.catalog[name].probe, host, published.host_port))
     wait = wait_until_ready(targets, settings.values, settings.wait_timeout)
     if not wait.ok:
         failed = ", ".join({**wait.exited, **wait.timed_out})
@@ -726,7 +725,7 @@ def _running(engine: Engine, settings: Settings, service: str) -> Container:
     containers = project_containers(engine, settings.project)
     container = containers.get(service)
     if container is None or not container.running:
-        alias = SERVICES[service].aliases[0]
+        alias = settings.catalog[service].aliases[0]
         raise UsageError(f"{service} of project {settings.project} is not running",
                          hint=f"start it: devenv up --only {alias}")
     return container

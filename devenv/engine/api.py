@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from .dockercontext import EngineTarget, resolve_engine
 from ..errors import (
     ComposeError,
     DockerUnavailableError,
 )
+from .dockercontext import EngineTarget, resolve_engine
 from .transport import (
     _docker_cli,
     _DockerSDK,

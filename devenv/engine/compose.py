@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .dockercontext import EngineTarget, resolve_engine
 from ..errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -24,6 +23,7 @@ from ..errors import (
     Terminated,
     UsageError,
 )
+from .dockercontext import EngineTarget, resolve_engine
 from .transport import _docker_cli, _last_line, _text, unreachable_hint
 
 if TYPE_CHECKING:

@@ -11,11 +11,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .dockercontext import EngineTarget
 from ..errors import (
     ComposeError,
     DockerUnavailableError,
 )
+from .dockercontext import EngineTarget
 
 
 class _Transport(Protocol):

@@ -17,9 +17,9 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+from ..config.settings import Settings
 from ..context import Context
 from ..errors import DevenvError, UsageError
-from ..config.settings import Settings
 
 DEVICES_SCHEMA = "devenv.devices/1"
 ANDROID_EMULATOR_HOST = "10.0.2.2"
@@ -105,7 +105,7 @@ def plan_lan(settings: Settings, words: Sequence[str], started: Sequence[str],
 
 
 def private_warning(request: LanRequest, settings: Settings | None = None) -> str:
-    from ..config.catalog import builtin_catalog
+    from ..config.projectfile import builtin_catalog
 
     catalog = settings.catalog if settings is not None else builtin_catalog()
     titles = ", ".join(catalog[n].title for n in request.private)

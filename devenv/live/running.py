@@ -12,10 +12,10 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from ..config.settings import Settings, url_host_for
 from ..engine import Container, Engine, Published
 from ..errors import CredentialsError, UsageError
 from ..rows import ServiceRow
-from ..config.settings import Settings, url_host_for
 
 if TYPE_CHECKING:
     from ..config.catalog import ServiceSpec
@@ -36,7 +36,7 @@ def known_containers(engine: Engine, settings: Settings) -> dict[str, Container]
 
 def in_catalog_order(names: Iterable[str], settings: Settings | None = None) -> list[str]:
     """Catalog order; names the catalog does not know go last, sorted."""
-    from ..config.catalog import builtin_catalog
+    from ..config.projectfile import builtin_catalog
 
     catalog = settings.catalog if settings is not None else builtin_catalog()
     names = list(names)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from ..config.settings import Settings
 from ..context import Context
 from ..engine import Container, Engine
 from ..rows import ServiceRow, StatusRow
@@ -31,7 +32,6 @@ from .running import (  # noqa: F401 - app_env, login_*, project_containers: fro
     published_port,
     url_host,
 )
-from ..config.settings import Settings
 
 
 def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from ..config.state import Memory
 from ..errors import PortConflictError
 
 RUNNING, REMEMBERED, CONFIGURED, NEXT_FREE = "running", "remembered", "configured", "next free"
@@ -35,14 +36,6 @@ class Holder:
     @property
     def description(self) -> str:
         return self.detail() if callable(self.detail) else self.detail
-
-
-@dataclass(frozen=True)
-class Memory:
-    """What the state file remembers for a service: the port, and the configured port then."""
-
-    port: int
-    configured: int
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..config.settings import Settings
+from ..config.state import Memory
 from ..engine import Container, Engine
 from .holders import ContainerPort, HostPorts, describe_process
-from .plan import Holder, Memory, PortPlan, PortRequest, plan_ports
-from ..config.settings import Settings
+from .plan import Holder, PortPlan, PortRequest, plan_ports
 
 
 def reserved_ports(settings: Settings) -> dict[int, str]:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ..config.catalog import ServiceSpec
+from ..config.settings import Settings
 from ..errors import UsageError
 from .templates import template_origin
-from ..config.settings import Settings
 
 
 def service_build(settings: Settings, spec: ServiceSpec) -> dict[str, Any] | None:

@@ -7,12 +7,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .builds import build_hash, service_builds
-from ..engine import Engine
-from ..ports.plan import PortPlan
-from .templates import RenderInput, WriteResult, fingerprint, render_stack, write_outputs
 from ..config.settings import Settings
 from ..config.state import generated_secrets
+from ..engine import Engine
+from ..ports.plan import PortPlan
+from .builds import build_hash, service_builds
+from .templates import RenderInput, WriteResult, fingerprint, render_stack, write_outputs
 
 
 @dataclass(frozen=True)

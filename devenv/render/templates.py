@@ -21,7 +21,7 @@ from typing import Any
 
 from ..config.catalog import Catalog
 from ..errors import DevenvError, StateError, TemplateError
-from ..config.state import write_atomic
+from ..files import write_atomic
 
 COMPOSE_FILE = "docker-compose.yml"
 SKELETON = "docker-compose.yml.j2"

@@ -11,11 +11,11 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from ..config.settings import Settings, load_settings_leniently
 from ..context import Context
 from ..engine import Engine, EngineInfo
 from ..errors import DevenvError
 from ..rows import Check
-from ..config.settings import Settings, load_settings_leniently
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 DISK_FAIL_BYTES = 500 * 2**20
@@ -113,8 +113,8 @@ def _compose(engine: Engine, settings: Settings) -> Check:
 
 def _ports(engine: Engine, info: EngineInfo, settings: Settings,
            bad: set[str] | frozenset[str] = frozenset()) -> list[Check]:
-    from ..ports.planner import PortPlanner
     from ..config.state import StateFile
+    from ..ports.planner import PortPlanner
 
     memory = StateFile(settings.state_dir).load(settings.project).ports
     services = tuple(n for n, spec in settings.catalog.items() if spec.port_key not in bad)

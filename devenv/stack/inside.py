@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ..config.catalog import resolve_name
+from ..config.projectfile import builtin_catalog
 from ..context import Context
 from ..errors import UsageError
 
@@ -29,7 +29,7 @@ def exec_in(ctx: Context, word: str, argv: Sequence[str], tty: bool | None = Non
     """Run argv in the service's running container; its exit code."""
     from ..engine import connect
 
-    service = resolve_name(word)
+    service = builtin_catalog().resolve(word)
     command = _command(argv, service, "exec")
     settings = ctx.settings()
     compose = connect(ctx.environ).compose(settings.project)
@@ -41,7 +41,7 @@ def run_in(ctx: Context, word: str, argv: Sequence[str], tty: bool | None = None
     from ..engine import connect
     from ..render.templates import COMPOSE_FILE
 
-    service = resolve_name(word)
+    service = builtin_catalog().resolve(word)
     command = _command(argv, service, "run")
     settings = ctx.settings()
     compose_file = settings.compose_dir / COMPOSE_FILE

@@ -7,14 +7,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from ..render.builds import service_build
+from ..config.settings import Settings
+from ..config.state import ProjectState, known_secrets
 from ..engine import Compose, Container, Engine
 from ..errors import DevenvError, ImageMissingError
+from ..render.builds import service_build
+from ..render.stackfiles import Rendered
 from ..render.templates import COMPOSE_FILE
 from ..report import mask
-from ..config.settings import Settings
-from ..render.stackfiles import Rendered
-from ..config.state import ProjectState, known_secrets
 
 
 def start(engine: Engine, settings: Settings, names: Sequence[str], rendered: Rendered,

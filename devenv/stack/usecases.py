@@ -9,20 +9,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from ..tunnels import forward as engine_forward
 from ..config.catalog import Selection
+from ..config.settings import Settings
+from ..config.state import ProjectState, StateFile, known_secrets, project_lock
 from ..context import Context
 from ..engine import Container, Engine, EngineInfo, PortRaceError
 from ..errors import DockerUnavailableError, NotReadyError, PortConflictError, UsageError
-from .launch import needs_rebuild, start
-from ..live.status import live_rows
-from .networks import NetworkCheck
-from ..ports.planner import PortPlanner
-from ..ports.plan import PortPlan
-from ..probes import Target, WaitResult, wait_until_ready
-from ..render.templates import COMPOSE_FILE, WriteResult
-from ..report import format_env, format_rows, mask
-from ..rows import ConfigRow, PlanRow, ServiceRow
+from ..files import write_atomic
 from ..live.running import (
     check_same_directory,
     dead_services,
@@ -32,9 +25,17 @@ from ..live.running import (
     project_containers,
     url_host,
 )
-from ..config.settings import Settings
+from ..live.status import live_rows
+from ..ports.plan import PortPlan
+from ..ports.planner import PortPlanner
+from ..probes import Target, WaitResult, wait_until_ready
 from ..render.stackfiles import LanPublish, Rendered, network_external, render_input, write_stack
-from ..config.state import ProjectState, StateFile, known_secrets, project_lock, write_atomic
+from ..render.templates import COMPOSE_FILE, WriteResult
+from ..report import format_env, format_rows, mask
+from ..rows import ConfigRow, PlanRow, ServiceRow
+from ..tunnels import forward as engine_forward
+from .launch import needs_rebuild, start
+from .networks import NetworkCheck
 
 LOG_TAIL = 20
 #: starts retried after a port was taken between planning and start
@@ -304,8 +305,8 @@ def _save_timing(settings: Settings, began: float, started: bool,
                  services: Sequence[str], wait: WaitResult) -> None:
     """Seconds from the start of `up` to each service's first answer (the dashboard's
     start-up timing); a failed save never fails `up`."""
-    from ..errors import StateError
     from ..config.state import save_timing
+    from ..errors import StateError
 
     with contextlib.suppress(StateError):
         save_timing(settings.state_dir, settings.project, {

@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DockerUnavailableError, UsageError
 from ..config.settings import Settings, split_paths
+from ..errors import DockerUnavailableError, UsageError
 
 WATCH_SCHEMA = "devenv.watch/1"
 #: sync+restart arrived in Compose 2.23 (watch itself in 2.22)
@@ -313,11 +313,11 @@ def follow(ctx: Any, plan: WatchPlan, service: str = "", engine: Any = None,
     server's compile errors among them). Ends only by Ctrl-C (KeyboardInterrupt), which stops
     watch and leaves every container running, or when compose watch itself stops
     (ComposeError)."""
+    from ..config.state import known_secrets
     from ..errors import ComposeError
+    from ..live.running import dead_services
     from ..live.status import live_rows
     from ..render.templates import COMPOSE_FILE
-    from ..live.running import dead_services
-    from ..config.state import known_secrets
 
     settings = plan.settings
     service = service or watched_service(settings)

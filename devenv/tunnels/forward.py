@@ -12,8 +12,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ..errors import DockerUnavailableError
 from ..config.settings import Settings
+from ..errors import DockerUnavailableError
 from .runtime import (
     TunnelRecord,
     read_record,

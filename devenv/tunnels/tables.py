@@ -104,7 +104,7 @@ def parse_tunnels(path: Path, tables: Mapping[str, Any],
     file, the table and the field. `services` is the project's catalog (the built-in one
     when not given): a tunnel's URL variable must not shadow a service's."""
     if services is None:
-        from ..config.catalog import builtin_catalog
+        from ..config.projectfile import builtin_catalog
 
         services = builtin_catalog()
     reserved_keys = {spec.app_env: name for name, spec in services.items()}

@@ -9,11 +9,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..config.settings import Settings, read_env_file
+from ..config.state import Memory
 from ..context import Context
 from ..errors import DockerUnavailableError, PortConflictError, SshError, UsageError
-from ..ports.plan import Holder, Memory, PortChoice, PortRequest, plan_ports
-from ..config.settings import Settings, read_env_file
-from .ssh_failures import PortRaceError
+from ..ports.plan import Holder, PortChoice, PortRequest, plan_ports
 from .runtime import (
     TunnelRecord,
     probe_tunnel,
@@ -22,6 +22,7 @@ from .runtime import (
     tunnel_dir,
 )
 from .runtime import read_records as _all_records
+from .ssh_failures import PortRaceError
 from .tables import (
     PROJECT_FILE,
     Credentials,
@@ -109,8 +110,8 @@ def _declared(settings: Settings) -> dict[str, TunnelSpec]:
 def _busy(ctx: Context, settings: Settings) -> Any:
     """Busy local ports: this host's listeners and the local engine's containers. A remote
     engine's containers publish on another machine, so only this host counts then."""
-    from ..engine.dockercontext import resolve_engine
     from ..engine import remote_host_of
+    from ..engine.dockercontext import resolve_engine
     from ..ports.holders import ContainerPort, HostPorts
 
     containers: dict[int, ContainerPort] = {}
@@ -131,8 +132,8 @@ def _busy(ctx: Context, settings: Settings) -> Any:
 def _reserved(settings: Settings, busy: Mapping[int, Holder]) -> dict[int, str]:
     """The host apps' ports, and the ports this project's services remember: a tunnel
     must not take the port the local stack comes back to."""
-    from ..ports.planner import reserved_ports
     from ..config.state import StateFile
+    from ..ports.planner import reserved_ports
 
     reserved = reserved_ports(settings)
     for name, memory in StateFile(settings.state_dir).load(settings.project).ports.items():

@@ -308,8 +308,8 @@ def test_a_port_taken_between_plan_and_start_is_a_port_race(project: Project,
     """The real ssh refuses the taken port (ExitOnForwardFailure); start_tunnel says so as a
     PortRaceError (which `tunnel up` answers by planning again, see the unit tests) and
     leaves no process behind."""
-    from devenv.tunnels.ssh_failures import PortRaceError
     from devenv.tunnels.runtime import start_tunnel
+    from devenv.tunnels.ssh_failures import PortRaceError
     from devenv.tunnels.tables import Credentials, TunnelSpec
 
     spec = TunnelSpec(name="race", via="bastion", target_host="prod-db", target_port=5432,
