@@ -7,31 +7,32 @@ import json
 
 import click
 
+from .common import err, make_context
+
 
 def run_dashboard(ctx: click.Context, port: int | None, open_browser: bool,
                   as_json: bool) -> None:
     """Serve until Ctrl-C; print the URL (with its token) as soon as the page answers."""
     from ..dashboard import Served, serve
-    from .main import _context, _err
 
     flags = {"DEVENV_DASHBOARD_PORT": str(port)} if port is not None else {}
-    context = _context(ctx, flags)
+    context = make_context(ctx, flags)
 
     def ready(served: Served) -> None:
         if as_json:
             click.echo(json.dumps({**served.as_data(), "url": served.url}))
         else:
             click.echo(f"dashboard of {served.project}: {served.url}")
-            _err("the token in the URL is the key: share it with no one; Ctrl-C stops")
+            err("the token in the URL is the key: share it with no one; Ctrl-C stops")
         if open_browser:
             import webbrowser
 
             if not webbrowser.open(served.url):
-                _err("no browser found to open; copy the URL above")
+                err("no browser found to open; copy the URL above")
 
     with contextlib.suppress(KeyboardInterrupt):
         serve(context, ready, features=_features())  # returns on SIGTERM or SIGHUP
-    _err("dashboard stopped")
+    err("dashboard stopped")
 
 
 def _features() -> dict[str, bool]:

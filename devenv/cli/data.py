@@ -15,12 +15,7 @@ from typing import Any
 
 import click
 
-from .main import _context, _err
-
-json_option = click.option("--json", "as_json", is_flag=True,
-                           help="JSON output (versioned: see the `schema` field).")
-
-yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask first (for scripts).")
+from .common import err, json_option, make_context, yes_option
 
 
 def _complete_snapshots(ctx: click.Context, param: click.Parameter,
@@ -113,8 +108,8 @@ def snapshot_command(ctx: click.Context, name: str | None, force: bool) -> None:
     from ..data import ops as data
     from ..data.snapshots import human_size
 
-    taken = data.snapshot(_context(ctx.find_root()), name, force=force)
-    _err(f"snapshot {taken.name}: {', '.join(taken.holds)}, {human_size(taken.size)}")
+    taken = data.snapshot(make_context(ctx.find_root()), name, force=force)
+    err(f"snapshot {taken.name}: {', '.join(taken.holds)}, {human_size(taken.size)}")
     click.echo(taken.name)
 
 
@@ -130,9 +125,9 @@ def restore_command(ctx: click.Context, name: str) -> None:
     """
     from ..data import ops as data
 
-    result = data.restore(_context(ctx.find_root()), name)
-    _err(f"restored snapshot {result.snapshot.name} ({', '.join(result.snapshot.holds)})")
-    _err(_back(result.before, result.owed))
+    result = data.restore(make_context(ctx.find_root()), name)
+    err(f"restored snapshot {result.snapshot.name} ({', '.join(result.snapshot.holds)})")
+    err(_back(result.before, result.owed))
 
 
 @db.command("snapshots")
@@ -148,14 +143,14 @@ def snapshots_command(ctx: click.Context, as_json: bool) -> None:
     from ..data import ops as data
     from ..data.snapshots import human_size
 
-    context = _context(ctx.find_root())
+    context = make_context(ctx.find_root())
     data.wait_owed(context)  # an automatic snapshot being written in the background
     found = data.list_snapshots(context)
     if as_json:
         click.echo(json.dumps([s.as_json() for s in found], indent=2))
         return
     if not found:
-        _err(f"no snapshots in {context.settings().snapshot_dir} "
+        err(f"no snapshots in {context.settings().snapshot_dir} "
              "(take one: devenv db snapshot NAME)")
         return
     rows = [("NAME", "SIZE", "CREATED", "HOLDS")] + [
@@ -184,8 +179,8 @@ def rm_command(ctx: click.Context, name: str, yes: bool) -> None:
 
     check_name(name)
     _confirm(f"Delete snapshot {name}?", yes, "db rm deletes a snapshot")
-    gone = data.remove(_context(ctx.find_root()), name)
-    _err(f"removed snapshot {gone.name}")
+    gone = data.remove(make_context(ctx.find_root()), name)
+    err(f"removed snapshot {gone.name}")
 
 
 @db.command("reset")
@@ -201,16 +196,16 @@ def reset_command(ctx: click.Context, yes: bool) -> None:
     """
     from ..data import ops as data
 
-    context = _context(ctx.find_root())
+    context = make_context(ctx.find_root())
     _confirm(f"Replace the data of project {context.settings().project} with the seed?",
              yes, "db reset replaces the data")
     restored, before, started = data.reset(context)
     if restored is not None:
-        _err("reset to snapshot seed")
+        err("reset to snapshot seed")
     else:
-        _err("reset to a fresh database" + (f"; started {', '.join(started)} again"
+        err("reset to a fresh database" + (f"; started {', '.join(started)} again"
                                             if started else "; `devenv up` initialises it"))
-    _err(_back(before, restored.owed if restored is not None else None))
+    err(_back(before, restored.owed if restored is not None else None))
 
 
 @db.command("export")
@@ -229,10 +224,10 @@ def export_command(ctx: click.Context, file: Path) -> None:
 
     show, end = _progress()
     try:
-        result = data.export(_context(ctx.find_root()), file, progress=show)
+        result = data.export(make_context(ctx.find_root()), file, progress=show)
     finally:
         end()
-    _err(f"exported to {result.path} ({human_size(result.bytes)}, pg_dump custom format)")
+    err(f"exported to {result.path} ({human_size(result.bytes)}, pg_dump custom format)")
 
 
 @db.command("import")
@@ -253,11 +248,11 @@ def import_command(ctx: click.Context, file: Path) -> None:
     size = file.stat().st_size if file.is_file() else None
     show, end = _progress(size)
     try:
-        result = data.import_dump(_context(ctx.find_root()), file, progress=show)
+        result = data.import_dump(make_context(ctx.find_root()), file, progress=show)
     finally:
         end()
-    _err(f"imported {result.path.name} ({result.kind})")
-    _err(_back(result.before))
+    err(f"imported {result.path.name} ({result.kind})")
+    err(_back(result.before))
 
 
 _passthrough = {"ignore_unknown_options": True, "allow_interspersed_args": False}
@@ -282,11 +277,11 @@ def psql(ctx: click.Context, tunnel_name: str | None, args: tuple[str, ...]) -> 
     if tunnel_name is not None:
         from ..tunnels import usecases as tunnel_stack
 
-        ctx.exit(tunnel_stack.psql(_context(ctx.find_root()), tunnel_name, args))
+        ctx.exit(tunnel_stack.psql(make_context(ctx.find_root()), tunnel_name, args))
     from ..data import ops as data
 
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    ctx.exit(data.shell(_context(ctx.find_root()), "postgres", args, tty))
+    ctx.exit(data.shell(make_context(ctx.find_root()), "postgres", args, tty))
 
 
 @click.command("redis-cli", context_settings=_passthrough)
@@ -304,7 +299,7 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
     from ..data import ops as data
 
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    ctx.exit(data.shell(_context(ctx.find_root()), "redis", args, tty))
+    ctx.exit(data.shell(make_context(ctx.find_root()), "redis", args, tty))
 
 
 #: what cli.py registers

@@ -8,10 +8,8 @@ from typing import Any
 
 import click
 
-from .main import _complete_services, _context, _display, _err
+from .common import complete_services, err, json_option, make_context, wait_display
 
-json_option = click.option("--json", "as_json", is_flag=True,
-                           help="JSON output (versioned: see the `schema` field).")
 _PASS_THROUGH = {"ignore_unknown_options": True, "allow_interspersed_args": False,
                  "help_option_names": ["-h", "--help"]}
 
@@ -26,7 +24,7 @@ def loop_options(ctx: click.Context, only: list[str] | None, watch: bool,
 
     loop: dict[str, Any] = {}
     if watch:
-        settings = _context(ctx).settings()
+        settings = make_context(ctx).settings()
         name = watched_service(settings)
         if name not in settings.catalog.select(only).services:
             raise UsageError(f"--watch watches {name}, which this up does not start",
@@ -41,7 +39,7 @@ def prepare_watch(ctx: click.Context) -> Any:
     """Check the watch paths and Compose before `up` starts anything."""
     from ..stack import watch
 
-    return watch.prepare(_context(ctx))
+    return watch.prepare(make_context(ctx))
 
 
 def follow_watch(ctx: click.Context, plan: Any, as_json: bool, logs: bool = False) -> None:
@@ -57,11 +55,11 @@ def follow_watch(ctx: click.Context, plan: Any, as_json: bool, logs: bool = Fals
     # is stopped, never left behind, and the containers keep running.
     signal.signal(signal.SIGHUP, interrupt)
     try:
-        for event in watch.follow(_context(ctx), plan, logs=logs):
+        for event in watch.follow(make_context(ctx), plan, logs=logs):
             click.echo(watch.format_event_json(event) if as_json
                        else watch.format_event(event))
     except KeyboardInterrupt:
-        _err("watch stopped; the stack keeps running (devenv down stops it)")
+        err("watch stopped; the stack keeps running (devenv down stops it)")
         ctx.exit(0)
 
 
@@ -71,7 +69,7 @@ def lan_publish(ctx: click.Context, only: list[str] | None, lan: list[str], yes:
     from ..live import devices
     from ..render.stackfiles import LanPublish
 
-    settings = _context(ctx).settings()
+    settings = make_context(ctx).settings()
     request = devices.plan_lan(settings, lan, settings.catalog.select(only).services)
     if request.private and not yes:
         if not sys.stdin.isatty():
@@ -85,7 +83,7 @@ def lan_publish(ctx: click.Context, only: list[str] | None, lan: list[str], yes:
 def print_devices(ctx: click.Context, as_json: bool) -> None:
     from ..live import devices
 
-    report = devices.devices(_context(ctx))
+    report = devices.devices(make_context(ctx))
     click.echo(devices.format_devices_json(report) if as_json
                else devices.format_devices(report))
 
@@ -121,15 +119,15 @@ def watch(ctx: click.Context, as_json: bool, logs: bool) -> None:
 
     plan = prepare_watch(ctx)
     if not plan.running:
-        with _display(ctx) as display:
-            context = _context(ctx, on_wait=display)
+        with wait_display(ctx) as display:
+            context = make_context(ctx, on_wait=display)
             result = stack.up(context, [watched_service(context.settings())])
-        _err(format_rows(result.rows))
+        err(format_rows(result.rows))
     follow_watch(ctx, plan, as_json, logs)
 
 
 @click.command("exec", context_settings=_PASS_THROUGH)
-@click.argument("service", shell_complete=_complete_services)
+@click.argument("service", shell_complete=complete_services)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("-T", "--no-tty", is_flag=True, help="No TTY even on a terminal.")
 @click.pass_context
@@ -145,11 +143,11 @@ def exec_(ctx: click.Context, service: str, command: tuple[str, ...], no_tty: bo
     """
     from ..stack import inside
 
-    ctx.exit(inside.exec_in(_context(ctx), service, command, tty=False if no_tty else None))
+    ctx.exit(inside.exec_in(make_context(ctx), service, command, tty=False if no_tty else None))
 
 
 @click.command("run", context_settings=_PASS_THROUGH)
-@click.argument("service", shell_complete=_complete_services)
+@click.argument("service", shell_complete=complete_services)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("-T", "--no-tty", is_flag=True, help="No TTY even on a terminal.")
 @click.pass_context
@@ -164,4 +162,4 @@ def run(ctx: click.Context, service: str, command: tuple[str, ...], no_tty: bool
     """
     from ..stack import inside
 
-    ctx.exit(inside.run_in(_context(ctx), service, command, tty=False if no_tty else None))
+    ctx.exit(inside.run_in(make_context(ctx), service, command, tty=False if no_tty else None))

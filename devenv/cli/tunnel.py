@@ -5,13 +5,7 @@ from __future__ import annotations
 
 import click
 
-from .main import _context, _err
-
-# Declared here rather than imported: cli.py imports this module at its end.
-secrets_option = click.option("--show-secrets", is_flag=True,
-                              help="Show passwords in URLs (masked by default).")
-json_option = click.option("--json", "as_json", is_flag=True,
-                           help="JSON output (versioned: see the `schema` field).")
+from .common import err, json_option, make_context, secrets_option
 
 
 def _complete_tunnels(ctx: click.Context, param: click.Parameter,
@@ -62,10 +56,10 @@ def tunnel_up(ctx: click.Context, names: tuple[str, ...], show_secrets: bool) ->
     from ..report import format_tunnels
     from ..tunnels import usecases as tunnel_stack
 
-    rows = tunnel_stack.up(_context(ctx.find_root()), names, show_secrets=show_secrets)
+    rows = tunnel_stack.up(make_context(ctx.find_root()), names, show_secrets=show_secrets)
     for row in rows:
         if row.production:
-            _err(f"tunnel {row.name} reaches PRODUCTION ({row.target}); "
+            err(f"tunnel {row.name} reaches PRODUCTION ({row.target}); "
                  "its URL asks for read-only sessions" if row.kind == "postgres" else
                  f"tunnel {row.name} reaches PRODUCTION ({row.target})")
     click.echo(format_tunnels(rows))
@@ -84,8 +78,8 @@ def tunnel_down(ctx: click.Context, names: tuple[str, ...]) -> None:
     """
     from ..tunnels import usecases as tunnel_stack
 
-    closed = tunnel_stack.down(_context(ctx.find_root()), names)
-    _err("closed: " + (", ".join(closed) if closed else "no tunnel was open"))
+    closed = tunnel_stack.down(make_context(ctx.find_root()), names)
+    err("closed: " + (", ".join(closed) if closed else "no tunnel was open"))
 
 
 @tunnel.command("ls")
@@ -102,11 +96,11 @@ def tunnel_ls(ctx: click.Context, as_json: bool, show_secrets: bool) -> None:
     from ..report import format_tunnels, format_tunnels_json
     from ..tunnels import usecases as tunnel_stack
 
-    context = _context(ctx.find_root())
+    context = make_context(ctx.find_root())
     rows = tunnel_stack.rows(context, context.settings(), show_secrets=show_secrets)
     if as_json:
         click.echo(format_tunnels_json(rows))
     elif rows:
         click.echo(format_tunnels(rows))
     else:
-        _err("no tunnels are declared (add [tunnels.NAME] to devenv.toml; README: Tunnels)")
+        err("no tunnels are declared (add [tunnels.NAME] to devenv.toml; README: Tunnels)")
