@@ -200,6 +200,10 @@ def reset_command(ctx: click.Context, yes: bool) -> None:
     _confirm(f"Replace the data of project {context.settings().project} with the seed?",
              yes, "db reset replaces the data")
     restored, before, started = data.reset(context)
+    if started:
+        from ..stack import usecases as stack
+
+        stack.up(context, started)
     if restored is not None:
         err("reset to snapshot seed")
     else:

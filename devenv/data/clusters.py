@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .volumes import VOLUME_KEYS, volume_name
+
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
@@ -259,7 +261,6 @@ def plan(engine: Engine, settings: Settings, environ: Mapping[str, str],
     """Whether a fresh PostgreSQL volume can start from (or should leave) a cluster."""
     if SERVICE not in services or engine.remote_host:
         return ClusterPlan()
-    from .ops import volume_name
 
     if engine.volume_exists(volume_name(settings, SERVICE)):
         return ClusterPlan()
@@ -293,7 +294,6 @@ def unpack(engine: Engine, settings: Settings, cluster: ClusterPlan,
                "match); set aside, running initdb instead")
         return cluster
     from ..errors import DevenvError
-    from .ops import VOLUME_KEYS, volume_name
 
     name = volume_name(settings, SERVICE)
     labels = {"com.docker.compose.project": settings.project,

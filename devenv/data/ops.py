@@ -31,10 +31,8 @@ from ..probes import Target, wait_until_ready
 from ..report import mask
 from . import snapshots
 from .snapshots import Snapshot
+from .volumes import DATA_SERVICES, VOLUME_KEYS, volume_name
 
-DATA_SERVICES = ("postgres", "redis")
-#: the volume each data service keeps its data in (Compose's `<project>_<name>-data`)
-VOLUME_KEYS = {name: f"{name}-data" for name in DATA_SERVICES}
 IMPORT_SUFFIX = "__devenv_import"
 Progress = Callable[[int], None]
 
@@ -215,10 +213,6 @@ class TransferResult:
     bytes: int
     kind: str  # custom | tar | sql | sql.gz
     before: Snapshot | None = None
-
-
-def volume_name(settings: Settings, service: str) -> str:
-    return f"{settings.project}_{VOLUME_KEYS[service]}"
 
 
 def _engine(ctx: Context) -> Engine:
@@ -686,7 +680,8 @@ def remove(ctx: Context, name: str) -> Snapshot:
 def reset(ctx: Context) -> tuple[RestoreResult | None, Snapshot | None, list[str]]:
     """Back to the seed: the `seed` snapshot if there is one (a restore), else fresh
     volumes that `up` initialises with the seed files and the migration. Returns
-    (restore result, automatic snapshot, services started again)."""
+    (restore result, automatic snapshot, services that ran and that the caller starts
+    again with `up`, which lives above data/)."""
     settings = ctx.settings()
     if (settings.snapshot_dir / snapshots.SEED).is_dir():
         result = restore(ctx, snapshots.SEED)
@@ -704,10 +699,6 @@ def reset(ctx: Context) -> tuple[RestoreResult | None, Snapshot | None, list[str
         for service in DATA_SERVICES:
             engine.remove_volume(volume_name(settings, service))
     snapshots.prune_auto(settings.snapshot_dir)
-    if running:
-        from ..stack import usecases as stack
-
-        stack.up(ctx, running)
     return None, before, running
 
 
