@@ -108,19 +108,19 @@ def test_lan_with_a_wildcard_bind_is_refused_as_moot(tmp_path):
 def test_device_urls_with_no_api_running_say_how_to_start_it(fake_context, fake_engine):
     from fake_engine import stop
 
-    from devenv.live import devices
+    from devenv.live.status import devices
     from devenv.stack import usecases as stack
 
     ctx = fake_context()
     expected = ("the Backend API of project unit is not running",
                 "start it: devenv up --only api (and --lan api for a phone)")
     with pytest.raises(UsageError) as nothing:  # nothing of the project runs
-        devices.devices(ctx)
+        devices(ctx)
     assert (nothing.value.message, nothing.value.hint) == expected
     assert nothing.value.exit_code == 2
     stack.up(ctx, ["api"])
-    assert devices.devices(ctx).urls  # running: the URLs
+    assert devices(ctx).urls  # running: the URLs
     stop(fake_engine, "api")  # the database and cache still run
     with pytest.raises(UsageError) as stopped:
-        devices.devices(ctx)
+        devices(ctx)
     assert (stopped.value.message, stopped.value.hint) == expected

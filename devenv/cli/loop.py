@@ -81,9 +81,9 @@ def lan_publish(ctx: click.Context, only: list[str] | None, lan: list[str], yes:
 
 
 def print_devices(ctx: click.Context, as_json: bool) -> None:
-    from ..live import devices
+    from ..live import devices, status
 
-    report = devices.devices(make_context(ctx))
+    report = status.devices(make_context(ctx))
     click.echo(devices.format_devices_json(report) if as_json
                else devices.format_devices(report))
 

@@ -18,7 +18,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 from ..config.settings import Settings
-from ..context import Context
 from ..errors import DevenvError, UsageError
 
 DEVICES_SCHEMA = "devenv.devices/1"
@@ -204,23 +203,3 @@ def format_devices(report: DeviceReport, qr: bool = True) -> str:
 
 def format_devices_json(report: DeviceReport) -> str:
     return json.dumps({"schema": DEVICES_SCHEMA, **asdict(report)}, indent=2)
-
-
-def devices(ctx: Context) -> DeviceReport:
-    """The `ports --device` use case."""
-    from .running import project_containers, url_host
-
-    settings = ctx.settings()
-    engine = ctx.engine()
-    name = next((n for n, spec in settings.catalog.items() if spec.device_urls), "")
-    api = project_containers(engine, settings.project).get(name) if name else None
-    port = settings.catalog[name].container_port if name else 0
-    published = api.host_port(port) if api is not None and api.running else None
-    if api is None or published is None:
-        what = settings.catalog[name].title if name else "service with a device URL"
-        raise UsageError(f"the {what} of project {settings.project} is not running",
-                         hint=f"start it: devenv up --only {name} (and --lan {name} for a "
-                         "phone)")
-    addresses = [p.host_ip for p in api.ports if p.container_port == port]
-    host = url_host(settings, engine.remote_host)
-    return device_report(settings, published.host_port, addresses, host=host)

@@ -13,7 +13,9 @@ from dataclasses import replace
 from ..config.settings import Settings
 from ..context import Context
 from ..engine import Container, Engine
+from ..errors import UsageError
 from ..rows import ServiceRow, StatusRow
+from .devices import DeviceReport, device_report
 from .running import (  # noqa: F401 - app_env, login_*, project_containers: from here too
     LOGIN_REFUSED,
     app_env,
@@ -144,3 +146,22 @@ def status(ctx: Context) -> tuple[Settings, list[StatusRow]]:
     """The `status` use case: state, health, URL, uptime and restarts per service."""
     settings = ctx.settings()
     return settings, status_rows(ctx.engine(), settings)
+
+
+def devices(ctx: Context) -> DeviceReport:
+    """The `ports --device` use case: the API's URL from a simulator, an emulator and a
+    phone."""
+    settings = ctx.settings()
+    engine = ctx.engine()
+    name = next((n for n, spec in settings.catalog.items() if spec.device_urls), "")
+    api = project_containers(engine, settings.project).get(name) if name else None
+    port = settings.catalog[name].container_port if name else 0
+    published = api.host_port(port) if api is not None and api.running else None
+    if api is None or published is None:
+        what = settings.catalog[name].title if name else "service with a device URL"
+        raise UsageError(f"the {what} of project {settings.project} is not running",
+                         hint=f"start it: devenv up --only {name} (and --lan {name} for a "
+                         "phone)")
+    addresses = [p.host_ip for p in api.ports if p.container_port == port]
+    host = url_host(settings, engine.remote_host)
+    return device_report(settings, published.host_port, addresses, host=host)
