@@ -1,8 +1,10 @@
 """The one seam to Docker: nothing else in devenv imports docker or python_on_whales.
 
-    transport.py  HTTP over the local unix socket, or the docker SDK for remote engines
-    api.py        Engine: the Engine API calls devenv makes, and `connect`
-    compose.py    Compose: `docker compose` via python-on-whales; Compose's errors as ours
+    dockercontext.py  which engine: DOCKER_HOST, DOCKER_CONTEXT, the CLI's current context
+    transport.py      HTTP over the local unix socket, or the docker SDK for remote engines
+    models.py         the values handed out (Container, Published, ...) and ContainerSource
+    api.py            Engine: the Engine API calls devenv makes, and `connect`
+    compose.py        Compose: `docker compose` via python-on-whales; Compose's errors as ours
 
 Use cases get their Engine from `Context.engine()` (whose factory calls `connect`), so
 tests can hand them a fake (tests/conftest.py).
@@ -12,32 +14,27 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .api import (
+from .api import Engine, EventStream, HelperRun, LogDemuxer, LogStream, connect
+from .models import (
+    ONEOFF_LABEL,
     PROJECT_LABEL,
     SERVICE_LABEL,
     START_INTERVAL_API,
     WORKDIR_LABEL,
     CommandResult,
     Container,
-    Engine,
     EngineInfo,
-    EventStream,
-    HelperRun,
-    LogDemuxer,
-    LogStream,
     Published,
     Removed,
-    connect,
 )
 from .transport import remote_host_of
 
 _COMPOSE_NAMES = ("Compose", "PortRaceError", "compose_error", "preload_compose",
                   "ServiceNotRunningError", "RunInterruptedError", "ExecResult", "WatchProcess",
-                  "parse_compose_version", "ONEOFF_LABEL")
+                  "parse_compose_version")
 
 if TYPE_CHECKING:
     from .compose import (
-        ONEOFF_LABEL,
         Compose,
         ExecResult,
         PortRaceError,

@@ -11,7 +11,6 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -20,6 +19,16 @@ from ..errors import (
     DockerUnavailableError,
 )
 from .dockercontext import EngineTarget, resolve_engine
+from .models import (
+    PROJECT_LABEL,
+    SERVICE_LABEL,
+    WORKDIR_LABEL,
+    CommandResult,
+    Container,
+    EngineInfo,
+    Published,
+    Removed,
+)
 from .transport import (
     _docker_cli,
     _DockerSDK,
@@ -35,61 +44,6 @@ from .transport import (
 
 if TYPE_CHECKING:
     from .compose import Compose
-
-PROJECT_LABEL = "com.docker.compose.project"
-SERVICE_LABEL = "com.docker.compose.service"
-WORKDIR_LABEL = "com.docker.compose.project.working_dir"
-#: Engine 25 (API 1.44) is the first to accept a healthcheck's start_interval
-START_INTERVAL_API = (1, 44)
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    version: str
-    api_version: str
-    #: host name of a remote engine (tcp:// or ssh://), None for a local one
-    remote_host: str | None
-
-    @property
-    def supports_start_interval(self) -> bool:
-        return _api_tuple(self.api_version) >= START_INTERVAL_API
-
-
-@dataclass(frozen=True)
-class Published:
-    host_ip: str
-    host_port: int
-    container_port: int
-
-
-@dataclass(frozen=True)
-class Container:
-    id: str
-    name: str
-    project: str
-    service: str
-    state: str  # created | running | restarting | exited | paused | dead
-    health: str  # healthy | unhealthy | starting | "" (no healthcheck)
-    status: str  # Docker's words, e.g. "Up 3 minutes (healthy)"
-    ports: tuple[Published, ...]
-    working_dir: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
-
-    def host_port(self, container_port: int) -> Published | None:
-        return next((p for p in self.ports if p.container_port == container_port), None)
-
-
-def _api_tuple(version: str) -> tuple[int, int]:
-    major, _, minor = version.partition(".")
-    try:
-        return int(major), int(minor)
-    except ValueError:
-        return 0, 0
-
 
 class _NotFound(Exception):
     pass
@@ -523,13 +477,6 @@ class Engine:
         return True
 
 
-@dataclass(frozen=True)
-class Removed:
-    containers: list[Container]
-    #: network name -> the containers (of other projects) still on it, so it was kept
-    kept_networks: dict[str, list[str]]
-
-
 def _container(item: Mapping[str, Any]) -> Container:
     labels = item.get("Labels") or {}
     status = str(item.get("Status", ""))
@@ -651,13 +598,6 @@ class LogStream:
                 yield from demux.feed(chunk)
         except OSError as exc:
             raise _unreachable(self._target, exc) from exc
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 def _helper_argv(image: str, script: str, mounts: Sequence[tuple[str, str, bool]],

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import (
     EXIT_INTERRUPTED,
@@ -24,10 +24,8 @@ from ..errors import (
     UsageError,
 )
 from .dockercontext import EngineTarget, resolve_engine
+from .models import ONEOFF_LABEL, Container, ContainerSource
 from .transport import _docker_cli, _last_line, _text, unreachable_hint
-
-if TYPE_CHECKING:
-    from .api import Container, Engine
 
 # --- compose, through python-on-whales ------------------------------------------------
 _PORT_RACE = re.compile(
@@ -55,7 +53,7 @@ class Compose:
     the terminal to a process (exec, run) or stream for long (watch) run the CLI itself."""
 
     def __init__(self, project: str, compose_file: Path | None, environ: Mapping[str, str],
-                 target: EngineTarget | None = None, engine: Engine | None = None):
+                 target: EngineTarget | None = None, engine: ContainerSource | None = None):
         self.project = project
         self.compose_file = compose_file
         self.environ = environ
@@ -225,8 +223,6 @@ class Compose:
             raise ComposeError(f"cannot start docker compose watch: {exc}") from exc
         return WatchProcess(process)
 
-
-ONEOFF_LABEL = "com.docker.compose.oneoff"
 
 
 class ServiceNotRunningError(UsageError):
