@@ -8,17 +8,16 @@ import pytest
 
 from devenv.config.settings import load_settings
 from devenv.errors import EXIT_DOCKER, EXIT_USAGE, DockerUnavailableError
+from devenv.render.watch_rules import WatchPathError, watch_rules
 from devenv.stack.watch import (
     Signal,
     Step,
     Tracker,
     WatchEvent,
-    WatchPathError,
     check_compose_version,
     describe_rules,
     format_event,
     parse_line,
-    watch_rules,
 )
 
 

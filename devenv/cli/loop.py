@@ -20,7 +20,7 @@ def loop_options(ctx: click.Context, only: list[str] | None, watch: bool,
     if not (watch or lan):
         return {}
     from ..errors import UsageError
-    from ..stack.watch import watched_service
+    from ..render.watch_rules import watched_service
 
     loop: dict[str, Any] = {}
     if watch:
@@ -113,9 +113,9 @@ def watch(ctx: click.Context, as_json: bool, logs: bool) -> None:
       DEVENV_API_WATCH_ACTION=sync DEVENV_API_COMMAND='tsc -w & node --watch dist/server.js' \\
         devenv watch
     """
+    from ..render.watch_rules import watched_service
     from ..report import format_rows
     from ..stack import usecases as stack
-    from ..stack.watch import watched_service
 
     plan = prepare_watch(ctx)
     if not plan.running:

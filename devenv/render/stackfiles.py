@@ -13,6 +13,7 @@ from ..engine import Engine
 from ..ports.plan import PortPlan
 from .builds import build_hash, service_builds
 from .templates import RenderInput, WriteResult, fingerprint, render_stack, write_outputs
+from .watch_rules import watch_rules
 
 
 @dataclass(frozen=True)
@@ -27,8 +28,6 @@ def render_input(settings: Settings, services: Sequence[str], plan: PortPlan,
                  start_interval: bool, network_external: bool, url_host: str,
                  warn: Callable[[str], None] | None = None,
                  lan: LanPublish | None = None) -> RenderInput:
-    from ..stack.watch import watch_rules
-
     builds = service_builds(settings, services)
     # develop.watch rules for the services that declare `watch` and are built here
     watches = {name: watch_rules(settings, builds.get(name), settings.compose_dir)
