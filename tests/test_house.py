@@ -1,0 +1,50 @@
+"""The house holds: what no import check sees (module paths in strings) and its size."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "devenv"
+#: Python code in a string (`python -c "from devenv.x import y; ..."`)
+_CODE = re.compile(r"\bfrom (devenv(?:\.\w+)+) import (\w+)")
+
+
+def _trees() -> list[tuple[Path, ast.AST]]:
+    return [(p.relative_to(PACKAGE), ast.parse(p.read_text())) for p in PACKAGE.rglob("*.py")]
+
+
+def _text(node: ast.AST) -> str | None:
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+        else None
+
+
+def test_module_paths_in_strings_exist():
+    # Two helpers are started by path: the tunnel supervisor (`python -m devenv...`) and
+    # the restore's settle step (`python -c "from devenv... import settle_main"`).
+    modules, code = [], []
+    for path, tree in _trees():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.List):  # an argv: the item after "-m" is a module
+                items = [_text(item) for item in node.elts]
+                modules += [(f"{path}:{node.lineno}", after)
+                            for before, after in zip(items, items[1:], strict=False)
+                            if before == "-m" and after]
+            text = _text(node)
+            if text:
+                code += [(f"{path}:{node.lineno}", m.group(1), m.group(2))
+                         for m in _CODE.finditer(text)]
+    assert ("devenv.tunnels.supervisor" in {text for _, text in modules}
+            and "settle_main" in {name for _, _, name in code}), "the scan lost a helper"
+    for where, text in modules:
+        assert importlib.util.find_spec(text) is not None, f"{where}: no module {text}"
+    for where, module, name in code:
+        assert hasattr(importlib.import_module(module), name), f"{where}: {module}.{name}"
+
+
+def test_at_most_twelve_modules_at_the_top_of_the_package():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 12, top
