@@ -1,7 +1,7 @@
 """Typed errors. Each carries its exit code and a hint; none of them prints.
 
 The CLI (``cli.main``) is the one place that turns these into a message and an exit code.
-The exit codes are documented in README.md and checked by tests/test_docs.py.
+The exit codes are documented in docs/commands.md and checked by tests/test_docs.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ EXIT_SSH = 6
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
 
-#: exit code -> meaning; README's table is checked against this.
+#: exit code -> meaning; docs/commands.md's table is checked against this.
 EXIT_CODES: dict[int, str] = {
     EXIT_OK: "success",
     EXIT_FAILURE: "an operation failed (compose, engine, file system, lock held)",
@@ -124,7 +124,7 @@ class ProjectFileError(UsageError):
                  hint: str | None = None):
         where = file + (f": [{table}]" if table else "") + (f" {field}" if field else "")
         super().__init__(f"{where}: {problem}",
-                         hint=hint or "fix it in the file; README \"Your own services\" "
+                         hint=hint or "fix it in the file; docs/settings.md "
                          "lists the fields")
         self.file = file
         self.table = table

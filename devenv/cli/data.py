@@ -1,6 +1,6 @@
 """The click layer of the data commands: `devenv db ...`, `devenv psql`, `devenv redis-cli`.
 
-Registered in cli.py with add_command; like cli.py it parses, calls one use case in data.py
+Registered in cli/main.py; like every command module it parses, calls one use case in data/
 and prints. The use cases are imported inside each command (`devenv --help` loads click).
 """
 
@@ -306,5 +306,5 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
     ctx.exit(data.shell(make_context(ctx.find_root()), "redis", args, tty))
 
 
-#: what cli.py registers
+#: what cli/main.py registers
 COMMANDS = (db, psql, redis_cli)

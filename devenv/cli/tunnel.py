@@ -1,5 +1,5 @@
 """`devenv tunnel up|down|ls`: named SSH tunnels declared in devenv.toml. Parsing and
-printing only; the use cases are devenv/tunnel_stack.py."""
+printing only; the use cases are tunnels/usecases.py."""
 
 from __future__ import annotations
 
@@ -103,4 +103,4 @@ def tunnel_ls(ctx: click.Context, as_json: bool, show_secrets: bool) -> None:
     elif rows:
         click.echo(format_tunnels(rows))
     else:
-        err("no tunnels are declared (add [tunnels.NAME] to devenv.toml; README: Tunnels)")
+        err("no tunnels are declared (add [tunnels.NAME] to devenv.toml; docs/tunnels.md)")

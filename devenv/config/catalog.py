@@ -1,7 +1,7 @@
 """The service catalog: what devenv knows about each service, and selection over it.
 
-The six built-in services are data (devenv/services.toml); a project adds its own in
-devenv.toml, declared the same way (devenv/projectfile.py reads and checks both). Nothing
+The six built-in services are data (config/services.toml); a project adds its own in
+devenv.toml, declared the same way (config/projectfile.py reads and checks both). Nothing
 outside this module and that data names a service: what is special about one (its URL
 form, probe, reload signal, generated secrets, build) is a field of its ServiceSpec.
 """

@@ -3,7 +3,7 @@
 Read with tomllib and checked completely before anything starts: an unknown field, a port
 out of range, a name or alias that clashes, a `needs` cycle, a probe that does not exist or
 invalid TOML is a ProjectFileError (exit 2) naming the file, the table and the field. The
-built-in catalog (devenv/services.toml) is read by the same code, so the six services and
+built-in catalog (devenv/config/services.toml) is read by the same code, so the six services and
 a project's own are declared the same way.
 
     [services.mailpit]

@@ -332,7 +332,7 @@ class Hub:
                 "ok": True, "state": row.state if row else "",
                 "seconds_to_ready": row.seconds_to_ready if row else None}
 
-    # --- snapshots (devenv/data.py does the work) -----------------------------------------
+    # --- snapshots (data/ops.py does the work) -----------------------------------------
     def snapshots(self) -> dict[str, Any]:
         from ..data import ops as data
 

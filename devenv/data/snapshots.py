@@ -4,7 +4,7 @@ One directory per snapshot under DEVENV_SNAPSHOT_DIR (default .devenv/snapshots,
 `manifest.json`, `postgres.tar` (the stopped server's data directory, as tar) and
 `redis.tar` (Redis' /data), files mode 0600. A snapshot is written into a `.tmp-` directory
 and renamed into place only when complete, so a full disk or Ctrl-C never leaves half of one.
-Nothing here talks to Docker: data.py fills and reads the directories through the engine.
+Nothing here talks to Docker: data/ops.py fills and reads the directories through the engine.
 """
 
 from __future__ import annotations

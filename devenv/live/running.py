@@ -2,7 +2,7 @@
 they run from this checkout, which died, where a host app reaches them, their rows, and
 whether a service that checks its login accepts the configured one.
 
-`up`, `restart`, `down` (stack.py) and the read-only `ports` and `status` (live.py) share
+`up`, `restart`, `down` (stack/usecases.py) and the read-only `ports` and `status` (live/status.py) share
 these; nothing here changes anything.
 """
 

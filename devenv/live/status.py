@@ -1,7 +1,7 @@
 """`ports` and `status`: the running project's URLs, state, health and uptime.
 
 Nothing here changes anything; `ports` and `status` read fresh from the engine every time.
-Their use cases live here rather than in stack.py so that they import nothing that renders,
+Their use cases live here rather than in stack/ so that they import nothing that renders,
 plans or starts: `devenv ports` must answer as fast as `docker compose ps`.
 """
 

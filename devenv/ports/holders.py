@@ -131,7 +131,7 @@ class HostPorts(Mapping[int, Holder]):
     project: this project's name; its containers' ports are Holder(kind="own").
     check_host: False when the engine is remote, where local bind tests prove nothing.
     check_loopback: with a remote engine whose ports devenv forwards to this machine's
-      127.0.0.1 (engine_forward.py): a port this machine cannot bind there is busy too,
+      127.0.0.1 (tunnels/forward.py): a port this machine cannot bind there is busy too,
       except those in `forwarded` (the forward of this very project holds them).
     """
 

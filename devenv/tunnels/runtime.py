@@ -1,7 +1,7 @@
 """Running tunnels: start the supervisor, wait until the far end answers, read, stop.
 
 Each tunnel of a project has a record and a log under .devenv/tunnels/<project>/, written by
-its supervisor (devenv/tunnel_supervisor.py). A record is trusted only while its pid still
+its supervisor (tunnels/supervisor.py). A record is trusted only while its pid still
 belongs to the process that wrote it (pid and start time), so a reused pid is never killed.
 """
 
@@ -194,7 +194,7 @@ def start_forward(name: str, command: list[str], ports: list[int], folder: Path,
 def launch_supervisor(name: str, command: list[str], port: int, folder: Path,
                       meta: dict[str, Any] | None
                       ) -> tuple[subprocess.Popen[bytes], Path, Path, int]:
-    """Start `python -m devenv.tunnel_supervisor` detached, with its record and log in
+    """Start `python -m devenv.tunnels.supervisor` detached, with its record and log in
     `folder` (0700; files 0600). Returns the process, both paths and the log's offset."""
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -1,4 +1,4 @@
-"""The small process that keeps one tunnel's ssh running: `python -m devenv.tunnel_supervisor`.
+"""The small process that keeps one tunnel's ssh running: `python -m devenv.tunnels.supervisor`.
 
 `devenv tunnel up` starts it detached (its own session), and it runs ssh as its child. Its
 record (JSON, 0600) says what runs: its own pid, ssh's pid, the port, the state and the
@@ -198,7 +198,7 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devenv.tunnel_supervisor")
+    parser = argparse.ArgumentParser(prog="python -m devenv.tunnels.supervisor")
     parser.add_argument("--record", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)

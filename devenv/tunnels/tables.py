@@ -197,7 +197,7 @@ def select_tunnels(specs: Mapping[str, TunnelSpec], names: tuple[str, ...] | lis
     if not specs:
         raise UsageError(f"no tunnels are declared in {where}",
                          hint="add a [tunnels.NAME] table with `via` and `target` "
-                         "(README: Tunnels)")
+                         "(docs/tunnels.md)")
     unknown = [n for n in names if n not in specs]
     if unknown:
         raise UsageError(f"tunnel {unknown[0]!r} is not declared in {where}",
