@@ -78,82 +78,30 @@ def _engine(ctx: Context, settings: Settings) -> tuple[Engine, EngineInfo]:
 def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = False,
        strict_ports: bool = False, show_secrets: bool = False,
        lan: LanPublish | None = None) -> UpResult:
-    """plan -> render -> is it current? -> start -> wait -> report; a port taken between
-    plan and start moves that service and the three middle steps run again."""
+    """select -> lock -> look -> plan -> render and start -> finish -> wait -> report; a
+    port taken between plan and start moves that service and render/start run again."""
     from ..data import clusters  # only `up` needs it: down, logs and config stay lighter
 
     began = time.monotonic()
     settings = ctx.settings()
-    selection = settings.catalog.select(only)
-    for dep, needed_by in selection.added:
-        ctx.notify(f"adding {dep} (needed by {needed_by})")
+    selection = _select(ctx, settings, only)
     engine, info = _engine(ctx, settings)
     state_file = StateFile(settings.state_dir, warn=ctx.notify)
     with project_lock(settings.state_dir, settings.project, "up", settings.wait_timeout,
                       on_wait=ctx.notify):
-        before = project_containers(engine, settings.project)
-        check_same_directory(settings, before.values())
-        services = _file_services(settings, selection, before)
-        if set(selection.services) - _running(before):
-            engine.preload_compose()  # something will start: load compose's client meanwhile
-        # A service with a migration starts last: after what it needs answers and the
-        # migration succeeded (data.migrate). A fresh database may start from its seed.
-        migrating = _migrating(settings, selection)
-        first = tuple(s for s in selection.services if s not in migrating)
-        cluster, unpacking = _fresh_volumes(ctx, engine, settings, first, before)
-        network = _check_network(ctx, engine, settings, services, before)
-        if network.missing and any(not c.running for c in before.values()):
-            before = project_containers(engine, settings.project)
-        state = state_file.load(settings.project)
-        if reset_ports:
-            state = replace(state, ports={})
-            ctx.notify("forgetting remembered ports")
-        forwarding = engine_forward.applies(engine.docker_host, info.remote_host, settings)
-        planner = PortPlanner(engine, settings, state.ports, strict_ports,
+        scene = _look(ctx, engine, info, settings, selection, state_file, reset_ports)
+        planner = PortPlanner(engine, settings, scene.state.ports, strict_ports,
                               check_host=info.remote_host is None, keep_running=not reset_ports,
-                              check_loopback=forwarding,
+                              check_loopback=scene.forwarding,
                               forwarded=engine_forward.forwarded_ports(settings))
-        host = engine_forward.FORWARD_HOST if forwarding else url_host(settings,
-                                                                        info.remote_host)
-        external = network.external
-
-        plan = planner.plan(services)
-        for choice in plan.moved:
-            ctx.notify(choice.describe())
-        if lan is not None:
-            ctx.notify(f"warning: {', '.join(lan.services)} also published on the LAN at "
-                       f"{lan.address}: anyone on this network can reach "
-                       + ("them" if len(lan.services) > 1 else "it")
-                       + " (a plain `devenv up` takes it off again)")
-        for attempt in range(RACE_RETRIES + 1):
-            rendered = write_stack(settings, render_input(
-                settings, services, plan, info.supports_start_interval, external, host,
-                ctx.notify, lan), ctx.notify)
-            started = not is_current(rendered, state, before)
-            if not started:
-                break
-            try:
-                start(engine, settings, first, rendered, before, state,
-                      ctx.notify, first=attempt == 0,
-                      held={clusters.SERVICE: unpacking.result} if unpacking else None)
-                break
-            except PortRaceError as race:
-                plan = _replan_after_race(ctx, engine, settings, planner, plan, race,
-                                          last=attempt == RACE_RETRIES)
-
-        if unpacking is not None:
-            cluster = unpacking.result()
-        for name in migrating if started else ():
-            _migrate_then_start(ctx, engine, settings, name, plan, host,
-                                needs_rebuild(rendered, state, before))
-        after = project_containers(engine, settings.project)
-        if forwarding:  # probes and URLs go through the forward from here on
-            engine_forward.ensure(settings, engine.docker_host,
-                                  {n: plan.port(n) for n in services}, ctx.notify,
-                                  settings.wait_timeout)
-        state_file.save(settings.project, _remembered(state, plan, rendered, selection, after))
-        rows = tuple(make_row(settings, name, host, plan.port(name), "starting", show_secrets)
-                     for name in services)
+        plan = _plan(ctx, planner, scene, lan)
+        plan, rendered, started = _render_and_start(ctx, engine, info, settings, scene,
+                                                    planner, plan, lan)
+        cluster = _finish(ctx, engine, settings, scene, plan, rendered, started)
+        state_file.save(settings.project, _remembered(
+            scene.state, plan, rendered, selection, project_containers(engine, settings.project)))
+        rows = tuple(make_row(settings, name, scene.host, plan.port(name), "starting",
+                              show_secrets) for name in scene.services)
         _write_app_env(settings, rows)
         wait = _wait(ctx, engine, settings, rows, since=began)
         _save_timing(settings, began, started, selection.services, wait)
@@ -162,7 +110,110 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         raise _not_ready(engine, settings, wait, rows)
     _check_login(settings, rows)
     clusters.start_preparing(engine, settings, cluster)  # in the background, after initdb
-    return UpResult(selection, services, plan, rendered.writes, rows, started, wait)
+    return UpResult(selection, scene.services, plan, rendered.writes, rows, started, wait)
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """What `up` found under the lock, before it plans: the containers, what the compose
+    file holds, which services start first and which after their migration, the fresh
+    data volumes' cluster (and its unpacking), the network, the remembered state and the
+    host the URLs name."""
+
+    before: Mapping[str, Container]
+    services: tuple[str, ...]
+    first: tuple[str, ...]
+    migrating: tuple[str, ...]
+    cluster: ClusterPlan
+    unpacking: Future[ClusterPlan] | None
+    network_external: bool
+    state: ProjectState
+    forwarding: bool
+    host: str
+
+
+def _select(ctx: Context, settings: Settings, only: Sequence[str] | None) -> Selection:
+    selection = settings.catalog.select(only)
+    for dep, needed_by in selection.added:
+        ctx.notify(f"adding {dep} (needed by {needed_by})")
+    return selection
+
+
+def _look(ctx: Context, engine: Engine, info: EngineInfo, settings: Settings,
+          selection: Selection, state_file: StateFile, reset_ports: bool) -> _Scene:
+    before = project_containers(engine, settings.project)
+    check_same_directory(settings, before.values())
+    services = _file_services(settings, selection, before)
+    if set(selection.services) - _running(before):
+        engine.preload_compose()  # something will start: load compose's client meanwhile
+    # A service with a migration starts last: after what it needs answers and the
+    # migration succeeded (data.migrate). A fresh database may start from its seed.
+    migrating = _migrating(settings, selection)
+    first = tuple(s for s in selection.services if s not in migrating)
+    cluster, unpacking = _fresh_volumes(ctx, engine, settings, first, before)
+    network = _check_network(ctx, engine, settings, services, before)
+    if network.missing and any(not c.running for c in before.values()):
+        before = project_containers(engine, settings.project)
+    state = state_file.load(settings.project)
+    if reset_ports:
+        state = replace(state, ports={})
+        ctx.notify("forgetting remembered ports")
+    forwarding = engine_forward.applies(engine.docker_host, info.remote_host, settings)
+    host = engine_forward.FORWARD_HOST if forwarding else url_host(settings, info.remote_host)
+    return _Scene(before, services, first, migrating, cluster, unpacking, network.external,
+                  state, forwarding, host)
+
+
+def _plan(ctx: Context, planner: PortPlanner, scene: _Scene,
+          lan: LanPublish | None) -> PortPlan:
+    plan = planner.plan(scene.services)
+    for choice in plan.moved:
+        ctx.notify(choice.describe())
+    if lan is not None:
+        ctx.notify(f"warning: {', '.join(lan.services)} also published on the LAN at "
+                   f"{lan.address}: anyone on this network can reach "
+                   + ("them" if len(lan.services) > 1 else "it")
+                   + " (a plain `devenv up` takes it off again)")
+    return plan
+
+
+def _render_and_start(ctx: Context, engine: Engine, info: EngineInfo, settings: Settings,
+                      scene: _Scene, planner: PortPlanner, plan: PortPlan,
+                      lan: LanPublish | None) -> tuple[PortPlan, Rendered, bool]:
+    """Render (written only on change); start unless everything runs as rendered. A port
+    taken between plan and start moves that service and both run again."""
+    from ..data import clusters
+
+    held = {clusters.SERVICE: scene.unpacking.result} if scene.unpacking else None
+    for attempt in range(RACE_RETRIES + 1):
+        rendered = write_stack(settings, render_input(
+            settings, scene.services, plan, info.supports_start_interval,
+            scene.network_external, scene.host, ctx.notify, lan), ctx.notify)
+        if is_current(rendered, scene.state, scene.before):
+            return plan, rendered, False
+        try:
+            start(engine, settings, scene.first, rendered, scene.before, scene.state,
+                  ctx.notify, first=attempt == 0, held=held)
+            return plan, rendered, True
+        except PortRaceError as race:
+            plan = _replan_after_race(ctx, engine, settings, planner, plan, race,
+                                      last=attempt == RACE_RETRIES)
+    raise AssertionError("unreachable: the last race raises")  # pragma: no cover
+
+
+def _finish(ctx: Context, engine: Engine, settings: Settings, scene: _Scene,
+            plan: PortPlan, rendered: Rendered, started: bool) -> ClusterPlan:
+    """After the start: the unpacked cluster, the migrations (then their services), and the
+    remote engine's forward. Returns the cluster plan the background preparation needs."""
+    cluster = scene.unpacking.result() if scene.unpacking is not None else scene.cluster
+    for name in scene.migrating if started else ():
+        _migrate_then_start(ctx, engine, settings, name, plan, scene.host,
+                            needs_rebuild(rendered, scene.state, scene.before))
+    if scene.forwarding:  # probes and URLs go through the forward from here on
+        engine_forward.ensure(settings, engine.docker_host,
+                              {n: plan.port(n) for n in scene.services}, ctx.notify,
+                              settings.wait_timeout)
+    return cluster
 
 
 def _fresh_volumes(ctx: Context, engine: Engine, settings: Settings, first: Sequence[str],
