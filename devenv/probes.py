@@ -406,78 +406,118 @@ def wait_until_ready(
     check_alive() returns {service: why} for containers that exited or restarted; the wait
     then fails at once instead of running into the deadline. Times are reported from
     `since` (a time.monotonic() value, e.g. when `up` began), else from the wait's start.
+    The loop is _ParallelProbes; what the end means (and says) is _judge.
     """
-    from tenacity import RetryError, Retrying, retry_if_result, wait_fixed
-
-    deadline = time.monotonic() + timeout
-    start = since if since is not None else time.monotonic()
-    cancel = threading.Event()
-    all_done = threading.Event()
-    lock = threading.Lock()
-    last: dict[str, ProbeResult] = {}
-    ready: dict[str, float] = {}
-    exited: dict[str, str] = {}
-    remaining = [len(targets)]
     emit = on_event or (lambda event: None)
+    now = time.monotonic()
+    clock = _Clock(start=since if since is not None else now, deadline=now + timeout)
+    for target in targets:
+        emit(WaitEvent(target.service, "waiting", clock.elapsed(),
+                       f"{target.host}:{target.port}"))
+    probes = _ParallelProbes(targets, values, clock, emit)
+    exited = probes.run(check_alive, alive_interval)
+    return _judge(targets, probes, exited, clock, timeout, emit)
 
-    def stop(_state: object) -> bool:
-        return cancel.is_set() or time.monotonic() >= deadline
 
-    def watch(target: Target) -> None:
-        def attempt() -> ProbeResult:
-            result = run_probe(target.probe, target.host, target.port, values)
-            with lock:
-                last[target.service] = result
-            return result
+@dataclass(frozen=True)
+class _Clock:
+    start: float  # what elapsed times count from
+    deadline: float
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def over(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+
+class _ParallelProbes:
+    """One thread per target probing until it answers, the deadline passes or the wait is
+    cancelled; the calling thread meanwhile asks check_alive whether a container died."""
+
+    def __init__(self, targets: Sequence[Target], values: Mapping[str, str], clock: _Clock,
+                 emit: Callable[[WaitEvent], None]):
+        self.targets = targets
+        self.values = values
+        self.clock = clock
+        self.emit = emit
+        self.last: dict[str, ProbeResult] = {}
+        self.ready: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._all_done = threading.Event()
+        self._remaining = len(targets)
+
+    def run(self, check_alive: Callable[[], dict[str, str]] | None,
+            alive_interval: float) -> dict[str, str]:
+        """Wait for every thread; returns {service: why} of those whose container died."""
+        exited: dict[str, str] = {}
+        if not self.targets:
+            self._all_done.set()
+        for target in self.targets:
+            threading.Thread(target=self._watch, args=(target,), daemon=True,
+                             name=f"probe-{target.service}").start()
+        try:
+            while not self._all_done.wait(alive_interval):
+                if check_alive is None:
+                    continue
+                with self._lock:
+                    waiting = {t.service for t in self.targets} - set(self.ready)
+                dead = {s: why for s, why in check_alive().items() if s in waiting}
+                if dead:
+                    exited.update(dead)
+                    break
+        finally:
+            self._cancel.set()
+            self._all_done.wait(PROBE_TIMEOUT + 0.5)
+        return exited
+
+    def _stop(self, _state: object) -> bool:
+        return self._cancel.is_set() or self.clock.over()
+
+    def _attempt(self, target: Target) -> ProbeResult:
+        result = run_probe(target.probe, target.host, target.port, self.values)
+        with self._lock:
+            self.last[target.service] = result
+        return result
+
+    def _watch(self, target: Target) -> None:
+        from tenacity import RetryError, Retrying, retry_if_result, wait_fixed
 
         try:
-            result = Retrying(stop=stop, wait=wait_fixed(POLL_SECONDS),
-                              retry=retry_if_result(lambda r: not r.ok))(attempt)
-            elapsed = time.monotonic() - start
-            with lock:
-                ready[target.service] = elapsed
-            emit(WaitEvent(target.service, "ready", elapsed, result.detail))
+            result = Retrying(stop=self._stop, wait=wait_fixed(POLL_SECONDS),
+                              retry=retry_if_result(lambda r: not r.ok))(
+                                  self._attempt, target)
+            elapsed = self.clock.elapsed()
+            with self._lock:
+                self.ready[target.service] = elapsed
+            self.emit(WaitEvent(target.service, "ready", elapsed, result.detail))
         except RetryError:
             pass
         finally:
-            with lock:
-                remaining[0] -= 1
-                if remaining[0] == 0:
-                    all_done.set()
+            with self._lock:
+                self._remaining -= 1
+                if self._remaining == 0:
+                    self._all_done.set()
 
-    for target in targets:
-        emit(WaitEvent(target.service, "waiting", time.monotonic() - start,
-                       f"{target.host}:{target.port}"))
-    if not targets:
-        all_done.set()
-    for target in targets:
-        threading.Thread(target=watch, args=(target,), daemon=True,
-                         name=f"probe-{target.service}").start()
-    try:
-        while not all_done.wait(alive_interval):
-            if check_alive is None:
-                continue
-            with lock:
-                waiting = {t.service for t in targets} - set(ready)
-            dead = {s: why for s, why in check_alive().items() if s in waiting}
-            if dead:
-                exited.update(dead)
-                break
-    finally:
-        cancel.set()
-        all_done.wait(PROBE_TIMEOUT + 0.5)
-    elapsed = time.monotonic() - start
+
+def _judge(targets: Sequence[Target], probes: _ParallelProbes, exited: dict[str, str],
+           clock: _Clock, timeout: float, emit: Callable[[WaitEvent], None]) -> WaitResult:
+    """A container that died fails the wait at once, and the others were cut short, not
+    timed out; otherwise whatever did not answer timed out, with its last probe's words."""
+    elapsed = clock.elapsed()
     for service, why in exited.items():
         emit(WaitEvent(service, "failed", elapsed, why))
     timed_out = {}
     for target in targets:
-        if target.service in ready or target.service in exited:
+        if target.service in probes.ready or target.service in exited:
             continue
-        detail = last[target.service].detail if target.service in last else "no answer yet"
+        last = probes.last.get(target.service)
+        detail = last.detail if last is not None else "no answer yet"
         timed_out[target.service] = detail
         if not exited:
             emit(WaitEvent(target.service, "failed", elapsed,
                            f"not ready after {timeout:g} s; last probe: {detail}"))
     if exited:
-        timed_out = {}  # the others were cut short, not timed out
-    return WaitResult(ready=ready, exited=exited, timed_out=timed_out)
+        timed_out = {}
+    return WaitResult(ready=dict(probes.ready), exited=exited, timed_out=timed_out)
