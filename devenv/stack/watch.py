@@ -16,11 +16,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config.settings import Settings
 from ..errors import DockerUnavailableError, UsageError
 from ..render.watch_rules import WatchPathError, watch_key, watch_rules, watched_service
+
+if TYPE_CHECKING:  # annotations only: compose's client is loaded when watch runs
+    from ..context import Context
+    from ..engine import Compose, Container, Engine
+    from ..probes import WaitResult
+    from ..rows import ServiceRow
 
 WATCH_SCHEMA = "devenv.watch/1"
 #: sync+restart arrived in Compose 2.23 (watch itself in 2.22)
@@ -162,7 +168,7 @@ class WatchPlan:
     running: bool = False
 
 
-def prepare(ctx: Any) -> WatchPlan:
+def prepare(ctx: Context) -> WatchPlan:
     """Check everything watch needs before anything starts: a built API, its watch paths,
     a Compose with watch. Raises WatchPathError (2), UsageError (2), DockerUnavailable (4)."""
     from ..render.builds import service_build
@@ -242,70 +248,41 @@ def check_compose_version(version: tuple[int, int, int] | None, action: str) -> 
             "everything else in devenv works with this Compose")
 
 
-def follow(ctx: Any, plan: WatchPlan, service: str = "", engine: Any = None,
-           logs: bool = False) -> Iterator[WatchEvent]:
+@dataclass
+class _Watched:
+    """The service `follow` watches, where it answers, and its container (a rebuild
+    replaces it)."""
+
+    settings: Settings
+    service: str
+    engine: Engine
+    compose: Compose
+    container: Container
+    row: ServiceRow
+
+
+def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
+           engine: Engine | None = None, logs: bool = False) -> Iterator[WatchEvent]:
     """Run `docker compose watch` on the running API and yield an event per action, the
     API probed after each; with `logs`, also a `log` event per line the API writes (a dev
     server's compile errors among them). Ends only by Ctrl-C (KeyboardInterrupt), which stops
     watch and leaves every container running, or when compose watch itself stops
-    (ComposeError)."""
+    (ComposeError). The loop is here; what a line means is Tracker, and what follows an
+    action (the probe, and what its outcome says) is _after_step."""
     from ..config.state import known_secrets
     from ..errors import ComposeError
-    from ..live.running import dead_services
-    from ..live.status import live_rows
-    from ..render.templates import COMPOSE_FILE
 
-    settings = plan.settings
-    service = service or watched_service(settings)
-    engine = engine or ctx.engine()
-    compose = engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
-    container = compose.running_container(service)
-    row = next((r for r in live_rows(engine, settings, check=False)
-                if r.service == service), None)
-    if row is None:
-        raise UsageError(f"{service} publishes no port to probe",
-                         hint="run `devenv up --only api` to recreate it as rendered")
+    watched = _watched(ctx, plan.settings, service, engine)
+    settings, service = watched.settings, watched.service
     tracker = Tracker(action=settings[watch_key(settings, "ACTION")])
-    process = compose.watch([service])
-    own_logs = ServiceLogs(engine, settings.project, service, container.id,
+    process = watched.compose.watch([service])
+    own_logs = ServiceLogs(watched.engine, settings.project, service, watched.container.id,
                            known_secrets(settings)) if logs else None
     recent: list[str] = []
-
-    def probe(step: Step, began: float) -> WatchEvent:
-        from ..probes import Target, wait_until_ready
-
-        nonlocal container
-        seconds = step.seconds
-        if step.kind == "rebuilt":
-            # Compose recreates the container after the build and says nothing: wait
-            # for the new one, or the probe would ask the old one.
-            container, waited = _await_new_container(compose, service, container.id)
-            seconds = (seconds or 0.0) + waited
-        started = time.monotonic()
-        wait = wait_until_ready(
-            [Target(service, settings.catalog[service].probe, row.host, row.port)], settings.values,
-            min(settings.wait_timeout, 60.0),
-            check_alive=lambda: dead_services(engine, settings.project, [service]))
-        ready = wait.ready.get(service)
-        detail = step.detail
-        if ready is not None:
-            state = "ready"
-        elif service in wait.exited:
-            state = "exited"
-            logs = engine.logs(container.id, 10).rstrip()
-            detail = "\n".join(x for x in (detail, f"last log lines of {service}:\n{logs}"
-                                           if logs else "") if x)
-        else:
-            state = "not answering"
-            detail = "\n".join(x for x in (detail, wait.timed_out.get(service, "")) if x)
-        return WatchEvent(step.kind, service, row.url, _round(seconds), state,
-                          _round(time.monotonic() - started) if ready is not None else None,
-                          detail, time.strftime("%H:%M:%S"))
-
     try:
         for source, line in _lines(process, own_logs):
             if source == "log":
-                yield WatchEvent("log", service, row.url, detail=line,
+                yield WatchEvent("log", service, watched.row.url, detail=line,
                                  at=time.strftime("%H:%M:%S"))
                 continue
             recent.append(line)
@@ -318,16 +295,76 @@ def follow(ctx: Any, plan: WatchPlan, service: str = "", engine: Any = None,
             if step is None:
                 continue
             if step.kind == "watching":
-                yield WatchEvent("watching", service, row.url, at=time.strftime("%H:%M:%S"),
+                yield WatchEvent("watching", service, watched.row.url,
+                                 at=time.strftime("%H:%M:%S"),
                                  detail=describe_rules(plan.rules))
                 continue
-            yield probe(step, time.monotonic())
+            yield _after_step(watched, step)
         code = process.returncode()
         raise ComposeError(f"docker compose watch stopped (exit {code})",
                            detail="\n".join(_ANSI.sub("", x) for x in recent),
                            hint="run `devenv watch` again; `devenv status` shows the stack")
     finally:
         process.stop()
+
+
+def _watched(ctx: Context | None, settings: Settings, service: str,
+             engine: Engine | None) -> _Watched:
+    from ..live.status import live_rows
+    from ..render.templates import COMPOSE_FILE
+
+    service = service or watched_service(settings)
+    if engine is None:
+        assert ctx is not None, "follow needs a context or an engine"
+        engine = ctx.engine()
+    compose = engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
+    container = compose.running_container(service)
+    row = next((r for r in live_rows(engine, settings, check=False)
+                if r.service == service), None)
+    if row is None:
+        raise UsageError(f"{service} publishes no port to probe",
+                         hint="run `devenv up --only api` to recreate it as rendered")
+    return _Watched(settings, service, engine, compose, container, row)
+
+
+def _after_step(watched: _Watched, step: Step) -> WatchEvent:
+    """Probe the service after a sync, restart or rebuild: the event, with how long the
+    action took and how long the service then took to answer."""
+    from ..live.running import dead_services
+    from ..probes import Target, wait_until_ready
+
+    settings, service, engine = watched.settings, watched.service, watched.engine
+    seconds = step.seconds
+    if step.kind == "rebuilt":
+        # Compose recreates the container after the build and says nothing: wait
+        # for the new one, or the probe would ask the old one.
+        watched.container, waited = _await_new_container(watched.compose, service,
+                                                         watched.container.id)
+        seconds = (seconds or 0.0) + waited
+    started = time.monotonic()
+    wait = wait_until_ready(
+        [Target(service, settings.catalog[service].probe, watched.row.host, watched.row.port)],
+        settings.values, min(settings.wait_timeout, 60.0),
+        check_alive=lambda: dead_services(engine, settings.project, [service]))
+    ready = wait.ready.get(service)
+    state, detail = _outcome(watched, step, wait)
+    return WatchEvent(step.kind, service, watched.row.url, _round(seconds), state,
+                      _round(time.monotonic() - started) if ready is not None else None,
+                      detail, time.strftime("%H:%M:%S"))
+
+
+def _outcome(watched: _Watched, step: Step, wait: WaitResult) -> tuple[str, str]:
+    """ready; exited (with its last log lines); or not answering (with the last probe's
+    words)."""
+    service = watched.service
+    if service in wait.ready:
+        return "ready", step.detail
+    if service in wait.exited:
+        logs = watched.engine.logs(watched.container.id, 10).rstrip()
+        return "exited", "\n".join(x for x in (
+            step.detail, f"last log lines of {service}:\n{logs}" if logs else "") if x)
+    return "not answering", "\n".join(
+        x for x in (step.detail, wait.timed_out.get(service, "")) if x)
 
 
 def _lines(process: Any, own_logs: ServiceLogs | None) -> Iterator[tuple[str, str]]:
