@@ -135,72 +135,95 @@ def plan_ports(
 
     busy: port -> who holds it (only `get` is used, so it may be a lazy mapping);
     own: service -> the port this project's running container publishes for it.
+    Four passes, each taking what the one before left: the running container's port, the
+    remembered port, the configured port, the next free port above it.
     """
-    own = own or {}
-    claimed: dict[int, str] = {}
-    chosen: dict[str, PortChoice] = {}
+    claims = _Claims(busy, reserved)
+    _keep_running(claims, requests, own or {}, strict)
+    if not strict:
+        _keep_remembered(claims, requests)
+    for req in requests:
+        if req.service not in claims.chosen and not claims.blocked(req.configured, req.service):
+            claims.claim(req, req.configured, CONFIGURED, None)
+    _move_up(claims, requests, strict)
+    return PortPlan(tuple(claims.chosen[req.service] for req in requests))
 
-    def blocked(port: int, service: str) -> bool:
-        if port in reserved or claimed.get(port, service) != service:
+
+class _Claims:
+    """The ports handed out so far, and why a port is not free for a service."""
+
+    def __init__(self, busy: Mapping[int, Holder], reserved: Mapping[int, str]):
+        self.busy = busy
+        self.reserved = reserved
+        self.claimed: dict[int, str] = {}
+        self.chosen: dict[str, PortChoice] = {}
+
+    def blocked(self, port: int, service: str) -> bool:
+        if port in self.reserved or self.claimed.get(port, service) != service:
             return True
-        holder = busy.get(port)
+        holder = self.busy.get(port)
         return holder is not None and not (holder.kind == "own" and holder.service == service)
 
-    def why(port: int, service: str) -> Blocker | None:
+    def why(self, port: int, service: str) -> Blocker | None:
         """Why `service` cannot have `port`, or None when it can."""
-        if not blocked(port, service):
+        if not self.blocked(port, service):
             return None
-        if port in reserved:
-            return Blocker(port, reserved_for=reserved[port])
-        if claimed.get(port, service) != service:
-            return Blocker(port, other_service=claimed[port])
-        return Blocker(port, holder=busy[port])
+        if port in self.reserved:
+            return Blocker(port, reserved_for=self.reserved[port])
+        if self.claimed.get(port, service) != service:
+            return Blocker(port, other_service=self.claimed[port])
+        return Blocker(port, holder=self.busy[port])
 
-    def claim(req: PortRequest, port: int, rule: str, reason: Blocker | None) -> None:
-        claimed[port] = req.service
-        chosen[req.service] = PortChoice(req.service, port, req.configured, rule, reason)
+    def claim(self, req: PortRequest, port: int, rule: str, reason: Blocker | None) -> None:
+        self.claimed[port] = req.service
+        self.chosen[req.service] = PortChoice(req.service, port, req.configured, rule, reason)
 
-    def memory_valid(req: PortRequest) -> bool:
-        return req.memory is not None and req.memory.configured == req.configured
 
-    # Pass 1: ports our running containers publish stay put.
+def _memory_valid(req: PortRequest) -> bool:
+    return req.memory is not None and req.memory.configured == req.configured
+
+
+def _keep_running(claims: _Claims, requests: Sequence[PortRequest], own: Mapping[str, int],
+                  strict: bool) -> None:
+    """Pass 1: ports our running containers publish stay put."""
     for req in requests:
-        if not memory_valid(req) and req.memory is not None:
+        if not _memory_valid(req) and req.memory is not None:
             continue  # the user changed the configured port: plan it afresh
         kept = own.get(req.service)
-        if kept is not None and not blocked(kept, req.service):
+        if kept is not None and not claims.blocked(kept, req.service):
             if strict and kept != req.configured:
                 continue
-            claim(req, kept, RUNNING,
-                  None if kept == req.configured else why(req.configured, req.service))
-    # Pass 2: remembered ports.
+            claims.claim(req, kept, RUNNING, None if kept == req.configured
+                         else claims.why(req.configured, req.service))
+
+
+def _keep_remembered(claims: _Claims, requests: Sequence[PortRequest]) -> None:
+    """Pass 2: remembered ports (never with --strict-ports)."""
     for req in requests:
-        if req.service in chosen or not memory_valid(req) or strict:
+        if req.service in claims.chosen or not _memory_valid(req):
             continue
         assert req.memory is not None
-        if not blocked(req.memory.port, req.service):
-            reason = None if req.memory.port == req.configured else why(req.configured,
-                                                                         req.service)
-            claim(req, req.memory.port, REMEMBERED, reason)
-    # Pass 3: configured ports.
+        if not claims.blocked(req.memory.port, req.service):
+            reason = None if req.memory.port == req.configured \
+                else claims.why(req.configured, req.service)
+            claims.claim(req, req.memory.port, REMEMBERED, reason)
+
+
+def _move_up(claims: _Claims, requests: Sequence[PortRequest], strict: bool) -> None:
+    """Pass 4: the next free port above the configured one; --strict-ports refuses."""
     for req in requests:
-        if req.service not in chosen and not blocked(req.configured, req.service):
-            claim(req, req.configured, CONFIGURED, None)
-    # Pass 4: the next free port above the configured one.
-    for req in requests:
-        if req.service in chosen:
+        if req.service in claims.chosen:
             continue
-        reason = why(req.configured, req.service)
+        reason = claims.why(req.configured, req.service)
         if strict:
             raise PortConflictError(
                 f"{req.service}: {reason}",
                 hint="free the port, or drop --strict-ports to let devenv move the service")
         port = next((p for p in range(req.configured + 1, MAX_PORT + 1)
-                     if not blocked(p, req.service)), None)
+                     if not claims.blocked(p, req.service)), None)
         if port is None:
             raise PortConflictError(
                 f"{req.service}: no free port above {req.configured}",
                 hint=f"set DEVENV_{req.service.upper()}_PORT to a lower port")
-        claim(req, port, NEXT_FREE, reason)
-    return PortPlan(tuple(chosen[req.service] for req in requests))
+        claims.claim(req, port, NEXT_FREE, reason)
 
