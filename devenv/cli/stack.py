@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -22,6 +23,22 @@ from .common import (
     wait_display,
     words,
 )
+
+
+@dataclass(frozen=True)
+class UpOptions:
+    """`devenv up`'s flags as one value (click hands them over as keywords)."""
+
+    only: tuple[str, ...]
+    timeout: str | None
+    reset_ports: bool
+    strict_ports: bool
+    watch: bool
+    watch_logs: bool
+    lan: tuple[str, ...]
+    yes: bool
+    show_secrets: bool
+    with_dashboard: bool
 
 
 @click.command()
@@ -43,9 +60,7 @@ from .common import (
 @click.option("--dashboard", "with_dashboard", is_flag=True,
               help="Then serve the live page (`devenv dashboard`) until Ctrl-C.")
 @click.pass_context
-def up(ctx: click.Context, only: tuple[str, ...], timeout: str | None, reset_ports: bool,
-       strict_ports: bool, watch: bool, watch_logs: bool, lan: tuple[str, ...], yes: bool,
-       show_secrets: bool, with_dashboard: bool) -> None:
+def up(ctx: click.Context, **flags: Any) -> None:
     """Start the stack, wait until every service answers, print URLs.
 
     \b
@@ -59,26 +74,28 @@ def up(ctx: click.Context, only: tuple[str, ...], timeout: str | None, reset_por
     from ..stack import usecases as stack
     from .loop import loop_options
 
-    if watch and with_dashboard:
+    options = UpOptions(**flags)
+    if options.watch and options.with_dashboard:
         raise click.UsageError("--watch and --dashboard both run until Ctrl-C: run "
                                "`devenv dashboard` in a second terminal")
-    if watch_logs and not watch:
+    if options.watch_logs and not options.watch:
         raise click.UsageError("--logs prints the API's output while watching: add --watch "
                                "(or follow every service with `devenv logs -f`)")
-    flags = {"DEVENV_WAIT_TIMEOUT": timeout} if timeout is not None else {}
-    loop = loop_options(ctx, words(only), watch, words(lan), yes)
+    timeout = {"DEVENV_WAIT_TIMEOUT": options.timeout} if options.timeout is not None else {}
+    only = words(options.only)
+    loop = loop_options(ctx, only, options.watch, words(options.lan), options.yes)
     with wait_display(ctx) as display:
-        result = stack.up(make_context(ctx, flags, on_wait=display), words(only),
-                          reset_ports=reset_ports, strict_ports=strict_ports,
-                          show_secrets=show_secrets, lan=loop.get("lan"))
+        result = stack.up(make_context(ctx, timeout, on_wait=display), only,
+                          reset_ports=options.reset_ports, strict_ports=options.strict_ports,
+                          show_secrets=options.show_secrets, lan=loop.get("lan"))
     if not result.started:
         err("already up to date: nothing started or recreated")
     click.echo(format_rows(result.rows))
-    if watch:
+    if options.watch:
         from .loop import follow_watch
 
-        follow_watch(ctx, loop["watch"], as_json=False, logs=watch_logs)
-    elif with_dashboard:
+        follow_watch(ctx, loop["watch"], as_json=False, logs=options.watch_logs)
+    elif options.with_dashboard:
         from .dashboard import run_dashboard
 
         run_dashboard(ctx, None, False, False)
