@@ -15,6 +15,9 @@ from ..errors import ProjectFileError, SettingError, UsageError
 from .catalog import PROJECT_FILE, Catalog, SettingSpec
 from .projectfile import builtin_catalog, load_catalog
 
+#: the rendered project file's name, inside compose/
+COMPOSE_FILE = "docker-compose.yml"
+
 DEFAULT_PROJECT = "cirkelline"
 DEFAULT_NETWORK = "cirkelline"
 
@@ -158,6 +161,11 @@ class Settings:
     @property
     def compose_dir(self) -> Path:
         return self.project_dir / "compose"
+
+    @property
+    def compose_file(self) -> Path:
+        """The rendered project file every compose call reads."""
+        return self.compose_dir / COMPOSE_FILE
 
     @property
     def state_dir(self) -> Path:

@@ -371,9 +371,7 @@ def _client_connections(engine: Engine, settings: Settings, pg: Container | None
 
 
 def _compose(engine: Engine, settings: Settings) -> Compose:
-    from ..render.templates import COMPOSE_FILE
-
-    return engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
+    return engine.compose(settings.project, settings.compose_file)
 
 
 def _wait_ready(ctx: Context, engine: Engine, settings: Settings,

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config.catalog import Catalog
+from ..config.settings import COMPOSE_FILE
 from ..errors import DevenvError, StateError, TemplateError
 from ..files import write_atomic
 
-COMPOSE_FILE = "docker-compose.yml"
 SKELETON = "docker-compose.yml.j2"
 MANIFEST = ".devenv-files.json"
 #: files holding secrets are written 0600

@@ -39,12 +39,10 @@ def exec_in(ctx: Context, word: str, argv: Sequence[str], tty: bool | None = Non
 def run_in(ctx: Context, word: str, argv: Sequence[str], tty: bool | None = None) -> int:
     """Run argv in a one-off container of the service (removed afterwards); its exit code."""
     from ..engine import connect
-    from ..render.templates import COMPOSE_FILE
-
     service = builtin_catalog().resolve(word)
     command = _command(argv, service, "run")
     settings = ctx.settings()
-    compose_file = settings.compose_dir / COMPOSE_FILE
+    compose_file = settings.compose_file
     try:
         text = compose_file.read_text(encoding="utf-8")
     except OSError:

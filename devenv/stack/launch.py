@@ -13,7 +13,6 @@ from ..engine import Compose, Container, Engine
 from ..errors import DevenvError, ImageMissingError
 from ..render.builds import service_build
 from ..render.stackfiles import Rendered
-from ..render.templates import COMPOSE_FILE
 from ..report import mask
 
 
@@ -25,7 +24,7 @@ def start(engine: Engine, settings: Settings, names: Sequence[str], rendered: Re
     taken meanwhile (the caller replans), other errors with every known secret masked.
     A service in `held` starts once its callable returned (its volume is being filled
     meanwhile), while the rest of its wave starts."""
-    compose = engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
+    compose = engine.compose(settings.project, settings.compose_file)
     missing = missing_images(engine, settings, rendered.services)
     if first:
         for name, image in missing:

@@ -30,7 +30,7 @@ from ..ports.plan import PortPlan
 from ..ports.planner import PortPlanner
 from ..probes import Target, WaitResult, wait_until_ready
 from ..render.stackfiles import LanPublish, Rendered, network_external, render_input, write_stack
-from ..render.templates import COMPOSE_FILE, WriteResult
+from ..render.templates import WriteResult
 from ..report import format_env, format_rows, mask
 from ..rows import ConfigRow, PlanRow, ServiceRow
 from ..tunnels import forward as engine_forward
@@ -339,7 +339,7 @@ def _migrate_then_start(ctx: Context, engine: Engine, settings: Settings, name: 
         rows = [make_row(settings, t.service, host, t.port, "starting") for t in targets]
         raise _not_ready(engine, settings, wait, rows)
     data.migrate(engine, settings, rebuild, ctx.notify)
-    engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE).up([name])
+    engine.compose(settings.project, settings.compose_file).up([name])
 
 
 def _wait(ctx: Context, engine: Engine, settings: Settings, rows: Sequence[ServiceRow],
@@ -526,7 +526,7 @@ def logs(ctx: Context, names: Sequence[str] | None, follow: bool,
     if not containers:
         raise UsageError(f"nothing of project {settings.project} exists",
                          hint="start it with `devenv up`")
-    compose_file = settings.compose_dir / COMPOSE_FILE
+    compose_file = settings.compose_file
     compose = engine.compose(settings.project, compose_file if compose_file.is_file() else None)
     secrets = known_secrets(settings, ctx.notify)
     for line in compose.logs(wanted, follow=follow, tail=tail):

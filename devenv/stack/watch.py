@@ -206,7 +206,8 @@ def rules_rendered(compose_dir: Path, rules: tuple[dict[str, Any], ...], service
                    command: str | None = None) -> bool:
     """True when the rendered file holds these rules and, when `command` is given, runs
     that command (`""`: the image's own) for `service`; else `up` renders them first."""
-    from ..render.templates import COMPOSE_FILE, quote, quote_list
+    from ..config.settings import COMPOSE_FILE
+    from ..render.templates import quote, quote_list
 
     try:
         text = (compose_dir / COMPOSE_FILE).read_text(encoding="utf-8")
@@ -311,13 +312,11 @@ def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
 def _watched(ctx: Context | None, settings: Settings, service: str,
              engine: Engine | None) -> _Watched:
     from ..live.status import live_rows
-    from ..render.templates import COMPOSE_FILE
-
     service = service or watched_service(settings)
     if engine is None:
         assert ctx is not None, "follow needs a context or an engine"
         engine = ctx.engine()
-    compose = engine.compose(settings.project, settings.compose_dir / COMPOSE_FILE)
+    compose = engine.compose(settings.project, settings.compose_file)
     container = compose.running_container(service)
     row = next((r for r in live_rows(engine, settings, check=False)
                 if r.service == service), None)
