@@ -10,8 +10,8 @@ import pytest
 from devenv import engine as engine_module
 from devenv.config.settings import load_settings
 from devenv.context import Context
+from devenv.data import dumps, seeding, snapshots
 from devenv.data import ops as data
-from devenv.data import snapshots
 from devenv.engine import api as engine_api
 from devenv.errors import DataError
 
@@ -29,7 +29,7 @@ def settings(tmp_path, **values):
 def test_dump_kinds_are_told_from_the_first_bytes(tmp_path, head, kind):
     path = tmp_path / "dump"
     path.write_bytes(head)
-    assert data.dump_kind(path) == kind
+    assert dumps.dump_kind(path) == kind
 
 
 @pytest.mark.parametrize("head", [b"", b"\x89PNG\r\n\x1a\n\0\0", b"\xff\xfe\0\0garbage"])
@@ -37,7 +37,7 @@ def test_files_that_are_no_dump_are_refused(tmp_path, head):
     path = tmp_path / "photo.png"
     path.write_bytes(head)
     with pytest.raises(DataError, match="is not a PostgreSQL dump") as error:
-        data.dump_kind(path)
+        dumps.dump_kind(path)
     assert "sql.gz" in (error.value.hint or "")
 
 
@@ -46,16 +46,16 @@ def test_seed_failure_is_read_from_the_log(tmp_path):
            "INSERT 0 1\n"
            'psql:/docker-entrypoint-initdb.d/02-bad.sql:2: ERROR:  relation "b" does not exist\n'
            "LINE 1: INSERT INTO b VALUES (2);\n")
-    message, hint = data.seed_failure(log, settings(tmp_path))
+    message, hint = seeding.seed_failure(log, settings(tmp_path))
     assert message == ('seed file db/seed/02-bad.sql failed at line 2: ERROR: relation "b" '
                        "does not exist")
     assert "devenv db reset --yes" in hint
-    assert data.seed_failure("FATAL: the database system is starting up", settings(tmp_path)) \
+    assert seeding.seed_failure("FATAL: the database system is starting up", settings(tmp_path)) \
         is None
     piped = ("[entrypoint] running /docker-entrypoint-initdb.d/01-a.sql\n"
              "[entrypoint] running /docker-entrypoint-initdb.d/03-big.sql.gz\n"
              "psql:<stdin>:7: ERROR:  syntax error at or near \"x\"\n")
-    assert data.seed_failure(piped, settings(tmp_path))[0] == \
+    assert seeding.seed_failure(piped, settings(tmp_path))[0] == \
         'seed file db/seed/03-big.sql.gz failed at line 7: ERROR: syntax error at or near "x"'
 
 
@@ -199,13 +199,13 @@ def _read_part(snapshot, name):
 
 def test_a_restore_interrupted_after_the_swap_still_gives_the_old_data_back(tmp_path):
     eng, s, ctx, base = _restore_setup(tmp_path)
-    data._copy(eng, s, src=base, copy_in=["redis"], auto="auto-1")
+    data.copy_volumes(eng, s, src=base, copy_in=["redis"], auto="auto-1")
     # the new data is in place; the old one is set aside in the volume, the snapshot owed
     assert (eng.vol / "redis" / "appendonly.aof").read_text() == "new"
     assert (eng.vol / "redis" / ".devenv-old" / "appendonly.aof").read_text() == "old"
     # ... and here the process died (Ctrl-C, kill, crash): the next data command pays first
     with pytest.raises(data._Owed) as owed:
-        data._copy(eng, s, src=base, copy_in=["redis"], auto="auto-2")
+        data.copy_volumes(eng, s, src=base, copy_in=["redis"], auto="auto-2")
     assert owed.value.owed == {"redis": "auto-1"}
     assert (eng.vol / "redis" / ".devenv-old" / "appendonly.aof").read_text() == "old"
     assert data.settle(ctx, eng, s) is True
@@ -218,7 +218,7 @@ def test_a_restore_interrupted_after_the_swap_still_gives_the_old_data_back(tmp_
 
 def test_set_aside_data_stays_until_its_snapshot_is_written(tmp_path):
     eng, s, ctx, base = _restore_setup(tmp_path)
-    data._copy(eng, s, src=base, copy_in=["redis"], auto="auto-1")
+    data.copy_volumes(eng, s, src=base, copy_in=["redis"], auto="auto-1")
     eng.fail = "finish"  # the disk fills up while the automatic snapshot is written
     with pytest.raises(DataError, match="automatic snapshot auto-1 .* was not written") as err:
         data.settle(ctx, eng, s)
@@ -263,7 +263,7 @@ def test_a_volume_without_room_for_both_copies_is_refused(tmp_path):
 
         handle.truncate(shutil.disk_usage(tmp_path).free + (1 << 30))
     with pytest.raises(DataError, match="not enough room in the data volume") as err:
-        data._copy(eng, s, src=base, copy_in=["redis"], auto="auto-1")
+        data.copy_volumes(eng, s, src=base, copy_in=["redis"], auto="auto-1")
     assert "unchanged" in (err.value.hint or "")
     assert sorted(p.name for p in (eng.vol / "redis").iterdir()) == ["appendonly.aof"]
     assert (eng.vol / "redis" / "appendonly.aof").read_text() == "old"
@@ -271,7 +271,7 @@ def test_a_volume_without_room_for_both_copies_is_refused(tmp_path):
 
 def test_a_new_restore_pays_the_old_debt_under_another_name(tmp_path, monkeypatch):
     eng, s, ctx, base = _restore_setup(tmp_path)
-    data._copy(eng, s, src=base, copy_in=["redis"], auto="auto-1")
+    data.copy_volumes(eng, s, src=base, copy_in=["redis"], auto="auto-1")
     (eng.vol / "redis" / "appendonly.aof").write_text("between")
     monkeypatch.setattr(snapshots, "auto_name", lambda now=None: "auto-1")  # same second
     monkeypatch.setattr(data, "project_containers", lambda engine, project: {})

@@ -223,12 +223,12 @@ def export_command(ctx: click.Context, file: Path) -> None:
       devenv db export team.dump
       pg_restore -l team.dump
     """
-    from ..data import ops as data
+    from ..data import dumps
     from ..data.snapshots import human_size
 
     show, end = _progress()
     try:
-        result = data.export(make_context(ctx.find_root()), file, progress=show)
+        result = dumps.export(make_context(ctx.find_root()), file, progress=show)
     finally:
         end()
     err(f"exported to {result.path} ({human_size(result.bytes)}, pg_dump custom format)")
@@ -247,12 +247,12 @@ def import_command(ctx: click.Context, file: Path) -> None:
       devenv db import team.dump
       devenv db import schema-and-data.sql.gz
     """
-    from ..data import ops as data
+    from ..data import dumps
 
     size = file.stat().st_size if file.is_file() else None
     show, end = _progress(size)
     try:
-        result = data.import_dump(make_context(ctx.find_root()), file, progress=show)
+        result = dumps.import_dump(make_context(ctx.find_root()), file, progress=show)
     finally:
         end()
     err(f"imported {result.path.name} ({result.kind})")
@@ -282,10 +282,10 @@ def psql(ctx: click.Context, tunnel_name: str | None, args: tuple[str, ...]) -> 
         from ..tunnels import usecases as tunnel_stack
 
         ctx.exit(tunnel_stack.psql(make_context(ctx.find_root()), tunnel_name, args))
-    from ..data import ops as data
+    from ..data import dumps
 
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    ctx.exit(data.shell(make_context(ctx.find_root()), "postgres", args, tty))
+    ctx.exit(dumps.shell(make_context(ctx.find_root()), "postgres", args, tty))
 
 
 @click.command("redis-cli", context_settings=_passthrough)
@@ -300,10 +300,10 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
       devenv redis-cli
       devenv redis-cli dbsize
     """
-    from ..data import ops as data
+    from ..data import dumps
 
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    ctx.exit(data.shell(make_context(ctx.find_root()), "redis", args, tty))
+    ctx.exit(dumps.shell(make_context(ctx.find_root()), "redis", args, tty))
 
 
 #: what cli/main.py registers

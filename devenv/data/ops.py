@@ -1,5 +1,5 @@
-"""The data use cases: snapshot, restore, reset, export, import, the shells, and the two
-steps `up` takes for data (a fresh volume from the `seed` snapshot; the API's migration).
+"""The snapshot use cases: snapshot, restore, reset, and the copy machinery under them
+(dumps.py has export, import and the shells; seeding.py the steps `up` takes for data).
 
 A snapshot is a physical copy: PostgreSQL and Redis are stopped (PostgreSQL's fast shutdown
 leaves a clean data directory), their volumes are copied with tar by a short-lived container
@@ -13,28 +13,21 @@ the set-aside copy goes). Nothing is ever replayed row by row.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
-import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from ..config.settings import Settings
-from ..config.state import known_secrets, project_lock
+from ..config.state import project_lock
 from ..context import Context
 from ..engine import CommandResult, Compose, Container, Engine, HelperRun, connect
-from ..errors import DataError, MigrationError, NotReadyError, UsageError
+from ..errors import DataError, NotReadyError, UsageError
 from ..live.running import check_same_directory, project_containers, url_host
 from ..probes import Target, wait_until_ready
-from ..report import mask
 from . import snapshots
 from .snapshots import Snapshot
-from .volumes import DATA_SERVICES, VOLUME_KEYS, volume_name
-
-IMPORT_SUFFIX = "__devenv_import"
-Progress = Callable[[int], None]
+from .volumes import DATA_SERVICES, VOLUME_KEYS, psql, volume_name
 
 # Runs as root in the PostgreSQL image: $1 uid, $2 gid (owner of the files written), $3 the
 # services whose volumes are copied out to /out, $4 those copied in from the snapshot at
@@ -207,15 +200,7 @@ class RestoreResult:
     owed: str | None = None
 
 
-@dataclass(frozen=True)
-class TransferResult:
-    path: Path
-    bytes: int
-    kind: str  # custom | tar | sql | sql.gz
-    before: Snapshot | None = None
-
-
-def _engine(ctx: Context) -> Engine:
+def local_engine(ctx: Context) -> Engine:
     engine = connect(ctx.environ)
     if engine.remote_host:
         raise UsageError(f"snapshots need a local Docker engine (DOCKER_HOST points at "
@@ -238,7 +223,7 @@ class _Owed(Exception):
         self.owed = owed  # service -> automatic snapshot name
 
 
-def _copy(engine: Engine, settings: Settings, *, out: Path | None = None,
+def copy_volumes(engine: Engine, settings: Settings, *, out: Path | None = None,
           copy_out: Sequence[str] = (), src: Snapshot | None = None,
           copy_in: Sequence[str] = (), mode: str = "copy", auto: str = "",
           mount: Sequence[str] = ()) -> None:
@@ -300,7 +285,7 @@ def _major_hint(src: Snapshot) -> str:
             "there and move the data with `devenv db export FILE` / `devenv db import FILE`")
 
 
-def _check_major(engine: Engine, settings: Settings, src: Snapshot) -> None:
+def check_major(engine: Engine, settings: Settings, src: Snapshot) -> None:
     """Refuse, before anything stops, a snapshot of another PostgreSQL major version (the
     helper checks again with `postgres -V` for images that do not say PG_MAJOR)."""
     have = engine.image_env(settings.image("postgres")).get("PG_MAJOR", "")
@@ -314,7 +299,7 @@ def _existing(engine: Engine, settings: Settings) -> list[str]:
     return [s for s in DATA_SERVICES if engine.volume_exists(volume_name(settings, s))]
 
 
-def _create_volumes(engine: Engine, settings: Settings, services: Sequence[str]) -> None:
+def create_volumes(engine: Engine, settings: Settings, services: Sequence[str]) -> None:
     for service in services:
         name = volume_name(settings, service)
         if not engine.volume_exists(name):
@@ -324,7 +309,7 @@ def _create_volumes(engine: Engine, settings: Settings, services: Sequence[str])
 
 
 @contextlib.contextmanager
-def _stopped(ctx: Context, engine: Engine, settings: Settings,
+def stopped(ctx: Context, engine: Engine, settings: Settings,
              restart: bool = True) -> Iterator[int]:
     """Stop the running data services for a copy; start them again after it (also after a
     failure, with the data they had) and wait until they answer; with restart=False only
@@ -364,13 +349,13 @@ def _client_connections(engine: Engine, settings: Settings, pg: Container | None
         return 0
     sql = ("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
            "AND pid <> pg_backend_pid()")
-    result = _compose(engine, settings).exec("postgres", [*_psql(settings, "postgres"), "-Atc",
+    result = compose_of(engine, settings).exec("postgres", [*psql(settings, "postgres"), "-Atc",
                                                           sql],
                                              interactive=False, tty=False, capture=True)
     return int(result.stdout.strip()) if result.stdout.strip().isdigit() else 0
 
 
-def _compose(engine: Engine, settings: Settings) -> Compose:
+def compose_of(engine: Engine, settings: Settings) -> Compose:
     return engine.compose(settings.project, settings.compose_file)
 
 
@@ -392,7 +377,7 @@ def _wait_ready(ctx: Context, engine: Engine, settings: Settings,
                             "place, `devenv up` starts it again")
 
 
-def _take(ctx: Context, engine: Engine, settings: Settings, name: str, *, auto: bool,
+def take(ctx: Context, engine: Engine, settings: Settings, name: str, *, auto: bool,
           force: bool = False) -> Snapshot | None:
     """Copy the current volumes into snapshot `name` (None when there is no data); an
     automatic snapshot an earlier restore still owes is written first."""
@@ -404,7 +389,7 @@ def _take(ctx: Context, engine: Engine, settings: Settings, name: str, *, auto: 
         work = snapshots.new_workdir(root, name)
         try:
             try:
-                _copy(engine, settings, out=work, copy_out=services)
+                copy_volumes(engine, settings, out=work, copy_out=services)
             except _Owed as owed:
                 if attempt == 2:
                     raise
@@ -442,7 +427,7 @@ def _pay(ctx: Context, engine: Engine, settings: Settings,
         work = snapshots.new_workdir(root, name)
         try:
             try:
-                _copy(engine, settings, out=work, copy_out=services, mode="finish")
+                copy_volumes(engine, settings, out=work, copy_out=services, mode="finish")
             except DataError as exc:
                 raise DataError(
                     f"the automatic snapshot {name} of the replaced data was not written: "
@@ -457,7 +442,7 @@ def _pay(ctx: Context, engine: Engine, settings: Settings,
                 snapshots.discard(work)
     else:
         taken = snapshots.load(root, name)  # verified: manifest and every part complete
-    _copy(engine, settings, copy_out=services, mode="drop")
+    copy_volumes(engine, settings, copy_out=services, mode="drop")
     return taken
 
 
@@ -471,14 +456,14 @@ def snapshot(ctx: Context, name: str | None = None, force: bool = False) -> Snap
         raise snapshots.SnapshotNameError(f"snapshot {name} already exists",
                                           hint="choose another name, or add --force to "
                                           "replace it")
-    engine = _engine(ctx)
+    engine = local_engine(ctx)
     with project_lock(settings.state_dir, settings.project, "db snapshot",
                       settings.wait_timeout, on_wait=ctx.notify):
         if not _existing(engine, settings):
             raise UsageError(f"project {settings.project} has no data volumes yet",
                              hint="start the database first: devenv up --only db,cache")
-        with _stopped(ctx, engine, settings):
-            taken = _take(ctx, engine, settings, name, auto=False, force=force)
+        with stopped(ctx, engine, settings):
+            taken = take(ctx, engine, settings, name, auto=False, force=force)
     if taken is None:
         raise UsageError(f"project {settings.project} has no data to snapshot",
                          hint="start the database first: devenv up --only db,cache")
@@ -492,16 +477,16 @@ def restore(ctx: Context, name: str, background: bool = True) -> RestoreResult:
     when `background`), which is checked before the set-aside data is removed."""
     settings = ctx.settings()
     snapshots.check_name(name)
-    engine = _engine(ctx)
+    engine = local_engine(ctx)
     with project_lock(settings.state_dir, settings.project, "db restore",
                       settings.wait_timeout, on_wait=ctx.notify):
         target = _load_target(ctx, engine, settings, name)
-        _check_major(engine, settings, target)
+        check_major(engine, settings, target)
         existed = [s for s in _existing(engine, settings) if s in target.holds]
-        auto = _auto_name(settings) if existed else ""
+        auto = auto_name(settings) if existed else ""
         ctx.notify(f"restoring {target.name} ({snapshots.human_size(target.size)}); the "
                    "current data is kept aside for an automatic snapshot")
-        _create_volumes(engine, settings, target.holds)
+        create_volumes(engine, settings, target.holds)
         # The snapshot is unpacked beside the current data while the services stop.
         helper = engine.start_helper(
             settings.image("postgres"), HELPER_SCRIPT,
@@ -509,7 +494,7 @@ def restore(ctx: Context, name: str, background: bool = True) -> RestoreResult:
             [str(os.getuid()), str(os.getgid()), "", " ".join(target.holds),
              target.pg_major if "postgres" in target.holds else "", "stage", auto])
         try:
-            with _stopped(ctx, engine, settings) as closed:
+            with stopped(ctx, engine, settings) as closed:
                 if not _swap(engine, settings, helper, target):
                     auto = _restore_stopped(ctx, engine, settings, target, auto)
         finally:
@@ -542,7 +527,7 @@ def _swap(engine: Engine, settings: Settings, helper: HelperRun, target: Snapsho
             result = helper.wait()
             # stopped in the middle of the swap: put the data right before any start
             try:
-                _copy(engine, settings, mount=target.holds)
+                copy_volumes(engine, settings, mount=target.holds)
             except _Owed:
                 return True  # the swap was complete: only its automatic snapshot is owed
             _check(result, settings, src=target)
@@ -561,12 +546,12 @@ def _restore_stopped(ctx: Context, engine: Engine, settings: Settings, target: S
     """The restore in one helper with the services stopped; an automatic snapshot an
     earlier restore still owes is written first. Returns the automatic snapshot owed."""
     try:
-        _copy(engine, settings, src=target, copy_in=target.holds, auto=auto)
+        copy_volumes(engine, settings, src=target, copy_in=target.holds, auto=auto)
     except _Owed as owed:
         _pay(ctx, engine, settings, owed.owed)
         # the name may have been the one just written (same second): pick again
-        auto = _auto_name(settings) if auto else ""
-        _copy(engine, settings, src=target, copy_in=target.holds, auto=auto)
+        auto = auto_name(settings) if auto else ""
+        copy_volumes(engine, settings, src=target, copy_in=target.holds, auto=auto)
     return auto
 
 
@@ -588,7 +573,7 @@ def settle(ctx: Context, engine: Engine, settings: Settings) -> bool:
     if not services:
         return False
     try:
-        _copy(engine, settings, mount=services)
+        copy_volumes(engine, settings, mount=services)
     except _Owed as owed:
         _pay(ctx, engine, settings, owed.owed)
         snapshots.prune_auto(settings.snapshot_dir)
@@ -657,7 +642,7 @@ def wait_owed(ctx: Context) -> None:
             pass
 
 
-def _auto_name(settings: Settings) -> str:
+def auto_name(settings: Settings) -> str:
     name = snapshots.auto_name()
     n = 1
     while (settings.snapshot_dir / name).exists():
@@ -684,15 +669,15 @@ def reset(ctx: Context) -> tuple[RestoreResult | None, Snapshot | None, list[str
     if (settings.snapshot_dir / snapshots.SEED).is_dir():
         result = restore(ctx, snapshots.SEED)
         return result, result.before, []
-    engine = _engine(ctx)
+    engine = local_engine(ctx)
     with project_lock(settings.state_dir, settings.project, "db reset",
                       settings.wait_timeout, on_wait=ctx.notify):
         containers = project_containers(engine, settings.project)
         check_same_directory(settings, containers.values())
         running = [s for s in ("api", *DATA_SERVICES) if s in containers
                    and containers[s].running]
-        with _stopped(ctx, engine, settings, restart=False):
-            before = _take(ctx, engine, settings, _auto_name(settings), auto=True)
+        with stopped(ctx, engine, settings, restart=False):
+            before = take(ctx, engine, settings, auto_name(settings), auto=True)
         engine.remove_containers([containers[s] for s in DATA_SERVICES if s in containers])
         for service in DATA_SERVICES:
             engine.remove_volume(volume_name(settings, service))
@@ -700,236 +685,3 @@ def reset(ctx: Context) -> tuple[RestoreResult | None, Snapshot | None, list[str
     return None, before, running
 
 
-# --- export and import (pg_dump's own formats) ------------------------------------------
-def _pg_env(settings: Settings) -> dict[str, str]:
-    return {"PGPASSWORD": settings["DEVENV_POSTGRES_PASSWORD"]}
-
-
-def _psql(settings: Settings, database: str | None = None) -> list[str]:
-    return ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", settings["DEVENV_POSTGRES_USER"],
-            "-d", database or settings["DEVENV_POSTGRES_DB"]]
-
-
-def _running(engine: Engine, settings: Settings, service: str) -> Container:
-    containers = project_containers(engine, settings.project)
-    container = containers.get(service)
-    if container is None or not container.running:
-        alias = settings.catalog[service].aliases[0]
-        raise UsageError(f"{service} of project {settings.project} is not running",
-                         hint=f"start it: devenv up --only {alias}")
-    return container
-
-
-def _fail(what: str, stderr: str, settings: Settings, hint: str) -> DataError:
-    lines = [line for line in mask(stderr, known_secrets(settings)).splitlines()
-             if line.strip()]
-    errors = [line for line in lines if "ERROR" in line or "error" in line] or lines
-    return DataError(f"{what}: {errors[0].strip() if errors else 'no output'}",
-                     detail="\n".join(lines[-10:]) if len(lines) > 1 else None, hint=hint)
-
-
-def export(ctx: Context, path: Path, progress: Progress | None = None) -> TransferResult:
-    """pg_dump -Fc of the database into `path` (written whole or not at all, mode 0600)."""
-    settings = ctx.settings()
-    engine = connect(ctx.environ)
-    pg = _running(engine, settings, "postgres")
-    path = path.expanduser().resolve()
-    tmp = path.with_name(f".{path.name}.devenv-tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as exc:
-        raise DataError(f"cannot write {path}: {exc.strerror}",
-                        hint="choose a writable directory") from exc
-    try:
-        with os.fdopen(fd, "wb") as out:
-            result = engine.exec_stream(pg.id, ["pg_dump", "-Fc", "-U",
-                                         settings["DEVENV_POSTGRES_USER"], "-d",
-                                         settings["DEVENV_POSTGRES_DB"]],
-                                 env=_pg_env(settings), stdout=out, progress=progress)
-        if result.returncode:
-            raise _fail("pg_dump failed", result.stderr, settings,
-                        "nothing was written; check `devenv logs db`")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return TransferResult(path, path.stat().st_size, "custom")
-
-
-def dump_kind(path: Path) -> str:
-    """custom | tar | sql | sql.gz, from the file's first bytes; DataError otherwise."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4096)
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}",
-                        hint="check the path") from exc
-    if head.startswith(b"PGDMP"):
-        return "custom"
-    if head[257:262] == b"ustar":
-        return "tar"
-    if head.startswith(b"\x1f\x8b"):
-        return "sql.gz"
-    try:
-        text = head.decode("utf-8") if b"\0" not in head else None
-    except UnicodeDecodeError as exc:  # a character cut at 4096 bytes is still text
-        text = head[: exc.start].decode() if exc.start > len(head) - 4 else None
-    if text and text.strip():
-        return "sql"
-    what = "empty" if not head else "unknown format"
-    raise DataError(f"{path} is not a PostgreSQL dump ({what})",
-                    hint="import a pg_dump file (-Fc or -Ft), a .sql or a .sql.gz")
-
-
-def import_dump(ctx: Context, path: Path, progress: Progress | None = None) -> TransferResult:
-    """Load a dump into a new database and swap it in for the current one, after an
-    automatic snapshot. A dump that fails leaves the current database as it was."""
-    settings = ctx.settings()
-    path = path.expanduser().resolve()
-    if not path.is_file():
-        raise UsageError(f"{path} is not a file", hint="give the path of a dump")
-    kind = dump_kind(path)
-    engine = _engine(ctx)
-    _running(engine, settings, "postgres")
-    db = settings["DEVENV_POSTGRES_DB"]
-    scratch = db[: 63 - len(IMPORT_SUFFIX)] + IMPORT_SUFFIX
-    with project_lock(settings.state_dir, settings.project, "db import",
-                      settings.wait_timeout, on_wait=ctx.notify):
-        with _stopped(ctx, engine, settings):
-            before = _take(ctx, engine, settings, _auto_name(settings), auto=True)
-        pg = _running(engine, settings, "postgres")
-        _sql(engine, pg, settings, 'DROP DATABASE IF EXISTS :"scratch";\n'
-             'CREATE DATABASE :"scratch";\n', scratch=scratch)
-        try:
-            result = _load(engine, pg, settings, path, kind, scratch, progress)
-        except BaseException:
-            _sql(engine, pg, settings, 'DROP DATABASE IF EXISTS :"scratch";\n', scratch=scratch)
-            raise
-        if result.returncode:
-            _sql(engine, pg, settings, 'DROP DATABASE IF EXISTS :"scratch";\n', scratch=scratch)
-            if before is not None:
-                snapshots.discard(before.path)  # nothing changed: no need to go back
-            raise _fail(f"{path.name} did not load", result.stderr, settings,
-                        "the current data is unchanged; fix the dump and import it again")
-        # FORCE closes the clients of the old database; the rename is instant.
-        _sql(engine, pg, settings, 'DROP DATABASE :"db" WITH (FORCE);\n'
-             'ALTER DATABASE :"scratch" RENAME TO :"db";\n', scratch=scratch, db=db)
-    snapshots.prune_auto(settings.snapshot_dir)
-    return TransferResult(path, path.stat().st_size, kind, before)
-
-
-def _load(engine: Engine, pg: Container, settings: Settings, path: Path, kind: str,
-          database: str, progress: Progress | None):
-    user = settings["DEVENV_POSTGRES_USER"]
-    if kind in ("custom", "tar"):
-        argv = ["pg_restore", "--no-owner", "--exit-on-error", "-U", user, "-d", database]
-    else:
-        argv = [*_psql(settings, database), "-q", "-f", "-"]
-    with open(path, "rb") as raw:
-        source: BinaryIO = gzip.GzipFile(fileobj=raw) if kind == "sql.gz" else raw  # type: ignore[assignment]
-        try:
-            return engine.exec_stream(pg.id, argv, env=_pg_env(settings), stdin=source,
-                               progress=_on_file(raw, progress))
-        except (EOFError, OSError, gzip.BadGzipFile) as exc:
-            raise DataError(f"{path.name} cannot be read to the end: {exc}",
-                            hint="the file is truncated or damaged; the current data is "
-                            "unchanged") from exc
-
-
-def _on_file(raw: BinaryIO, progress: Progress | None) -> Progress | None:
-    """Progress in bytes of the file read (not of what it decompresses to)."""
-    if progress is None:
-        return None
-    return lambda _done: progress(raw.tell())
-
-
-def _sql(engine: Engine, pg: Container, settings: Settings, sql: str,
-         **names: str) -> None:
-    """SQL on the maintenance database with identifiers as psql variables (:"name")."""
-    argv = _psql(settings, "postgres")
-    for key, value in names.items():
-        argv += ["--set", f"{key}={value}"]
-    result = _compose(engine, settings).exec("postgres", [*argv, "-q", "-f", "-"],
-                                             interactive=False, tty=False, capture=True,
-                                             stdin=sql.encode())
-    if result.code:
-        raise _fail("PostgreSQL refused the import step", result.stderr, settings,
-                    "the current data is unchanged")
-
-
-# --- shells ----------------------------------------------------------------------------
-def shell(ctx: Context, service: str, args: Sequence[str], tty: bool) -> int:
-    """psql or redis-cli inside the running container, with the stack's credentials;
-    returns the client's exit code."""
-    settings = ctx.settings()
-    engine = connect(ctx.environ)
-    _running(engine, settings, service)
-    # psql logs in over the container's local socket, which the postgres images trust:
-    # no password on any command line.
-    argv = (["psql", "-U", settings["DEVENV_POSTGRES_USER"], "-d",
-             settings["DEVENV_POSTGRES_DB"], *args] if service == "postgres"
-            else ["redis-cli", *args])
-    return _compose(engine, settings).exec(service, argv, tty=tty).code
-
-
-# --- the steps `up` takes ------------------------------------------------------------------
-def prepare_volumes(engine: Engine, settings: Settings, services: Sequence[str],
-                    notify: Callable[[str], None]) -> bool:
-    """A fresh PostgreSQL volume starts from the `seed` snapshot when there is one (its
-    Redis data too, if Redis is fresh as well). True when it did."""
-    if "postgres" not in services or engine.remote_host:
-        return False
-    if engine.volume_exists(volume_name(settings, "postgres")):
-        return False
-    seed_dir = settings.snapshot_dir / snapshots.SEED
-    if not seed_dir.is_dir():
-        return False
-    seed = snapshots.load(settings.snapshot_dir, snapshots.SEED)
-    _check_major(engine, settings, seed)
-    fresh = [s for s in seed.holds if s in services
-             and not engine.volume_exists(volume_name(settings, s))]
-    notify(f"{', '.join(fresh)}: fresh volume{'s' * (len(fresh) > 1)}, starting from "
-           "snapshot seed")
-    _create_volumes(engine, settings, fresh)
-    _copy(engine, settings, src=seed, copy_in=fresh)
-    return True
-
-
-_SEED_ERROR = re.compile(r"psql:(?:/docker-entrypoint-initdb\.d/)?(?P<file>[^:/]+):"
-                         r"(?P<line>\d+): (?P<error>(?:ERROR|FATAL):.*)")
-_SEED_RUNNING = re.compile(r"running /docker-entrypoint-initdb\.d/(\S+)")
-
-
-def seed_failure(log: str, settings: Settings) -> tuple[str, str] | None:
-    """(message, hint) when PostgreSQL's log shows a seed file that failed, else None."""
-    match = _SEED_ERROR.search(log)
-    if match is None:
-        return None
-    name = match["file"]
-    if name == "<stdin>":  # a .sql.gz goes through a pipe: the entrypoint named it before
-        ran = _SEED_RUNNING.findall(log[: match.start()])
-        name = ran[-1] if ran else "(a compressed file)"
-    error = " ".join(match["error"].split())
-    return (f"seed file {settings['DEVENV_SEED_DIR'].rstrip('/')}/{name} failed at "
-            f"line {match['line']}: {error}",
-            "fix the file, then `devenv db reset --yes` creates the database again and runs "
-            "the seed folder")
-
-
-def migrate(engine: Engine, settings: Settings, build: bool,
-            notify: Callable[[str], None]) -> None:
-    """Run DEVENV_API_MIGRATE once in the API's image; MigrationError (the API is then not
-    started) with its output when it fails."""
-    command = settings["DEVENV_API_MIGRATE"]
-    notify(f"api: migrating ({command})")
-    result = _compose(engine, settings).run("api", ["sh", "-c", command], tty=False,
-                                            capture=True, build=build)
-    if result.code:
-        secrets = known_secrets(settings)
-        text = (result.stdout.rstrip() + "\n" + result.stderr.rstrip()).strip()
-        output = "\n".join(mask(text, secrets).splitlines()[-30:])
-        raise MigrationError(
-            f"the migration `{mask(command, secrets)}` failed (exit {result.code}); "
-            "the API was not started",
-            detail=f"its output:\n{output}" if output else "(it printed nothing)",
-            hint="fix the migration and run `devenv up` again; the database and cache keep "
-            "running")

@@ -1,5 +1,6 @@
-"""The names devenv gives the data volumes of PostgreSQL and Redis, shared by the copy
-machinery (ops), the prepared clusters and `up`'s seeding step."""
+"""The data services' names and volumes, and the psql command line with its password in the
+environment: shared by the copy machinery (ops), the dumps, the prepared clusters and
+`up`'s seeding step."""
 
 from __future__ import annotations
 
@@ -12,3 +13,12 @@ VOLUME_KEYS = {name: f"{name}-data" for name in DATA_SERVICES}
 
 def volume_name(settings: Settings, service: str) -> str:
     return f"{settings.project}_{VOLUME_KEYS[service]}"
+
+
+def pg_env(settings: Settings) -> dict[str, str]:
+    return {"PGPASSWORD": settings["DEVENV_POSTGRES_PASSWORD"]}
+
+
+def psql(settings: Settings, database: str | None = None) -> list[str]:
+    return ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-U", settings["DEVENV_POSTGRES_USER"],
+            "-d", database or settings["DEVENV_POSTGRES_DB"]]

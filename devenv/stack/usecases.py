@@ -223,11 +223,10 @@ def _fresh_volumes(ctx: Context, engine: Engine, settings: Settings, first: Sequ
     cluster (unpacked in the background while the stack is planned and the other services
     start; PostgreSQL starts after it), else from initdb. The cluster plan, and the unpacking
     (a future) or None."""
-    from ..data import clusters
-    from ..data import ops as data
+    from ..data import clusters, seeding
 
     if not set(first) - _running(before) \
-            or data.prepare_volumes(engine, settings, first, ctx.notify):
+            or seeding.prepare_volumes(engine, settings, first, ctx.notify):
         return clusters.ClusterPlan(), None
     cluster = clusters.plan(engine, settings, ctx.environ, first)
     return cluster, clusters.unpack_in_background(engine, settings, cluster, ctx.notify)
@@ -329,7 +328,7 @@ def _migrating(settings: Settings, selection: Selection) -> tuple[str, ...]:
 def _migrate_then_start(ctx: Context, engine: Engine, settings: Settings, name: str,
                         plan: PortPlan, host: str, rebuild: bool) -> None:
     """Wait for what the service needs, run its migration, then start it."""
-    from ..data import ops as data
+    from ..data import seeding
 
     needs = settings.catalog[name].needs
     targets = [Target(n, settings.catalog[n].probe, host, plan.port(n)) for n in needs]
@@ -338,7 +337,7 @@ def _migrate_then_start(ctx: Context, engine: Engine, settings: Settings, name: 
     if not wait.ok:
         rows = [make_row(settings, t.service, host, t.port, "starting") for t in targets]
         raise _not_ready(engine, settings, wait, rows)
-    data.migrate(engine, settings, rebuild, ctx.notify)
+    seeding.migrate(engine, settings, rebuild, ctx.notify)
     engine.compose(settings.project, settings.compose_file).up([name])
 
 
@@ -383,7 +382,7 @@ def _with_wait(rows: Sequence[ServiceRow], wait: WaitResult) -> tuple[ServiceRow
 
 def _not_ready(engine: Engine, settings: Settings, wait: WaitResult,
                rows: Sequence[ServiceRow]) -> NotReadyError:
-    from ..data import ops as data
+    from ..data import seeding
 
     secrets = known_secrets(settings)
     containers = project_containers(engine, settings.project)
@@ -398,7 +397,7 @@ def _not_ready(engine: Engine, settings: Settings, wait: WaitResult,
     names = ", ".join(failed)
     seeded = next((n for n in wait.exited if settings.catalog[n].seed and n in containers),
                   None)
-    seed = data.seed_failure(engine.logs(containers[seeded].id, LOG_TAIL), settings) \
+    seed = seeding.seed_failure(engine.logs(containers[seeded].id, LOG_TAIL), settings) \
         if seeded else None
     if seed is not None:
         message, hint = seed
