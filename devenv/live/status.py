@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from ..config.settings import Settings
 from ..context import Context
 from ..engine import Container, Engine
 from ..errors import UsageError
 from ..rows import ServiceRow, StatusRow
-from .devices import DeviceReport, device_report
 from .running import (  # noqa: F401 - app_env, login_*, project_containers: from here too
     LOGIN_REFUSED,
     app_env,
@@ -34,6 +34,9 @@ from .running import (  # noqa: F401 - app_env, login_*, project_containers: fro
     published_port,
     url_host,
 )
+
+if TYPE_CHECKING:
+    from .devices import DeviceReport
 
 
 def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False,
@@ -151,6 +154,7 @@ def status(ctx: Context) -> tuple[Settings, list[StatusRow]]:
 def devices(ctx: Context) -> DeviceReport:
     """The `ports --device` use case: the API's URL from a simulator, an emulator and a
     phone."""
+    from .devices import device_report  # only --device needs it: `ports` stays lighter
     settings = ctx.settings()
     engine = ctx.engine()
     name = next((n for n, spec in settings.catalog.items() if spec.device_urls), "")
