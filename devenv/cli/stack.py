@@ -122,22 +122,28 @@ def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool, as_dev
       devenv ports --env > .env.local
       devenv ports --device
     """
-    from ..live import status as live
-    from ..report import format_env, format_rows, format_rows_json
-
     if as_device:
         from .loop import print_devices
 
         print_devices(ctx, as_json)
-        return
+    elif as_plan:
+        _print_plan(ctx, as_json)
+    else:
+        _print_ports(ctx, as_json, as_env, show_secrets)
 
-    if as_plan:
-        from ..report import format_plan
-        from ..stack import usecases as stack
 
-        table = stack.port_table(make_context(ctx))
-        click.echo(json.dumps(table, indent=2) if as_json else format_plan(table))
-        return
+def _print_plan(ctx: click.Context, as_json: bool) -> None:
+    from ..report import format_plan
+    from ..stack import usecases as stack
+
+    table = stack.port_table(make_context(ctx))
+    click.echo(json.dumps(table, indent=2) if as_json else format_plan(table))
+
+
+def _print_ports(ctx: click.Context, as_json: bool, as_env: bool, show_secrets: bool) -> None:
+    """The live URLs: as dotenv lines, JSON, or tables with what to do about each problem."""
+    from ..live import status as live
+    from ..report import format_env, format_rows, format_rows_json
     from ..tunnels import usecases as tunnel_stack
 
     context = make_context(ctx)
@@ -151,23 +157,24 @@ def ports(ctx: click.Context, as_json: bool, as_env: bool, as_plan: bool, as_dev
     _forward_note(settings)
     if as_json:
         click.echo(format_rows_json(rows, tunnels))
-    elif rows or tunnels:
-        if rows:
-            click.echo(format_rows(rows))
-            _say_not_running([r.service for r in rows if not r.running])
-            service, code = live.login_refused(rows)
-            if service:
-                err(f"hint: {live.login_hint(settings, service, code)}")
-        if tunnels:
-            from ..report import format_tunnels
-
-            click.echo(("\n" if rows else "") + format_tunnels(tunnels))
-        if show_secrets and rows:
-            from ..stack.usecases import secrets_report
-
-            click.echo(secrets_report(settings, err))
-    else:
+        return
+    if not rows and not tunnels:
         err(f"nothing of project {settings.project} is running (start it: devenv up)")
+        return
+    if rows:
+        click.echo(format_rows(rows))
+        _say_not_running([r.service for r in rows if not r.running])
+        service, code = live.login_refused(rows)
+        if service:
+            err(f"hint: {live.login_hint(settings, service, code)}")
+    if tunnels:
+        from ..report import format_tunnels
+
+        click.echo(("\n" if rows else "") + format_tunnels(tunnels))
+    if show_secrets and rows:
+        from ..stack.usecases import secrets_report
+
+        click.echo(secrets_report(settings, err))
 
 
 def _say_not_running(names: list[str]) -> None:
