@@ -193,6 +193,26 @@ class FakeCompose:
     def restart(self, services: Sequence[str]) -> None:
         self.engine.calls.append(("restart", tuple(services)))
 
+    def exec(self, service: str, argv: Sequence[str], **options: Any) -> Any:
+        """`docker compose exec`: only into a running container of the service."""
+        from devenv.engine.compose import ExecResult, ServiceNotRunningError
+
+        if not any(c.service == service and c.running
+                   for c in self.engine.containers(self.project)):
+            raise ServiceNotRunningError(f"{service} is not running in project "
+                                         f"{self.project}", service=service)
+        self.engine.calls.append(("exec", (service, tuple(argv))))
+        return ExecResult(0)
+
+    def run(self, service: str, argv: Sequence[str], **options: Any) -> Any:
+        """`docker compose run --rm`: a one-off of a service the rendered file defines."""
+        from devenv.engine.compose import ExecResult
+
+        assert self.compose_file is not None
+        assert service in yaml.safe_load(self.compose_file.read_text())["services"]
+        self.engine.calls.append(("run", (service, tuple(argv))))
+        return ExecResult(0)
+
     def logs(self, services: Sequence[str], follow: bool = False,
              tail: int | None = None) -> Iterator[str]:
         return iter(())

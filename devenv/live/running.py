@@ -34,11 +34,10 @@ def known_containers(engine: Engine, settings: Settings) -> dict[str, Container]
             if name in settings.catalog}
 
 
-def in_catalog_order(names: Iterable[str], settings: Settings | None = None) -> list[str]:
-    """Catalog order; names the catalog does not know go last, sorted."""
-    from ..config.projectfile import builtin_catalog
-
-    catalog = settings.catalog if settings is not None else builtin_catalog()
+def in_catalog_order(names: Iterable[str], settings: Settings) -> list[str]:
+    """The project's catalog order (devenv.toml's services too); names it does not know go
+    last, sorted."""
+    catalog = settings.catalog
     names = list(names)
     return catalog.in_order(names) + sorted(n for n in names if n not in catalog)
 
