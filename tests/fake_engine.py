@@ -77,6 +77,8 @@ class FakeEngine:
     #: every `up` finds its first port taken (a port that keeps being taken)
     always_race: bool = False
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    #: container id -> Docker's StartedAt
+    started: dict[str, str] = field(default_factory=dict)
     listeners: dict[str, Listener] = field(default_factory=dict)
 
     # reads
@@ -90,7 +92,7 @@ class FakeEngine:
         return [c for c in self.containers_ if project is None or c.project == project]
 
     def inspect(self, container_id: str) -> dict[str, Any]:
-        return {"State": {}, "RestartCount": 0}
+        return {"State": {"StartedAt": self.started.get(container_id, "")}, "RestartCount": 0}
 
     def port_bindings(self, container: Container) -> list[int]:
         return [p.host_port for p in container.ports]
