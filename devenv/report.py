@@ -112,7 +112,7 @@ CONFIG_SCHEMA = "devenv.config/1"
 PLAN_SCHEMA = "devenv.plan/1"
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     """12s, 5m03s, 2h07m, 3d04h."""
     if seconds is None:
         return "-"
@@ -129,7 +129,7 @@ def _duration(seconds: float | None) -> str:
 def format_status(rows: Sequence[StatusRow]) -> str:
     return table(("SERVICE", "STATE", "HEALTH", "URL", "UPTIME", "RESTARTS"),
                  [(r.service, r.state if r.exit_code is None else f"{r.state} ({r.exit_code})",
-                   r.health, r.url or "-", _duration(r.uptime_seconds), str(r.restarts))
+                   r.health, r.url or "-", duration(r.uptime_seconds), str(r.restarts))
                   for r in rows])
 
 
@@ -195,7 +195,7 @@ def format_tunnels(rows: Sequence[Any]) -> str:
 
 def format_tunnel_status(rows: Sequence[Any]) -> str:
     return table(("TUNNEL", "STATE", "URL", "UPTIME", "RECONNECTS"),
-                 [(r.label, r.state, r.url or "-", _duration(r.uptime_seconds),
+                 [(r.label, r.state, r.url or "-", duration(r.uptime_seconds),
                    str(r.restarts)) for r in rows])
 
 

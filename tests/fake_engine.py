@@ -77,6 +77,8 @@ class FakeEngine:
     #: every `up` finds its first port taken (a port that keeps being taken)
     always_race: bool = False
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    #: container id -> Docker's StartedAt
+    started: dict[str, str] = field(default_factory=dict)
     listeners: dict[str, Listener] = field(default_factory=dict)
 
     # reads
@@ -90,7 +92,7 @@ class FakeEngine:
         return [c for c in self.containers_ if project is None or c.project == project]
 
     def inspect(self, container_id: str) -> dict[str, Any]:
-        return {"State": {}, "RestartCount": 0}
+        return {"State": {"StartedAt": self.started.get(container_id, "")}, "RestartCount": 0}
 
     def port_bindings(self, container: Container) -> list[int]:
         return [p.host_port for p in container.ports]
@@ -192,6 +194,26 @@ class FakeCompose:
 
     def restart(self, services: Sequence[str]) -> None:
         self.engine.calls.append(("restart", tuple(services)))
+
+    def exec(self, service: str, argv: Sequence[str], **options: Any) -> Any:
+        """`docker compose exec`: only into a running container of the service."""
+        from devenv.engine.compose import ExecResult, ServiceNotRunningError
+
+        if not any(c.service == service and c.running
+                   for c in self.engine.containers(self.project)):
+            raise ServiceNotRunningError(f"{service} is not running in project "
+                                         f"{self.project}", service=service)
+        self.engine.calls.append(("exec", (service, tuple(argv))))
+        return ExecResult(0)
+
+    def run(self, service: str, argv: Sequence[str], **options: Any) -> Any:
+        """`docker compose run --rm`: a one-off of a service the rendered file defines."""
+        from devenv.engine.compose import ExecResult
+
+        assert self.compose_file is not None
+        assert service in yaml.safe_load(self.compose_file.read_text())["services"]
+        self.engine.calls.append(("run", (service, tuple(argv))))
+        return ExecResult(0)
 
     def logs(self, services: Sequence[str], follow: bool = False,
              tail: int | None = None) -> Iterator[str]:

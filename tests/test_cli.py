@@ -312,3 +312,20 @@ def test_psql_through_a_tunnel_that_is_not_open_exits_2(run, tmp_path):
                                           "hint: open it: devenv tunnel up prod-db"]
     result = run("psql", "--tunnel", "web")
     assert result.exit_code == 2 and "tunnel web is kind http, not postgres" in result.output
+
+
+def test_ls_reads_no_settings_and_completes_like_any_command(run, tmp_path):
+    # a broken .env where it runs is no business of `ls`: only the engine is
+    (tmp_path / ".env").write_text("this is not a dotenv line\n")
+    (tmp_path / "devenv.toml").write_text("[services.x\n")
+    result = run("ls")
+    assert result.exit_code == 4, result.output
+    assert result.output.startswith("devenv: error: cannot reach the Docker engine at ")
+    result = CliRunner().invoke(cli, [], env={"_DEVENV_COMPLETE": "bash_complete",
+                                              "COMP_WORDS": "devenv l", "COMP_CWORD": "1"},
+                                prog_name="devenv")
+    assert "plain,ls" in result.output.split()
+    result = CliRunner().invoke(cli, [], env={"_DEVENV_COMPLETE": "bash_complete",
+                                              "COMP_WORDS": "devenv ls --", "COMP_CWORD": "2"},
+                                prog_name="devenv")
+    assert "plain,--json" in result.output.split()

@@ -58,3 +58,26 @@ def test_both_sides_a_port_taken_here_is_busy_unless_our_forward_holds_it():
         ours = HostPorts({}, "p", check_host=False, check_loopback=True,
                          forwarded=frozenset({port}))
         assert ours.get(port) is None
+
+
+def test_the_forwards_record_is_read_like_input(tmp_path):
+    """Its `ports` come from a file: anything but a table of port numbers forwards none."""
+    import json
+    import os
+
+    import psutil
+
+    from devenv.tunnels.forward import FORWARD_NAME, forwarded_ports
+    from devenv.tunnels.runtime import tunnel_dir
+
+    settings = _settings(tmp_path, DEVENV_PROJECT="fwd")
+    folder = tunnel_dir(settings.state_dir, "fwd")
+    folder.mkdir(parents=True)
+    me = psutil.Process(os.getpid())
+    record = {"supervisor_pid": me.pid, "supervisor_started": me.create_time(), "port": 5433,
+              "state": "up"}
+    for ports, forwarded in (({"postgres": 5433, "redis": 6379}, {5433, 6379}),
+                             ({"postgres": "5433x", "redis": True, "x": 70000}, set()),
+                             ([5433], set()), ("5433", set())):
+        (folder / f"{FORWARD_NAME}.json").write_text(json.dumps({**record, "ports": ports}))
+        assert forwarded_ports(settings) == forwarded, ports

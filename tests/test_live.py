@@ -9,8 +9,8 @@ import pytest
 from devenv.config.settings import load_settings
 from devenv.engine import Container, Published
 from devenv.live.status import (
-    _parse_time,
     app_env,
+    docker_time,
     make_row,
     published_host,
     published_port,
@@ -20,8 +20,11 @@ from devenv.probes import probe_redis
 
 
 def test_docker_times_with_nanoseconds():
-    assert _parse_time("1970-01-01T00:01:40.5Z") == 100.5
-    assert _parse_time("2026-11-26T10:00:00.123456789Z") > 1.7e9
+    assert docker_time("1970-01-01T00:01:40.5Z") == 100.5
+    assert docker_time("2026-11-26T10:00:00.123456789Z") > 1.7e9
+    for bad in ("", "yesterday", "2026-11-26T10:00:00.12ab", "0001-01-01T00:00:00Z "):
+        with pytest.raises(ValueError):
+            docker_time(bad)
 
 
 def test_url_host_for_binds_and_remote_engines(tmp_path):

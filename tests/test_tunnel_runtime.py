@@ -33,3 +33,32 @@ def test_a_record_whose_supervisor_is_gone_reads_as_dead(tmp_path):
     assert record.ssh_pid is None and record.restarts == 2
     path.write_text("{not json")
     assert read_record(path) is None
+
+
+def test_a_record_is_read_like_input(tmp_path):
+    """Every field checked: a record that is not one is None, never an error; a pid
+    without its start time is trusted with nothing (a pid alone may be anyone's now)."""
+    import psutil
+
+    path = tmp_path / "prod-db.json"
+    me = psutil.Process(os.getpid())
+    good = {"supervisor_pid": me.pid, "supervisor_started": me.create_time(),
+            "ssh_pid": None, "port": 5433, "state": "up", "restarts": 0, "since": 1.0}
+    path.write_text(json.dumps(good))
+    record = read_record(path)
+    assert record is not None and record.state == "up" and record.port == 5433
+    for bad in ([1, 2], "text", {**good, "port": "5433"}, {**good, "port": 70000},
+                {**good, "supervisor_pid": True}, {**good, "supervisor_pid": "1"},
+                {**good, "supervisor_pid": -4}):
+        path.write_text(json.dumps(bad))
+        assert read_record(path) is None, bad
+    for odd in ({"restarts": "many"}, {"since": "now"}, {"since": {}}, {"state": ["up"]},
+                {"last_error": 3}, {"ssh_pid": "x"}, {"ssh_started": "x"}):
+        path.write_text(json.dumps({**good, **odd}))
+        record = read_record(path)
+        assert record is not None and isinstance(record.restarts, int) \
+            and isinstance(record.since, float) and isinstance(record.last_error, str), odd
+    for unproven in ({"supervisor_started": None}, {"supervisor_started": "x"}):
+        path.write_text(json.dumps({**good, **unproven}))
+        record = read_record(path)
+        assert record is not None and record.state == "dead", unproven

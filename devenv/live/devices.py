@@ -103,10 +103,8 @@ def plan_lan(settings: Settings, words: Sequence[str], started: Sequence[str],
                       tuple(n for n in names if settings.catalog[n].private))
 
 
-def private_warning(request: LanRequest, settings: Settings | None = None) -> str:
-    from ..config.projectfile import builtin_catalog
-
-    catalog = settings.catalog if settings is not None else builtin_catalog()
+def private_warning(request: LanRequest, settings: Settings) -> str:
+    catalog = settings.catalog
     titles = ", ".join(catalog[n].title for n in request.private)
     return (f"{titles} on the LAN at {request.address}: anyone on this network who has the "
             "password can read and change the team's data. Publish it there?")

@@ -2,8 +2,8 @@
 they run from this checkout, which died, where a host app reaches them, their rows, and
 whether a service that checks its login accepts the configured one.
 
-`up`, `restart`, `down` (stack/usecases.py) and the read-only `ports` and `status` (live/status.py) share
-these; nothing here changes anything.
+`up`, `restart`, `down` (stack/usecases.py), the read-only `ports` and `status`
+(live/status.py) and `ls` (live/projects.py) share these; nothing here changes anything.
 """
 
 from __future__ import annotations
@@ -28,17 +28,28 @@ def project_containers(engine: Engine, project: str) -> dict[str, Container]:
     return {c.service: c for c in engine.containers(project) if c.service}
 
 
+def docker_time(text: str) -> float:
+    """Docker's RFC 3339 UTC time with nanoseconds (`StartedAt`) -> epoch seconds; a
+    ValueError when it is not one."""
+    from datetime import datetime
+
+    main, _, frac = text.rstrip("Z").partition(".")
+    if not (frac == "" or frac.isdigit()):
+        raise ValueError(f"not a Docker time: {text[:40]!r}")
+    seconds = datetime.fromisoformat(main + "+00:00").timestamp()
+    return seconds + (float("0." + frac[:6]) if frac else 0.0)
+
+
 def known_containers(engine: Engine, settings: Settings) -> dict[str, Container]:
     """The project's containers of services the catalog knows (rows need a spec)."""
     return {name: c for name, c in project_containers(engine, settings.project).items()
             if name in settings.catalog}
 
 
-def in_catalog_order(names: Iterable[str], settings: Settings | None = None) -> list[str]:
-    """Catalog order; names the catalog does not know go last, sorted."""
-    from ..config.projectfile import builtin_catalog
-
-    catalog = settings.catalog if settings is not None else builtin_catalog()
+def in_catalog_order(names: Iterable[str], settings: Settings) -> list[str]:
+    """The project's catalog order (devenv.toml's services too); names it does not know go
+    last, sorted."""
+    catalog = settings.catalog
     names = list(names)
     return catalog.in_order(names) + sorted(n for n in names if n not in catalog)
 

@@ -21,6 +21,7 @@ from .running import (  # noqa: F401 - app_env, login_*, project_containers: fro
     app_env,
     check_login,
     checks_login,
+    docker_time,
     expected_services,
     in_catalog_order,
     known_containers,
@@ -109,7 +110,7 @@ def status_rows(engine: Engine, settings: Settings) -> list[StatusRow]:
         published = published_port(settings, c, name)
         uptime = None
         if c.running and state.get("StartedAt"):
-            uptime = max(0.0, time.time() - _parse_time(str(state["StartedAt"])))
+            uptime = max(0.0, time.time() - docker_time(str(state["StartedAt"])))
         url = (settings.catalog.url(
             name, published_host(settings, host, engine.remote_host, published),
             published.host_port, settings.values) if published else "")
@@ -128,15 +129,6 @@ def status_rows(engine: Engine, settings: Settings) -> list[StatusRow]:
                                   exit_code=None))
     order = in_catalog_order((r.service for r in rows), settings)
     return sorted(rows, key=lambda r: order.index(r.service))
-
-
-def _parse_time(text: str) -> float:
-    """Docker's RFC 3339 time with nanoseconds -> epoch seconds."""
-    from datetime import datetime
-
-    main, _, frac = text.rstrip("Z").partition(".")
-    seconds = datetime.fromisoformat(main + "+00:00").timestamp()
-    return seconds + (float("0." + frac[:6]) if frac else 0.0)
 
 
 def ports(ctx: Context, show_secrets: bool = False) -> tuple[Settings, list[ServiceRow]]:

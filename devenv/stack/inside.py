@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ..config.projectfile import builtin_catalog
+from ..config.settings import Settings
 from ..context import Context
 from ..errors import UsageError
 
@@ -25,31 +25,33 @@ def _command(argv: Sequence[str], service: str, verb: str) -> list[str]:
     return list(argv)
 
 
+def _service(ctx: Context, word: str) -> tuple[Settings, str]:
+    """The project's settings and the service `word` names: a name or an alias of the
+    project's catalog (devenv.toml's services too), as everywhere else."""
+    settings = ctx.settings()
+    return settings, settings.catalog.resolve(word)
+
+
 def exec_in(ctx: Context, word: str, argv: Sequence[str], tty: bool | None = None) -> int:
     """Run argv in the service's running container; its exit code."""
-    from ..engine import connect
-
-    service = builtin_catalog().resolve(word)
+    settings, service = _service(ctx, word)
     command = _command(argv, service, "exec")
-    settings = ctx.settings()
-    compose = connect(ctx.environ).compose(settings.project)
+    compose = ctx.engine().compose(settings.project)
     return compose.exec(service, command, tty=tty).code
 
 
 def run_in(ctx: Context, word: str, argv: Sequence[str], tty: bool | None = None) -> int:
     """Run argv in a one-off container of the service (removed afterwards); its exit code."""
-    from ..engine import connect
-    service = builtin_catalog().resolve(word)
+    settings, service = _service(ctx, word)
     command = _command(argv, service, "run")
-    settings = ctx.settings()
     compose_file = settings.compose_file
     try:
         text = compose_file.read_text(encoding="utf-8")
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # none, or not one devenv wrote: not rendered
         text = ""
     if not re.search(rf"^  {re.escape(service)}:$", text, re.M):
         raise UsageError(f"{service} is not in the rendered stack of project "
                          f"{settings.project}",
                          hint=f"start it once: devenv up --only {service}")
-    compose = connect(ctx.environ).compose(settings.project, compose_file)
+    compose = ctx.engine().compose(settings.project, compose_file)
     return compose.run(service, command, tty=tty).code

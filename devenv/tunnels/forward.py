@@ -82,7 +82,10 @@ def forwarded_ports(settings: Settings) -> frozenset[int]:
     record = current(settings)
     if record is None:
         return frozenset()
-    return frozenset(int(p) for p in (record.meta.get("ports") or {}).values())
+    ports = record.meta.get("ports")
+    # read like input: only whole numbers that are ports (the record is a file on disk)
+    return frozenset(p for p in (ports.values() if isinstance(ports, dict) else ())
+                     if type(p) is int and 1 <= p <= 65535)
 
 
 def ensure(settings: Settings, docker_host: str, ports: Mapping[str, int],

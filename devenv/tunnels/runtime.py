@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -58,7 +59,9 @@ def tunnel_dir(state_dir: Path, project: str) -> Path:
 
 
 def _same_process(pid: int | None, started: float | None) -> bool:
-    if not pid:
+    """True only for the process the record names: the pid and its start time (a record
+    without the start time proves nothing about whoever has that pid now)."""
+    if not pid or started is None:
         return False
     try:
         import psutil
@@ -66,29 +69,54 @@ def _same_process(pid: int | None, started: float | None) -> bool:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        return started is None or abs(proc.create_time() - started) < 0.01
+        return abs(proc.create_time() - started) < 0.01
     except Exception:  # noqa: BLE001 - no such process, or not ours to see
         return False
 
 
+_STATES = ("connecting", "up", "reconnecting", "failed", "dead")
+
+
+def _whole(value: Any, low: int, high: int) -> int | None:
+    """A JSON whole number in [low, high] (never a bool, a float or a string)."""
+    return value if type(value) is int and low <= value <= high else None
+
+
+def _seconds(value: Any) -> float | None:
+    """A JSON number of seconds since the epoch (never a bool, NaN or infinity)."""
+    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
 def read_record(path: Path) -> TunnelRecord | None:
+    """A supervisor's record, every field checked like input: a record that is not one
+    (not JSON, a pid that is no pid, a port out of range) is None; a field that only
+    describes (restarts, since, last_error) falls back to its default."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        name = path.stem
-        supervisor = int(data["supervisor_pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, RecursionError):
         return None
-    alive = _same_process(supervisor, data.get("supervisor_started"))
-    ssh_alive = _same_process(data.get("ssh_pid"), data.get("ssh_started"))
-    state = str(data.get("state", "dead"))
+    if not isinstance(data, dict):
+        return None
+    supervisor = _whole(data.get("supervisor_pid"), 1, 2**31 - 1)
+    port = _whole(data.get("port", 0), 0, 65535)
+    if supervisor is None or port is None:
+        return None
+    ssh_pid = _whole(data.get("ssh_pid"), 1, 2**31 - 1)
+    alive = _same_process(supervisor, _seconds(data.get("supervisor_started")))
+    ssh_alive = _same_process(ssh_pid, _seconds(data.get("ssh_started")))
+    state = data.get("state")
+    state = state if state in _STATES else "dead"
     if not alive and state != "failed":
         state = "dead"
-    return TunnelRecord(name=name, path=path, port=int(data.get("port", 0)), state=state,
-                        supervisor_pid=supervisor,
-                        ssh_pid=int(data["ssh_pid"]) if ssh_alive else None,
-                        restarts=int(data.get("restarts", 0)),
-                        since=float(data.get("since", 0.0)),
-                        last_error=str(data.get("last_error", "")), meta=data)
+    last_error = data.get("last_error", "")
+    return TunnelRecord(name=path.stem, path=path, port=port, state=state,
+                        supervisor_pid=supervisor, ssh_pid=ssh_pid if ssh_alive else None,
+                        restarts=_whole(data.get("restarts", 0), 0, 2**31) or 0,
+                        since=_seconds(data.get("since", 0.0)) or 0.0,
+                        last_error=last_error if isinstance(last_error, str) else "",
+                        meta=data)
 
 
 def read_records(state_dir: Path, project: str) -> dict[str, TunnelRecord]:
@@ -286,8 +314,8 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
 def stop_tunnel(record: TunnelRecord) -> None:
     """End exactly the supervisor and ssh the record names (checked by start time), then
     forget the record."""
-    started_ssh = record.meta.get("ssh_started")
-    started_sup = record.meta.get("supervisor_started")
+    started_ssh = _seconds(record.meta.get("ssh_started"))
+    started_sup = _seconds(record.meta.get("supervisor_started"))
     _terminate(record.supervisor_pid, started_sup)
     if record.ssh_pid is not None:
         _terminate(record.ssh_pid, started_ssh)

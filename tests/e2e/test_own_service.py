@@ -94,6 +94,17 @@ def test_a_second_up_is_up_to_date_and_logs_work(stack):
     assert p.run("logs", "memo", "--tail", "5").returncode == 0
 
 
+def test_exec_and_run_take_its_name_and_alias(stack):
+    p, _port, _up = stack
+    want = 'it\'s $HOME: "quoted"'
+    for word in ("notes", "memo"):
+        inside = p.run("exec", "-T", word, "--", "printenv", "NOTES_GREETING", check=False)
+        assert (inside.returncode, inside.stdout.strip()) == (0, want), inside.stderr
+    one_off = p.run("run", "-T", "memo", "--", "printenv", "NOTES_GREETING", check=False)
+    assert (one_off.returncode, one_off.stdout.strip()) == (0, want), one_off.stderr
+    assert {c["Names"] for c in p.containers()} == {f"{p.name}-notes-1"}  # run removed it
+
+
 def test_bad_devenv_toml_exits_2_and_stops_nothing(stack):
     p, _port, _up = stack
     path = p.path / "devenv.toml"
