@@ -48,6 +48,12 @@ def follow_watch(ctx: click.Context, plan: Any, as_json: bool, logs: bool = Fals
 
     from ..stack import watch
 
+    follow = watch.follow
+    if plan.engine == "devenv":
+        from ..stack import sync
+
+        follow = sync.follow
+
     def interrupt(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -55,7 +61,7 @@ def follow_watch(ctx: click.Context, plan: Any, as_json: bool, logs: bool = Fals
     # is stopped, never left behind, and the containers keep running.
     signal.signal(signal.SIGHUP, interrupt)
     try:
-        for event in watch.follow(make_context(ctx), plan, logs=logs):
+        for event in follow(make_context(ctx), plan, logs=logs):
             click.echo(watch.format_event_json(event) if as_json
                        else watch.format_event(event))
     except KeyboardInterrupt:
