@@ -416,15 +416,14 @@ class Engine:
         """The engine is reached over the local unix socket (the calls with a body work)."""
         return isinstance(self._api._transport, _UnixSocket)
 
-    def put_archive(self, container_id: str, path: str, archive: bytes,
-                    keep_owner: bool = True) -> None:
+    def put_archive(self, container_id: str, path: str, archive: bytes) -> None:
         """Unpack a tar into a container's filesystem at `path` (PUT .../archive, what
-        `docker cp` does; the container may be running or stopped). `keep_owner`: the
-        entries' uid/gid are kept (`docker cp -a`), else root's. Local socket only.
+        `docker cp` does; the container may be running or stopped). The entries keep the
+        uid/gid the tar gives them (copyUIDGID would instead ask the engine to look the
+        container's user up, which it refuses for a `uid:gid` user). Local socket only.
         Raises ContainerGoneError (404) or ComposeError."""
         try:
-            self._send("PUT", f"/containers/{container_id}/archive",
-                       {"path": path, "copyUIDGID": "1" if keep_owner else "0"},
+            self._send("PUT", f"/containers/{container_id}/archive", {"path": path},
                        archive, "application/x-tar", timeout=120.0)
         except ComposeError as exc:
             if " 404 " in exc.message and "No such container" in exc.message:

@@ -82,9 +82,11 @@ def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
     state.owner = _owner(watched)
     debounce = int(settings.values.get(watch_key(settings, "DEBOUNCE_MS")) or 30)
     items: queue.Queue[tuple[str, Any]] = queue.Queue()
-    stop = threading.Event()
-    threading.Thread(target=_watch_folder, args=(context, debounce, items, stop),
+    stop, watching = threading.Event(), threading.Event()
+    threading.Thread(target=_watch_folder, args=(context, debounce, items, stop, watching),
                      name="watch-files", daemon=True).start()
+    # the folder is watched once the watcher first wakes: a save before would be missed
+    watching.wait(WAKE_MS / 1000 + 10)
     own_logs = ServiceLogs(watched.engine, settings.project, watched.service,
                            watched.container.id, known_secrets(settings)) if logs else None
     if own_logs is not None:
@@ -104,10 +106,7 @@ def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
             if kind == "raise":
                 raise value
             if kind == "gone":
-                raise WatchFolderGoneError(
-                    f"the watched folder {context} is gone: watch stopped; the container "
-                    "keeps what it had", hint="put the folder back (or point the build setting at "
-                    "its new place) and run `devenv watch` again")
+                raise _gone(context)
             # the batch, and any that came while it was gathered: one copy, one restart
             paths = set(value)
             with contextlib.suppress(queue.Empty):
@@ -119,10 +118,7 @@ def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
                         items.put(more)
                         break
             if not os.path.isdir(context):
-                raise WatchFolderGoneError(
-                    f"the watched folder {context} is gone: watch stopped; nothing was "
-                    "deleted in the container", hint="put the folder back (or point the build "
-                    "setting at its new place) and run `devenv watch` again")
+                raise _gone(context)
             batch = plan_batch(paths, syncs, rebuilds, context, ignore)
             if any(os.path.basename(p) == ".dockerignore" for p in paths):
                 ignore = DockerIgnore.of(context)
@@ -133,8 +129,16 @@ def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
             own_logs.stop()
 
 
+def _gone(context: str) -> WatchFolderGoneError:
+    """The folder's deletes are never applied: the container keeps every file."""
+    return WatchFolderGoneError(
+        f"the watched folder {context} is gone: watch stopped; nothing was deleted in the "
+        "container", hint="put the folder back (or point the build setting at its new "
+        "place) and run `devenv watch` again")
+
+
 def _watch_folder(context: str, debounce: int, items: queue.Queue[tuple[str, Any]],
-                  stop: threading.Event) -> None:
+                  stop: threading.Event, watching: threading.Event) -> None:
     """The watcher thread: ("batch", paths) per batch of changes, ("gone", None) when the
     folder disappears, ("raise", exc) when watching fails."""
     from watchfiles import watch
@@ -144,6 +148,7 @@ def _watch_folder(context: str, debounce: int, items: queue.Queue[tuple[str, Any
                              rust_timeout=WAKE_MS, yield_on_timeout=True,
                              raise_interrupt=False, watch_filter=None,
                              ignore_permission_denied=True):
+            watching.set()
             if not os.path.isdir(context):
                 items.put(("gone", None))
                 return
@@ -153,6 +158,8 @@ def _watch_folder(context: str, debounce: int, items: queue.Queue[tuple[str, Any
         items.put(("gone", None))
     except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
         items.put(("raise", exc))
+    finally:
+        watching.set()
 
 
 def _owner(watched: _Watched) -> tuple[int, int]:

@@ -213,7 +213,7 @@ def prepare(ctx: Context) -> WatchPlan:
 def sync_engine(settings: Settings, local: bool) -> str:
     """DEVENV_API_WATCH_ENGINE: devenv's own sync needs the local engine's socket (a tar
     upload); a remote engine is watched by Compose."""
-    wanted = settings.values.get(watch_key(settings, "ENGINE")) or "compose"
+    wanted = settings.values.get(watch_key(settings, "ENGINE")) or "devenv"
     return wanted if wanted == "compose" or local else "compose"
 
 
