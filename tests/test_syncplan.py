@@ -146,3 +146,66 @@ def test_an_event_says_which_part_of_the_time_is_whose():
         "ready after 0.31 s at http://127.0.0.1:8000")
     skipped = WatchEvent("skipped", "api", "u", detail="big.bin: 105 MB, over", at="10:00:01")
     assert format_event(skipped) == "10:00:01 api: not synced\n  big.bin: 105 MB, over"
+
+
+def test_a_container_replaced_mid_copy_gets_the_batch_once_more(tmp_path: Path):
+    """A restart or recreate during the upload: the engine answers 404 for the old id; the
+    service's container now is looked up and the same tar sent to it, said in one line."""
+    from types import SimpleNamespace
+
+    from devenv.engine import ContainerGoneError
+    from devenv.stack import sync
+
+    saved = tmp_path / "a.py"
+    saved.write_text("x")
+    sent: list[str] = []
+
+    class Engine:
+        def put_archive(self, cid: str, path: str, data: bytes) -> None:
+            sent.append(cid)
+            if cid == "old":
+                raise ContainerGoneError("Docker engine answered 404: No such container")
+
+        def inspect(self, cid: str) -> dict:
+            return {"Config": {"User": "1000:1000"}}
+
+        def read_file(self, cid: str, path: str) -> bytes:
+            return PASSWD
+
+    watched = SimpleNamespace(engine=Engine(), service="api",
+                              container=SimpleNamespace(id="old"),
+                              compose=SimpleNamespace(running_container=lambda s:
+                                                      SimpleNamespace(id="new")))
+    state = sync._Sync(watched, [_rule(tmp_path)], [], str(tmp_path), "sync")  # type: ignore[arg-type]
+    notes = sync._copy(state, _plan(tmp_path, saved))
+    assert sent == ["old", "new"] and watched.container.id == "new"
+    assert notes == ["api's container was replaced during the copy; copied into the new one"]
+    assert state.owner == (1000, 1000)
+
+
+def test_a_host_file_devenv_may_not_read_is_left_out_with_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # (the tests may run as root, who reads everything: the permission is what os says)
+    secret, fine = tmp_path / "secret.txt", tmp_path / "fine.txt"
+    secret.write_text("x")
+    fine.write_text("y")
+    monkeypatch.setattr(syncplan.os, "access", lambda path, mode: path != str(secret))
+    batch = _plan(tmp_path, secret, fine)
+    assert batch.skipped == ["secret.txt: cannot read it (permission denied); not synced"]
+    assert batch.copy == [(str(fine), "/app/fine.txt", False)]
+
+
+def test_a_bad_watch_engine_is_a_setting_error(tmp_path: Path):
+    from devenv.config.settings import load_settings
+    from devenv.errors import SettingError
+
+    with pytest.raises(SettingError, match="is not a watch engine"):
+        load_settings(tmp_path, {"DEVENV_API_WATCH_ENGINE": "rsync"}, {})
+
+
+def test_a_remote_engine_is_watched_by_compose(tmp_path: Path):
+    from devenv.config.settings import load_settings
+    from devenv.stack.watch import sync_engine
+
+    settings = load_settings(tmp_path, {}, {})
+    assert (sync_engine(settings, True), sync_engine(settings, False)) == ("devenv", "compose")
