@@ -69,6 +69,8 @@ class FakeEngine:
     containers_: list[Container] = field(default_factory=list)
     images: set[str] = field(default_factory=set)
     remote_host: str | None = None
+    #: reached over the local socket (devenv's own watch sync needs it)
+    local: bool = True
     docker_host: str = "unix:///fake.sock"
     target: EngineTarget = field(default_factory=lambda: EngineTarget(
         "unix:///fake.sock", "default", "default"))

@@ -48,6 +48,12 @@ def follow_watch(ctx: click.Context, plan: Any, as_json: bool, logs: bool = Fals
 
     from ..stack import watch
 
+    follow = watch.follow
+    if plan.engine == "devenv":
+        from ..stack import sync
+
+        follow = sync.follow
+
     def interrupt(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
@@ -55,7 +61,7 @@ def follow_watch(ctx: click.Context, plan: Any, as_json: bool, logs: bool = Fals
     # is stopped, never left behind, and the containers keep running.
     signal.signal(signal.SIGHUP, interrupt)
     try:
-        for event in watch.follow(make_context(ctx), plan, logs=logs):
+        for event in follow(make_context(ctx), plan, logs=logs):
             click.echo(watch.format_event_json(event) if as_json
                        else watch.format_event(event))
     except KeyboardInterrupt:
@@ -97,13 +103,15 @@ def print_devices(ctx: click.Context, as_json: bool) -> None:
 def watch(ctx: click.Context, as_json: bool, logs: bool) -> None:
     """Sync the API's source into its running container as you save.
 
-    Starts the API if it is not running (as `devenv up --only api`), then runs Compose's
-    watch:
+    Starts the API if it is not running (as `devenv up --only api`), then watches its
+    source (devenv's own sync; DEVENV_API_WATCH_ENGINE=compose uses Compose's watch):
     source changes are synced and the API restarted; a change to the Dockerfile or the
     dependency manifest rebuilds the image. Each sync, restart and rebuild is printed with
-    its duration and whether the API answers again. Ctrl-C stops watching; the stack keeps
-    running. Settings: DEVENV_API_WATCH_SYNC, _TARGET, _REBUILD, _ACTION; for an API that
-    reloads itself, DEVENV_API_COMMAND runs its dev server and _ACTION=sync only copies.
+    its duration, when the file was in the container after the save, and whether the API
+    answers again. Ctrl-C stops watching; the stack keeps running. Settings:
+    DEVENV_API_WATCH_SYNC, _TARGET, _REBUILD, _ACTION, _ENGINE, _DEBOUNCE_MS; for an API
+    that reloads itself, DEVENV_API_COMMAND runs its dev server and _ACTION=sync only
+    copies.
 
     \b
     Example:

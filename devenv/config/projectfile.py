@@ -48,7 +48,8 @@ from .catalog import (
 TOP_LEVEL = ("services", "tunnels")
 PROBE_KINDS = ("http", "tcp", "postgres", "redis")
 SETTING_KINDS = ("name", "network", "address", "port", "ports", "seconds", "count", "image",
-                 "path", "paths", "action", "lan", "dir", "command", "text")
+                 "path", "paths", "action", "watch-engine", "lan", "dir", "command",
+                 "text")
 FIELDS = ("image", "port", "host_port", "probe", "probe_args", "aliases", "needs", "url",
           "environment", "command", "data", "title", "description", "app_env",
           "staging_port", "prod_port", "image_help", "files", "reload_signal", "start_first",

@@ -326,6 +326,10 @@ def _check(spec: SettingSpec, value: str, source: str = "") -> None:
     elif kind == "action" and value not in ("sync", "sync+restart"):
         raise SettingError(f"{key}={value!r} is not a watch action",
                            hint="use sync+restart (default) or sync")
+    elif kind == "watch-engine" and value not in ("devenv", "compose"):
+        raise SettingError(f"{key}={value!r} is not a watch engine",
+                           hint="use devenv (devenv's own sync) or compose (Compose's "
+                           "develop.watch)")
     elif kind == "lan" and value:
         import ipaddress
 

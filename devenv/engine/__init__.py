@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .api import Engine, EventStream, HelperRun, LogDemuxer, LogStream, connect
+from .api import ContainerGoneError, Engine, EventStream, HelperRun, LogDemuxer, LogStream, connect
 from .models import (
     ONEOFF_LABEL,
     PROJECT_LABEL,
@@ -57,7 +57,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PROJECT_LABEL", "SERVICE_LABEL", "START_INTERVAL_API", "WORKDIR_LABEL",
-    "CommandResult", "Compose", "HelperRun", "Container", "Engine", "EngineInfo", "EventStream",
+    "CommandResult", "Compose", "ContainerGoneError", "HelperRun", "Container", "Engine", "EngineInfo", "EventStream",
     "LogDemuxer", "LogStream",
     "PortRaceError", "Published", "Removed", "ServiceNotRunningError",
     "RunInterruptedError",

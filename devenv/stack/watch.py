@@ -156,6 +156,11 @@ class WatchEvent:
     ready_seconds: float | None = None
     detail: str = ""
     at: str = ""
+    #: devenv's own sync: the files a batch copied or deleted
+    files: int | None = None
+    #: devenv's own sync: seconds from the save (the file's time) until it was in the
+    #: container; ready_seconds then is the API's own time to answer
+    copied_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,8 @@ class WatchPlan:
     #: the API runs already: `devenv watch` then starts nothing (and so keeps what the
     #: last `up` chose, e.g. --lan)
     running: bool = False
+    #: who syncs: "devenv" (stack/sync.py) or "compose" (develop.watch)
+    engine: str = "compose"
 
 
 def prepare(ctx: Context) -> WatchPlan:
@@ -199,7 +206,15 @@ def prepare(ctx: Context) -> WatchPlan:
     command = settings.values.get(f"DEVENV_{spec.name.upper()}_COMMAND")
     return WatchPlan(settings, rules, str(build["context"]),
                      running and rules_rendered(settings.compose_dir, rules, spec.name,
-                                                command))
+                                                command),
+                     sync_engine(settings, ctx.engine().local))
+
+
+def sync_engine(settings: Settings, local: bool) -> str:
+    """DEVENV_API_WATCH_ENGINE: devenv's own sync needs the local engine's socket (a tar
+    upload); a remote engine is watched by Compose."""
+    wanted = settings.values.get(watch_key(settings, "ENGINE")) or "devenv"
+    return wanted if wanted == "compose" or local else "compose"
 
 
 def rules_rendered(compose_dir: Path, rules: tuple[dict[str, Any], ...], service: str = "",
@@ -494,7 +509,8 @@ def describe_rules(rules: tuple[dict[str, Any], ...]) -> str:
 
 _WHAT = {"synced": "synced", "restarted": "synced and restarted",
          "rebuilt": "rebuilt and recreated", "rebuild-failed": "rebuild FAILED",
-         "delete-failed": "a deleted file is still in the container", "error": "error"}
+         "delete-failed": "a deleted file is still in the container", "error": "error",
+         "skipped": "not synced"}
 
 
 def format_event(event: WatchEvent) -> str:
@@ -504,8 +520,14 @@ def format_event(event: WatchEvent) -> str:
     if event.kind == "log":
         return f"{event.service} | {event.detail}"
     took = f" in {event.seconds:.2f} s" if event.seconds is not None else ""
-    line = f"{event.at} {event.service}: {_WHAT.get(event.kind, event.kind)}{took}"
-    if event.state == "ready":
+    files = f" {event.files} file{'s' if event.files != 1 else ''}" if event.files else ""
+    line = f"{event.at} {event.service}: {_WHAT.get(event.kind, event.kind)}{files}{took}"
+    if event.copied_seconds is not None:
+        # what is whose: devenv's part ends with the copy, the rest is the API's
+        line += f" (in the container {event.copied_seconds:.2f} s after the save)"
+    if event.kind == "skipped":
+        line = line.rstrip()
+    elif event.state == "ready":
         line += f"; ready after {event.ready_seconds:.2f} s at {event.url}"
     else:
         line += f"; {event.state}"

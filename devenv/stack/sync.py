@@ -1,0 +1,296 @@
+"""devenv's own sync engine for `devenv watch` (DEVENV_API_WATCH_ENGINE=devenv).
+
+Compose's develop.watch waits for saves to settle for a fixed half second before it copies;
+this engine watches the build folder itself (watchfiles: inotify), waits only
+DEVENV_API_WATCH_DEBOUNCE_MS of quiet, and puts each batch into the running container in
+one Engine API request (a tar, as `docker cp` does), owned by the container's user; deletes
+are one `rm` in the container; with sync+restart the container is then restarted. A change
+to a rebuild file (Dockerfile, manifests) is still Compose's: `docker compose up --build`.
+
+The events and their probe are watch.py's, so `--json`, `--logs` and the text read the
+same whichever engine runs. What a batch means is syncplan.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DevenvError
+from ..render.watch_rules import watch_key
+from .syncplan import Batch, DockerIgnore, SyncRule, archive, owner_of, plan_batch, rules_of
+from .watch import (
+    ServiceLogs,
+    Step,
+    WatchEvent,
+    WatchPlan,
+    _outcome,
+    _round,
+    _watched,
+    _Watched,
+    describe_rules,
+)
+
+if TYPE_CHECKING:
+    from ..context import Context
+    from ..engine import Engine
+
+#: the longest a burst of saves (a branch switch) is gathered into one batch
+BURST_MS = 1600
+#: how often the watcher wakes without changes, to see the folder is still there
+WAKE_MS = 500
+
+
+class WatchFolderGoneError(DevenvError):
+    """The watched build folder was deleted or moved while watching."""
+
+
+@dataclass
+class _Sync:
+    """The sync engine's state: the rules, the container's user, what is left to delete."""
+
+    watched: _Watched
+    syncs: list[SyncRule]
+    rebuilds: list[str]
+    context: str
+    action: str
+    owner: tuple[int, int] = (0, 0)
+    #: deletes that could not run yet (the container was stopped): tried with the next batch
+    deletes: list[str] = field(default_factory=list)
+
+
+def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
+           engine: Engine | None = None, logs: bool = False) -> Iterator[WatchEvent]:
+    """As watch.follow, with devenv's own sync: an event per batch of saves, the API probed
+    after each. Ends by Ctrl-C (KeyboardInterrupt: every container keeps running) or
+    WatchFolderGoneError when the build folder is deleted (nothing is deleted in the
+    container then)."""
+    from ..config.state import known_secrets
+
+    watched = _watched(ctx, plan.settings, service, engine)
+    settings = watched.settings
+    syncs, rebuilds = rules_of(plan.rules, settings.compose_dir)
+    context = os.path.normpath(os.path.join(settings.compose_dir, plan.folder))
+    state = _Sync(watched, syncs, rebuilds, context,
+                  settings[watch_key(settings, "ACTION")])
+    state.owner = _owner(watched)
+    debounce = int(settings.values.get(watch_key(settings, "DEBOUNCE_MS")) or 30)
+    items: queue.Queue[tuple[str, Any]] = queue.Queue()
+    stop, watching = threading.Event(), threading.Event()
+    threading.Thread(target=_watch_folder, args=(context, debounce, items, stop, watching),
+                     name="watch-files", daemon=True).start()
+    # the folder is watched once the watcher first wakes: a save before would be missed
+    watching.wait(WAKE_MS / 1000 + 10)
+    own_logs = ServiceLogs(watched.engine, settings.project, watched.service,
+                           watched.container.id, known_secrets(settings)) if logs else None
+    if own_logs is not None:
+        own_logs.start(lambda line: items.put(("log", line)))
+    ignore = DockerIgnore.of(context)
+    try:
+        yield WatchEvent("watching", watched.service, watched.row.url,
+                         at=time.strftime("%H:%M:%S"),
+                         detail=describe_rules(plan.rules) + f"; devenv's sync, {debounce} ms "
+                         "after the last save")
+        while True:
+            kind, value = items.get()
+            if kind == "log":
+                yield WatchEvent("log", watched.service, watched.row.url, detail=value,
+                                 at=time.strftime("%H:%M:%S"))
+                continue
+            if kind == "raise":
+                raise value
+            if kind == "gone":
+                raise _gone(context)
+            # the batch, and any that came while it was gathered: one copy, one restart
+            paths = set(value)
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    more = items.get_nowait()
+                    if more[0] == "batch":
+                        paths |= set(more[1])
+                    else:
+                        items.put(more)
+                        break
+            if not os.path.isdir(context):
+                raise _gone(context)
+            batch = plan_batch(paths, syncs, rebuilds, context, ignore)
+            if any(os.path.basename(p) == ".dockerignore" for p in paths):
+                ignore = DockerIgnore.of(context)
+            yield from _apply(state, batch)
+    finally:
+        stop.set()
+        if own_logs is not None:
+            own_logs.stop()
+
+
+def _gone(context: str) -> WatchFolderGoneError:
+    """The folder's deletes are never applied: the container keeps every file."""
+    return WatchFolderGoneError(
+        f"the watched folder {context} is gone: watch stopped; nothing was deleted in the "
+        "container", hint="put the folder back (or point the build setting at its new "
+        "place) and run `devenv watch` again")
+
+
+def _watch_folder(context: str, debounce: int, items: queue.Queue[tuple[str, Any]],
+                  stop: threading.Event, watching: threading.Event) -> None:
+    """The watcher thread: ("batch", paths) per batch of changes, ("gone", None) when the
+    folder disappears, ("raise", exc) when watching fails."""
+    from watchfiles import watch
+
+    try:
+        for changes in watch(context, debounce=BURST_MS, step=debounce, stop_event=stop,
+                             rust_timeout=WAKE_MS, yield_on_timeout=True,
+                             raise_interrupt=False, watch_filter=None,
+                             ignore_permission_denied=True):
+            watching.set()
+            if not os.path.isdir(context):
+                items.put(("gone", None))
+                return
+            if changes:
+                items.put(("batch", [path for _change, path in changes]))
+    except FileNotFoundError:
+        items.put(("gone", None))
+    except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+        items.put(("raise", exc))
+    finally:
+        watching.set()
+
+
+def _owner(watched: _Watched) -> tuple[int, int]:
+    """The uid:gid of the container's user: synced files are its own (root's when its
+    name is not in the container's /etc/passwd)."""
+    engine, cid = watched.engine, watched.container.id
+    user = str(((engine.inspect(cid).get("Config") or {}).get("User")) or "")
+    if not user or all(part.isdigit() for part in user.split(":")):
+        owner = owner_of(user, engine.read_file(cid, "/etc/passwd") if user else None, None)
+    else:
+        owner = owner_of(user, engine.read_file(cid, "/etc/passwd"),
+                         engine.read_file(cid, "/etc/group"))
+    return owner or (0, 0)
+
+
+def _apply(state: _Sync, batch: Batch) -> Iterator[WatchEvent]:
+    """Copy, delete, restart (or rebuild), then probe: the events of one batch."""
+    watched = state.watched
+    notes = list(batch.skipped)
+    if batch.rebuild:
+        yield _rebuild(state, batch.rebuild, notes)
+        return
+    deletes = state.deletes + batch.delete
+    state.deletes = []
+    if not (batch.copy or deletes):
+        if notes:
+            yield WatchEvent("skipped", watched.service, watched.row.url,
+                             detail="\n".join(notes), at=time.strftime("%H:%M:%S"))
+        return
+    began = time.monotonic()
+    copied_at: float | None = None
+    try:
+        if batch.copy:
+            notes += _copy(state, batch)
+            copied_at = time.time()
+        failed = _delete(state, deletes)
+        if state.action == "sync+restart":
+            watched.engine.restart([watched.container])
+    except DevenvError as exc:
+        yield WatchEvent("error", watched.service, watched.row.url,
+                         _round(time.monotonic() - began), detail="\n".join(
+                             [exc.message, *notes, "save again to retry"]),
+                         at=time.strftime("%H:%M:%S"))
+        return
+    kind = "restarted" if state.action == "sync+restart" else "synced"
+    if failed:
+        kind, notes = "delete-failed", [failed, *notes]
+    since_save = (copied_at - batch.saved_at if copied_at is not None
+                  and batch.saved_at is not None else None)
+    yield _probe(state, Step(kind, time.monotonic() - began, "\n".join(notes)),
+                 files=len([c for c in batch.copy if not c[2]]) + len(deletes),
+                 copied_seconds=since_save)
+
+
+def _copy(state: _Sync, batch: Batch) -> list[str]:
+    """One PUT of the batch's tar; a container replaced meanwhile (a restart or a
+    recreate mid-copy) is looked up again and the tar sent once more."""
+    from ..engine import ContainerGoneError
+
+    watched = state.watched
+    data, lost = archive(batch, *state.owner)
+    notes = [f"{x}: vanished or unreadable while copying; not synced" for x in lost]
+    try:
+        watched.engine.put_archive(watched.container.id, "/", data)
+    except ContainerGoneError:
+        watched.container = watched.compose.running_container(watched.service)
+        state.owner = _owner(watched)
+        data, _lost = archive(batch, *state.owner)
+        watched.engine.put_archive(watched.container.id, "/", data)
+        notes.append(f"{watched.service}'s container was replaced during the copy; copied "
+                     "into the new one")
+    return notes
+
+
+def _delete(state: _Sync, deletes: list[str]) -> str:
+    """`rm -rf` of the deleted paths in the container, as root (who wrote them); only
+    paths under a sync rule's target ever get here. The error line, or ""."""
+    if not deletes:
+        return ""
+    watched = state.watched
+    for path in deletes:
+        assert any(path.startswith(r.target.rstrip("/") + "/") for r in state.syncs), path
+    try:
+        result = watched.engine.exec_run(watched.container.id, ["rm", "-rf", "--", *deletes],
+                                         user="0")
+    except DevenvError as exc:
+        if "is not running" in exc.message:
+            state.deletes = deletes  # a stopped container: deleted with the next batch
+            return (f"{len(deletes)} deleted file(s) stay in the stopped container until "
+                    "the next save")
+        return f"deleting in {watched.service} failed: {exc.message}"
+    if result.returncode:
+        return (f"deleting paths in {watched.service}: exit code {result.returncode}: "
+                f"{result.stdout.strip()[:300]}")
+    return ""
+
+
+def _rebuild(state: _Sync, names: list[str], notes: list[str]) -> WatchEvent:
+    """A rebuild file changed: Compose builds the image and recreates the container (the
+    old one keeps serving when the build fails)."""
+    from ..errors import ComposeError
+
+    watched = state.watched
+    began = time.monotonic()
+    try:
+        watched.compose.up([watched.service], build=True)
+    except ComposeError as exc:
+        detail = "\n".join(x for x in (exc.message, exc.detail or "", *notes) if x)
+        return _probe(state, Step("rebuild-failed", time.monotonic() - began, detail))
+    watched.container = watched.compose.running_container(watched.service)
+    state.owner = _owner(watched)
+    return _probe(state, Step("rebuilt", time.monotonic() - began,
+                              "\n".join([f"after {', '.join(names)} changed", *notes])))
+
+
+def _probe(state: _Sync, step: Step, files: int | None = None,
+           copied_seconds: float | None = None) -> WatchEvent:
+    """The API probed on its own protocol after the step: the event."""
+    from ..live.running import dead_services
+    from ..probes import Target, wait_until_ready
+
+    watched = state.watched
+    settings, service, engine = watched.settings, watched.service, watched.engine
+    started = time.monotonic()
+    wait = wait_until_ready(
+        [Target(service, settings.catalog[service].probe, watched.row.host, watched.row.port)],
+        settings.values, min(settings.wait_timeout, 60.0),
+        check_alive=lambda: dead_services(engine, settings.project, [service]))
+    ready = wait.ready.get(service)
+    status, detail = _outcome(watched, step, wait)
+    return WatchEvent(step.kind, service, watched.row.url, _round(step.seconds), status,
+                      _round(time.monotonic() - started) if ready is not None else None,
+                      detail, time.strftime("%H:%M:%S"), files=files,
+                      copied_seconds=_round(copied_seconds))
