@@ -124,3 +124,37 @@ def test_what_was_read_is_reused_until_the_file_changes(tmp_path):
     write(tmp_path, MAILPIT.replace("port = 8025", "port = 0"))
     with pytest.raises(ProjectFileError, match="port: 0 is outside"):
         load_catalog(tmp_path)
+
+
+def own_setting(key, default):
+    return BASE + f'[[services.m.settings]]\nkey = "{key}"\ndefault = "{default}"\n'
+
+
+@pytest.mark.parametrize("text, message", [
+    (own_setting("DEVENV_BIND", "0.0.0.0"),
+     "devenv.toml: [services.m] settings: DEVENV_BIND is devenv's own setting"),
+    (own_setting("DEVENV_PROJECT", "theirs"), "[services.m] settings: DEVENV_PROJECT is"),
+    (own_setting("DEVENV_SNAPSHOT_DIR", "/tmp"), "[services.m] settings: DEVENV_SNAPSHOT_DIR"),
+    (own_setting("DEVENV_DASHBOARD_PORT", "80"), "settings: DEVENV_DASHBOARD_PORT is devenv's"),
+    (own_setting("DEVENV_DEBUG", "1"), "settings: DEVENV_DEBUG is devenv's switch"),
+    (own_setting("DEVENV_TUNNEL_PROD_PASSWORD", ""),
+     "settings: DEVENV_TUNNEL_PROD_PASSWORD is reserved for a tunnel's credentials"),
+    (BASE.replace("[services.m]", "[services.dashboard]"),
+     "devenv.toml: [services.dashboard]: a service named 'dashboard' would take "
+     "DEVENV_DASHBOARD_PORT, which is devenv's own setting"),
+    (BASE.replace("[services.m]", "[services.tunnel_prod]"),
+     "[services.tunnel_prod]: a service named 'tunnel_prod' would take DEVENV_TUNNEL_PROD_PORT"),
+])
+def test_a_service_cannot_take_one_of_devenvs_own_settings(tmp_path, text, message):
+    # the declared default silently replaced devenv's: DEVENV_BIND = "0.0.0.0" published
+    # everyone's stack on every interface
+    with pytest.raises(ProjectFileError) as info:
+        load_settings(write(tmp_path, text), {}, {})
+    assert message in info.value.message
+    assert info.value.exit_code == EXIT_USAGE
+
+
+def test_devenvs_own_settings_keep_their_defaults_beside_a_projects_settings(tmp_path):
+    settings = load_settings(write(tmp_path, own_setting("DEVENV_M_BIND", "0.0.0.0")), {}, {})
+    assert settings.bind == "127.0.0.1" and settings["DEVENV_M_BIND"] == "0.0.0.0"
+

@@ -43,6 +43,7 @@ from .catalog import (
     SettingSpec,
     placeholders,
 )
+from .core import own_key
 
 #: top-level tables devenv.toml may hold; `tunnels` belongs to `devenv tunnel`
 TOP_LEVEL = ("services", "tunnels")
@@ -174,6 +175,8 @@ def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
     keys: dict[str, str] = {}
     for name, spec in catalog.services.items():
         for setting in spec.setting_specs():
+            if name in checked:
+                _check_own_key(label, catalog, spec, setting.key)
             if setting.key in keys and name in checked:
                 raise ProjectFileError(label, f"services.{name}", "settings",
                                        f"{setting.key} is already a setting of "
@@ -213,6 +216,23 @@ def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
                                    f"a cycle: {' -> '.join(cycle)}",
                                    hint="a service cannot need itself, even through others")
     return catalog
+
+
+def _check_own_key(label: str, catalog: Catalog, spec: ServiceSpec, key: str) -> None:
+    """A service's setting must not be one of devenv's own: its default would silently
+    replace devenv's (DEVENV_BIND = "0.0.0.0" publishing everyone's stack on every
+    interface)."""
+    why = own_key(key, catalog)
+    if why is None:
+        return
+    table = f"services.{spec.name}"
+    if any(setting.key == key for setting in spec.settings):
+        raise ProjectFileError(label, table, "settings", f"{key} is {why}; a service "
+                               "cannot declare it",
+                               hint=f"name the service's setting DEVENV_{spec.env_name}_..., "
+                               f"and set devenv's own {key} in .env if you must")
+    raise ProjectFileError(label, table, "", f"a service named {spec.name!r} would take "
+                           f"{key}, which is {why}", hint="give the service another name")
 
 
 def _build_keys(build: BuildSpec | None) -> list[str]:

@@ -13,51 +13,15 @@ from pathlib import Path
 
 from ..errors import ProjectFileError, SettingError, UsageError
 from .catalog import PROJECT_FILE, Catalog, SettingSpec
+from .core import (  # noqa: F401 - core_settings and DEFAULT_PROJECT: from here too
+    DEFAULT_NETWORK,
+    DEFAULT_PROJECT,
+    core_settings,
+)
 from .projectfile import builtin_catalog, load_catalog
 
 #: the rendered project file's name, inside compose/
 COMPOSE_FILE = "docker-compose.yml"
-
-DEFAULT_PROJECT = "cirkelline"
-DEFAULT_NETWORK = "cirkelline"
-
-
-def core_settings(catalog: Catalog) -> tuple[SettingSpec, ...]:
-    """The settings of devenv itself; each service adds its own (catalog.setting_specs)."""
-    reserved = ",".join(str(app.port) for app in catalog.host_apps)
-    apps = ", ".join(f"{app.name} {app.port}" for app in catalog.host_apps)
-    return (
-        SettingSpec("DEVENV_PROJECT", DEFAULT_PROJECT, "name",
-                    "Compose project name; containers, volumes and state are per project"),
-        SettingSpec("DEVENV_NETWORK", "", "network",
-                    "Docker network; empty means 'cirkelline' for the default project, "
-                    "else the project's own network"),
-        SettingSpec("DEVENV_BIND", "127.0.0.1", "address",
-                    "host address published ports bind to; anything wider is reachable by "
-                    "others"),
-        SettingSpec("DEVENV_RESERVED_PORTS", reserved, "ports",
-                    f"host ports never given to a container ({apps})"),
-        SettingSpec("DEVENV_WAIT_TIMEOUT", "120", "seconds",
-                    "seconds `up` waits for every service to answer"),
-        SettingSpec("DEVENV_DASHBOARD_PORT", "7780", "port",
-                    "wanted host port of `devenv dashboard` (planned like the services, "
-                    "loopback only)"),
-        SettingSpec("DEVENV_LAN_ADDRESS", "", "lan",
-                    "this machine's address on the LAN, for `up --lan` and `ports --device`; "
-                    "empty finds it from the default route"),
-        SettingSpec("DEVENV_SEED_DIR", "db/seed", "dir",
-                    "folder of .sql, .sql.gz and .sh files run once, in name order, when the "
-                    "database is created"),
-        SettingSpec("DEVENV_SNAPSHOT_DIR", ".devenv/snapshots", "dir",
-                    "where `devenv db snapshot` keeps snapshots (mode 0700); relative to the "
-                    "project directory"),
-        SettingSpec("DEVENV_CLUSTER_CACHE", "", "path",
-                    "where prepared PostgreSQL clusters are kept (a fresh volume starts from "
-                    "one instead of initdb); empty: $XDG_CACHE_HOME/devenv/clusters; off: "
-                    "never"),
-        SettingSpec("DEVENV_SSH_CONFIG", "", "path",
-                    "ssh config file for tunnels (ssh -F); empty: ssh's own (~/.ssh/config)"),
-    )
 
 
 def all_settings(catalog: Catalog) -> tuple[SettingSpec, ...]:
