@@ -158,3 +158,27 @@ def test_devenvs_own_settings_keep_their_defaults_beside_a_projects_settings(tmp
     settings = load_settings(write(tmp_path, own_setting("DEVENV_M_BIND", "0.0.0.0")), {}, {})
     assert settings.bind == "127.0.0.1" and settings["DEVENV_M_BIND"] == "0.0.0.0"
 
+
+@pytest.mark.parametrize("text, message", [
+    (BASE + "app_env = 'DATABASE_URL'\n",
+     "devenv.toml: [services.m] app_env: DATABASE_URL is already written for postgres"),
+    (BASE.replace("[services.m]", "[services.database]"),  # its default, DATABASE_URL
+     "[services.database] app_env: DATABASE_URL (the default) is already written for postgres"),
+    (BASE + "app_env = 'N_URL'\n" + BASE.replace("[services.m]", "[services.n]")
+     .replace("1025", "1026"), "[services.n] app_env: N_URL (the default) is already written "
+     "for m"),
+    (BASE + "app_env = 'EXPO_PUBLIC_API_URL'\n",
+     "[services.m] app_env: EXPO_PUBLIC_API_URL is already written for api's device URLs"),
+    (BASE + "device_urls = true\n",
+     "[services.m] device_urls: EXPO_PUBLIC_API_URL is already written for api's device URLs"),
+    (BASE + "app_env = 'DEVENV_BIND'\n",
+     "[services.m] app_env: DEVENV_BIND is in devenv's own namespace"),
+])
+def test_two_writers_of_one_app_variable_are_refused(tmp_path, text, message):
+    # `ports --env` and .devenv/app.env carried one of the two: host apps reached the wrong
+    # database
+    with pytest.raises(ProjectFileError) as info:
+        load_settings(write(tmp_path, text), {}, {})
+    assert message in info.value.message
+    assert info.value.exit_code == EXIT_USAGE
+

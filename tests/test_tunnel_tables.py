@@ -65,6 +65,13 @@ def test_missing_fields_and_bad_names():
         parse_tunnels(FILE, {"prod-db": GOOD, "prod_db": GOOD})
 
 
+def test_a_tunnel_cannot_take_the_device_urls_variables():
+    # EXPO-PUBLIC-API's URL would be EXPO_PUBLIC_API_URL, which `ports --env` writes for
+    # the API's device URLs
+    with pytest.raises(UsageError, match="EXPO_PUBLIC_API_URL, which api's device URLs use"):
+        parse_tunnels(FILE, {"expo-public-api": GOOD})
+
+
 def test_ipv6_target_keeps_its_brackets():
     spec = parse_tunnels(FILE, {"v6": {"via": "b", "target": "[::1]:6379"}})["v6"]
     assert spec.target == "[::1]:6379" and spec.kind == "tcp"

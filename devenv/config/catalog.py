@@ -19,6 +19,10 @@ from ..errors import SelectionError
 
 BUILTIN_FILE = Path(__file__).parent / "services.toml"
 PROJECT_FILE = "devenv.toml"
+#: the variables `ports --env` writes beside the services' app_env for the one that
+#: declares `device_urls` (live/devices.py): the host apps' own conventions
+DEVICE_ENV = ("EXPO_PUBLIC_API_URL", "EXPO_PUBLIC_API_URL_ANDROID", "EXPO_PUBLIC_API_URL_LAN",
+              "REACT_NATIVE_PACKAGER_HOSTNAME")
 
 
 @dataclass(frozen=True)

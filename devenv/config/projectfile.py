@@ -34,6 +34,7 @@ from ..errors import ProjectFileError
 from ..files import write_atomic
 from .catalog import (
     BUILTIN_FILE,
+    DEVICE_ENV,
     PROJECT_FILE,
     BuildSpec,
     Catalog,
@@ -182,6 +183,7 @@ def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
                                        f"{setting.key} is already a setting of "
                                        f"{keys[setting.key]}")
             keys[setting.key] = name
+    _check_app_env(label, catalog, checked)
     for name in checked:
         spec = catalog.services[name]
         table = f"services.{name}"
@@ -233,6 +235,34 @@ def _check_own_key(label: str, catalog: Catalog, spec: ServiceSpec, key: str) ->
                                f"and set devenv's own {key} in .env if you must")
     raise ProjectFileError(label, table, "", f"a service named {spec.name!r} would take "
                            f"{key}, which is {why}", hint="give the service another name")
+
+
+def _check_app_env(label: str, catalog: Catalog, checked: list[str]) -> None:
+    """Each variable of `ports --env` has one writer: two services with one app_env leave
+    the host apps with one of the two URLs (DATABASE_URL pointing at the wrong database)."""
+    owners: dict[str, str] = {}
+    for name, spec in catalog.services.items():
+        table = f"services.{name}"
+        writes = [(spec.app_env, "app_env", name)]
+        if spec.device_urls:
+            writes += [(key, "device_urls", f"{name}'s device URLs") for key in DEVICE_ENV]
+        for key, fieldname, owner in writes:
+            if name in checked and key in owners:
+                default = " (the default)" if (fieldname == "app_env" and
+                                               key == f"{spec.env_name}_URL") else ""
+                raise ProjectFileError(label, table, fieldname,
+                                       f"{key}{default} is already written for "
+                                       f"{owners[key]}",
+                                       hint=f"set app_env to another variable, e.g. "
+                                       f"{spec.env_name}_DATABASE_URL"
+                                       if fieldname == "app_env" else
+                                       "one service gives the device URLs")
+            if name in checked and key.startswith("DEVENV_"):
+                raise ProjectFileError(label, table, fieldname,
+                                       f"{key} is in devenv's own namespace (DEVENV_*); "
+                                       "sourced, it would change a setting",
+                                       hint=f"e.g. {spec.env_name}_URL")
+            owners[key] = owner
 
 
 def _build_keys(build: BuildSpec | None) -> list[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..config.catalog import DEVICE_ENV
 from ..errors import UsageError
 
 PROJECT_FILE = "devenv.toml"
@@ -108,6 +109,8 @@ def parse_tunnels(path: Path, tables: Mapping[str, Any],
 
         services = builtin_catalog()
     reserved_keys = {spec.app_env: name for name, spec in services.items()}
+    reserved_keys.update({key: f"{name}'s device URLs" for name, spec in services.items()
+                          if spec.device_urls for key in DEVICE_ENV})
     specs: dict[str, TunnelSpec] = {}
     keys: dict[str, str] = {}
     for name, table in tables.items():
