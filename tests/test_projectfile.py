@@ -182,3 +182,84 @@ def test_two_writers_of_one_app_variable_are_refused(tmp_path, text, message):
     assert message in info.value.message
     assert info.value.exit_code == EXIT_USAGE
 
+
+@pytest.mark.parametrize("text, message", [
+    (BASE + "url = \"http://{host}:{port}/it's\"\n",
+     "devenv.toml: [services.m] url: \"http://{host}:{port}/it's\" holds \"'\", which a URL "
+     "cannot carry"),
+    (BASE + "url = 'http://{host}:{port}/a b'\n", "[services.m] url: 'http://{host}:{port}/a b'"
+     " holds ' '"),
+    (BASE + "url = 'http://{host}:{port}/<x>'\n", "holds '<' '>'"),
+    (BASE + "url = 'http://{host}:{port}/é'\n", "holds 'é'"),
+    (BASE + "url = 'javascript:alert(1)//{host}:{port}'\n",
+     "[services.m] url: 'javascript:alert(1)//{host}:{port}' is a script"),
+    (BASE + "url = '{DEVENV_POSTGRES_USER}:{host}'\n", "[services.m] url: "
+     "'{DEVENV_POSTGRES_USER}:{host}' must start with its scheme"),
+    (BASE + "probe = \"http:/it's\"\n",
+     "devenv.toml: [services.m] probe: \"http:/it's\": the path holds \"'\""),
+    ('[services.m]\nimage = ""\nport = 1025\n',
+     "devenv.toml: [services.m] image: is empty: the service has no image to run"),
+    ('[services.m]\nimage = "Mail:1"\nport = 1025\n',
+     "devenv.toml: [services.m] image: DEVENV_M_IMAGE='Mail:1' is not an image reference: "
+     "the repository name must be lowercase"),
+    (BASE + '[[services.m.settings]]\nkey = "DEVENV_M_SMTP_PORT"\nkind = "port"\n'
+     'default = "smtp"\n', "devenv.toml: [services.m.settings.0] default: "
+     "DEVENV_M_SMTP_PORT='smtp' is not a port number"),
+    (BASE + '[[services.m.settings]]\nkey = "DEVENV_M_TOKEN"\ngenerate = true\n'
+     'secret = false\n', "[services.m.settings.0] secret: a generated value is a secret"),
+    (BASE + "data = ['/']\n", "[services.m] data: '/' is not a directory a volume can be"),
+    (BASE + "data = ['/data/']\n", "[services.m] data: '/data/' is not a directory"),
+    (BASE + "data = ['/data', '/data']\n", "[services.m] data: '/data' is listed twice"),
+    (BASE + "files = ['docker-compose.yml.j2']\n",
+     "[services.m] files: 'docker-compose.yml.j2' is not a file devenv may render"),
+    (BASE + "files = ['.devenv-files.json']\n", "files: '.devenv-files.json' is not a file"),
+    (BASE + "files = ['m//x.j2']\n", "files: 'm//x.j2' is not a file"),
+    (BASE + "files = ['api/app.py']\n",
+     "[services.m] files: compose/api/app.py is already rendered for api"),
+    (BASE + 'login = ["DEVENV_M_USER", "DEVENV_M_PASSWORD"]\n'
+     '[[services.m.settings]]\nkey = "DEVENV_M_USER"\ndefault = "u"\n'
+     '[[services.m.settings]]\nkey = "DEVENV_M_PASSWORD"\ndefault = "p"\n',
+     "[services.m] login: DEVENV_M_PASSWORD, the password, is not a secret setting"),
+])
+def test_what_would_fail_later_is_refused_when_the_file_is_read(tmp_path, text, message):
+    # a quote in url was an internal error after containers started (and in every
+    # `ports --env`); image = "" reached Compose (exit 1)
+    with pytest.raises(ProjectFileError) as info:
+        load_settings(write(tmp_path, text), {}, {})
+    assert message in info.value.message
+    assert info.value.exit_code == EXIT_USAGE
+
+
+def test_a_bad_default_is_refused_even_where_env_overrides_it(tmp_path):
+    text = (BASE + '[[services.m.settings]]\nkey = "DEVENV_M_SMTP_PORT"\nkind = "port"\n'
+            'default = "smtp"\n')
+    with pytest.raises(ProjectFileError, match=r"\[services.m.settings.0\] default"):
+        load_settings(write(tmp_path, text), {"DEVENV_M_SMTP_PORT": "2525"}, {})
+
+
+def test_an_empty_default_is_named_only_when_nothing_sets_it(tmp_path):
+    text = BASE + '[[services.m.settings]]\nkey = "DEVENV_M_REALM"\n'
+    assert load_settings(write(tmp_path, text), {"DEVENV_M_REALM": "x"}, {})["DEVENV_M_REALM"] \
+        == "x"
+    with pytest.raises(ProjectFileError) as info:
+        load_settings(tmp_path, {}, {})
+    assert info.value.message == ("devenv.toml: [services.m.settings.0] default: "
+                                  "DEVENV_M_REALM is empty")
+    assert "set DEVENV_M_REALM in .env" in info.value.hint
+
+
+def test_an_empty_image_from_env_is_refused_unless_the_service_is_built(tmp_path):
+    from devenv.errors import SettingError
+
+    with pytest.raises(SettingError, match="DEVENV_REDIS_IMAGE is empty"):
+        load_settings(tmp_path, {"DEVENV_REDIS_IMAGE": ""}, {})
+    assert load_settings(tmp_path, {"DEVENV_API_IMAGE": ""}, {})["DEVENV_API_IMAGE"] == ""
+
+
+def test_a_generated_setting_is_secret_and_urls_may_encode_anything(tmp_path):
+    text = (BASE + "url = \"smtp://{DEVENV_M_TOKEN}@{host}:{port}/%27x%27?a=1&b=(2)\"\n"
+            '[[services.m.settings]]\nkey = "DEVENV_M_TOKEN"\ngenerate = true\n')
+    settings = load_settings(write(tmp_path, text), {}, {})
+    assert "DEVENV_M_TOKEN" in settings.catalog.secret_keys()
+    assert settings.catalog.url("m", "h", 1, {"DEVENV_M_TOKEN": "it's"}, show_secrets=True) \
+        == "smtp://it%27s@h:1/%27x%27?a=1&b=(2)"

@@ -11,6 +11,8 @@ from .catalog import Catalog, SettingSpec
 
 DEFAULT_PROJECT = "cirkelline"
 DEFAULT_NETWORK = "cirkelline"
+#: the rendered project file's name, inside compose/ (no service's `files` may take it)
+COMPOSE_FILE = "docker-compose.yml"
 
 #: read by devenv from the environment itself, outside the settings table
 ENVIRONMENT_KEYS = {"DEVENV_DEBUG": "devenv's switch for tracebacks"}

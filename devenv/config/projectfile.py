@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -43,8 +44,10 @@ from .catalog import (
     ServiceSpec,
     SettingSpec,
     placeholders,
+    url_problem,
+    url_text_problem,
 )
-from .core import own_key
+from .core import COMPOSE_FILE, own_key
 
 #: top-level tables devenv.toml may hold; `tunnels` belongs to `devenv tunnel`
 TOP_LEVEL = ("services", "tunnels")
@@ -184,6 +187,8 @@ def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
                                        f"{keys[setting.key]}")
             keys[setting.key] = name
     _check_app_env(label, catalog, checked)
+    _check_files(label, catalog, checked)
+    secret_keys = catalog.secret_keys()
     for name in checked:
         spec = catalog.services[name]
         table = f"services.{name}"
@@ -210,6 +215,11 @@ def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
                 if key not in keys:
                     raise ProjectFileError(label, table, fieldname,
                                            f"{key} is not a setting of any service")
+        if spec.login and spec.login[1] not in secret_keys:
+            raise ProjectFileError(label, table, "login",
+                                   f"{spec.login[1]}, the password, is not a secret setting",
+                                   hint="declare it with secret = true, so that devenv masks "
+                                   "it in what it shows")
     catalog = Catalog(services, catalog.host_apps, catalog.tunnels)
     for name in checked:
         cycle = _cycle(catalog, name)
@@ -263,6 +273,26 @@ def _check_app_env(label: str, catalog: Catalog, checked: list[str]) -> None:
                                        "sourced, it would change a setting",
                                        hint=f"e.g. {spec.env_name}_URL")
             owners[key] = owner
+
+
+def _check_files(label: str, catalog: Catalog, checked: list[str]) -> None:
+    """Each file of compose/ is rendered for one service: two would overwrite each other."""
+    rendered: dict[str, str] = {}
+    for name, spec in catalog.services.items():
+        for path in spec.files:
+            output = _rendered_name(path)
+            if output in rendered and name in checked:
+                raise ProjectFileError(label, f"services.{name}", "files",
+                                       f"compose/{output} is already rendered for "
+                                       f"{rendered[output]}",
+                                       hint="give the file a path of its own, e.g. under "
+                                       f"{name}/")
+            rendered[output] = name
+
+
+def _rendered_name(path: str) -> str:
+    """Where a template of `files` lands in compose/ (a .j2 suffix is dropped)."""
+    return path.removesuffix(".j2")
 
 
 def _build_keys(build: BuildSpec | None) -> list[str]:
@@ -392,19 +422,37 @@ def parse_service(label: str, name: str, raw: Any, builtin: bool = False) -> Ser
         placeholders(url)
     except ValueError as exc:
         raise f.fail("url", f"{url!r}: {exc}") from None
+    problem = None if builtin else url_problem(url)
+    if problem:
+        raise f.fail("url", f"{url!r} {problem}",
+                     hint="e.g. http://{host}:{port}/ or postgresql://{host}:{port}/app")
     build = _build(label, table, raw.get("build"), builtin) if "build" in raw else None
     image = f.text("image", "" if build else None)
+    if not image and not build:
+        raise f.fail("image", "is empty: the service has no image to run",
+                     hint="name an image, e.g. redis:7, or declare a [build]")
     if image and not builtin and not _matches(IMAGE, image):
         raise f.fail("image", f"{image!r} is not an image reference",
                      hint="e.g. redis:7 or registry.example.com/team/mail:1.2")
     data = f.strings("data")
-    for path in data:
+    for i, path in enumerate(data):
         if not path.startswith("/"):
             raise f.fail("data", f"{path!r} is not an absolute container path")
+        # Docker refuses these when it creates the container, after others started
+        if path == "/" or posixpath.normpath(path) != path or ":" in path:
+            raise f.fail("data", f"{path!r} is not a directory a volume can be mounted on",
+                         hint="a normalized absolute path other than /, e.g. /data")
+        if path in data[:i]:
+            raise f.fail("data", f"{path!r} is listed twice")
     files = f.strings("files")
     for path in files:
         if path.startswith("/") or ".." in path.split("/"):
             raise f.fail("files", f"{path!r} must be a path inside templates/")
+        # a hidden name could replace compose/'s manifest; the compose file is devenv's
+        if (posixpath.normpath(path) != path or _rendered_name(path) == COMPOSE_FILE
+                or any(part.startswith(".") for part in path.split("/"))):
+            raise f.fail("files", f"{path!r} is not a file devenv may render into compose/",
+                         hint="a normalized path inside templates/, e.g. mailpit/auth.txt.j2")
     login = f.strings("login", SETTING_KEY, "a DEVENV_* setting")
     if login and len(login) != 2:
         raise f.fail("login", "must name two settings: the user and the password")
@@ -457,6 +505,9 @@ def _probe(f: _Fields) -> ProbeSpec:
         path = path or "/"
         if not path.startswith("/") or " " in path:
             raise f.fail("probe", f"{text!r}: the path must start with / and hold no blank")
+        problem = None if f.trusted else url_text_problem(path)
+        if problem:
+            raise f.fail("probe", f"{text!r}: the path {problem}")
     elif path:
         raise f.fail("probe", f"{text!r}: only http takes a path")
     args = f.mapping("probe_args")
@@ -495,10 +546,14 @@ def _settings(label: str, table: str, raw: Any, trusted: bool = False
         kind = f.text("kind", "text")
         if kind not in SETTING_KINDS:
             raise f.fail("kind", f"{kind!r} is not a kind", hint=", ".join(SETTING_KINDS))
+        generate = f.flag("generate")
+        secret = f.flag("secret") if f.has("secret") else generate
+        if generate and not secret:
+            raise f.fail("secret", "a generated value is a secret",
+                         hint="remove secret = false: it is masked in what devenv shows")
         specs.append(SettingSpec(key=f.text("key", None, SETTING_KEY, "a DEVENV_* name"),
                                  default=f.text("default", ""), kind=kind,
-                                 help=f.text("help", ""), secret=f.flag("secret"),
-                                 generate=f.flag("generate")))
+                                 help=f.text("help", ""), secret=secret, generate=generate))
     return tuple(specs)
 
 
