@@ -7,6 +7,8 @@ its own. config/projectfile.py refuses such a file; config/settings.py merges th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .catalog import Catalog, SettingSpec
 
 DEFAULT_PROJECT = "cirkelline"
@@ -59,9 +61,14 @@ def core_settings(catalog: Catalog) -> tuple[SettingSpec, ...]:
     )
 
 
-def own_key(key: str, catalog: Catalog) -> str | None:
-    """What `key` is to devenv itself, or None when a service may have it."""
-    if any(spec.key == key for spec in core_settings(catalog)):
+def own_keys(catalog: Catalog) -> Callable[[str], str | None]:
+    """key -> what it is to devenv itself, or None when a service may have it."""
+    core = frozenset(spec.key for spec in core_settings(catalog))
+    return lambda key: _own(key, core)
+
+
+def _own(key: str, core: frozenset[str]) -> str | None:
+    if key in core:
         return "devenv's own setting"
     if key in ENVIRONMENT_KEYS:
         return ENVIRONMENT_KEYS[key]

@@ -47,7 +47,7 @@ from .catalog import (
     url_problem,
     url_text_problem,
 )
-from .core import COMPOSE_FILE, own_key
+from .core import COMPOSE_FILE, own_keys
 
 #: top-level tables devenv.toml may hold; `tunnels` belongs to `devenv tunnel`
 TOP_LEVEL = ("services", "tunnels")
@@ -177,10 +177,11 @@ def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
                                        f"{words[alias]}")
             words[alias] = name
     keys: dict[str, str] = {}
+    own = own_keys(catalog)
     for name, spec in catalog.services.items():
         for setting in spec.setting_specs():
             if name in checked:
-                _check_own_key(label, catalog, spec, setting.key)
+                _check_own_key(label, spec, setting.key, own(setting.key))
             if setting.key in keys and name in checked:
                 raise ProjectFileError(label, f"services.{name}", "settings",
                                        f"{setting.key} is already a setting of "
@@ -230,11 +231,10 @@ def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
     return catalog
 
 
-def _check_own_key(label: str, catalog: Catalog, spec: ServiceSpec, key: str) -> None:
-    """A service's setting must not be one of devenv's own: its default would silently
-    replace devenv's (DEVENV_BIND = "0.0.0.0" publishing everyone's stack on every
-    interface)."""
-    why = own_key(key, catalog)
+def _check_own_key(label: str, spec: ServiceSpec, key: str, why: str | None) -> None:
+    """A service's setting must not be one of devenv's own (`why` says what it is to
+    devenv): its default would silently replace devenv's (DEVENV_BIND = "0.0.0.0"
+    publishing everyone's stack on every interface)."""
     if why is None:
         return
     table = f"services.{spec.name}"
