@@ -164,6 +164,10 @@ def test_every_rendered_file_that_holds_a_secret_is_private_whoever_declared_it(
                      "mail/auth.yml": 0o600, "mail/peer.env": 0o600,
                      "mail/greeting.txt": 0o644}
     assert (out / "mail" / "token.txt").read_text() == "gen-token\n"
+    # a file an earlier devenv wrote 0644 is made private by the next render
+    (out / "mail" / "token.txt").chmod(0o644)
+    write_outputs(out, files)
+    assert (out / "mail" / "token.txt").stat().st_mode & 0o777 == 0o600
 
 
 def test_built_in_files_without_a_secret_stay_readable(tmp_path):
