@@ -121,6 +121,61 @@ def test_compose_file_is_private(tmp_path):
     assert next(f for f in files if f.path == "docker-compose.yml").mode == 0o600
 
 
+MAIL = """
+[services.mail]
+image = "mail:1"
+port = 1025
+url = "smtp://{DEVENV_MAIL_USER}:{DEVENV_MAIL_PASSWORD}@{host}:{port}"
+files = ["mail/token.txt.j2", "mail/auth.yml.j2", "mail/peer.env.j2", "mail/greeting.txt.j2"]
+[[services.mail.settings]]
+key = "DEVENV_MAIL_TOKEN"
+generate = true
+secret = true
+[[services.mail.settings]]
+key = "DEVENV_MAIL_USER"
+default = "mailer"
+[[services.mail.settings]]
+key = "DEVENV_MAIL_PASSWORD"
+default = "s3cret-default"
+secret = true
+"""
+
+
+def test_every_rendered_file_that_holds_a_secret_is_private_whoever_declared_it(tmp_path):
+    # a project service's own template with a generated secret was written 0644
+    (tmp_path / "devenv.toml").write_text(MAIL)
+    own = tmp_path / "templates" / "mail"
+    own.mkdir(parents=True)
+    (own / "token.txt.j2").write_text("{{ secrets.mail_token }}\n")
+    (own / "auth.yml.j2").write_text(
+        "{% for k, v in settings.items() %}{% if k.startswith('DEVENV_MAIL') %}{{ k }}={{ v }}\n"
+        "{% endif %}{% endfor %}")
+    (own / "peer.env.j2").write_text("PEER={{ internal_urls.mail }}\n")
+    (own / "greeting.txt.j2").write_text(
+        "hello {{ settings.DEVENV_MAIL_USER }}{% if 'DEVENV_MAIL_PASSWORD' in settings %}!"
+        "{% endif %}\n")
+    data = make_input(tmp_path, services=("redis", "mail"))
+    data = RenderInput(**{**data.__dict__, "secrets": {"mail_token": "gen-token"}})
+    out = tmp_path / "compose"
+    files = render_stack(data, tmp_path / "templates")
+    write_outputs(out, files)
+    modes = {f.path: (out / f.path).stat().st_mode & 0o777 for f in files}
+    assert modes == {"docker-compose.yml": 0o600, "mail/token.txt": 0o600,
+                     "mail/auth.yml": 0o600, "mail/peer.env": 0o600,
+                     "mail/greeting.txt": 0o644}
+    assert (out / "mail" / "token.txt").read_text() == "gen-token\n"
+    # a file an earlier devenv wrote 0644 is made private by the next render
+    (out / "mail" / "token.txt").chmod(0o644)
+    write_outputs(out, files)
+    assert (out / "mail" / "token.txt").stat().st_mode & 0o777 == 0o600
+
+
+def test_built_in_files_without_a_secret_stay_readable(tmp_path):
+    modes = {f.path: f.mode for f in render_stack(make_input(tmp_path))}
+    assert modes.pop("docker-compose.yml") == 0o600
+    assert set(modes.values()) == {0o644}
+
+
 def test_quote_round_trips_through_yaml():
     for value in ['a"b', "a'b", "x: y", "#c", "{a}", "[b]", "é", "\u2028", "\\n", "- x", "*a"]:
         assert yaml.safe_load(yaml_quote(value)) == value

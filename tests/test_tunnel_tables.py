@@ -45,6 +45,9 @@ def test_the_issue_example_parses():
     ({"local_port": 0}, "`local_port`"),
     ({"local_port": True}, "`local_port`"),
     ({"path": "health"}, "`path`"),
+    # the URL of `ports --env` is single-quoted: a quote was an internal error there
+    ({"kind": "http", "path": "/it's"}, "`path` = \"/it's\" holds \"'\", which a URL"),
+    ({"kind": "http", "path": "/<b>"}, "`path` = '/<b>' holds '<' '>'"),
 ])
 def test_bad_fields_name_the_file_table_and_field(change, words):
     with pytest.raises(UsageError) as caught:
@@ -63,6 +66,24 @@ def test_missing_fields_and_bad_names():
         parse_tunnels(FILE, {"database": GOOD})
     with pytest.raises(UsageError, match="also tunnel prod-db's"):
         parse_tunnels(FILE, {"prod-db": GOOD, "prod_db": GOOD})
+
+
+def test_a_tunnel_cannot_take_the_device_urls_variables():
+    # EXPO-PUBLIC-API's URL would be EXPO_PUBLIC_API_URL, which `ports --env` writes for
+    # the API's device URLs
+    with pytest.raises(UsageError, match="EXPO_PUBLIC_API_URL, which api's device URLs use"):
+        parse_tunnels(FILE, {"expo-public-api": GOOD})
+
+
+def test_a_path_remembered_by_an_older_tunnel_never_reaches_a_url():
+    from devenv.tunnels.runtime import TunnelRecord
+    from devenv.tunnels.usecases import _spec_of
+
+    record = TunnelRecord(name="web", path=Path("/p/web.json"), port=8080, state="up",
+                          supervisor_pid=1, ssh_pid=None, restarts=0, since=0.0,
+                          last_error="", meta={"target": "web:80", "kind": "http",
+                                               "path": "/it's"})
+    assert _spec_of(record).path == "/"
 
 
 def test_ipv6_target_keeps_its_brackets():

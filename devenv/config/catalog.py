@@ -19,6 +19,18 @@ from ..errors import SelectionError
 
 BUILTIN_FILE = Path(__file__).parent / "services.toml"
 PROJECT_FILE = "devenv.toml"
+#: the variables `ports --env` writes beside the services' app_env for the one that
+#: declares `device_urls` (live/devices.py): the host apps' own conventions
+DEVICE_ENV = ("EXPO_PUBLIC_API_URL", "EXPO_PUBLIC_API_URL_ANDROID", "EXPO_PUBLIC_API_URL_LAN",
+              "REACT_NATIVE_PACKAGER_HOSTNAME")
+#: what a URL may hold as it is (RFC 3986's characters) but the quote `'`, which the
+#: single-quoted lines of `ports --env` and .devenv/app.env cannot carry; anything else is
+#: percent-encoded, as a setting's value in a URL is
+URL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                      "-._~:/?#[]@!$&()*+,;=%")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+#: schemes a browser runs instead of opening: the dashboard links every service's URL
+_SCRIPT_SCHEME = re.compile(r"^(javascript|vbscript|data):", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,9 @@ class SettingSpec:
     secret: bool = False
     #: empty means: a secret generated once per project, kept in .devenv/secrets.json
     generate: bool = False
+    #: an empty value is refused (the image of a service that is not built: Compose would
+    #: fail on `image: ""` once other containers started)
+    required: bool = False
 
     @property
     def secret_name(self) -> str:
@@ -141,7 +156,8 @@ class ServiceSpec:
             SettingSpec(self.port_key, str(self.dev_port), "port",
                         f"host port for {self.title} (container port {self.container_port})"),
             SettingSpec(self.image_key, self.default_image, "image",
-                        self.image_help or f"image for {self.title}"),
+                        self.image_help or f"image for {self.title}",
+                        required=self.build is None),
             *self.settings,
         ]
 
@@ -299,6 +315,30 @@ def placeholders(template: str) -> list[str]:
     if "{" in rest or "}" in rest:
         raise ValueError("a { or } without its pair")
     return [name for _literal, name in _parts(template) if name is not None]
+
+
+def url_text_problem(text: str) -> str | None:
+    """Why `text` cannot stand in a URL as it is written (a character a URL cannot carry
+    unencoded), else None."""
+    bad = sorted({ch for ch in text if ch not in URL_CHARS})
+    if bad:
+        return (f"holds {' '.join(repr(ch) for ch in bad)}, which a URL cannot carry as "
+                "it is; percent-encode it (%27 for ', %20 for a blank)")
+    return None
+
+
+def url_problem(template: str) -> str | None:
+    """Why a declared URL form cannot be a service's address, else None: its literal text
+    (what is not a {placeholder}) holds what a URL cannot carry, or it does not start with
+    a scheme (or {host}), or its scheme runs a script where the dashboard links it."""
+    problem = url_text_problem("".join(text for text, _name in _parts(template)))
+    if problem:
+        return problem
+    if not (_SCHEME.match(template) or template.startswith("{host}")):
+        return "must start with its scheme (e.g. http://) or {host}"
+    if _SCRIPT_SCHEME.match(template):
+        return "is a script, not the address of a service"
+    return None
 
 
 def split_words(values: Iterable[str]) -> list[str]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import replace
@@ -34,6 +35,7 @@ from ..errors import ProjectFileError
 from ..files import write_atomic
 from .catalog import (
     BUILTIN_FILE,
+    DEVICE_ENV,
     PROJECT_FILE,
     BuildSpec,
     Catalog,
@@ -42,7 +44,10 @@ from .catalog import (
     ServiceSpec,
     SettingSpec,
     placeholders,
+    url_problem,
+    url_text_problem,
 )
+from .core import COMPOSE_FILE, own_keys
 
 #: top-level tables devenv.toml may hold; `tunnels` belongs to `devenv tunnel`
 TOP_LEVEL = ("services", "tunnels")
@@ -173,13 +178,19 @@ def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
                                        f"{words[alias]}")
             words[alias] = name
     keys: dict[str, str] = {}
+    own = own_keys(catalog)
     for name, spec in catalog.services.items():
         for setting in spec.setting_specs():
+            if name in checked:
+                _check_own_key(label, spec, setting.key, own(setting.key))
             if setting.key in keys and name in checked:
                 raise ProjectFileError(label, f"services.{name}", "settings",
                                        f"{setting.key} is already a setting of "
                                        f"{keys[setting.key]}")
             keys[setting.key] = name
+    _check_app_env(label, catalog, checked)
+    _check_files(label, catalog, checked)
+    secret_keys = catalog.secret_keys()
     for name in checked:
         spec = catalog.services[name]
         table = f"services.{name}"
@@ -206,6 +217,11 @@ def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
                 if key not in keys:
                     raise ProjectFileError(label, table, fieldname,
                                            f"{key} is not a setting of any service")
+        if spec.login and spec.login[1] not in secret_keys:
+            raise ProjectFileError(label, table, "login",
+                                   f"{spec.login[1]}, the password, is not a secret setting",
+                                   hint="declare it with secret = true, so that devenv masks "
+                                   "it in what it shows")
     catalog = Catalog(services, catalog.host_apps, catalog.tunnels)
     for name in checked:
         cycle = _cycle(catalog, name)
@@ -214,6 +230,70 @@ def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
                                    f"a cycle: {' -> '.join(cycle)}",
                                    hint="a service cannot need itself, even through others")
     return catalog
+
+
+def _check_own_key(label: str, spec: ServiceSpec, key: str, why: str | None) -> None:
+    """A service's setting must not be one of devenv's own (`why` says what it is to
+    devenv): its default would silently replace devenv's (DEVENV_BIND = "0.0.0.0"
+    publishing everyone's stack on every interface)."""
+    if why is None:
+        return
+    table = f"services.{spec.name}"
+    if any(setting.key == key for setting in spec.settings):
+        raise ProjectFileError(label, table, "settings", f"{key} is {why}; a service "
+                               "cannot declare it",
+                               hint=f"name the service's setting DEVENV_{spec.env_name}_..., "
+                               f"and set devenv's own {key} in .env if you must")
+    raise ProjectFileError(label, table, "", f"a service named {spec.name!r} would take "
+                           f"{key}, which is {why}", hint="give the service another name")
+
+
+def _check_app_env(label: str, catalog: Catalog, checked: list[str]) -> None:
+    """Each variable of `ports --env` has one writer: two services with one app_env leave
+    the host apps with one of the two URLs (DATABASE_URL pointing at the wrong database)."""
+    owners: dict[str, str] = {}
+    for name, spec in catalog.services.items():
+        table = f"services.{name}"
+        writes = [(spec.app_env, "app_env", name)]
+        if spec.device_urls:
+            writes += [(key, "device_urls", f"{name}'s device URLs") for key in DEVICE_ENV]
+        for key, fieldname, owner in writes:
+            if name in checked and key in owners:
+                default = " (the default)" if (fieldname == "app_env" and
+                                               key == f"{spec.env_name}_URL") else ""
+                raise ProjectFileError(label, table, fieldname,
+                                       f"{key}{default} is already written for "
+                                       f"{owners[key]}",
+                                       hint=f"set app_env to another variable, e.g. "
+                                       f"{spec.env_name}_DATABASE_URL"
+                                       if fieldname == "app_env" else
+                                       "one service gives the device URLs")
+            if name in checked and key.startswith("DEVENV_"):
+                raise ProjectFileError(label, table, fieldname,
+                                       f"{key} is in devenv's own namespace (DEVENV_*); "
+                                       "sourced, it would change a setting",
+                                       hint=f"e.g. {spec.env_name}_URL")
+            owners[key] = owner
+
+
+def _check_files(label: str, catalog: Catalog, checked: list[str]) -> None:
+    """Each file of compose/ is rendered for one service: two would overwrite each other."""
+    rendered: dict[str, str] = {}
+    for name, spec in catalog.services.items():
+        for path in spec.files:
+            output = _rendered_name(path)
+            if output in rendered and name in checked:
+                raise ProjectFileError(label, f"services.{name}", "files",
+                                       f"compose/{output} is already rendered for "
+                                       f"{rendered[output]}",
+                                       hint="give the file a path of its own, e.g. under "
+                                       f"{name}/")
+            rendered[output] = name
+
+
+def _rendered_name(path: str) -> str:
+    """Where a template of `files` lands in compose/ (a .j2 suffix is dropped)."""
+    return path.removesuffix(".j2")
 
 
 def _build_keys(build: BuildSpec | None) -> list[str]:
@@ -343,19 +423,37 @@ def parse_service(label: str, name: str, raw: Any, builtin: bool = False) -> Ser
         placeholders(url)
     except ValueError as exc:
         raise f.fail("url", f"{url!r}: {exc}") from None
+    problem = None if builtin else url_problem(url)
+    if problem:
+        raise f.fail("url", f"{url!r} {problem}",
+                     hint="e.g. http://{host}:{port}/ or postgresql://{host}:{port}/app")
     build = _build(label, table, raw.get("build"), builtin) if "build" in raw else None
     image = f.text("image", "" if build else None)
+    if not image and not build:
+        raise f.fail("image", "is empty: the service has no image to run",
+                     hint="name an image, e.g. redis:7, or declare a [build]")
     if image and not builtin and not _matches(IMAGE, image):
         raise f.fail("image", f"{image!r} is not an image reference",
                      hint="e.g. redis:7 or registry.example.com/team/mail:1.2")
     data = f.strings("data")
-    for path in data:
+    for i, path in enumerate(data):
         if not path.startswith("/"):
             raise f.fail("data", f"{path!r} is not an absolute container path")
+        # Docker refuses these when it creates the container, after others started
+        if path == "/" or posixpath.normpath(path) != path or ":" in path:
+            raise f.fail("data", f"{path!r} is not a directory a volume can be mounted on",
+                         hint="a normalized absolute path other than /, e.g. /data")
+        if path in data[:i]:
+            raise f.fail("data", f"{path!r} is listed twice")
     files = f.strings("files")
     for path in files:
         if path.startswith("/") or ".." in path.split("/"):
             raise f.fail("files", f"{path!r} must be a path inside templates/")
+        # a hidden name could replace compose/'s manifest; the compose file is devenv's
+        if (posixpath.normpath(path) != path or _rendered_name(path) == COMPOSE_FILE
+                or any(part.startswith(".") for part in path.split("/"))):
+            raise f.fail("files", f"{path!r} is not a file devenv may render into compose/",
+                         hint="a normalized path inside templates/, e.g. mailpit/auth.txt.j2")
     login = f.strings("login", SETTING_KEY, "a DEVENV_* setting")
     if login and len(login) != 2:
         raise f.fail("login", "must name two settings: the user and the password")
@@ -408,6 +506,9 @@ def _probe(f: _Fields) -> ProbeSpec:
         path = path or "/"
         if not path.startswith("/") or " " in path:
             raise f.fail("probe", f"{text!r}: the path must start with / and hold no blank")
+        problem = None if f.trusted else url_text_problem(path)
+        if problem:
+            raise f.fail("probe", f"{text!r}: the path {problem}")
     elif path:
         raise f.fail("probe", f"{text!r}: only http takes a path")
     args = f.mapping("probe_args")
@@ -446,10 +547,14 @@ def _settings(label: str, table: str, raw: Any, trusted: bool = False
         kind = f.text("kind", "text")
         if kind not in SETTING_KINDS:
             raise f.fail("kind", f"{kind!r} is not a kind", hint=", ".join(SETTING_KINDS))
+        generate = f.flag("generate")
+        secret = f.flag("secret") if f.has("secret") else generate
+        if generate and not secret:
+            raise f.fail("secret", "a generated value is a secret",
+                         hint="remove secret = false: it is masked in what devenv shows")
         specs.append(SettingSpec(key=f.text("key", None, SETTING_KEY, "a DEVENV_* name"),
                                  default=f.text("default", ""), kind=kind,
-                                 help=f.text("help", ""), secret=f.flag("secret"),
-                                 generate=f.flag("generate")))
+                                 help=f.text("help", ""), secret=secret, generate=generate))
     return tuple(specs)
 
 

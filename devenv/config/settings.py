@@ -13,51 +13,13 @@ from pathlib import Path
 
 from ..errors import ProjectFileError, SettingError, UsageError
 from .catalog import PROJECT_FILE, Catalog, SettingSpec
+from .core import (  # noqa: F401 - COMPOSE_FILE, core_settings, DEFAULT_PROJECT: from here too
+    COMPOSE_FILE,
+    DEFAULT_NETWORK,
+    DEFAULT_PROJECT,
+    core_settings,
+)
 from .projectfile import builtin_catalog, load_catalog
-
-#: the rendered project file's name, inside compose/
-COMPOSE_FILE = "docker-compose.yml"
-
-DEFAULT_PROJECT = "cirkelline"
-DEFAULT_NETWORK = "cirkelline"
-
-
-def core_settings(catalog: Catalog) -> tuple[SettingSpec, ...]:
-    """The settings of devenv itself; each service adds its own (catalog.setting_specs)."""
-    reserved = ",".join(str(app.port) for app in catalog.host_apps)
-    apps = ", ".join(f"{app.name} {app.port}" for app in catalog.host_apps)
-    return (
-        SettingSpec("DEVENV_PROJECT", DEFAULT_PROJECT, "name",
-                    "Compose project name; containers, volumes and state are per project"),
-        SettingSpec("DEVENV_NETWORK", "", "network",
-                    "Docker network; empty means 'cirkelline' for the default project, "
-                    "else the project's own network"),
-        SettingSpec("DEVENV_BIND", "127.0.0.1", "address",
-                    "host address published ports bind to; anything wider is reachable by "
-                    "others"),
-        SettingSpec("DEVENV_RESERVED_PORTS", reserved, "ports",
-                    f"host ports never given to a container ({apps})"),
-        SettingSpec("DEVENV_WAIT_TIMEOUT", "120", "seconds",
-                    "seconds `up` waits for every service to answer"),
-        SettingSpec("DEVENV_DASHBOARD_PORT", "7780", "port",
-                    "wanted host port of `devenv dashboard` (planned like the services, "
-                    "loopback only)"),
-        SettingSpec("DEVENV_LAN_ADDRESS", "", "lan",
-                    "this machine's address on the LAN, for `up --lan` and `ports --device`; "
-                    "empty finds it from the default route"),
-        SettingSpec("DEVENV_SEED_DIR", "db/seed", "dir",
-                    "folder of .sql, .sql.gz and .sh files run once, in name order, when the "
-                    "database is created"),
-        SettingSpec("DEVENV_SNAPSHOT_DIR", ".devenv/snapshots", "dir",
-                    "where `devenv db snapshot` keeps snapshots (mode 0700); relative to the "
-                    "project directory"),
-        SettingSpec("DEVENV_CLUSTER_CACHE", "", "path",
-                    "where prepared PostgreSQL clusters are kept (a fresh volume starts from "
-                    "one instead of initdb); empty: $XDG_CACHE_HOME/devenv/clusters; off: "
-                    "never"),
-        SettingSpec("DEVENV_SSH_CONFIG", "", "path",
-                    "ssh config file for tunnels (ssh -F); empty: ssh's own (~/.ssh/config)"),
-    )
 
 
 def all_settings(catalog: Catalog) -> tuple[SettingSpec, ...]:
@@ -291,6 +253,10 @@ def _check(spec: SettingSpec, value: str, source: str = "") -> None:
     if _CONTROL.search(value):
         raise SettingError(f"{key} contains a control character (newline, tab or similar)",
                            hint="use a single-line value")
+    if spec.required and not value.strip():
+        raise SettingError(f"{key} is empty{_from(source)}",
+                           hint=f"leave it unset for the default {spec.default!r}"
+                           if spec.default else "give it a value")
     if kind == "port":
         parse_port(value, key)
     elif kind == "ports":
@@ -426,11 +392,12 @@ def _load(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str
             problems.append(SettingProblem("", exc))
     try:
         catalog = load_catalog(project_dir)
+        declared = _declared_defaults(catalog)
     except ProjectFileError as exc:
         if problems is None:
             raise
         problems.append(SettingProblem(PROJECT_FILE, exc))
-        catalog = builtin_catalog()
+        catalog, declared = builtin_catalog(), {}
     specs = all_settings(catalog)
     values: dict[str, str] = {}
     sources: dict[str, str] = {}
@@ -446,8 +413,15 @@ def _load(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str
         if value != value.strip() and spec.kind not in ("text", *_NUMBERS):
             value = values[spec.key] = value.strip()
         try:
-            _check(spec, value, sources[spec.key])
-        except SettingError as exc:
+            try:
+                _check(spec, value, sources[spec.key])
+            except SettingError as exc:
+                if sources[spec.key] == "default" and spec.key in declared:
+                    raise _in_project_file(declared[spec.key], exc,
+                                           f"give it a default in {PROJECT_FILE}, or set "
+                                           f"{spec.key} in .env") from None
+                raise
+        except UsageError as exc:
             if problems is None:
                 raise
             problems.append(SettingProblem(spec.key, exc))
@@ -465,6 +439,35 @@ def _load(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str
             raise
         problems.append(SettingProblem("DEVENV_*_PORT", exc))
     return settings
+
+
+def _declared_defaults(catalog: Catalog) -> dict[str, tuple[str, str]]:
+    """Setting -> (table, field) of devenv.toml that gives its default. A default that is
+    not empty is checked like any value now, whether or not .env overrides it here: a
+    teammate without the override would meet it later."""
+    declared: dict[str, tuple[str, str]] = {}
+    for name, service in catalog.items():
+        if service.origin != PROJECT_FILE:
+            continue
+        table = f"services.{name}"
+        declared[service.port_key] = (table, "host_port")
+        declared[service.image_key] = (table, "image")
+        declared.update({setting.key: (f"{table}.settings.{i}", "default")
+                         for i, setting in enumerate(service.settings)})
+    for spec in catalog.setting_specs():
+        if spec.key in declared and spec.default:
+            try:
+                _check(spec, spec.default)
+            except SettingError as exc:
+                raise _in_project_file(declared[spec.key], exc) from None
+    return declared
+
+
+def _in_project_file(where: tuple[str, str], exc: SettingError,
+                     hint: str | None = None) -> ProjectFileError:
+    table, fieldname = where
+    return ProjectFileError(PROJECT_FILE, table, fieldname, exc.message,
+                            hint=exc.hint if hint is None else hint)
 
 
 def _check_distinct_ports(settings: Settings, skip: set[str] | frozenset[str] = frozenset()

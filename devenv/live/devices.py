@@ -17,6 +17,7 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+from ..config.catalog import DEVICE_ENV
 from ..config.settings import Settings
 from ..errors import DevenvError, UsageError
 
@@ -163,12 +164,13 @@ def device_report(settings: Settings, api_port: int, published_on: Sequence[str]
 def device_env(report: DeviceReport) -> dict[str, str]:
     """The host apps' own conventions: Expo reads EXPO_PUBLIC_* into the app bundle; Metro
     tells a phone where to load the bundle from with REACT_NATIVE_PACKAGER_HOSTNAME."""
+    # the names are declared with the catalog, so that no service or tunnel takes one
+    simulator, emulator, phone, packager = DEVICE_ENV
     by = {u.target: u.url for u in report.urls}
-    env = {"EXPO_PUBLIC_API_URL": by["ios-simulator"],
-           "EXPO_PUBLIC_API_URL_ANDROID": by["android-emulator"]}
+    env = {simulator: by["ios-simulator"], emulator: by["android-emulator"]}
     if report.lan_address:
-        env["EXPO_PUBLIC_API_URL_LAN"] = by["phone"]
-        env["REACT_NATIVE_PACKAGER_HOSTNAME"] = report.lan_address
+        env[phone] = by["phone"]
+        env[packager] = report.lan_address
     return env
 
 

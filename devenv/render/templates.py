@@ -19,14 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config.catalog import Catalog
+from ..config.catalog import Catalog, placeholders
 from ..config.settings import COMPOSE_FILE
 from ..errors import DevenvError, StateError, TemplateError
 from ..files import write_atomic
 
 SKELETON = "docker-compose.yml.j2"
 MANIFEST = ".devenv-files.json"
-#: files holding secrets are written 0600
+#: files always written 0600 (the compose file holds every service's environment); any
+#: other rendered file is 0600 when its template read a secret or its text holds one
 SECRET_FILES = frozenset({COMPOSE_FILE})
 
 HEALTH = {"interval": "5s", "timeout": "3s", "retries": 5, "start_period": "60s",
@@ -136,23 +137,51 @@ def _service_context(name: str, data: RenderInput) -> ServiceContext:
     )
 
 
-def _context(data: RenderInput) -> dict[str, Any]:
+class _Watched(Mapping[str, Any]):
+    """A mapping of the render context that notes when a template reads a secret from it,
+    however it reads it (`secrets.x`, `settings["X"]`, `.items()`, `.get`)."""
+
+    def __init__(self, data: Mapping[str, Any], secret: Callable[[str], bool],
+                 reads: set[str]):
+        self._data, self._secret, self._reads = data, secret, reads
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._data[key]
+        if self._secret(key):
+            self._reads.add(key)
+        return value
+
+    def __iter__(self) -> Any:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __contains__(self, key: object) -> bool:  # asking is not reading
+        return key in self._data
+
+
+def _context(data: RenderInput, reads: set[str]) -> dict[str, Any]:
     services = [_service_context(name, data) for name in data.services]
     by_name = {svc.name: svc for svc in services}
     internal = {name: data.catalog.url(name, name, data.catalog[name].container_port,
                                        data.values, show_secrets=True)
                 for name in data.services}
+    secret_keys = data.catalog.secret_keys()
+    # a service's internal URL holds a secret when its URL form names a secret setting
+    secret_urls = {name for name in data.services
+                   if secret_keys & set(placeholders(data.catalog[name].url))}
     return {
         "project": data.project,
         "network": {"name": data.network, "external": data.network_external},
         "bind": data.bind,
         "services": services,
         "s": by_name,
-        "settings": dict(data.values),
-        "secrets": dict(data.secrets),
+        "settings": _Watched(dict(data.values), secret_keys.__contains__, reads),
+        "secrets": _Watched(dict(data.secrets), lambda _key: True, reads),
         "engine": {"start_interval": data.start_interval},
         "health": HEALTH,
-        "internal_urls": internal,
+        "internal_urls": _Watched(internal, secret_urls.__contains__, reads),
         "seed_dir": data.seed_dir,
         "volumes": [v["name"] for svc in services for v in svc.volumes],
     }
@@ -219,7 +248,8 @@ def render_stack(data: RenderInput, project_templates: Path | None = None,
     import jinja2
 
     env = _environment(project_templates, cache_dir)
-    context = _context(data)
+    reads: set[str] = set()
+    context = _context(data, reads)
     outputs: list[RenderedFile] = []
     # The services' files first, in catalog order, the compose file last: each template
     # sees in `rendered` the files (and their directories) rendered before it, so a mount
@@ -232,13 +262,16 @@ def render_stack(data: RenderInput, project_templates: Path | None = None,
         for name in names:
             current = name
             target = name[: -len(".j2")] if name.endswith(".j2") else name
+            reads.clear()
             if name.endswith(".j2"):
                 text = env.get_template(name).render(context)
             else:
                 text = template_origin(name, project_templates).read_text(encoding="utf-8")
             if not text.strip():
                 continue  # a template that renders to nothing writes no file
-            mode = 0o600 if target in SECRET_FILES else 0o644
+            # private when it read a secret, whoever declared the template (a project's
+            # own service as much as a built-in one)
+            mode = 0o600 if target in SECRET_FILES or reads else 0o644
             outputs.append(RenderedFile(target, text, mode))
             rendered.update(_with_parents(target))
     except jinja2.TemplateSyntaxError as exc:

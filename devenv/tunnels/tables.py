@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..config.catalog import DEVICE_ENV, url_text_problem
 from ..errors import UsageError
 
 PROJECT_FILE = "devenv.toml"
@@ -108,6 +109,8 @@ def parse_tunnels(path: Path, tables: Mapping[str, Any],
 
         services = builtin_catalog()
     reserved_keys = {spec.app_env: name for name, spec in services.items()}
+    reserved_keys.update({key: f"{name}'s device URLs" for name, spec in services.items()
+                          if spec.device_urls for key in DEVICE_ENV})
     specs: dict[str, TunnelSpec] = {}
     keys: dict[str, str] = {}
     for name, table in tables.items():
@@ -170,6 +173,10 @@ def _parse_one(where: str, name: str, table: Mapping[str, Any]) -> TunnelSpec:
     path = table.get("path", "/")
     if not isinstance(path, str) or not path.startswith("/") or re.search(r"\s", path):
         raise bad("path")
+    problem = url_text_problem(path)
+    if problem:  # the URL `ports --env` writes in single quotes
+        raise UsageError(f"{where}: `path` = {path!r} {problem}",
+                         hint=f"path is {FIELDS['path']}")
     return TunnelSpec(name=name, via=via, target_host=host, target_port=port, kind=kind,
                       production=production, ssh_options=tuple(options),
                       local_port=local_port, path=path)

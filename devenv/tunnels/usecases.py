@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..config.catalog import url_text_problem
 from ..config.settings import Settings, read_env_file
 from ..config.state import Memory
 from ..context import Context
@@ -93,11 +94,14 @@ def _spec_of(record: TunnelRecord) -> TunnelSpec:
     """A tunnel no longer declared, as its record remembers it."""
     meta = record.meta
     host, _, port = str(meta.get("target", "?:0")).rpartition(":")
+    path = str(meta.get("path", "/"))
+    if not path.startswith("/") or url_text_problem(path):
+        path = "/"  # read from disk: a path devenv.toml may no longer hold never reaches a URL
     return TunnelSpec(name=record.name, via=str(meta.get("via", "?")), target_host=host,
                       target_port=int(port or 0), kind=str(meta.get("kind", "tcp")),
                       production=bool(meta.get("production", False)),
                       local_port=int(meta.get("configured") or 0) or None,
-                      path=str(meta.get("path", "/")))
+                      path=path)
 
 
 def _declared(settings: Settings) -> dict[str, TunnelSpec]:

@@ -105,18 +105,32 @@ def test_exec_and_run_take_its_name_and_alias(stack):
     assert {c["Names"] for c in p.containers()} == {f"{p.name}-notes-1"}  # run removed it
 
 
-def test_bad_devenv_toml_exits_2_and_stops_nothing(stack):
+@pytest.mark.parametrize(("old", "new", "error"), [
+    ('probe = "http:/"', 'probe = "smtp"', "[services.notes] probe: 'smtp' is not a probe"),
+    # a quote in url was an internal error, after containers started and in `ports --env`
+    ('url = "http://{host}:{port}/"', 'url = "http://{host}:{port}/it\'s"',
+     "[services.notes] url: \"http://{host}:{port}/it's\" holds"),
+    # the declared default replaced devenv's: every port published on all interfaces
+    ("[services.notes.environment]",
+     '[[services.notes.settings]]\nkey = "DEVENV_BIND"\ndefault = "0.0.0.0"\n'
+     "[services.notes.environment]", "[services.notes] settings: DEVENV_BIND is devenv's own"),
+    # reached Compose, exit 1
+    ('image = "', 'image = ""\nimage_help = "', "[services.notes] image: is empty"),
+], ids=["probe", "url-quote", "own-setting", "empty-image"])
+def test_bad_devenv_toml_exits_2_and_stops_nothing(stack, old, new, error):
     p, _port, _up = stack
     path = p.path / "devenv.toml"
     good = path.read_text()
+    before = {c["ID"] for c in p.containers()}
     try:
-        path.write_text(good.replace('probe = "http:/"', 'probe = "smtp"'))
-        for command in (("up",), ("down",), ("ports",)):
+        assert old in good
+        path.write_text(good.replace(old, new, 1))
+        for command in (("up",), ("down",), ("ports", "--env")):
             result = p.run(*command, check=False)
             assert result.returncode == 2, result.stderr
-            assert result.stderr.startswith(
-                "devenv: error: devenv.toml: [services.notes] probe: 'smtp' is not a probe")
+            assert result.stderr.startswith(f"devenv: error: devenv.toml: {error}")
             assert "Traceback" not in result.stderr
     finally:
         path.write_text(good)
     assert p.ports()["notes"]["state"] == "ready"  # still running
+    assert {c["ID"] for c in p.containers()} == before  # not recreated
