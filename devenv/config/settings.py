@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..certs.ca import ca_dir
 from ..errors import ProjectFileError, SettingError, UsageError
 from .catalog import PROJECT_FILE, Catalog, SettingSpec
 from .projectfile import builtin_catalog, load_catalog
@@ -57,6 +58,10 @@ def core_settings(catalog: Catalog) -> tuple[SettingSpec, ...]:
                     "never"),
         SettingSpec("DEVENV_SSH_CONFIG", "", "path",
                     "ssh config file for tunnels (ssh -F); empty: ssh's own (~/.ssh/config)"),
+        SettingSpec("DEVENV_HTTPS", "false", "bool",
+                    "true: a proxy serves every HTTP service at "
+                    "https://NAME.PROJECT.localhost[:PORT] with devenv's local CA "
+                    "(docs/https.md)"),
     )
 
 
@@ -108,6 +113,11 @@ class Settings:
     catalog: Catalog = field(default_factory=builtin_catalog)
     #: every setting of this project (devenv's own, then each service's)
     specs: tuple[SettingSpec, ...] = field(default_factory=tuple)
+    #: services of the catalog turned off by a setting (the proxy while HTTPS is off):
+    #: not in `catalog`; a container of one is removed by `up`
+    disabled: tuple[str, ...] = ()
+    #: devenv's local CA (per user: $XDG_DATA_HOME/devenv/ca), for the HTTPS proxy
+    ca_dir: Path | None = None
 
     def __getitem__(self, key: str) -> str:
         return self.values[key]
@@ -124,6 +134,10 @@ class Settings:
         # Two projects on one network resolve each other's service names: only the
         # default project gets the shared name from the spec.
         return DEFAULT_NETWORK if self.project == DEFAULT_PROJECT else self.project
+
+    @property
+    def https(self) -> bool:
+        return parse_bool(self.values.get("DEVENV_HTTPS", "false"))
 
     @property
     def bind(self) -> str:
@@ -214,6 +228,19 @@ def parse_port(text: str, key: str) -> int:
     return port
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def parse_bool(text: str, key: str = "DEVENV_HTTPS") -> bool:
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise SettingError(f"{key}={text!r} is neither true nor false",
+                       hint=f"use {key}=true or {key}=false")
+
+
 def split_paths(text: str) -> list[str]:
     """'src, lib ,' -> ['src', 'lib']"""
     return [w.strip() for w in text.split(",") if w.strip()]
@@ -291,7 +318,9 @@ def _check(spec: SettingSpec, value: str, source: str = "") -> None:
     if _CONTROL.search(value):
         raise SettingError(f"{key} contains a control character (newline, tab or similar)",
                            hint="use a single-line value")
-    if kind == "port":
+    if kind == "bool":
+        parse_bool(value, key)
+    elif kind == "port":
         parse_port(value, key)
     elif kind == "ports":
         parse_port_list(value, key)
@@ -451,9 +480,14 @@ def _load(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str
     # DEVENV_TUNNEL_<NAME>_* are a declared tunnel's credentials (devenv/tunnels.py).
     unknown = tuple(k for k in dotenv if k.startswith("DEVENV_") and k not in values
                     and not k.startswith("DEVENV_TUNNEL_"))
+    # The HTTPS proxy is part of the stack only while DEVENV_HTTPS is on.
+    https = parse_bool(values["DEVENV_HTTPS"]) if "DEVENV_HTTPS" in values else False
+    disabled = () if https else tuple(catalog.optional)
     settings = Settings(values=values, sources=sources, project_dir=project_dir,
                         env_file=path if (explicit_env_file or dotenv) else None,
-                        unknown_keys=unknown, catalog=catalog, specs=specs)
+                        unknown_keys=unknown,
+                        catalog=catalog.with_optional() if https else catalog, specs=specs,
+                        disabled=disabled, ca_dir=ca_dir(environ))
     try:
         _check_distinct_ports(settings, skip={p.key for p in problems or ()})
     except SettingError as exc:
