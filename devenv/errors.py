@@ -131,6 +131,11 @@ class ProjectFileError(UsageError):
         self.field = field
 
 
+class TrustError(DevenvError):
+    """devenv's CA could not be added to (or taken out of) a certificate store: no
+    permission, or no certutil."""
+
+
 class SshError(DevenvError):
     """ssh could not open a tunnel: the host, the key or the host key is wrong."""
 

@@ -25,17 +25,31 @@ class ProbeResult:
     detail: str
 
 
+@dataclass(frozen=True)
+class TlsRoute:
+    """Probe through the HTTPS proxy: TLS to the proxy's published port with this server
+    name (SNI and Host), trusting only devenv's CA. The name is never resolved (glibc does
+    not resolve *.localhost): the connection goes to the target's host."""
+
+    server_name: str
+    port: int
+    cafile: str
+
+
 def probe_http(host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT,
-               any_status: bool = False) -> ProbeResult:
+               any_status: bool = False, tls: TlsRoute | None = None) -> ProbeResult:
     """GET `path`; a 2xx status line is an answer (any status line with `any_status`: a
     server behind a tunnel answers even with 404). HTTP/1.0 by hand: http.client would
-    cost `devenv ports` the import of the email package."""
+    cost `devenv ports` the import of the email package. With `tls`, through the proxy."""
     host = host.strip("[]")
     authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if tls is not None:
+        port, authority = tls.port, f"{tls.server_name}:{tls.port}"
     request = (f"GET {path} HTTP/1.0\r\nHost: {authority}\r\n"
                "User-Agent: devenv-probe\r\n\r\n").encode()
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            sock = _tls_wrap(raw, tls) if tls is not None else raw
             sock.sendall(request)
             line = _recv_line(sock)
     except (OSError, EOFError) as exc:
@@ -47,6 +61,13 @@ def probe_http(host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT,
     if 200 <= status < 300 or any_status:
         return ProbeResult(True, f"GET {path} -> {status}")
     return ProbeResult(False, f"GET {path} -> {line.split(' ', 1)[1]}")
+
+
+def _tls_wrap(sock: socket.socket, tls: TlsRoute) -> socket.socket:
+    import ssl
+
+    context = ssl.create_default_context(cafile=tls.cafile)
+    return context.wrap_socket(sock, server_hostname=tls.server_name)
 
 
 def probe_postgres(host: str, port: int, user: str, database: str,
@@ -355,6 +376,14 @@ class Target:
     probe: ProbeSpec
     host: str
     port: int
+    #: through the HTTPS proxy (an HTTP service while DEVENV_HTTPS is on)
+    tls: TlsRoute | None = None
+
+
+def probe_target(target: Target, values: Mapping[str, str]) -> ProbeResult:
+    if target.tls is not None and target.probe.kind == "http":
+        return probe_http(target.host, target.port, target.probe.path, tls=target.tls)
+    return run_probe(target.probe, target.host, target.port, values)
 
 
 @dataclass(frozen=True)
@@ -371,7 +400,7 @@ def probe_all(targets: Sequence[Target], values: Mapping[str, str],
     results: dict[str, ProbeResult] = {}
 
     def one(target: Target) -> None:
-        results[target.service] = run_probe(target.probe, target.host, target.port, values)
+        results[target.service] = probe_target(target, values)
 
     threads = [threading.Thread(target=one, args=(t,), daemon=True) for t in targets]
     for thread in threads:
@@ -476,7 +505,7 @@ class _ParallelProbes:
         return self._cancel.is_set() or self.clock.over()
 
     def _attempt(self, target: Target) -> ProbeResult:
-        result = run_probe(target.probe, target.host, target.port, self.values)
+        result = probe_target(target, self.values)
         with self._lock:
             self.last[target.service] = result
         return result

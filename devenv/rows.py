@@ -23,6 +23,9 @@ class ServiceRow:
     seconds_to_ready: float | None = None
     #: False: the service should run (the last `up` started it) but its container does not
     running: bool = True
+    #: its published port at the URL host (http://127.0.0.1:PORT); equal to `url` unless
+    #: the HTTPS proxy serves it (DEVENV_HTTPS), then `url` is the proxy's
+    direct_url: str = ""
 
     @property
     def moved(self) -> bool:
@@ -42,6 +45,8 @@ class StatusRow:
     uptime_seconds: float | None
     restarts: int
     exit_code: int | None
+    #: the published port's URL; `url` is the HTTPS proxy's when it serves the service
+    direct_url: str = ""
 
 
 @dataclass(frozen=True)

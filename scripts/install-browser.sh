@@ -7,14 +7,17 @@ set -euo pipefail
 
 log() { printf 'install-browser: %s\n' "$*" >&2; }
 
-if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+# certutil (libnss3-tools): the HTTPS test puts devenv's CA into a throwaway NSS database
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
+    && command -v certutil >/dev/null 2>&1; then
   exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
   log "needs root to install chromium and chromium-driver (run with sudo)"; exit 1
 fi
-log "installing chromium and chromium-driver"
+log "installing chromium, chromium-driver and libnss3-tools"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core \
+apt-get install -y -qq --no-install-recommends chromium chromium-driver libnss3-tools \
+  fonts-dejavu-core \
   >/dev/null

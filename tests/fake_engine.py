@@ -133,8 +133,17 @@ class FakeEngine:
     def restart(self, containers: Sequence[Container], stop_timeout: int = 10) -> None:
         self.calls.append(("restart", tuple(c.service for c in containers)))
 
+    def stop(self, container_id: str, timeout: int = 30) -> None:
+        self.calls.append(("stop", container_id))
+        for i, c in enumerate(self.containers_):
+            if c.id == container_id:
+                self.containers_[i] = replace(c, state="exited")
+                self._stop_listener(c.name)
+
     def remove_containers(self, containers: Sequence[Container]) -> None:
         gone = {c.id for c in containers}
+        running = [c.service for c in self.containers_ if c.id in gone and c.running]
+        assert not running, f"the engine refuses to remove running containers: {running}"
         self.containers_ = [c for c in self.containers_ if c.id not in gone]
 
     def compose(self, project: str, compose_file: Path | None = None) -> FakeCompose:

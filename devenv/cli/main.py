@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from ..errors import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_TERMINATED, DevenvError, Terminated
-from . import dashboard, data, loop, projects, stack, tunnel
+from . import ca, dashboard, data, loop, projects, stack, tunnel
 from .common import err
 
 
@@ -99,7 +99,7 @@ def cli(ctx: click.Context, project_dir: Path | None, env_file: Path | None,
 
 for _command in (stack.up, stack.down, stack.ports, stack.status, stack.logs, stack.restart,
                  stack.render, stack.doctor, stack.config, projects.ls, loop.watch, loop.exec_,
-                 loop.run, *data.COMMANDS, tunnel.tunnel, dashboard.dashboard):
+                 loop.run, *data.COMMANDS, tunnel.tunnel, dashboard.dashboard, ca.ca):
     cli.add_command(_command)
 
 

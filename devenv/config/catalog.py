@@ -136,8 +136,17 @@ class ServiceSpec:
     #: holds the team's data: `devenv up --lan` publishes it on the LAN only when named
     #: explicitly and confirmed a second time
     private: bool = False
+    #: the HTTPS proxy: in the stack only with DEVENV_HTTPS=true, then in every selection;
+    #: it answers for every routed service at https://NAME.PROJECT.localhost[:PORT]
+    https_proxy: bool = False
     #: where it was declared: the built-in catalog or the project's devenv.toml
     origin: str = "built-in"
+
+    @property
+    def routed(self) -> bool:
+        """Reached through the HTTPS proxy: an HTTP service (its probe and its URL)."""
+        return (not self.https_proxy and self.probe.kind == "http"
+                and self.url.startswith("http://"))
 
     @property
     def env_name(self) -> str:
@@ -195,11 +204,15 @@ class Catalog(Mapping[str, ServiceSpec]):
     class: one dataclass less to build at every start of `devenv ports`.)"""
 
     def __init__(self, services: Mapping[str, ServiceSpec], host_apps: tuple[HostApp, ...] = (),
-                 tunnels: Mapping[str, Any] | None = None):
+                 tunnels: Mapping[str, Any] | None = None,
+                 optional: Mapping[str, ServiceSpec] | None = None):
         self.services = services
         self.host_apps = host_apps
         #: devenv.toml's [tunnels.*] tables, passed through as read
         self.tunnels: Mapping[str, Any] = tunnels or {}
+        #: services a setting turns on (the HTTPS proxy: DEVENV_HTTPS); not in `services`
+        #: until `with_optional`, but their settings are settings all the same
+        self.optional: Mapping[str, ServiceSpec] = optional or {}
 
     def __getitem__(self, name: str) -> ServiceSpec:
         return self.services[name]
@@ -212,6 +225,22 @@ class Catalog(Mapping[str, ServiceSpec]):
 
     def __repr__(self) -> str:
         return f"Catalog({', '.join(self.services)})"
+
+    def with_optional(self) -> Catalog:
+        """The catalog with its optional services turned on (after the others)."""
+        return Catalog({**self.services, **self.optional}, self.host_apps, self.tunnels)
+
+    def split_optional(self) -> Catalog:
+        """The catalog with the services a setting turns on set apart as optional."""
+        return Catalog({n: s for n, s in self.services.items() if not s.https_proxy},
+                       self.host_apps, self.tunnels,
+                       {**self.optional, **{n: s for n, s in self.services.items()
+                                            if s.https_proxy}})
+
+    @property
+    def proxy(self) -> str:
+        """The HTTPS proxy's service name, "" when there is none (DEVENV_HTTPS off)."""
+        return next((n for n, s in self.services.items() if s.https_proxy), "")
 
     @property
     def aliases(self) -> dict[str, str]:
@@ -249,6 +278,8 @@ class Catalog(Mapping[str, ServiceSpec]):
         chosen: list[str] = []
         added: list[tuple[str, str]] = []
         pending = [(name, "") for name in dict.fromkeys(wanted)]
+        if self.proxy and self.proxy not in wanted:  # HTTPS on: the proxy joins every stack
+            pending.append((self.proxy, "DEVENV_HTTPS=true"))
         while pending:
             name, needed_by = pending.pop(0)
             if name in chosen:
@@ -262,7 +293,8 @@ class Catalog(Mapping[str, ServiceSpec]):
                          all=everything)
 
     def setting_specs(self) -> list[SettingSpec]:
-        return [spec for s in self.services.values() for spec in s.setting_specs()]
+        return [spec for s in (*self.services.values(), *self.optional.values())
+                for spec in s.setting_specs()]
 
     def secret_keys(self) -> frozenset[str]:
         return frozenset(spec.key for spec in self.setting_specs() if spec.secret)
@@ -275,6 +307,12 @@ class Catalog(Mapping[str, ServiceSpec]):
         Settings in it are percent-encoded; secret ones are *** unless asked."""
         hidden = frozenset() if show_secrets else self.secret_keys()
         return fill(self.services[name].url, values, host=host, port=port, hidden=hidden)
+
+    def secure_url(self, name: str, project: str, proxy_port: int, values: Mapping[str, str],
+                   show_secrets: bool = False) -> str:
+        """The service's URL through the HTTPS proxy published on `proxy_port`."""
+        hidden = frozenset() if show_secrets else self.secret_keys()
+        return https_url(self.services[name], project, proxy_port, values, hidden)
 
 
 _FIELD = re.compile(r"\{([^{}]*)\}")
@@ -307,6 +345,29 @@ def fill(template: str, values: Mapping[str, str], host: str | None = None,
         else:
             out.append(quote(values[name], safe="") if encode else values[name])
     return "".join(out)
+
+
+def https_domain(project: str) -> str:
+    """A project's domain for the HTTPS proxy: PROJECT.localhost (a hostname has no `_`)."""
+    return f"{project.replace('_', '-')}.localhost"
+
+
+def https_host(name: str, project: str) -> str:
+    """Where the proxy answers for a service: NAME.PROJECT.localhost."""
+    return f"{name.replace('_', '-')}.{https_domain(project)}"
+
+
+def https_url(spec: ServiceSpec, project: str, port: int, values: Mapping[str, str],
+              hidden: frozenset[str] = frozenset()) -> str:
+    """A routed service's URL through the proxy: its own URL form at
+    https://NAME.PROJECT.localhost[:PORT] (no port when it is 443); the proxy's own URL is
+    https://PROJECT.localhost[:PORT]."""
+    host = https_domain(project) if spec.https_proxy else https_host(spec.name, project)
+    url = fill(spec.url, values, host=host, port=port, hidden=hidden)
+    scheme, _, rest = url.partition("://")
+    if port == 443:
+        rest = rest.replace(f"{host}:443", host, 1)
+    return f"https://{rest}" if scheme in ("http", "https") else url
 
 
 def placeholders(template: str) -> list[str]:

@@ -58,6 +58,10 @@ def core_settings(catalog: Catalog) -> tuple[SettingSpec, ...]:
                     "never"),
         SettingSpec("DEVENV_SSH_CONFIG", "", "path",
                     "ssh config file for tunnels (ssh -F); empty: ssh's own (~/.ssh/config)"),
+        SettingSpec("DEVENV_HTTPS", "false", "bool",
+                    "true: a proxy serves every HTTP service at "
+                    "https://NAME.PROJECT.localhost[:PORT] with devenv's local CA "
+                    "(docs/https.md)"),
     )
 
 

@@ -59,7 +59,7 @@ FIELDS = ("image", "port", "host_port", "probe", "probe_args", "aliases", "needs
           "environment", "command", "data", "title", "description", "app_env",
           "staging_port", "prod_port", "image_help", "files", "reload_signal", "start_first",
           "build", "login", "check_login", "private", "watch", "device_urls",
-          "migrate_setting", "seed", "settings")
+          "migrate_setting", "seed", "settings", "https_proxy")
 BUILD_FIELDS = ("source_setting", "context", "tag", "args")
 SETTING_FIELDS = ("key", "default", "kind", "help", "secret", "generate")
 
@@ -138,7 +138,7 @@ def read_catalog_file(path: Path, builtin: bool = False,
     catalog = Catalog(services=specs, host_apps=apps,
                       tunnels=_table(data, "tunnels", label, "tunnels"))
     if builtin:  # a project's file is checked once merged with the built-in services
-        catalog = check_catalog(catalog, label, list(specs))
+        catalog = check_catalog(catalog, label, list(specs)).split_optional()
     return catalog
 
 
@@ -147,6 +147,7 @@ def merge_project_file(builtin: Catalog, path: Path,
     """The built-in catalog with the project's devenv.toml services after it."""
     own = read_catalog_file(path, cache_dir=cache_dir)
     label = path.name
+    builtin = builtin.with_optional()  # a name or alias of the proxy is taken as well
     for name, spec in own.services.items():
         if name in builtin.services:
             raise ProjectFileError(label, f"services.{name}", "",
@@ -161,7 +162,7 @@ def merge_project_file(builtin: Catalog, path: Path,
                                        f"{alias!r} is already taken by the built-in {owner}")
     merged = Catalog(services={**builtin.services, **own.services},
                      host_apps=builtin.host_apps, tunnels=own.tunnels)
-    return check_catalog(merged, label, list(own.services))
+    return check_catalog(merged, label, list(own.services)).split_optional()
 
 
 def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
@@ -492,8 +493,18 @@ def parse_service(label: str, name: str, raw: Any, builtin: bool = False) -> Ser
         migrate_setting=f.text("migrate_setting", "", SETTING_KEY, "a DEVENV_* setting"),
         seed=f.flag("seed"),
         settings=_settings(label, table, raw.get("settings", []), builtin),
+        https_proxy=_https_proxy(f, builtin),
         origin="built-in" if builtin else label,
     )
+
+
+def _https_proxy(f: _Fields, builtin: bool) -> bool:
+    """Only the built-in catalog declares the HTTPS proxy (there is one per stack)."""
+    if f.has("https_proxy") and not builtin:
+        raise f.fail("https_proxy", "only the built-in proxy service is the HTTPS proxy",
+                     hint="turn it on with DEVENV_HTTPS=true; its image is "
+                     "DEVENV_PROXY_IMAGE")
+    return f.flag("https_proxy")
 
 
 def _probe(f: _Fields) -> ProbeSpec:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..certs.ca import ca_dir
 from ..errors import ProjectFileError, SettingError, UsageError
 from .catalog import PROJECT_FILE, Catalog, SettingSpec
 from .core import (  # noqa: F401 - COMPOSE_FILE, core_settings, DEFAULT_PROJECT: from here too
@@ -70,6 +71,11 @@ class Settings:
     catalog: Catalog = field(default_factory=builtin_catalog)
     #: every setting of this project (devenv's own, then each service's)
     specs: tuple[SettingSpec, ...] = field(default_factory=tuple)
+    #: services of the catalog turned off by a setting (the proxy while HTTPS is off):
+    #: not in `catalog`; a container of one is removed by `up`
+    disabled: tuple[str, ...] = ()
+    #: devenv's local CA (per user: $XDG_DATA_HOME/devenv/ca), for the HTTPS proxy
+    ca_dir: Path | None = None
 
     def __getitem__(self, key: str) -> str:
         return self.values[key]
@@ -86,6 +92,10 @@ class Settings:
         # Two projects on one network resolve each other's service names: only the
         # default project gets the shared name from the spec.
         return DEFAULT_NETWORK if self.project == DEFAULT_PROJECT else self.project
+
+    @property
+    def https(self) -> bool:
+        return parse_bool(self.values.get("DEVENV_HTTPS", "false"))
 
     @property
     def bind(self) -> str:
@@ -176,6 +186,19 @@ def parse_port(text: str, key: str) -> int:
     return port
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def parse_bool(text: str, key: str = "DEVENV_HTTPS") -> bool:
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise SettingError(f"{key}={text!r} is neither true nor false",
+                       hint=f"use {key}=true or {key}=false")
+
+
 def split_paths(text: str) -> list[str]:
     """'src, lib ,' -> ['src', 'lib']"""
     return [w.strip() for w in text.split(",") if w.strip()]
@@ -257,7 +280,9 @@ def _check(spec: SettingSpec, value: str, source: str = "") -> None:
         raise SettingError(f"{key} is empty{_from(source)}",
                            hint=f"leave it unset for the default {spec.default!r}"
                            if spec.default else "give it a value")
-    if kind == "port":
+    if kind == "bool":
+        parse_bool(value, key)
+    elif kind == "port":
         parse_port(value, key)
     elif kind == "ports":
         parse_port_list(value, key)
@@ -429,9 +454,14 @@ def _load(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str
     # DEVENV_TUNNEL_<NAME>_* are a declared tunnel's credentials (devenv/tunnels.py).
     unknown = tuple(k for k in dotenv if k.startswith("DEVENV_") and k not in values
                     and not k.startswith("DEVENV_TUNNEL_"))
+    # The HTTPS proxy is part of the stack only while DEVENV_HTTPS is on.
+    https = parse_bool(values["DEVENV_HTTPS"]) if "DEVENV_HTTPS" in values else False
+    disabled = () if https else tuple(catalog.optional)
     settings = Settings(values=values, sources=sources, project_dir=project_dir,
                         env_file=path if (explicit_env_file or dotenv) else None,
-                        unknown_keys=unknown, catalog=catalog, specs=specs)
+                        unknown_keys=unknown,
+                        catalog=catalog.with_optional() if https else catalog, specs=specs,
+                        disabled=disabled, ca_dir=ca_dir(environ))
     try:
         _check_distinct_ports(settings, skip={p.key for p in problems or ()})
     except SettingError as exc:

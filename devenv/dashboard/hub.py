@@ -202,11 +202,16 @@ class Hub:
         settings, live, ports = self.settings, snapshot["live"], snapshot["ports"]
         catalog = settings.catalog
         services = []
+        proxy_port = live.get(catalog.proxy) if catalog.proxy else None
         for name in catalog:
             port = live.get(name) or ports.get(name, {}).get("port") or settings.port(name)
+            spec = catalog[name]
+            # with the HTTPS proxy running, its URL (https://NAME.PROJECT.localhost:PORT)
+            url = (catalog.secure_url(name, settings.project, proxy_port, settings.values)
+                   if proxy_port and (spec.routed or spec.https_proxy)
+                   else catalog.url(name, snapshot["host"], port, settings.values))
             services.append(model.service_entry(
-                name, snapshot["details"].get(name) or None, probes.get(name),
-                catalog.url(name, snapshot["host"], port, settings.values), catalog))
+                name, snapshot["details"].get(name) or None, probes.get(name), url, catalog))
         return model.state_document(
             self.project, self.engine_status, services,
             model.port_entries(ports, live, snapshot["memory"], catalog), self._timing(),

@@ -19,7 +19,7 @@ from ..rows import ServiceRow
 
 if TYPE_CHECKING:
     from ..config.catalog import ServiceSpec
-    from ..probes import LoginResult
+    from ..probes import LoginResult, Target
 
 
 def project_containers(engine: Engine, project: str) -> dict[str, Container]:
@@ -123,12 +123,49 @@ def published_host(settings: Settings, host: str, engine_remote: str | None,
 
 
 def make_row(settings: Settings, name: str, host: str, port: int, state: str,
-             show_secrets: bool = False) -> ServiceRow:
-    return ServiceRow(service=name,
-                      url=settings.catalog.url(name, host, port, settings.values, show_secrets),
-                      host=host.strip("[]"), port=port, state=state,
+             show_secrets: bool = False, proxy_port: int | None = None) -> ServiceRow:
+    """A service's row; with the HTTPS proxy on `proxy_port`, an HTTP service's URL is the
+    proxy's (https://NAME.PROJECT.localhost[:PORT]) and `direct_url` keeps the port's."""
+    direct = settings.catalog.url(name, host, port, settings.values, show_secrets)
+    url = direct
+    if proxy_port is not None and _served(settings, name):
+        url = settings.catalog.secure_url(name, settings.project, proxy_port, settings.values,
+                                          show_secrets)
+    return ServiceRow(service=name, url=url, host=host.strip("[]"), port=port, state=state,
                       container_port=settings.catalog[name].container_port,
-                      configured_port=settings.port(name))
+                      configured_port=settings.port(name), direct_url=direct)
+
+
+def _served(settings: Settings, name: str) -> bool:
+    spec = settings.catalog[name]
+    return spec.routed or spec.https_proxy
+
+
+def proxy_port_of(rows: Iterable[ServiceRow], settings: Settings) -> int | None:
+    """The HTTPS proxy's published port among rows of running services, else None."""
+    proxy = settings.catalog.proxy
+    return next((r.port for r in rows if proxy and r.service == proxy and r.running), None)
+
+
+def probe_targets(settings: Settings, rows: Iterable[ServiceRow],
+                  proxy_port: int | None) -> list[Target]:
+    """What to probe for each row: an HTTP service through the HTTPS proxy when it runs
+    (TLS with the service's name, devenv's CA the only root), else its published port."""
+    from ..certs.ca import CA_CERT
+    from ..config.catalog import https_domain, https_host
+    from ..probes import Target, TlsRoute
+
+    targets = []
+    for row in rows:
+        spec = settings.catalog[row.service]
+        tls = None
+        if proxy_port is not None and settings.ca_dir is not None and _served(settings,
+                                                                              row.service):
+            name = (https_domain(settings.project) if spec.https_proxy
+                    else https_host(row.service, settings.project))
+            tls = TlsRoute(name, proxy_port, str(settings.ca_dir / CA_CERT))
+        targets.append(Target(row.service, spec.probe, row.host, row.port, tls))
+    return targets
 
 
 def expected_services(settings: Settings) -> dict[str, int]:
@@ -145,7 +182,12 @@ def app_env(settings: Settings, rows: Sequence[ServiceRow]) -> dict[str, str]:
     """DATABASE_URL, REDIS_URL, API_URL, ... with the real ports and credentials, and the
     URL of the service that declares `device_urls` in the host apps' own conventions
     (EXPO_PUBLIC_API_URL and friends)."""
-    env = {settings.catalog[r.service].app_env:
+    proxy_port = proxy_port_of(rows, settings)
+    secure = {r.service: settings.catalog.secure_url(r.service, settings.project, proxy_port,
+                                                     settings.values, show_secrets=True)
+              for r in rows if r.running and proxy_port is not None
+              and _served(settings, r.service)}
+    env = {settings.catalog[r.service].app_env: secure.get(r.service) or
            settings.catalog.url(r.service, f"[{r.host}]" if ":" in r.host else r.host,
                                 r.port, settings.values, show_secrets=True)
            for r in rows if r.running}
@@ -156,6 +198,8 @@ def app_env(settings: Settings, rows: Sequence[ServiceRow]) -> dict[str, str]:
 
         host = f"[{device.host}]" if ":" in device.host else device.host
         env.update(device_env(device_report(settings, device.port, (), host=host)))
+        if device.service in secure:  # the simulator shares this machine's loopback
+            env["EXPO_PUBLIC_API_URL"] = secure[device.service]
     return env
 
 

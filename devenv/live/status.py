@@ -30,6 +30,7 @@ from .running import (  # noqa: F401 - app_env, login_*, project_containers: fro
     login_refused,
     login_refused_state,
     make_row,
+    probe_targets,
     project_containers,
     published_host,
     published_port,
@@ -54,13 +55,14 @@ def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False,
     rows = []
     containers = known_containers(engine, settings)
     expected = expected_services(settings) if missing else {}
+    proxy_port = _proxy_port(settings, containers)
     for name in in_catalog_order(set(containers) | set(expected), settings):
         c = containers.get(name)
         published = published_port(settings, c, name) if c else None
         if published is not None and c is not None:
             rows.append(make_row(settings, name,
                                  published_host(settings, host, engine.remote_host, published),
-                                 published.host_port, c.state, show_secrets))
+                                 published.host_port, c.state, show_secrets, proxy_port))
         elif missing:
             port = next(iter(engine.port_bindings(c)), expected.get(name)) if c else \
                 expected[name]
@@ -69,19 +71,26 @@ def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False,
             else:
                 state = f"{_not_running(engine, c)} (devenv up starts it again)"
             rows.append(replace(make_row(settings, name, host, port or settings.port(name),
-                                         state, show_secrets), running=False))
+                                         state, show_secrets, proxy_port), running=False))
     if check and rows:
-        from ..probes import Target, probe_all
+        from ..probes import probe_all
 
         live = [r for r in rows if r.running]
-        answers = probe_all([Target(r.service, settings.catalog[r.service].probe, r.host,
-                                    r.port) for r in live], settings.values)
+        answers = probe_all(probe_targets(settings, live, proxy_port), settings.values)
         rows = [r if not r.running else
                 replace(r, state="ready" if answers[r.service].ok
                         else f"{r.state}, not answering ({answers[r.service].detail})")
                 for r in rows]
         rows = [_with_login(settings, r) for r in rows]
     return rows
+
+
+def _proxy_port(settings: Settings, containers: dict[str, Container]) -> int | None:
+    """The running HTTPS proxy's published port, else None (HTTPS off, or not running)."""
+    proxy = settings.catalog.proxy
+    c = containers.get(proxy) if proxy else None
+    published = published_port(settings, c, proxy) if c is not None and c.running else None
+    return published.host_port if published is not None else None
 
 
 def _with_login(settings: Settings, row: ServiceRow) -> ServiceRow:
@@ -102,6 +111,7 @@ def _not_running(engine: Engine, c: Container) -> str:
 def status_rows(engine: Engine, settings: Settings) -> list[StatusRow]:
     host = url_host(settings, engine.remote_host)
     containers = known_containers(engine, settings)
+    proxy_port = _proxy_port(settings, containers)
     rows = []
     for name in in_catalog_order(containers, settings):
         c = containers[name]
@@ -111,13 +121,15 @@ def status_rows(engine: Engine, settings: Settings) -> list[StatusRow]:
         uptime = None
         if c.running and state.get("StartedAt"):
             uptime = max(0.0, time.time() - docker_time(str(state["StartedAt"])))
-        url = (settings.catalog.url(
-            name, published_host(settings, host, engine.remote_host, published),
-            published.host_port, settings.values) if published else "")
+        row = (make_row(settings, name,
+                        published_host(settings, host, engine.remote_host, published),
+                        published.host_port, c.state, proxy_port=proxy_port)
+               if published else None)
         rows.append(StatusRow(
             service=name, container=c.name, state=c.state,
             health=str((state.get("Health") or {}).get("Status", "")) or "none",
-            url=url, port=published.host_port if published else None,
+            url=row.url if row else "", direct_url=row.direct_url if row else "",
+            port=published.host_port if published else None,
             uptime_seconds=round(uptime, 1) if uptime is not None else None,
             restarts=int(detail.get("RestartCount") or 0),
             exit_code=None if c.running else int(state.get("ExitCode") or 0),

@@ -51,7 +51,37 @@ def render_input(settings: Settings, services: Sequence[str], plan: PortPlan,
         seed_dir=str(settings.seed_dir.resolve())
         if any(settings.catalog[s].seed for s in services) and settings.seed_dir.is_dir()
         else "",
+        https=https_routes(settings, services, warn)
+        if settings.catalog.proxy in services else None,
     )
+
+
+#: where the proxy reaches the apps on the host (Compose's extra_hosts: host-gateway)
+HOST_GATEWAY = "host.docker.internal"
+
+
+def https_routes(settings: Settings, services: Sequence[str],
+                 warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The proxy's render input: the project's domain, the certificate (issued or renewed
+    here; the CA made on first use) and one route per HTTP service and host app, each to
+    where the proxy reaches it (a container by its name, a host app through the gateway)."""
+    from ..certs.ca import ensure_leaf
+    from ..config.catalog import https_domain, https_host
+
+    assert settings.ca_dir is not None
+    domain = https_domain(settings.project)
+    leaf = ensure_leaf(settings.ca_dir, domain, settings.project, settings.project_dir,
+                       warn or (lambda message: None))
+    routes = [{"service": name, "host": https_host(name, settings.project),
+               "upstream": f"{name}:{settings.catalog[name].container_port}"}
+              for name in services if settings.catalog[name].routed]
+    taken = {r["host"] for r in routes}
+    routes += [{"service": app.name, "host": https_host(app.name, settings.project),
+                "upstream": f"{HOST_GATEWAY}:{app.port}"}
+               for app in settings.catalog.host_apps
+               if https_host(app.name, settings.project) not in taken]
+    return {"domain": domain, "certs": str(leaf.directory), "digest": leaf.digest,
+            "routes": routes}
 
 
 def network_external(engine: Engine, settings: Settings) -> bool:

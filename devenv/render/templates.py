@@ -68,6 +68,19 @@ def quote(value: Any) -> str:
     return yaml_quote(compose_escape(value))
 
 
+_CADDY_TOKEN = re.compile(r"^[A-Za-z0-9/][A-Za-z0-9._:/*-]*$")
+
+
+def caddy_token(value: Any) -> str:
+    """A Caddyfile token that can only be itself: a host name, host:port or path of
+    letters, digits and `._:/*-`, double-quoted. Anything else (a blank, a quote, `{` that
+    Caddy would expand, a newline) is refused, never escaped."""
+    text = str(value)
+    if not _CADDY_TOKEN.match(text):
+        raise ValueError(f"{text[:60]!r} cannot go into the Caddyfile")
+    return f'"{text}"'
+
+
 def quote_list(values: Any) -> str:
     """A YAML flow sequence of quoted scalars, e.g. a healthcheck's test."""
     return "[" + ", ".join(quote(v) for v in values) + "]"
@@ -115,6 +128,8 @@ class RenderInput:
     lan_address: str = ""
     lan_services: tuple[str, ...] = ()
     seed_dir: str = ""  # absolute path of the seed folder, "" when there is none
+    #: the HTTPS proxy's routes, domain and certificate directory (DEVENV_HTTPS), else None
+    https: Mapping[str, Any] | None = None
 
 
 def _service_context(name: str, data: RenderInput) -> ServiceContext:
@@ -183,6 +198,7 @@ def _context(data: RenderInput, reads: set[str]) -> dict[str, Any]:
         "health": HEALTH,
         "internal_urls": _Watched(internal, secret_urls.__contains__, reads),
         "seed_dir": data.seed_dir,
+        "https": data.https,
         "volumes": [v["name"] for svc in services for v in svc.volumes],
     }
 
@@ -213,6 +229,7 @@ def _environment(project_templates: Path | None, cache_dir: Path | None = None) 
     )
     env.filters["q"] = quote
     env.filters["qlist"] = quote_list
+    env.filters["caddy"] = caddy_token
     return env
 
 

@@ -32,8 +32,8 @@ from .watch import (
     WatchPlan,
     _outcome,
     _round,
-    _watched,
     _Watched,
+    _watched,
     describe_rules,
 )
 

@@ -22,7 +22,9 @@ from ..live.running import (
     describe_running,
     in_catalog_order,
     make_row,
+    probe_targets,
     project_containers,
+    proxy_port_of,
     url_host,
 )
 from ..live.status import live_rows
@@ -100,8 +102,10 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         cluster = _finish(ctx, engine, settings, scene, plan, rendered, started)
         state_file.save(settings.project, _remembered(
             scene.state, plan, rendered, selection, project_containers(engine, settings.project)))
+        proxy = settings.catalog.proxy
+        proxy_port = plan.port(proxy) if proxy in scene.services else None
         rows = tuple(make_row(settings, name, scene.host, plan.port(name), "starting",
-                              show_secrets) for name in scene.services)
+                              show_secrets, proxy_port) for name in scene.services)
         _write_app_env(settings, rows)
         wait = _wait(ctx, engine, settings, rows, since=began)
         _save_timing(settings, began, started, selection.services, wait)
@@ -136,6 +140,13 @@ def _select(ctx: Context, settings: Settings, only: Sequence[str] | None) -> Sel
     selection = settings.catalog.select(only)
     for dep, needed_by in selection.added:
         ctx.notify(f"adding {dep} (needed by {needed_by})")
+    if settings.catalog.proxy in selection.services:
+        plain = [n for n in selection.services
+                 if not (settings.catalog[n].routed or settings.catalog[n].https_proxy)]
+        if plain:
+            ctx.notify(f"https: {', '.join(plain)} "
+                       f"{'speak' if len(plain) > 1 else 'speaks'} no HTTP: not routed "
+                       "through the proxy (their URLs stay direct)")
     return selection
 
 
@@ -143,6 +154,7 @@ def _look(ctx: Context, engine: Engine, info: EngineInfo, settings: Settings,
           selection: Selection, state_file: StateFile, reset_ports: bool) -> _Scene:
     before = project_containers(engine, settings.project)
     check_same_directory(settings, before.values())
+    before = _remove_disabled(ctx, engine, settings, before)
     services = _file_services(settings, selection, before)
     if set(selection.services) - _running(before):
         engine.preload_compose()  # something will start: load compose's client meanwhile
@@ -162,6 +174,20 @@ def _look(ctx: Context, engine: Engine, info: EngineInfo, settings: Settings,
     host = engine_forward.FORWARD_HOST if forwarding else url_host(settings, info.remote_host)
     return _Scene(before, services, first, migrating, cluster, unpacking, network.external,
                   state, forwarding, host)
+
+
+def _remove_disabled(ctx: Context, engine: Engine, settings: Settings,
+                     before: Mapping[str, Container]) -> dict[str, Container]:
+    """A container of a service its setting turned off (the HTTPS proxy after
+    DEVENV_HTTPS=false) is removed: the plain URLs are the URLs again."""
+    off = [c for name, c in before.items() if name in settings.disabled]
+    if off:
+        ctx.notify(f"DEVENV_HTTPS is off: removing {', '.join(c.service for c in off)}")
+        for c in off:
+            if c.running:
+                engine.stop(c.id)
+        engine.remove_containers(off)
+    return {name: c for name, c in before.items() if name not in settings.disabled}
 
 
 def _plan(ctx: Context, planner: PortPlanner, scene: _Scene,
@@ -343,8 +369,7 @@ def _migrate_then_start(ctx: Context, engine: Engine, settings: Settings, name: 
 
 def _wait(ctx: Context, engine: Engine, settings: Settings, rows: Sequence[ServiceRow],
           since: float | None = None) -> WaitResult:
-    targets = [Target(r.service, settings.catalog[r.service].probe, r.host, r.port)
-               for r in rows]
+    targets = probe_targets(settings, rows, proxy_port_of(rows, settings))
     services = [r.service for r in rows]
     return wait_until_ready(targets, settings.values, settings.wait_timeout,
                             check_alive=lambda: dead_services(engine, settings.project, services),
