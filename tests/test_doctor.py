@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import pytest
@@ -258,12 +259,22 @@ def test_a_bad_tunnel_table_is_a_warning_and_the_rest_still_runs(tmp_path, patch
     assert [c.status for c in checks if c.name == "settings"] == [OK]
 
 
+def test_a_target_port_with_a_non_ascii_digit_is_a_warning_not_a_broken_doctor(
+        tmp_path, patched_engine):
+    (tmp_path / "devenv.toml").write_text(TUNNEL_TOML.format(extra="").replace(
+        "prod-db.internal:5432", "prod-db.internal:5432\u00b2"))
+    checks = run_checks(tmp_path, {"DEVENV_PROJECT": "tun"}, {}, None)
+    found = [c for c in checks if c.name.startswith("tunnel")]
+    assert [(c.name, c.status) for c in found] == [("tunnels", WARN)]
+    assert "`target`" in found[0].detail and "host:port" in found[0].fix
+
+
 def _write_record(tmp_path, name, state, last_error=""):
     folder = tmp_path / ".devenv" / "tunnels" / "tun"
     folder.mkdir(parents=True, exist_ok=True)
-    # a supervisor pid that cannot be running: the record is of a tunnel that died
+    # this process's pid with another start time: the record is of a supervisor that died
     (folder / f"{name}.json").write_text(json.dumps({
-        "supervisor_pid": 2**22 + 1, "supervisor_started": 1.0, "port": 5433,
+        "supervisor_pid": os.getpid(), "supervisor_started": 1.0, "port": 5433,
         "state": state, "last_error": last_error}))
 
 

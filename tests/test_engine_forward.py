@@ -6,7 +6,8 @@ from pathlib import Path
 
 from devenv.config.settings import load_settings
 from devenv.ports.holders import HostPorts
-from devenv.tunnels.forward import applies, forward_command, ssh_target
+from devenv.tunnels.forward import applies, forward_command, ports_of, ssh_target
+from devenv.tunnels.runtime import TunnelRecord
 
 
 def _settings(tmp_path: Path, **values: str):
@@ -58,3 +59,14 @@ def test_both_sides_a_port_taken_here_is_busy_unless_our_forward_holds_it():
         ours = HostPorts({}, "p", check_host=False, check_loopback=True,
                          forwarded=frozenset({port}))
         assert ours.get(port) is None
+
+
+def test_the_forwards_ports_are_read_as_written():
+    def record(ports: object) -> TunnelRecord:
+        return TunnelRecord(name="_engine", path=Path("/x"), port=1, state="up",
+                            supervisor_pid=1, ssh_pid=None, restarts=0, since=0.0,
+                            last_error="", meta={"ports": ports})
+
+    assert ports_of(record({"postgres": 5433, "redis": "6379\u00b2", "api": True,
+                            "grafana": 70000, "adminer": 8080.0})) == {"postgres": 5433}
+    assert ports_of(record(["5433"])) == {}

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import os
 
-from devenv.tunnels.runtime import read_record, ssh_command
+import psutil
+import pytest
+
+from devenv.tunnels import runtime
+from devenv.tunnels.runtime import read_record, ssh_command, stop_tunnel
 from devenv.tunnels.tables import TunnelSpec
 
 SPEC = TunnelSpec(name="prod-db", via="user@bastion", target_host="prod-db.internal",
@@ -33,3 +37,48 @@ def test_a_record_whose_supervisor_is_gone_reads_as_dead(tmp_path):
     assert record.ssh_pid is None and record.restarts == 2
     path.write_text("{not json")
     assert read_record(path) is None
+
+
+ME = os.getpid()
+MY_START = psutil.Process(ME).create_time()
+
+
+@pytest.mark.parametrize("change", [
+    {"supervisor_started": None},  # no start time: nothing ties the pid to a supervisor
+    {"supervisor_started": "x"},
+    {"supervisor_pid": True},  # JSON true is no pid (int(True) is 1: init)
+    {"supervisor_pid": 1, "supervisor_started": None},
+    {"supervisor_pid": str(ME)},
+    {"supervisor_pid": float(ME)},
+    {"port": "5433\u00b2"},
+    {"port": True},
+    {"port": 70000},
+    # a dead supervisor's ssh: its pid is trusted only with its own start time
+    {"supervisor_started": 1.0, "ssh_pid": ME, "ssh_started": None},
+    {"supervisor_started": 1.0, "ssh_pid": True, "ssh_started": MY_START},
+])
+def test_a_record_is_trusted_only_as_written_and_stop_signals_nothing_else(tmp_path, change,
+                                                                            monkeypatch):
+    """Every field of a record is checked as written: a pid that is not a JSON number, or
+    one without its start time, names no process of devenv's; a bad port is no record."""
+    path = tmp_path / "prod-db.json"
+    data = {"supervisor_pid": ME, "supervisor_started": MY_START, "port": 5433,
+            "state": "up", "restarts": 0}
+    path.write_text(json.dumps({**data, **change}))
+    signalled: list[int] = []
+    monkeypatch.setattr(runtime.os, "kill", lambda pid, sig: signalled.append(pid))
+    record = read_record(path)
+    assert record is None or not record.running
+    if record is not None:
+        stop_tunnel(record)
+    assert signalled == []
+
+
+def test_a_record_as_the_supervisor_writes_it_is_trusted(tmp_path):
+    path = tmp_path / "prod-db.json"
+    path.write_text(json.dumps({"supervisor_pid": ME, "supervisor_started": MY_START,
+                                "ssh_pid": ME, "ssh_started": MY_START, "port": 5433,
+                                "state": "up", "restarts": "many", "last_error": 3}))
+    record = read_record(path)
+    assert record is not None and record.running and record.ssh_pid == ME
+    assert (record.restarts, record.last_error) == (0, "")

@@ -54,6 +54,25 @@ def test_bad_fields_name_the_file_table_and_field(change, words):
     assert caught.value.exit_code == 2 and caught.value.hint
 
 
+@pytest.mark.parametrize("port", ["5432\u00b2", "\u0665\u0664\u0663\u0662", "+5432", "5_432",
+                                  " 5432", "05432", "5432\n", "0", "65536", "1e3"])
+def test_a_target_port_is_plain_ascii_digits(port):
+    """str.isdigit() says yes to `5432²` (int() then fails: an internal error in `tunnel ls`,
+    `up` and doctor) and to Arabic-Indic digits (int() reads them): both are refused, as the
+    settings refuse them, with the field named."""
+    with pytest.raises(UsageError) as caught:
+        parse_tunnels(FILE, {"prod-db": {**GOOD, "target": f"prod-db.internal:{port}"}})
+    assert "[tunnels.prod-db]: `target`" in caught.value.message
+    assert caught.value.exit_code == 2 and "host:port" in caught.value.hint
+
+
+def test_a_name_or_host_with_a_line_break_is_refused():
+    with pytest.raises(UsageError, match="the name must be"):
+        parse_tunnels(FILE, {"prod-db\n": GOOD})
+    with pytest.raises(UsageError, match="`target`"):
+        parse_tunnels(FILE, {"prod-db": {**GOOD, "target": "db\n:5432"}})
+
+
 def test_missing_fields_and_bad_names():
     with pytest.raises(UsageError, match="`target` is missing"):
         parse_tunnels(FILE, {"x": {"via": "b"}})

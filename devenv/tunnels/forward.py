@@ -20,6 +20,7 @@ from .runtime import (
     start_forward,
     stop_tunnel,
     tunnel_dir,
+    whole,
 )
 
 #: the record's name under .devenv/tunnels/<project>/: tunnel names cannot start with "_"
@@ -80,9 +81,17 @@ def current(settings: Settings) -> TunnelRecord | None:
 
 def forwarded_ports(settings: Settings) -> frozenset[int]:
     record = current(settings)
-    if record is None:
-        return frozenset()
-    return frozenset(int(p) for p in (record.meta.get("ports") or {}).values())
+    return frozenset(ports_of(record).values()) if record is not None else frozenset()
+
+
+def ports_of(record: TunnelRecord) -> dict[str, int]:
+    """The record's service -> port map, each port checked as written (1-65535, a JSON
+    number): the planner trusts these ports as the forward's own."""
+    ports = record.meta.get("ports")
+    if not isinstance(ports, dict):
+        return {}
+    return {str(name): port for name, port in ports.items()
+            if whole(port, 1, 65535) is not None}
 
 
 def ensure(settings: Settings, docker_host: str, ports: Mapping[str, int],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -29,8 +30,8 @@ SERVER_ALIVE_COUNT = 3
 CONNECT_TIMEOUT = 10
 STOP_SECONDS = 8.0
 POLL = 0.1
-
-
+#: the largest pid Linux hands out (pid_max can be at most 2^22)
+PID_MAX = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -47,18 +48,41 @@ class TunnelRecord:
     since: float
     last_error: str
     meta: dict[str, Any]
+    #: the start times that tie each pid to the process devenv started (None: unknown)
+    supervisor_started: float | None = None
+    ssh_started: float | None = None
 
     @property
     def running(self) -> bool:
         return self.state in ("connecting", "up", "reconnecting")
 
 
+STATES = ("connecting", "up", "reconnecting", "failed", "dead")
+
+
 def tunnel_dir(state_dir: Path, project: str) -> Path:
     return state_dir / "tunnels" / project
 
 
+def whole(value: Any, low: int, high: int) -> int | None:
+    """A whole number read from a record, exactly as JSON wrote it: `true`, `"12"`, `1.0`,
+    or a number outside low..high are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return None
+    return value
+
+
+def _moment(value: Any) -> float | None:
+    """A process start time (seconds since the epoch) read from a record."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
 def _same_process(pid: int | None, started: float | None) -> bool:
-    if not pid:
+    """Whether `pid` is still the process that started at `started`. Without a start time
+    nothing ties the pid to what devenv started, so it is not."""
+    if not pid or started is None:
         return False
     try:
         import psutil
@@ -66,29 +90,43 @@ def _same_process(pid: int | None, started: float | None) -> bool:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return False
-        return started is None or abs(proc.create_time() - started) < 0.01
+        return abs(proc.create_time() - started) < 0.01
     except Exception:  # noqa: BLE001 - no such process, or not ours to see
         return False
 
 
 def read_record(path: Path) -> TunnelRecord | None:
+    """The record at `path`, every field checked; None when it cannot be read or is not a
+    supervisor's record (then nothing it names is ever signalled)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        name = path.stem
-        supervisor = int(data["supervisor_pid"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return None
-    alive = _same_process(supervisor, data.get("supervisor_started"))
-    ssh_alive = _same_process(data.get("ssh_pid"), data.get("ssh_started"))
-    state = str(data.get("state", "dead"))
+    if not isinstance(data, dict):
+        return None
+    supervisor = whole(data.get("supervisor_pid"), 1, PID_MAX)
+    port = whole(data.get("port"), 1, 65535)
+    if supervisor is None or port is None:
+        return None
+    supervisor_started = _moment(data.get("supervisor_started"))
+    ssh_pid = whole(data.get("ssh_pid"), 1, PID_MAX)
+    ssh_started = _moment(data.get("ssh_started"))
+    alive = _same_process(supervisor, supervisor_started)
+    ssh_alive = _same_process(ssh_pid, ssh_started)
+    state = data.get("state")
+    state = state if state in STATES else "dead"
     if not alive and state != "failed":
         state = "dead"
-    return TunnelRecord(name=name, path=path, port=int(data.get("port", 0)), state=state,
+    since = _moment(data.get("since"))
+    last_error = data.get("last_error")
+    return TunnelRecord(name=path.stem, path=path, port=port, state=state,
                         supervisor_pid=supervisor,
-                        ssh_pid=int(data["ssh_pid"]) if ssh_alive else None,
-                        restarts=int(data.get("restarts", 0)),
-                        since=float(data.get("since", 0.0)),
-                        last_error=str(data.get("last_error", "")), meta=data)
+                        ssh_pid=ssh_pid if ssh_alive else None,
+                        restarts=whole(data.get("restarts"), 0, 1 << 31) or 0,
+                        since=since or 0.0,
+                        last_error=last_error if isinstance(last_error, str) else "",
+                        meta=data, supervisor_started=supervisor_started,
+                        ssh_started=ssh_started)
 
 
 def read_records(state_dir: Path, project: str) -> dict[str, TunnelRecord]:
@@ -129,8 +167,6 @@ def probe_tunnel(spec: TunnelSpec, port: int, creds: Credentials) -> ProbeResult
     if spec.kind == "http":
         return probe_http("127.0.0.1", port, spec.path, any_status=True)
     return probe_tcp("127.0.0.1", port, hold=0.5)
-
-
 
 
 def _log_since(path: Path, offset: int) -> str:
@@ -286,11 +322,9 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
 def stop_tunnel(record: TunnelRecord) -> None:
     """End exactly the supervisor and ssh the record names (checked by start time), then
     forget the record."""
-    started_ssh = record.meta.get("ssh_started")
-    started_sup = record.meta.get("supervisor_started")
-    _terminate(record.supervisor_pid, started_sup)
+    _terminate(record.supervisor_pid, record.supervisor_started)
     if record.ssh_pid is not None:
-        _terminate(record.ssh_pid, started_ssh)
+        _terminate(record.ssh_pid, record.ssh_started)
     with contextlib.suppress(OSError):
         record.path.unlink()
 

@@ -29,6 +29,9 @@ FIELDS: dict[str, str] = {
 }
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")
 _HOST = re.compile(r"^[A-Za-z0-9_.-]+$|^\[[0-9A-Fa-f:.]+\]$")
+#: a port as the settings take one: ASCII digits, no sign, `_`, space or leading zero
+#: (str.isdigit() also says yes to `²` and `٥`, which int() refuses or reads as 5)
+_PORT = re.compile(r"^[1-9][0-9]{0,4}$")
 #: ssh options that would take the process out of devenv's hands
 _FORBIDDEN_OPTIONS = {"-f": "ssh would fork into the background where devenv cannot watch it",
                       "-G": "ssh would only print its configuration",
@@ -112,7 +115,7 @@ def parse_tunnels(path: Path, tables: Mapping[str, Any],
     keys: dict[str, str] = {}
     for name, table in tables.items():
         where = f"{path}: [tunnels.{name}]"
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise UsageError(f"{where}: the name must be lowercase letters, digits, '-' or '_'",
                              hint="e.g. [tunnels.prod-db]")
         if not isinstance(table, dict):
@@ -179,7 +182,7 @@ def _parse_target(value: Any) -> tuple[str | None, int]:
     if not isinstance(value, str):
         return None, 0
     host, sep, port_text = value.rpartition(":")
-    if not sep or not _HOST.match(host) or not port_text.isdigit():
+    if not sep or not _HOST.fullmatch(host) or not _PORT.fullmatch(port_text):
         return None, 0
     port = int(port_text)
     return (host, port) if 1 <= port <= 65535 else (None, 0)
