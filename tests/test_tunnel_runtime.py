@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import psutil
 import pytest
@@ -25,6 +26,40 @@ def test_ssh_command_binds_loopback_and_puts_the_musts_first():
     assert text.index("BatchMode=yes") < text.index("-p 2222")
     assert text.index("-F /cfg") < text.index("-p 2222") < text.index("ServerAliveInterval")
     assert command[-2:] == ["--", "user@bastion"]  # a destination is never an option
+
+
+def _evaluated(command: list[str]) -> dict[str, str]:
+    """What ssh makes of a command line (`ssh -G`: evaluates, connects to nothing)."""
+    done = subprocess.run([command[0], "-G", *command[1:]], capture_output=True, text=True,
+                          timeout=10, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    return dict(line.split(" ", 1) for line in done.stdout.splitlines() if " " in line)
+
+
+FORKING_CONFIG = """Host *
+  ControlMaster auto
+  ControlPath /tmp/devenv-test-cm-%C
+  ControlPersist yes
+  ForkAfterAuthentication yes
+"""
+
+
+def test_ssh_stays_in_the_foreground_whatever_the_ssh_config_says(tmp_path):
+    """A user's ControlMaster/ControlPersist made ssh fork a master that kept the port
+    after `tunnel down`; ForkAfterAuthentication made ssh exit at once ("exited without
+    a message"). The command line wins over the config (ssh keeps the first value)."""
+    from devenv.tunnels.forward import forward_command, ssh_target
+
+    config = tmp_path / "ssh_config"
+    config.write_text(FORKING_CONFIG)
+    for command in (ssh_command(SPEC, 5433, ssh_config=str(config)),
+                    forward_command(ssh_target("ssh://me@devbox"), {"postgres": 5433},
+                                    "127.0.0.1", ssh_config=str(config))):
+        seen = _evaluated(command)
+        assert seen["controlmaster"] == "false" and seen["controlpersist"] == "no"
+        assert seen["forkafterauthentication"] == "no"
+        assert "controlpath" not in seen  # none: no shared connection is used either
+        assert command.index("ControlMaster=no") < command.index("-F")
 
 
 def test_a_record_whose_supervisor_is_gone_reads_as_dead(tmp_path):

@@ -16,6 +16,7 @@ from ..config.settings import Settings
 from ..errors import DockerUnavailableError
 from .runtime import (
     TunnelRecord,
+    foreground_options,
     read_record,
     start_forward,
     stop_tunnel,
@@ -67,7 +68,8 @@ def forward_command(target: SshTarget, ports: Mapping[str, int], remote_bind: st
     forwards = [arg for port in sorted(set(ports.values()))
                 for arg in ("-L", f"{FORWARD_HOST}:{port}:{bind}:{port}")]
     return [ssh, "-N", *forwards, "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes",
-            *(["-F", ssh_config] if ssh_config else []), *target.options,
+            *foreground_options(ssh), *(["-F", ssh_config] if ssh_config else []),
+            *target.options,
             "-o", f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}", "-o", "ServerAliveCountMax=3",
             "-o", "ConnectTimeout=10", "--", target.destination]
 

@@ -8,6 +8,7 @@ belongs to the process that wrote it (pid and start time), so a reused pid is ne
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -141,14 +142,39 @@ def read_records(state_dir: Path, project: str) -> dict[str, TunnelRecord]:
     return records
 
 
+def foreground_options(ssh: str = "ssh") -> list[str]:
+    """What keeps ssh devenv's own child, whatever the user's ssh config says: no connection
+    sharing (a ControlPersist master forks away and keeps the port after ssh exits; a
+    ControlPath client hands the forward to a master devenv did not start) and no fork
+    after authentication. ssh keeps the first value it gets for an option and reads the
+    command line before any config, so these come before every other option."""
+    options = ["-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "ControlPersist=no"]
+    if knows_option(ssh, "ForkAfterAuthentication=no"):  # OpenSSH 8.7+; older: only -f forks
+        options += ["-o", "ForkAfterAuthentication=no"]
+    return options
+
+
+@functools.lru_cache(maxsize=8)
+def knows_option(ssh: str, option: str) -> bool:
+    """Whether this ssh takes `-o option` (`ssh -G` evaluates it and connects to nothing;
+    no config file is read, so nothing of the user's runs)."""
+    try:
+        return subprocess.run([ssh, "-G", "-F", "/dev/null", "-o", option, "devenv.invalid"],
+                              capture_output=True, timeout=10,
+                              stdin=subprocess.DEVNULL).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def ssh_command(spec: TunnelSpec, port: int, ssh: str = "ssh",
                 ssh_config: str = "") -> list[str]:
     """The OpenSSH command for one forward. ssh takes the first value it gets for an
-    option: ExitOnForwardFailure and BatchMode come first (a detached tunnel cannot
-    prompt), then the project's ssh_options, then defaults those options may override."""
+    option: ExitOnForwardFailure, BatchMode (a detached tunnel cannot prompt) and the
+    foreground options come first, then the project's ssh_options, then defaults those
+    options may override."""
     return [
         ssh, "-N", "-L", f"127.0.0.1:{port}:{spec.target}",
-        "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes",
+        "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes", *foreground_options(ssh),
         *(["-F", ssh_config] if ssh_config else []),
         *spec.ssh_options,
         "-o", f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",

@@ -32,10 +32,57 @@ _HOST = re.compile(r"^[A-Za-z0-9_.-]+$|^\[[0-9A-Fa-f:.]+\]$")
 #: a port as the settings take one: ASCII digits, no sign, `_`, space or leading zero
 #: (str.isdigit() also says yes to `²` and `٥`, which int() refuses or reads as 5)
 _PORT = re.compile(r"^[1-9][0-9]{0,4}$")
-#: ssh options that would take the process out of devenv's hands
-_FORBIDDEN_OPTIONS = {"-f": "ssh would fork into the background where devenv cannot watch it",
-                      "-G": "ssh would only print its configuration",
-                      "-V": "ssh would only print its version"}
+#: ssh's flags that take a value (OpenSSH's getopt string), so `-p 2222` and `-p2222` are
+#: one option and the word after `-p` is not a destination
+_VALUE_FLAGS = frozenset("BbcDEeFIiJLlmOoPpQRSWw")
+_FOREGROUND = "devenv keeps ssh in the foreground, as its own child"
+#: ssh flags that would take the process out of devenv's hands
+_FORBIDDEN_FLAGS = {
+    "f": "ssh would fork into the background where devenv cannot watch or end it",
+    "M": "ssh would become a connection-sharing master, which outlives it and holds the port",
+    "S": "ssh would hand the forward to a shared connection devenv did not start",
+    "O": "ssh would only send a command to a connection-sharing master",
+    "W": "ssh would forward its standard input instead of the tunnel's port",
+    "E": "ssh would write its messages to a file devenv does not read",
+    "G": "ssh would only print its configuration",
+    "V": "ssh would only print its version",
+    "Q": "ssh would only print what it supports",
+}
+#: `-o` keywords (lowercase) with the same effect as one of those flags
+_FORBIDDEN_KEYWORDS = {
+    "forkafterauthentication": _FORBIDDEN_FLAGS["f"],
+    "controlmaster": _FORBIDDEN_FLAGS["M"],
+    "controlpersist": _FORBIDDEN_FLAGS["M"],
+    "controlpath": _FORBIDDEN_FLAGS["S"],
+}
+
+
+def ssh_option_problem(options: tuple[str, ...] | list[str]) -> str | None:
+    """Why ssh_options would take ssh out of devenv's hands, read as ssh reads its
+    arguments (combined flags as in `-fN`, values joined as in `-oKey=value` or given
+    apart); None when they would not."""
+    i = 0
+    while i < len(options):
+        word = options[i]
+        if word in ("-", "--") or not word.startswith("-"):
+            return (f"holds {word!r}, which is no option: ssh would take it (and what "
+                    "follows) as the destination")
+        for j, flag in enumerate(word[1:], start=1):
+            if flag in _FORBIDDEN_FLAGS:
+                return f"holds {word} (-{flag}): {_FORBIDDEN_FLAGS[flag]}"
+            if flag in _VALUE_FLAGS:
+                value = word[j + 1:]
+                if not value:
+                    i += 1
+                    if i == len(options):
+                        return f"ends with {word}, which needs a value"
+                    value = options[i]
+                keyword = re.split(r"[\s=]", value.strip(), maxsplit=1)[0].lower()
+                if flag == "o" and keyword in _FORBIDDEN_KEYWORDS:
+                    return f"holds -o {value}: {_FORBIDDEN_KEYWORDS[keyword]}"
+                break
+        i += 1
+    return None
 
 
 @dataclass(frozen=True)
@@ -162,10 +209,11 @@ def _parse_one(where: str, name: str, table: Mapping[str, Any]) -> TunnelSpec:
     options = table.get("ssh_options", [])
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
         raise bad("ssh_options")
-    for option in options:
-        if option in _FORBIDDEN_OPTIONS:
-            raise UsageError(f"{where}: `ssh_options` holds {option}: "
-                             f"{_FORBIDDEN_OPTIONS[option]}", hint=f"remove {option}")
+    problem = ssh_option_problem(options)
+    if problem:
+        raise UsageError(f"{where}: `ssh_options` {problem}",
+                         hint=f"remove it: {_FOREGROUND} whatever the ssh config says "
+                         "(no connection sharing, no fork), and the destination is `via`")
     local_port = table.get("local_port")
     if local_port is not None and (isinstance(local_port, bool) or not isinstance(local_port, int)
                                    or not 1 <= local_port <= 65535):
