@@ -195,11 +195,27 @@ def probe_tunnel(spec: TunnelSpec, port: int, creds: Credentials) -> ProbeResult
     return probe_tcp("127.0.0.1", port, hold=0.5)
 
 
-def _log_since(path: Path, offset: int) -> str:
+@dataclass(frozen=True)
+class LogMark:
+    """Where the log stood when a supervisor was started: its file and size then."""
+
+    path: Path
+    inode: int
+    offset: int
+
+
+def _log_since(mark: LogMark) -> str:
+    """What the log holds of this start. The supervisor trims the log as it grows
+    (replacing the file), and an offset into the old file means nothing in the new one:
+    then it is the log from the last line that started ssh."""
+    from .supervisor import this_run
+
     try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            return handle.read().decode(errors="replace")
+        with open(mark.path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_ino == mark.inode:
+                handle.seek(mark.offset)
+                return handle.read().decode(errors="replace")
+            return this_run(handle.read().decode(errors="replace"))
     except OSError:
         return ""
 
@@ -213,11 +229,9 @@ def start_tunnel(spec: TunnelSpec, port: int, folder: Path, creds: Credentials,
     On any failure both processes are ended before the error is raised.
     """
     command = ssh_command(spec, port, ssh, ssh_config)
-    proc, record_path, log_path, offset = launch_supervisor(spec.name, command, port, folder,
-                                                            meta)
+    proc, record_path, mark = launch_supervisor(spec.name, command, port, folder, meta)
     try:
-        return _await_answer(spec, port, creds, timeout, proc, record_path, log_path, offset,
-                             notify)
+        return _await_answer(spec, port, creds, timeout, proc, record_path, mark, notify)
     except BaseException:
         _end(proc)
         with contextlib.suppress(OSError):
@@ -232,13 +246,12 @@ def start_forward(name: str, command: list[str], ports: list[int], folder: Path,
     once ssh listens on the first of `ports` (ExitOnForwardFailure: all, or ssh exits)."""
     from .supervisor import listening
 
-    proc, record_path, log_path, offset = launch_supervisor(name, command, ports[0], folder,
-                                                            meta)
+    proc, record_path, mark = launch_supervisor(name, command, ports[0], folder, meta)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise classify_failure(label, via, ports[0], _log_since(log_path, offset))
+                raise classify_failure(label, via, ports[0], _log_since(mark))
             record = read_record(record_path)
             if record is not None and record.ssh_pid and listening(record.ssh_pid, ports[0]):
                 proc.send_signal(signal.SIGUSR1)
@@ -255,9 +268,12 @@ def start_forward(name: str, command: list[str], ports: list[int], folder: Path,
 
 def launch_supervisor(name: str, command: list[str], port: int, folder: Path,
                       meta: dict[str, Any] | None
-                      ) -> tuple[subprocess.Popen[bytes], Path, Path, int]:
+                      ) -> tuple[subprocess.Popen[bytes], Path, LogMark]:
     """Start `python -m devenv.tunnels.supervisor` detached, with its record and log in
-    `folder` (0700; files 0600). Returns the process, both paths and the log's offset."""
+    `folder` (0700; files 0600). Returns the process, the record's path and where the log
+    stood (trimmed first, as the supervisor would)."""
+    from .supervisor import trim_log
+
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
@@ -267,8 +283,10 @@ def launch_supervisor(name: str, command: list[str], port: int, folder: Path,
     log_path = folder / f"{name}.log"
     with contextlib.suppress(OSError):
         record_path.unlink()
-    offset = log_path.stat().st_size if log_path.exists() else 0
+    trim_log(log_path)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    stat = os.fstat(fd)
+    mark = LogMark(log_path, stat.st_ino, stat.st_size)
     with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "devenv.tunnels.supervisor", "--record", str(record_path),
@@ -276,12 +294,12 @@ def launch_supervisor(name: str, command: list[str], port: int, folder: Path,
              "--", *command],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
             start_new_session=True, close_fds=True)
-    return proc, record_path, log_path, offset
+    return proc, record_path, mark
 
 
 def _await_answer(spec: TunnelSpec, port: int, creds: Credentials, timeout: float,
-                  proc: subprocess.Popen[bytes], record_path: Path, log_path: Path,
-                  offset: int, notify: Callable[[str], None]) -> TunnelRecord:
+                  proc: subprocess.Popen[bytes], record_path: Path, mark: LogMark,
+                  notify: Callable[[str], None]) -> TunnelRecord:
     from .supervisor import listening
 
     deadline = time.monotonic() + timeout
@@ -290,8 +308,7 @@ def _await_answer(spec: TunnelSpec, port: int, creds: Credentials, timeout: floa
     first_refusal: float | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise classify_failure(f"tunnel {spec.name}", spec.via, port,
-                                   _log_since(log_path, offset))
+            raise classify_failure(f"tunnel {spec.name}", spec.via, port, _log_since(mark))
         record = read_record(record_path)
         if record is not None and record.ssh_pid and listening(record.ssh_pid, port):
             if not told:
@@ -302,7 +319,7 @@ def _await_answer(spec: TunnelSpec, port: int, creds: Credentials, timeout: floa
             if last.ok:
                 proc.send_signal(signal.SIGUSR1)
                 return _confirmed(record_path, proc, deadline)
-            refused = target_refused(_log_since(log_path, offset))
+            refused = target_refused(_log_since(mark))
             if refused and first_refusal is None:
                 first_refusal = time.monotonic()
             if target_hopeless(refused, time.monotonic() - (first_refusal or 0.0)):
