@@ -290,3 +290,33 @@ def test_a_tunnel_that_gave_up_says_why(tmp_path, patched_engine):
     _write_record(tmp_path, "prod-db", "failed", "Permission denied (publickey)")
     found, _ = tunnel_checks(tmp_path)
     assert found[0].detail == "was opened, but gave up: Permission denied (publickey)"
+
+
+def test_a_tunnel_running_an_older_declaration_is_a_warning_with_the_way_back(
+        tmp_path, patched_engine):
+    import subprocess
+    import sys
+
+    import psutil
+
+    from devenv.tunnels.tables import TunnelSpec, recorded
+
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folder = tmp_path / ".devenv" / "tunnels" / "tun"
+        folder.mkdir(parents=True)
+        opened = TunnelSpec(name="prod-db", via="deploy@bastion.example",
+                            target_host="old-db.internal", target_port=5432, kind="postgres")
+        (folder / "prod-db.json").write_text(json.dumps({
+            **recorded(opened, ""), "supervisor_pid": stand_in.pid,
+            "supervisor_started": psutil.Process(stand_in.pid).create_time(),
+            "port": 15433, "state": "up"}))
+        found, _ = tunnel_checks(tmp_path)
+        assert [(c.name, c.status) for c in found] == [("tunnel prod-db", WARN)]
+        assert found[0].detail == ("up on 127.0.0.1:15433, but devenv.toml changed since it "
+                                   "was opened: target old-db.internal:5432 -> "
+                                   "prod-db.internal:5432")
+        assert found[0].fix == "devenv tunnel up prod-db"
+    finally:
+        stand_in.kill()
+        stand_in.wait()

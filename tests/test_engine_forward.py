@@ -70,3 +70,26 @@ def test_the_forwards_ports_are_read_as_written():
     assert ports_of(record({"postgres": 5433, "redis": "6379\u00b2", "api": True,
                             "grafana": 70000, "adminer": 8080.0})) == {"postgres": 5433}
     assert ports_of(record(["5433"])) == {}
+
+
+def test_a_forward_to_another_engine_host_is_restarted_not_kept(tmp_path, monkeypatch):
+    """The same ports, but DOCKER_HOST (or the Docker context) now names another machine:
+    the forward that runs still leads to the old one, so it is replaced, not kept."""
+    from devenv.tunnels import forward
+
+    settings = _settings(tmp_path)
+    ports = {"postgres": 5433}
+    running = forward_command(ssh_target("ssh://me@devbox1"), ports, "127.0.0.1",
+                              "/usr/bin/ssh", "")
+    record = TunnelRecord(name="_engine", path=Path("/x"), port=5433, state="up",
+                          supervisor_pid=1, ssh_pid=None, restarts=0, since=0.0,
+                          last_error="", meta={"ports": ports, "command": running})
+    stopped, started = [], []
+    monkeypatch.setattr(forward, "current", lambda s: record)
+    monkeypatch.setattr(forward, "stop_tunnel", stopped.append)
+    monkeypatch.setattr(forward, "start_forward",
+                        lambda name, command, *a, **k: started.append(command) or record)
+    forward.ensure(settings, "ssh://me@devbox1", ports, lambda m: None, 10)
+    assert (stopped, started) == ([], [])  # the very same forward: kept
+    forward.ensure(settings, "ssh://me@devbox2", ports, lambda m: None, 10)
+    assert stopped == [record] and started[0][-2:] == ["--", "me@devbox2"]

@@ -22,8 +22,8 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import re
+import signal
 import subprocess
 import sys
 import threading

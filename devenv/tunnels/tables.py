@@ -256,6 +256,59 @@ def select_tunnels(specs: Mapping[str, TunnelSpec], names: tuple[str, ...] | lis
     return [specs[n] for n in names] if names else list(specs.values())
 
 
+# --- what runs, against what is declared ---------------------------------------------
+#: the fields of a declaration a tunnel's record keeps: what its ssh was opened with
+RECORDED = ("via", "target", "kind", "production", "ssh_options", "local_port", "path")
+
+
+def recorded(spec: TunnelSpec, ssh_config: str) -> dict[str, Any]:
+    """The declaration a tunnel is opened with, for its record (JSON); `ssh_config` is
+    DEVENV_SSH_CONFIG, which decides where `via` leads too."""
+    return {"via": spec.via, "target": spec.target, "kind": spec.kind,
+            "production": spec.production, "ssh_options": list(spec.ssh_options),
+            "local_port": spec.local_port, "path": spec.path, "ssh_config": ssh_config}
+
+
+def recorded_spec(name: str, meta: Mapping[str, Any]) -> TunnelSpec | None:
+    """What a record says its ssh runs, checked as devenv.toml is; None when it does not
+    say (a record that does not check is not believed)."""
+    table = {key: meta[key] for key in RECORDED if meta.get(key) is not None}
+    try:
+        return _parse_one(f"the record of tunnel {name}", name, table)
+    except UsageError:
+        return None
+
+
+def drift(running: TunnelSpec | None, meta: Mapping[str, Any], declared: TunnelSpec,
+          ssh_config: str) -> str:
+    """How what runs differs from what devenv.toml declares now, in words ("" when it runs
+    the declaration): "target prod-db:5432 -> staging-db:5432; production true -> false"."""
+    if running is None:
+        return "its record does not say what it runs"
+    words = []
+    for field in RECORDED:
+        was, now = _shown(getattr(running, field)), _shown(getattr(declared, field))
+        if was != now:
+            words.append(f"{field} {was} -> {now}")
+    missing = [key for key in (*RECORDED, "ssh_config") if key not in meta]
+    if missing:  # an older devenv opened it: what it ran is not all known
+        words.append(f"opened without a record of its {', '.join(missing)}")
+    elif meta.get("ssh_config") != ssh_config:
+        words.append(f"DEVENV_SSH_CONFIG {_shown(meta.get('ssh_config'))} -> "
+                     f"{_shown(ssh_config)}")
+    return "; ".join(words)
+
+
+def _shown(value: Any) -> str:
+    if value is None or value == "":
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    return str(value)
+
+
 # --- credentials and URLs ------------------------------------------------------------
 @dataclass(frozen=True)
 class Credentials:

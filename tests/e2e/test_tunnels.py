@@ -73,7 +73,8 @@ def bastion(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Iterator[B
     names = [f"{network}-prod-db", f"{network}-bastion"]
     try:
         _run("docker", "run", "-d", "--name", names[0], "--network", network,
-             "--network-alias", "prod-db", "-e", f"POSTGRES_PASSWORD={PROD_PASSWORD}",
+             "--network-alias", "prod-db", "--network-alias", "staging-db",
+             "-e", f"POSTGRES_PASSWORD={PROD_PASSWORD}",
              "-e", f"POSTGRES_DB={PROD_DB}", POSTGRES_IMAGE)
         _run("docker", "run", "-d", "--name", names[1], "--network", network,
              "-p", "127.0.0.1::22", "-v", f"{mount}:/keys:ro", SSHD_IMAGE)
@@ -345,6 +346,58 @@ def test_a_port_taken_between_plan_and_start_is_a_port_race(project: Project,
     assert caught.value.port == port
     assert _ours(project) == []
     assert not (folder / "race.json").exists()
+
+
+SHARED_TOML = """[tunnels.shared-db]
+via = "bastion"
+target = "{target}"
+kind = "postgres"
+production = {production}
+"""
+
+
+def test_a_tunnel_whose_declaration_changed_is_reopened_before_its_url_is_handed_out(
+        tmp_path: Path, bastion: Bastion):
+    """devenv.toml moves a running tunnel from production to staging: until `tunnel up`
+    reopens it, what is shown is what runs (PROD, read-only) and `ports --env` and
+    `psql --tunnel` refuse it; after, the URL leads to the new target, writable."""
+    p = new_project(tmp_path, DEVENV_SSH_CONFIG=str(bastion.config), SSH_AUTH_SOCK="")
+    (p.path / "devenv.toml").write_text(SHARED_TOML.format(target="prod-db:5432",
+                                                           production="true"))
+    (p.path / ".env").write_text(
+        "DEVENV_TUNNEL_SHARED_DB_PASSWORD='" + PROD_PASSWORD.replace("'", "\\'") + "'\n"
+        f"DEVENV_TUNNEL_SHARED_DB_DB={PROD_DB}\n")
+    try:
+        p.run("tunnel", "up", "shared-db")
+        (p.path / "devenv.toml").write_text(SHARED_TOML.format(target="staging-db:5432",
+                                                               production="false"))
+        row = _tunnels(p)["shared-db"]
+        assert (row["target"], row["tags"]) == ("prod-db:5432", ["PROD"]), row
+        assert row["changed"] == ("target prod-db:5432 -> staging-db:5432; "
+                                  "production true -> false")
+        assert "read_only" in row["url"]
+        assert "[devenv.toml changed: target prod-db:5432 -> staging-db:5432" in p.run(
+            "tunnel", "ls").stdout
+        env = p.run("ports", "--env", check=False)
+        assert env.returncode == 2 and "SHARED_DB_URL" not in env.stdout, env
+        assert "devenv.toml changed since it was opened" in env.stderr
+        assert "hint: reopen it as declared: devenv tunnel up shared-db" in env.stderr
+        write = p.run("psql", "--tunnel", "shared-db", "-c", "create table t (x int)",
+                      check=False)
+        assert write.returncode == 2 and "changed since it was opened" in write.stderr
+
+        up = p.run("tunnel", "up", "shared-db")
+        assert "reopening it as declared" in up.stderr and "PRODUCTION" not in up.stderr
+        row = _tunnels(p)["shared-db"]
+        assert (row["target"], row["tags"], row["changed"]) == ("staging-db:5432", [], "")
+        url = _env_url(p, "SHARED_DB_URL")
+        assert "read_only" not in url
+        answer = _psql(url, "select current_setting('default_transaction_read_only')")
+        assert answer.stdout.strip() == "off", answer.stderr
+    finally:
+        p.run("tunnel", "down", check=False)
+        assert _ours(p) == []
+        p.cleanup()
 
 
 def _ssh_for(alias: str) -> list[psutil.Process]:
