@@ -6,6 +6,7 @@ inside listens. Each probe speaks the service's protocol and wants the service's
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import threading
@@ -14,6 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .config.catalog import ProbeSpec
+
+#: numbers in a server's answer, ASCII digits only (str.isdigit() also takes `²` and `٥`)
+_STATUS = re.compile(r"[1-9][0-9]{2}")
+_WHOLE = re.compile(r"[1-9][0-9]{0,9}")
 
 POLL_SECONDS = 0.1
 PROBE_TIMEOUT = 1.0
@@ -55,7 +60,8 @@ def probe_http(host: str, port: int, path: str, timeout: float = PROBE_TIMEOUT,
     except (OSError, EOFError) as exc:
         return ProbeResult(False, f"GET {path}: {_why(exc)}")
     parts = line.split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+    # three ASCII digits: isdigit() also takes `²00`, which int() refuses
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not _STATUS.fullmatch(parts[1]):
         return ProbeResult(False, f"GET {path}: not an HTTP answer: {line[:60]!r}")
     status = int(parts[1])
     if 200 <= status < 300 or any_status:
@@ -146,7 +152,7 @@ class ScramClient:
 
         fields = dict(item.split("=", 1) for item in server_first.split(",") if "=" in item)
         nonce, salt, iterations = fields.get("r", ""), fields.get("s", ""), fields.get("i", "")
-        if not nonce.startswith(self.nonce) or not salt or not iterations.isdigit():
+        if not nonce.startswith(self.nonce) or not salt or not _WHOLE.fullmatch(iterations):
             raise ValueError(f"not a SCRAM server-first message: {server_first[:80]!r}")
         salted = hashlib.pbkdf2_hmac("sha256", saslprep(self.password).encode(),
                                      base64.b64decode(salt), int(iterations))

@@ -181,9 +181,14 @@ def _tunnel_state(row: Any) -> str:
         words.append(f"(was {row.configured_port})")
     if row.restarts:
         words.append(f"[{row.restarts} reconnect{'s' if row.restarts > 1 else ''}]")
+    return " ".join([*words, *_drift_words(row)])
+
+
+def _drift_words(row: Any) -> list[str]:
+    """A running tunnel that is not what devenv.toml declares now says so."""
     if not row.declared:
-        words.append("[not declared]")
-    return " ".join(words)
+        return ["[not declared]"]
+    return [f"[devenv.toml changed: {row.changed}]"] if row.changed else []
 
 
 def format_tunnels(rows: Sequence[Any]) -> str:
@@ -195,7 +200,8 @@ def format_tunnels(rows: Sequence[Any]) -> str:
 
 def format_tunnel_status(rows: Sequence[Any]) -> str:
     return table(("TUNNEL", "STATE", "URL", "UPTIME", "RECONNECTS"),
-                 [(r.label, r.state, r.url or "-", duration(r.uptime_seconds),
+                 [(r.label, " ".join([r.state, *_drift_words(r)]), r.url or "-",
+                   duration(r.uptime_seconds),
                    str(r.restarts)) for r in rows])
 
 

@@ -279,6 +279,21 @@ def test_tunnel_bad_toml_exits_2_naming_file_table_and_field(run, tmp_path):
     assert result.exit_code == 2 and "devenv.toml: invalid TOML" in result.output
 
 
+@pytest.mark.parametrize("command", [("tunnel", "ls"), ("tunnel", "up"), ("tunnel", "down",
+                                                                         "prod-db")])
+def test_a_target_port_with_a_non_ascii_digit_exits_2_in_one_line(run, tmp_path, command):
+    (tmp_path / "devenv.toml").write_text('[tunnels.prod-db]\nvia = "b"\n'
+                                          'target = "db:5432\u00b2"\n')
+    result = run(*command)
+    lines = result.output.splitlines()
+    assert result.exit_code == 2, result.output
+    if command[1] == "down":  # down warns about the table, then cannot find the name
+        assert "is not host:port" in lines[0] and lines[1].startswith("devenv: error: ")
+        return
+    assert lines[0].startswith("devenv: error: ") and "`target` = 'db:5432\u00b2'" in lines[0]
+    assert lines[1].startswith("hint: target is host:port") and len(lines) == 2
+
+
 def test_tunnel_ls_lists_declared_tunnels_down_and_up_refuses_unknown(run, tmp_path):
     (tmp_path / "devenv.toml").write_text('[tunnels.prod-db]\nvia = "b"\ntarget = "db:5432"\n'
                                           'kind = "postgres"\nproduction = true\n')

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 import pytest
@@ -258,12 +259,22 @@ def test_a_bad_tunnel_table_is_a_warning_and_the_rest_still_runs(tmp_path, patch
     assert [c.status for c in checks if c.name == "settings"] == [OK]
 
 
+def test_a_target_port_with_a_non_ascii_digit_is_a_warning_not_a_broken_doctor(
+        tmp_path, patched_engine):
+    (tmp_path / "devenv.toml").write_text(TUNNEL_TOML.format(extra="").replace(
+        "prod-db.internal:5432", "prod-db.internal:5432\u00b2"))
+    checks = run_checks(tmp_path, {"DEVENV_PROJECT": "tun"}, {}, None)
+    found = [c for c in checks if c.name.startswith("tunnel")]
+    assert [(c.name, c.status) for c in found] == [("tunnels", WARN)]
+    assert "`target`" in found[0].detail and "host:port" in found[0].fix
+
+
 def _write_record(tmp_path, name, state, last_error=""):
     folder = tmp_path / ".devenv" / "tunnels" / "tun"
     folder.mkdir(parents=True, exist_ok=True)
-    # a supervisor pid that cannot be running: the record is of a tunnel that died
+    # this process's pid with another start time: the record is of a supervisor that died
     (folder / f"{name}.json").write_text(json.dumps({
-        "supervisor_pid": 2**22 + 1, "supervisor_started": 1.0, "port": 5433,
+        "supervisor_pid": os.getpid(), "supervisor_started": 1.0, "port": 5433,
         "state": state, "last_error": last_error}))
 
 
@@ -279,3 +290,33 @@ def test_a_tunnel_that_gave_up_says_why(tmp_path, patched_engine):
     _write_record(tmp_path, "prod-db", "failed", "Permission denied (publickey)")
     found, _ = tunnel_checks(tmp_path)
     assert found[0].detail == "was opened, but gave up: Permission denied (publickey)"
+
+
+def test_a_tunnel_running_an_older_declaration_is_a_warning_with_the_way_back(
+        tmp_path, patched_engine):
+    import subprocess
+    import sys
+
+    import psutil
+
+    from devenv.tunnels.tables import TunnelSpec, recorded
+
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        folder = tmp_path / ".devenv" / "tunnels" / "tun"
+        folder.mkdir(parents=True)
+        opened = TunnelSpec(name="prod-db", via="deploy@bastion.example",
+                            target_host="old-db.internal", target_port=5432, kind="postgres")
+        (folder / "prod-db.json").write_text(json.dumps({
+            **recorded(opened, ""), "supervisor_pid": stand_in.pid,
+            "supervisor_started": psutil.Process(stand_in.pid).create_time(),
+            "port": 15433, "state": "up"}))
+        found, _ = tunnel_checks(tmp_path)
+        assert [(c.name, c.status) for c in found] == [("tunnel prod-db", WARN)]
+        assert found[0].detail == ("up on 127.0.0.1:15433, but devenv.toml changed since it "
+                                   "was opened: target old-db.internal:5432 -> "
+                                   "prod-db.internal:5432")
+        assert found[0].fix == "devenv tunnel up prod-db"
+    finally:
+        stand_in.kill()
+        stand_in.wait()

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from devenv.config.settings import load_settings
 from devenv.ports.holders import HostPorts
-from devenv.tunnels.forward import applies, forward_command, ssh_target
+from devenv.tunnels.forward import applies, forward_command, ports_of, ssh_target
+from devenv.tunnels.runtime import TunnelRecord
 
 
 def _settings(tmp_path: Path, **values: str):
@@ -81,3 +82,37 @@ def test_the_forwards_record_is_read_like_input(tmp_path):
                              ([5433], set()), ("5433", set())):
         (folder / f"{FORWARD_NAME}.json").write_text(json.dumps({**record, "ports": ports}))
         assert forwarded_ports(settings) == forwarded, ports
+
+
+def test_the_forwards_ports_are_read_as_written():
+    def record(ports: object) -> TunnelRecord:
+        return TunnelRecord(name="_engine", path=Path("/x"), port=1, state="up",
+                            supervisor_pid=1, ssh_pid=None, restarts=0, since=0.0,
+                            last_error="", meta={"ports": ports})
+
+    assert ports_of(record({"postgres": 5433, "redis": "6379\u00b2", "api": True,
+                            "grafana": 70000, "adminer": 8080.0})) == {"postgres": 5433}
+    assert ports_of(record(["5433"])) == {}
+
+
+def test_a_forward_to_another_engine_host_is_restarted_not_kept(tmp_path, monkeypatch):
+    """The same ports, but DOCKER_HOST (or the Docker context) now names another machine:
+    the forward that runs still leads to the old one, so it is replaced, not kept."""
+    from devenv.tunnels import forward
+
+    settings = _settings(tmp_path)
+    ports = {"postgres": 5433}
+    running = forward_command(ssh_target("ssh://me@devbox1"), ports, "127.0.0.1",
+                              "/usr/bin/ssh", "")
+    record = TunnelRecord(name="_engine", path=Path("/x"), port=5433, state="up",
+                          supervisor_pid=1, ssh_pid=None, restarts=0, since=0.0,
+                          last_error="", meta={"ports": ports, "command": running})
+    stopped, started = [], []
+    monkeypatch.setattr(forward, "current", lambda s: record)
+    monkeypatch.setattr(forward, "stop_tunnel", stopped.append)
+    monkeypatch.setattr(forward, "start_forward",
+                        lambda name, command, *a, **k: started.append(command) or record)
+    forward.ensure(settings, "ssh://me@devbox1", ports, lambda m: None, 10)
+    assert (stopped, started) == ([], [])  # the very same forward: kept
+    forward.ensure(settings, "ssh://me@devbox2", ports, lambda m: None, 10)
+    assert stopped == [record] and started[0][-2:] == ["--", "me@devbox2"]

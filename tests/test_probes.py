@@ -320,6 +320,25 @@ def test_http_probe_for_a_tunnel_takes_any_status_line():
         assert probe_http("127.0.0.1", port, "/", any_status=True).ok
 
 
+@pytest.mark.parametrize("status", ["\u00b200", "\u0662\u0660\u0660", "2000", "+20"])
+def test_an_http_status_that_is_not_three_ascii_digits_is_not_an_answer(status):
+    """What a far end says through a tunnel is not trusted: `²00` passed isdigit() and
+    int() raised, ending `tunnel up` and `tunnel ls` in an internal error."""
+    def odd(conn: socket.socket) -> None:
+        conn.recv(1024)
+        conn.sendall(f"HTTP/1.0 {status} OK\r\n\r\n".encode())
+
+    with server(odd) as port:
+        result = probe_http("127.0.0.1", port, "/", any_status=True)
+    assert not result.ok and "not an HTTP answer" in result.detail
+
+
+def test_scram_iterations_must_be_ascii_digits():
+    client = ScramClient("pw", nonce="abc")
+    with pytest.raises(ValueError, match="not a SCRAM server-first message"):
+        client.final("r=abcdef,s=c2FsdA==,i=4\u00b2")
+
+
 def test_tcp_probe_wants_the_connection_held_or_an_answer():
     from devenv.probes import probe_tcp
 

@@ -76,3 +76,60 @@ def test_a_long_log_keeps_only_its_last_lines(tmp_path):
     text = log.read_text()
     assert text.startswith("line ") and text.endswith("line 000999\n")
     assert len(text) <= 100 and (log.stat().st_mode & 0o777) == 0o600
+
+
+def test_the_log_stays_within_its_limit_while_one_ssh_stays_connected(tmp_path):
+    """A chatty ssh (`-v`, a noisy bastion) that never exits: the log used to be trimmed
+    only when ssh restarted, so it grew without bound. Now it never passes LOG_LIMIT."""
+    from devenv.tunnels.supervisor import LOG_LIMIT
+
+    lines = 60_000  # 60 bytes each: 3.6 MB, more than three times the limit
+    proc, record, log = _start(
+        tmp_path, "import sys, time\n"
+        f"for i in range({lines}):\n"
+        "    sys.stderr.write('debug1: channel %06d: still connected and talking...\\n' % i)\n"
+        "sys.stderr.write('debug1: ' + 'done\\n'); sys.stderr.flush(); time.sleep(60)")
+    try:
+        ssh = _wait_for(lambda: _read(record).get("ssh_pid"))
+        proc.send_signal(signal.SIGUSR1)
+        largest = 0
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            size = log.stat().st_size if log.exists() else 0
+            largest = max(largest, size)
+            if b"debug1: done" in log.read_bytes()[-200:]:
+                break
+            time.sleep(0.005)
+        assert b"debug1: done" in log.read_bytes()[-200:], "the stand-in never finished"
+        assert largest <= LOG_LIMIT and log.stat().st_size <= LOG_LIMIT
+        text = log.read_text()
+        assert f"channel {lines - 1:06d}" in text and "channel 000000" not in text
+        assert _read(record)["ssh_pid"] == ssh and _read(record)["restarts"] == 0
+        assert (log.stat().st_mode & 0o777) == 0o600
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0
+
+
+def test_a_failure_is_read_from_this_start_even_after_the_log_was_trimmed(tmp_path):
+    """A log past its limit from earlier runs is trimmed when a tunnel starts: the error
+    is still ssh's own words from this start (an offset into the old file read nothing:
+    "ssh exited without a message")."""
+    from devenv.errors import SshError
+    from devenv.tunnels.runtime import start_tunnel
+    from devenv.tunnels.tables import Credentials, TunnelSpec
+
+    folder = tmp_path / "tunnels"
+    folder.mkdir()
+    (folder / "race.log").write_bytes(b"old: Could not resolve hostname x\n" * 60_000)
+    fake = tmp_path / "ssh"
+    fake.write_text("#!/bin/sh\necho 'tunnel@bastion: Permission denied (publickey).' >&2\n"
+                    "exit 255\n")
+    fake.chmod(0o755)
+    spec = TunnelSpec(name="race", via="bastion", target_host="db", target_port=5432)
+    try:
+        start_tunnel(spec, 1, folder, Credentials("", "", ""), timeout=20, ssh=str(fake))
+    except SshError as exc:
+        assert "refused the key: tunnel@bastion: Permission denied (publickey)." in exc.message
+    else:
+        raise AssertionError("the fake ssh was not reported")

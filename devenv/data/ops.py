@@ -352,7 +352,8 @@ def _client_connections(engine: Engine, settings: Settings, pg: Container | None
     result = compose_of(engine, settings).exec("postgres", [*psql(settings, "postgres"), "-Atc",
                                                           sql],
                                              interactive=False, tty=False, capture=True)
-    return int(result.stdout.strip()) if result.stdout.strip().isdigit() else 0
+    count = result.stdout.strip()
+    return int(count) if count.isascii() and count.isdigit() else 0
 
 
 def compose_of(engine: Engine, settings: Settings) -> Compose:

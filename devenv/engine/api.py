@@ -143,8 +143,9 @@ class Engine:
         ports = []
         for entries in bindings.values():
             for entry in entries or []:
-                if str(entry.get("HostPort", "")).isdigit():
-                    ports.append(int(entry["HostPort"]))
+                text = str(entry.get("HostPort", ""))
+                if text.isascii() and text.isdigit():
+                    ports.append(int(text))
         return ports
 
     def network(self, name: str) -> dict[str, Any] | None:

@@ -270,7 +270,7 @@ def _tunnels(settings: Settings) -> list[Check]:
     import subprocess
 
     from ..tunnels.runtime import read_records, ssh_command
-    from ..tunnels.tables import PROJECT_FILE, parse_tunnels
+    from ..tunnels.tables import PROJECT_FILE, drift, parse_tunnels, recorded_spec
 
     records = read_records(settings.state_dir, settings.project)
     if not settings.catalog.tunnels and not records:
@@ -306,8 +306,15 @@ def _tunnels(settings: Settings) -> list[Check]:
         if record is None:
             checks.append(Check(label, OK, f"via {spec.via} to {spec.target}: not open"))
         elif record.running:
-            checks.append(Check(label, OK, f"{record.state} on 127.0.0.1:{record.port} "
-                                           f"via {spec.via}"))
+            changed = drift(recorded_spec(name, record.meta), record.meta, spec,
+                            settings["DEVENV_SSH_CONFIG"])
+            if changed:  # what runs is not what devenv.toml says now
+                checks.append(Check(label, WARN, f"{record.state} on 127.0.0.1:{record.port}, "
+                                    f"but devenv.toml changed since it was opened: {changed}",
+                                    f"devenv tunnel up {name}"))
+            else:
+                checks.append(Check(label, OK, f"{record.state} on 127.0.0.1:{record.port} "
+                                               f"via {spec.via}"))
         else:
             what = "gave up" if record.state == "failed" else "its ssh no longer runs"
             why = f": {record.last_error}" if record.last_error else ""

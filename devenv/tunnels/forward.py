@@ -16,10 +16,12 @@ from ..config.settings import Settings
 from ..errors import DockerUnavailableError
 from .runtime import (
     TunnelRecord,
+    foreground_options,
     read_record,
     start_forward,
     stop_tunnel,
     tunnel_dir,
+    whole,
 )
 
 #: the record's name under .devenv/tunnels/<project>/: tunnel names cannot start with "_"
@@ -66,7 +68,8 @@ def forward_command(target: SshTarget, ports: Mapping[str, int], remote_bind: st
     forwards = [arg for port in sorted(set(ports.values()))
                 for arg in ("-L", f"{FORWARD_HOST}:{port}:{bind}:{port}")]
     return [ssh, "-N", *forwards, "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes",
-            *(["-F", ssh_config] if ssh_config else []), *target.options,
+            *foreground_options(ssh), *(["-F", ssh_config] if ssh_config else []),
+            *target.options,
             "-o", f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}", "-o", "ServerAliveCountMax=3",
             "-o", "ConnectTimeout=10", "--", target.destination]
 
@@ -80,12 +83,22 @@ def current(settings: Settings) -> TunnelRecord | None:
 
 def forwarded_ports(settings: Settings) -> frozenset[int]:
     record = current(settings)
-    if record is None:
-        return frozenset()
+    return frozenset(ports_of(record).values()) if record is not None else frozenset()
+
+
+def _runs(record: TunnelRecord, command: list[str]) -> bool:
+    recorded = record.meta.get("command")
+    return isinstance(recorded, list) and recorded[1:] == command[1:]
+
+
+def ports_of(record: TunnelRecord) -> dict[str, int]:
+    """The record's service -> port map, each port checked as written (1-65535, a JSON
+    number): the planner trusts these ports as the forward's own."""
     ports = record.meta.get("ports")
-    # read like input: only whole numbers that are ports (the record is a file on disk)
-    return frozenset(p for p in (ports.values() if isinstance(ports, dict) else ())
-                     if type(p) is int and 1 <= p <= 65535)
+    if not isinstance(ports, dict):
+        return {}
+    return {str(name): port for name, port in ports.items()
+            if whole(port, 1, 65535) is not None}
 
 
 def ensure(settings: Settings, docker_host: str, ports: Mapping[str, int],
@@ -100,18 +113,20 @@ def ensure(settings: Settings, docker_host: str, ports: Mapping[str, int],
     assert target is not None
     record = current(settings)
     wanted = {name: int(port) for name, port in sorted(ports.items())}
-    if record is not None and record.meta.get("ports") == wanted:
+    ssh = shutil.which("ssh")
+    remote_bind = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
+    command = forward_command(target, wanted, remote_bind, ssh or "ssh",
+                              settings["DEVENV_SSH_CONFIG"])
+    # Kept only when it runs this very command (the ssh binary aside): the same ports to
+    # another engine's host (DOCKER_HOST or the context changed) are another forward.
+    if record is not None and _runs(record, command) and ports_of(record) == wanted:
         return record
     if record is not None:
         stop_tunnel(record)
-    ssh = shutil.which("ssh")
     if ssh is None:
         raise SshError("the OpenSSH client (ssh) is not installed; it forwards the remote "
                        "engine's ports", hint="install it (Debian/Ubuntu: apt-get install "
                        "openssh-client)")
-    remote_bind = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
-    command = forward_command(target, wanted, remote_bind, ssh,
-                              settings["DEVENV_SSH_CONFIG"])
     notify(f"forwarding {', '.join(f'{n} {p}' for n, p in wanted.items())} from "
            f"{target.host} to {FORWARD_HOST} over ssh")
     meta = {"name": FORWARD_NAME, "project": settings.project, "kind": "forward",

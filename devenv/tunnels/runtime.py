@@ -8,6 +8,7 @@ belongs to the process that wrote it (pid and start time), so a reused pid is ne
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -30,8 +31,8 @@ SERVER_ALIVE_COUNT = 3
 CONNECT_TIMEOUT = 10
 STOP_SECONDS = 8.0
 POLL = 0.1
-
-
+#: the largest pid Linux hands out (pid_max can be at most 2^22)
+PID_MAX = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -48,19 +49,40 @@ class TunnelRecord:
     since: float
     last_error: str
     meta: dict[str, Any]
+    #: the start times that tie each pid to the process devenv started (None: unknown)
+    supervisor_started: float | None = None
+    ssh_started: float | None = None
 
     @property
     def running(self) -> bool:
         return self.state in ("connecting", "up", "reconnecting")
 
 
+STATES = ("connecting", "up", "reconnecting", "failed", "dead")
+
+
 def tunnel_dir(state_dir: Path, project: str) -> Path:
     return state_dir / "tunnels" / project
 
 
+def whole(value: Any, low: int, high: int) -> int | None:
+    """A whole number read from a record, exactly as JSON wrote it: `true`, `"12"`, `1.0`,
+    or a number outside low..high are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return None
+    return value
+
+
+def _moment(value: Any) -> float | None:
+    """A process start time (seconds since the epoch) read from a record."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) and value > 0 else None
+
+
 def _same_process(pid: int | None, started: float | None) -> bool:
-    """True only for the process the record names: the pid and its start time (a record
-    without the start time proves nothing about whoever has that pid now)."""
+    """Whether `pid` is still the process that started at `started`. Without a start time
+    nothing ties the pid to what devenv started, so it is not."""
     if not pid or started is None:
         return False
     try:
@@ -74,49 +96,38 @@ def _same_process(pid: int | None, started: float | None) -> bool:
         return False
 
 
-_STATES = ("connecting", "up", "reconnecting", "failed", "dead")
-
-
-def _whole(value: Any, low: int, high: int) -> int | None:
-    """A JSON whole number in [low, high] (never a bool, a float or a string)."""
-    return value if type(value) is int and low <= value <= high else None
-
-
-def _seconds(value: Any) -> float | None:
-    """A JSON number of seconds since the epoch (never a bool, NaN or infinity)."""
-    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
-        return None
-    return float(value)
-
-
 def read_record(path: Path) -> TunnelRecord | None:
-    """A supervisor's record, every field checked like input: a record that is not one
-    (not JSON, a pid that is no pid, a port out of range) is None; a field that only
-    describes (restarts, since, last_error) falls back to its default."""
+    """The record at `path`, every field checked; None when it cannot be read or is not a
+    supervisor's record (then nothing it names is ever signalled)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(data, dict):
         return None
-    supervisor = _whole(data.get("supervisor_pid"), 1, 2**31 - 1)
-    port = _whole(data.get("port", 0), 0, 65535)
+    supervisor = whole(data.get("supervisor_pid"), 1, PID_MAX)
+    port = whole(data.get("port"), 1, 65535)
     if supervisor is None or port is None:
         return None
-    ssh_pid = _whole(data.get("ssh_pid"), 1, 2**31 - 1)
-    alive = _same_process(supervisor, _seconds(data.get("supervisor_started")))
-    ssh_alive = _same_process(ssh_pid, _seconds(data.get("ssh_started")))
+    supervisor_started = _moment(data.get("supervisor_started"))
+    ssh_pid = whole(data.get("ssh_pid"), 1, PID_MAX)
+    ssh_started = _moment(data.get("ssh_started"))
+    alive = _same_process(supervisor, supervisor_started)
+    ssh_alive = _same_process(ssh_pid, ssh_started)
     state = data.get("state")
-    state = state if state in _STATES else "dead"
+    state = state if state in STATES else "dead"
     if not alive and state != "failed":
         state = "dead"
-    last_error = data.get("last_error", "")
+    since = _moment(data.get("since"))
+    last_error = data.get("last_error")
     return TunnelRecord(name=path.stem, path=path, port=port, state=state,
-                        supervisor_pid=supervisor, ssh_pid=ssh_pid if ssh_alive else None,
-                        restarts=_whole(data.get("restarts", 0), 0, 2**31) or 0,
-                        since=_seconds(data.get("since", 0.0)) or 0.0,
+                        supervisor_pid=supervisor,
+                        ssh_pid=ssh_pid if ssh_alive else None,
+                        restarts=whole(data.get("restarts"), 0, 1 << 31) or 0,
+                        since=since or 0.0,
                         last_error=last_error if isinstance(last_error, str) else "",
-                        meta=data)
+                        meta=data, supervisor_started=supervisor_started,
+                        ssh_started=ssh_started)
 
 
 def read_records(state_dir: Path, project: str) -> dict[str, TunnelRecord]:
@@ -131,14 +142,39 @@ def read_records(state_dir: Path, project: str) -> dict[str, TunnelRecord]:
     return records
 
 
+def foreground_options(ssh: str = "ssh") -> list[str]:
+    """What keeps ssh devenv's own child, whatever the user's ssh config says: no connection
+    sharing (a ControlPersist master forks away and keeps the port after ssh exits; a
+    ControlPath client hands the forward to a master devenv did not start) and no fork
+    after authentication. ssh keeps the first value it gets for an option and reads the
+    command line before any config, so these come before every other option."""
+    options = ["-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "ControlPersist=no"]
+    if knows_option(ssh, "ForkAfterAuthentication=no"):  # OpenSSH 8.7+; older: only -f forks
+        options += ["-o", "ForkAfterAuthentication=no"]
+    return options
+
+
+@functools.lru_cache(maxsize=8)
+def knows_option(ssh: str, option: str) -> bool:
+    """Whether this ssh takes `-o option` (`ssh -G` evaluates it and connects to nothing;
+    no config file is read, so nothing of the user's runs)."""
+    try:
+        return subprocess.run([ssh, "-G", "-F", "/dev/null", "-o", option, "devenv.invalid"],
+                              capture_output=True, timeout=10,
+                              stdin=subprocess.DEVNULL).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 def ssh_command(spec: TunnelSpec, port: int, ssh: str = "ssh",
                 ssh_config: str = "") -> list[str]:
     """The OpenSSH command for one forward. ssh takes the first value it gets for an
-    option: ExitOnForwardFailure and BatchMode come first (a detached tunnel cannot
-    prompt), then the project's ssh_options, then defaults those options may override."""
+    option: ExitOnForwardFailure, BatchMode (a detached tunnel cannot prompt) and the
+    foreground options come first, then the project's ssh_options, then defaults those
+    options may override."""
     return [
         ssh, "-N", "-L", f"127.0.0.1:{port}:{spec.target}",
-        "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes",
+        "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes", *foreground_options(ssh),
         *(["-F", ssh_config] if ssh_config else []),
         *spec.ssh_options,
         "-o", f"ServerAliveInterval={SERVER_ALIVE_INTERVAL}",
@@ -159,13 +195,27 @@ def probe_tunnel(spec: TunnelSpec, port: int, creds: Credentials) -> ProbeResult
     return probe_tcp("127.0.0.1", port, hold=0.5)
 
 
+@dataclass(frozen=True)
+class LogMark:
+    """Where the log stood when a supervisor was started: its file and size then."""
+
+    path: Path
+    inode: int
+    offset: int
 
 
-def _log_since(path: Path, offset: int) -> str:
+def _log_since(mark: LogMark) -> str:
+    """What the log holds of this start. The supervisor trims the log as it grows
+    (replacing the file), and an offset into the old file means nothing in the new one:
+    then it is the log from the last line that started ssh."""
+    from .supervisor import this_run
+
     try:
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            return handle.read().decode(errors="replace")
+        with open(mark.path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_ino == mark.inode:
+                handle.seek(mark.offset)
+                return handle.read().decode(errors="replace")
+            return this_run(handle.read().decode(errors="replace"))
     except OSError:
         return ""
 
@@ -179,11 +229,9 @@ def start_tunnel(spec: TunnelSpec, port: int, folder: Path, creds: Credentials,
     On any failure both processes are ended before the error is raised.
     """
     command = ssh_command(spec, port, ssh, ssh_config)
-    proc, record_path, log_path, offset = launch_supervisor(spec.name, command, port, folder,
-                                                            meta)
+    proc, record_path, mark = launch_supervisor(spec.name, command, port, folder, meta)
     try:
-        return _await_answer(spec, port, creds, timeout, proc, record_path, log_path, offset,
-                             notify)
+        return _await_answer(spec, port, creds, timeout, proc, record_path, mark, notify)
     except BaseException:
         _end(proc)
         with contextlib.suppress(OSError):
@@ -198,13 +246,12 @@ def start_forward(name: str, command: list[str], ports: list[int], folder: Path,
     once ssh listens on the first of `ports` (ExitOnForwardFailure: all, or ssh exits)."""
     from .supervisor import listening
 
-    proc, record_path, log_path, offset = launch_supervisor(name, command, ports[0], folder,
-                                                            meta)
+    proc, record_path, mark = launch_supervisor(name, command, ports[0], folder, meta)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise classify_failure(label, via, ports[0], _log_since(log_path, offset))
+                raise classify_failure(label, via, ports[0], _log_since(mark))
             record = read_record(record_path)
             if record is not None and record.ssh_pid and listening(record.ssh_pid, ports[0]):
                 proc.send_signal(signal.SIGUSR1)
@@ -221,9 +268,12 @@ def start_forward(name: str, command: list[str], ports: list[int], folder: Path,
 
 def launch_supervisor(name: str, command: list[str], port: int, folder: Path,
                       meta: dict[str, Any] | None
-                      ) -> tuple[subprocess.Popen[bytes], Path, Path, int]:
+                      ) -> tuple[subprocess.Popen[bytes], Path, LogMark]:
     """Start `python -m devenv.tunnels.supervisor` detached, with its record and log in
-    `folder` (0700; files 0600). Returns the process, both paths and the log's offset."""
+    `folder` (0700; files 0600). Returns the process, the record's path and where the log
+    stood (trimmed first, as the supervisor would)."""
+    from .supervisor import trim_log
+
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
@@ -233,8 +283,10 @@ def launch_supervisor(name: str, command: list[str], port: int, folder: Path,
     log_path = folder / f"{name}.log"
     with contextlib.suppress(OSError):
         record_path.unlink()
-    offset = log_path.stat().st_size if log_path.exists() else 0
+    trim_log(log_path)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    stat = os.fstat(fd)
+    mark = LogMark(log_path, stat.st_ino, stat.st_size)
     with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "devenv.tunnels.supervisor", "--record", str(record_path),
@@ -242,12 +294,12 @@ def launch_supervisor(name: str, command: list[str], port: int, folder: Path,
              "--", *command],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
             start_new_session=True, close_fds=True)
-    return proc, record_path, log_path, offset
+    return proc, record_path, mark
 
 
 def _await_answer(spec: TunnelSpec, port: int, creds: Credentials, timeout: float,
-                  proc: subprocess.Popen[bytes], record_path: Path, log_path: Path,
-                  offset: int, notify: Callable[[str], None]) -> TunnelRecord:
+                  proc: subprocess.Popen[bytes], record_path: Path, mark: LogMark,
+                  notify: Callable[[str], None]) -> TunnelRecord:
     from .supervisor import listening
 
     deadline = time.monotonic() + timeout
@@ -256,8 +308,7 @@ def _await_answer(spec: TunnelSpec, port: int, creds: Credentials, timeout: floa
     first_refusal: float | None = None
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise classify_failure(f"tunnel {spec.name}", spec.via, port,
-                                   _log_since(log_path, offset))
+            raise classify_failure(f"tunnel {spec.name}", spec.via, port, _log_since(mark))
         record = read_record(record_path)
         if record is not None and record.ssh_pid and listening(record.ssh_pid, port):
             if not told:
@@ -268,7 +319,7 @@ def _await_answer(spec: TunnelSpec, port: int, creds: Credentials, timeout: floa
             if last.ok:
                 proc.send_signal(signal.SIGUSR1)
                 return _confirmed(record_path, proc, deadline)
-            refused = target_refused(_log_since(log_path, offset))
+            refused = target_refused(_log_since(mark))
             if refused and first_refusal is None:
                 first_refusal = time.monotonic()
             if target_hopeless(refused, time.monotonic() - (first_refusal or 0.0)):
@@ -314,11 +365,9 @@ def _end(proc: subprocess.Popen[bytes]) -> None:
 def stop_tunnel(record: TunnelRecord) -> None:
     """End exactly the supervisor and ssh the record names (checked by start time), then
     forget the record."""
-    started_ssh = _seconds(record.meta.get("ssh_started"))
-    started_sup = _seconds(record.meta.get("supervisor_started"))
-    _terminate(record.supervisor_pid, started_sup)
+    _terminate(record.supervisor_pid, record.supervisor_started)
     if record.ssh_pid is not None:
-        _terminate(record.ssh_pid, started_ssh)
+        _terminate(record.ssh_pid, record.ssh_started)
     with contextlib.suppress(OSError):
         record.path.unlink()
 

@@ -10,6 +10,10 @@ or host is reported, not retried. After that, an ssh exit is a dropped connectio
 started again after a backoff of 1, 2, 4 ... 30 s (reset once a connection held 30 s), the
 way autossh does. SIGTERM ends ssh and then the supervisor; ssh also gets SIGTERM from the
 kernel if the supervisor dies (PR_SET_PDEATHSIG), so no ssh outlives its supervisor.
+
+ssh's messages reach the log through a pipe the supervisor reads, never through a file
+ssh holds itself: every write is the supervisor's, so the log is trimmed as it grows and
+stays within LOG_LIMIT even while one ssh stays connected for weeks.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -32,8 +38,15 @@ BACKOFF_MAX = 30.0
 STABLE_SECONDS = 30.0
 TICK = 0.2
 LOG_PREFIX = "devenv-supervisor:"
+#: the log never holds more than LOG_LIMIT bytes: past it, only the last LOG_KEEP stay
 LOG_LIMIT = 1 << 20
 LOG_KEEP = 256 << 10
+#: how much of ssh's output is read (and written to the log) at once; below LOG_KEEP
+CHUNK = 64 << 10
+#: how much of this run's ssh output is kept in memory for its last line
+TAIL = 4 << 10
+#: the line that starts each run of ssh in the log
+_START = re.compile(rf"^{re.escape(LOG_PREFIX)} \S+ starting: ", re.MULTILINE)
 
 
 def _write_record(path: Path, record: dict[str, Any]) -> None:
@@ -69,11 +82,12 @@ def trim_log(path: Path, limit: int = LOG_LIMIT, keep: int = LOG_KEEP) -> None:
     """Keep a tunnel that reconnects for weeks from filling the disk: past `limit` bytes,
     only the last `keep` bytes stay (from a line start)."""
     try:
-        if path.stat().st_size <= limit:
+        size = path.stat().st_size
+        if size <= limit:
             return
         with open(path, "rb") as handle:
-            handle.seek(-keep, os.SEEK_END)
-            tail = handle.read()
+            handle.seek(max(0, size - keep))
+            tail = handle.read(keep)
         tail = tail[tail.find(b"\n") + 1:]
         tmp = path.with_name(f".{path.name}.trim")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -93,17 +107,21 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child before e
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def last_error(log: Path, offset: int) -> str:
-    """The last line ssh wrote to the log since `offset` (not the supervisor's own)."""
-    try:
-        with open(log, "rb") as handle:
-            handle.seek(offset)
-            text = handle.read().decode(errors="replace")
-    except OSError:
-        return ""
+def last_line(text: str) -> str:
+    """The last line ssh wrote (not the supervisor's own)."""
     lines = [line.strip() for line in text.splitlines()
              if line.strip() and not line.startswith(LOG_PREFIX)]
     return lines[-1] if lines else ""
+
+
+def this_run(text: str) -> str:
+    """The log from the last line that started ssh on (all of it when none is left)."""
+    starts = list(_START.finditer(text))
+    return text[starts[-1].start():] if starts else text
+
+
+def _open_log(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 
 class Supervisor:
@@ -115,6 +133,9 @@ class Supervisor:
         self.command = command
         self.stopping = False
         self.confirmed = False
+        self._log_lock = threading.Lock()
+        #: the end of this run's ssh output (for its last line once ssh exits)
+        self._tail = b""
         self.record: dict[str, Any] = {
             **meta, "schema": RECORD_SCHEMA, "port": port, "command": command,
             "supervisor_pid": os.getpid(), "supervisor_started": _create_time(os.getpid()),
@@ -123,8 +144,48 @@ class Supervisor:
         }
 
     def log(self, message: str) -> None:
-        with open(self.log_path, "a", encoding="utf-8") as handle:
-            handle.write(f"{LOG_PREFIX} {time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n")
+        self._append(f"{LOG_PREFIX} {time.strftime('%Y-%m-%dT%H:%M:%S')} {message}\n"
+                     .encode(errors="replace"))
+
+    def _append(self, data: bytes) -> None:
+        """Write to the log, trimming it first when this write would pass LOG_LIMIT."""
+        data = data[-LOG_KEEP:]
+        with self._log_lock:
+            try:
+                size = self.log_path.stat().st_size
+            except OSError:
+                size = 0
+            if size + len(data) > LOG_LIMIT:
+                trim_log(self.log_path, limit=LOG_LIMIT - len(data))
+                self._follow_log()
+            with contextlib.suppress(OSError):
+                fd = _open_log(self.log_path)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+
+    def _follow_log(self) -> None:
+        """Point this process's stderr (where `tunnel up` sent it) at the trimmed log, not
+        at the file the trim replaced."""
+        with contextlib.suppress(OSError):
+            fd = _open_log(self.log_path)
+            os.dup2(fd, 2)
+            os.close(fd)
+
+    def _pump(self, stream: Any) -> None:
+        """Copy ssh's stderr to the log until ssh (and whatever it started) closes it."""
+        fd = stream.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, CHUNK)
+            except OSError:
+                break
+            if not chunk:
+                break
+            self._append(chunk)
+            self._tail = (self._tail + chunk)[-TAIL:]
+        stream.close()
 
     def save(self, **changes: Any) -> None:
         self.record.update(changes)
@@ -164,13 +225,13 @@ class Supervisor:
         self.save()
         delay = BACKOFF_FIRST
         while not self.stopping:
-            trim_log(self.log_path)
-            offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             self.log(f"starting: {' '.join(self.command)}")
-            with open(self.log_path, "ab") as err:
-                proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=err,
-                                        preexec_fn=_die_with_parent)
+            self._tail = b""
+            proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    preexec_fn=_die_with_parent)
+            pump = threading.Thread(target=self._pump, args=(proc.stderr,), daemon=True)
+            pump.start()
             began = time.monotonic()
             self.save(ssh_pid=proc.pid, ssh_started=_create_time(proc.pid))
             while proc.poll() is None and not self.stopping:
@@ -180,9 +241,11 @@ class Supervisor:
                     self.log(f"up on 127.0.0.1:{self.port}")
                 time.sleep(TICK)
             self._end_ssh(proc)
+            pump.join(2)  # a ProxyCommand ssh started may hold the pipe a moment longer
             if self.stopping:
                 break
-            why = f"ssh exited with {proc.returncode}: {last_error(self.log_path, offset)}"
+            why = (f"ssh exited with {proc.returncode}: "
+                   f"{last_line(self._tail.decode(errors='replace'))}")
             self.log(why)
             if not self.confirmed:
                 self.save(state="failed", last_error=why, ssh_pid=None, exit_code=proc.returncode)

@@ -30,10 +30,60 @@ FIELDS: dict[str, str] = {
 }
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,40}$")
 _HOST = re.compile(r"^[A-Za-z0-9_.-]+$|^\[[0-9A-Fa-f:.]+\]$")
-#: ssh options that would take the process out of devenv's hands
-_FORBIDDEN_OPTIONS = {"-f": "ssh would fork into the background where devenv cannot watch it",
-                      "-G": "ssh would only print its configuration",
-                      "-V": "ssh would only print its version"}
+#: a port as the settings take one: ASCII digits, no sign, `_`, space or leading zero
+#: (str.isdigit() also says yes to `²` and `٥`, which int() refuses or reads as 5)
+_PORT = re.compile(r"^[1-9][0-9]{0,4}$")
+#: ssh's flags that take a value (OpenSSH's getopt string), so `-p 2222` and `-p2222` are
+#: one option and the word after `-p` is not a destination
+_VALUE_FLAGS = frozenset("BbcDEeFIiJLlmOoPpQRSWw")
+_FOREGROUND = "devenv keeps ssh in the foreground, as its own child"
+#: ssh flags that would take the process out of devenv's hands
+_FORBIDDEN_FLAGS = {
+    "f": "ssh would fork into the background where devenv cannot watch or end it",
+    "M": "ssh would become a connection-sharing master, which outlives it and holds the port",
+    "S": "ssh would hand the forward to a shared connection devenv did not start",
+    "O": "ssh would only send a command to a connection-sharing master",
+    "W": "ssh would forward its standard input instead of the tunnel's port",
+    "E": "ssh would write its messages to a file devenv does not read",
+    "G": "ssh would only print its configuration",
+    "V": "ssh would only print its version",
+    "Q": "ssh would only print what it supports",
+}
+#: `-o` keywords (lowercase) with the same effect as one of those flags
+_FORBIDDEN_KEYWORDS = {
+    "forkafterauthentication": _FORBIDDEN_FLAGS["f"],
+    "controlmaster": _FORBIDDEN_FLAGS["M"],
+    "controlpersist": _FORBIDDEN_FLAGS["M"],
+    "controlpath": _FORBIDDEN_FLAGS["S"],
+}
+
+
+def ssh_option_problem(options: tuple[str, ...] | list[str]) -> str | None:
+    """Why ssh_options would take ssh out of devenv's hands, read as ssh reads its
+    arguments (combined flags as in `-fN`, values joined as in `-oKey=value` or given
+    apart); None when they would not."""
+    i = 0
+    while i < len(options):
+        word = options[i]
+        if word in ("-", "--") or not word.startswith("-"):
+            return (f"holds {word!r}, which is no option: ssh would take it (and what "
+                    "follows) as the destination")
+        for j, flag in enumerate(word[1:], start=1):
+            if flag in _FORBIDDEN_FLAGS:
+                return f"holds {word} (-{flag}): {_FORBIDDEN_FLAGS[flag]}"
+            if flag in _VALUE_FLAGS:
+                value = word[j + 1:]
+                if not value:
+                    i += 1
+                    if i == len(options):
+                        return f"ends with {word}, which needs a value"
+                    value = options[i]
+                keyword = re.split(r"[\s=]", value.strip(), maxsplit=1)[0].lower()
+                if flag == "o" and keyword in _FORBIDDEN_KEYWORDS:
+                    return f"holds -o {value}: {_FORBIDDEN_KEYWORDS[keyword]}"
+                break
+        i += 1
+    return None
 
 
 @dataclass(frozen=True)
@@ -115,7 +165,7 @@ def parse_tunnels(path: Path, tables: Mapping[str, Any],
     keys: dict[str, str] = {}
     for name, table in tables.items():
         where = f"{path}: [tunnels.{name}]"
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise UsageError(f"{where}: the name must be lowercase letters, digits, '-' or '_'",
                              hint="e.g. [tunnels.prod-db]")
         if not isinstance(table, dict):
@@ -162,10 +212,11 @@ def _parse_one(where: str, name: str, table: Mapping[str, Any]) -> TunnelSpec:
     options = table.get("ssh_options", [])
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
         raise bad("ssh_options")
-    for option in options:
-        if option in _FORBIDDEN_OPTIONS:
-            raise UsageError(f"{where}: `ssh_options` holds {option}: "
-                             f"{_FORBIDDEN_OPTIONS[option]}", hint=f"remove {option}")
+    problem = ssh_option_problem(options)
+    if problem:
+        raise UsageError(f"{where}: `ssh_options` {problem}",
+                         hint=f"remove it: {_FOREGROUND} whatever the ssh config says "
+                         "(no connection sharing, no fork), and the destination is `via`")
     local_port = table.get("local_port")
     if local_port is not None and (isinstance(local_port, bool) or not isinstance(local_port, int)
                                    or not 1 <= local_port <= 65535):
@@ -186,7 +237,7 @@ def _parse_target(value: Any) -> tuple[str | None, int]:
     if not isinstance(value, str):
         return None, 0
     host, sep, port_text = value.rpartition(":")
-    if not sep or not _HOST.match(host) or not port_text.isdigit():
+    if not sep or not _HOST.fullmatch(host) or not _PORT.fullmatch(port_text):
         return None, 0
     port = int(port_text)
     return (host, port) if 1 <= port <= 65535 else (None, 0)
@@ -210,6 +261,59 @@ def select_tunnels(specs: Mapping[str, TunnelSpec], names: tuple[str, ...] | lis
         raise UsageError(f"tunnel {unknown[0]!r} is not declared in {where}",
                          hint="declared: " + ", ".join(specs))
     return [specs[n] for n in names] if names else list(specs.values())
+
+
+# --- what runs, against what is declared ---------------------------------------------
+#: the fields of a declaration a tunnel's record keeps: what its ssh was opened with
+RECORDED = ("via", "target", "kind", "production", "ssh_options", "local_port", "path")
+
+
+def recorded(spec: TunnelSpec, ssh_config: str) -> dict[str, Any]:
+    """The declaration a tunnel is opened with, for its record (JSON); `ssh_config` is
+    DEVENV_SSH_CONFIG, which decides where `via` leads too."""
+    return {"via": spec.via, "target": spec.target, "kind": spec.kind,
+            "production": spec.production, "ssh_options": list(spec.ssh_options),
+            "local_port": spec.local_port, "path": spec.path, "ssh_config": ssh_config}
+
+
+def recorded_spec(name: str, meta: Mapping[str, Any]) -> TunnelSpec | None:
+    """What a record says its ssh runs, checked as devenv.toml is; None when it does not
+    say (a record that does not check is not believed)."""
+    table = {key: meta[key] for key in RECORDED if meta.get(key) is not None}
+    try:
+        return _parse_one(f"the record of tunnel {name}", name, table)
+    except UsageError:
+        return None
+
+
+def drift(running: TunnelSpec | None, meta: Mapping[str, Any], declared: TunnelSpec,
+          ssh_config: str) -> str:
+    """How what runs differs from what devenv.toml declares now, in words ("" when it runs
+    the declaration): "target prod-db:5432 -> staging-db:5432; production true -> false"."""
+    if running is None:
+        return "its record does not say what it runs"
+    words = []
+    for field in RECORDED:
+        was, now = _shown(getattr(running, field)), _shown(getattr(declared, field))
+        if was != now:
+            words.append(f"{field} {was} -> {now}")
+    missing = [key for key in (*RECORDED, "ssh_config") if key not in meta]
+    if missing:  # an older devenv opened it: what it ran is not all known
+        words.append(f"opened without a record of its {', '.join(missing)}")
+    elif meta.get("ssh_config") != ssh_config:
+        words.append(f"DEVENV_SSH_CONFIG {_shown(meta.get('ssh_config'))} -> "
+                     f"{_shown(ssh_config)}")
+    return "; ".join(words)
+
+
+def _shown(value: Any) -> str:
+    if value is None or value == "":
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    return str(value)
 
 
 # --- credentials and URLs ------------------------------------------------------------

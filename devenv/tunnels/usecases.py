@@ -9,7 +9,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..config.catalog import url_text_problem
 from ..config.settings import Settings, read_env_file
 from ..config.state import Memory
 from ..context import Context
@@ -29,7 +28,10 @@ from .tables import (
     Credentials,
     TunnelSpec,
     credentials,
+    drift,
     parse_tunnels,
+    recorded,
+    recorded_spec,
     select_tunnels,
     tunnel_url,
     tunnel_values,
@@ -64,6 +66,13 @@ class TunnelRow:
     last_error: str = ""
     #: why the tunnel is not on its wished port, e.g. "5432 is taken by ..."
     note: str = ""
+    #: how what runs differs from devenv.toml now ("" when it runs the declaration)
+    changed: str = ""
+
+    @property
+    def stale(self) -> bool:
+        """It runs, but not what devenv.toml declares: its URL is not handed out."""
+        return bool(self.port) and (bool(self.changed) or not self.declared)
 
     @property
     def label(self) -> str:
@@ -90,18 +99,49 @@ def _row(spec: TunnelSpec, port: int | None, state: str, creds: Credentials,
         last_error=record.last_error if record else "", note=note)
 
 
+@dataclass(frozen=True)
+class Running:
+    """What a running tunnel's record says it runs, against devenv.toml now."""
+
+    #: what its ssh was opened with (None: the record does not say)
+    spec: TunnelSpec | None
+    #: "" when that is what devenv.toml declares; else the difference in words
+    changed: str
+    #: whether devenv.toml still declares a tunnel of this name
+    declared: bool
+    #: what runs is production, or what is declared is, or the record does not say
+    production: bool
+
+
+def what_runs(record: TunnelRecord, declared: TunnelSpec | None,
+              ssh_config: str) -> Running:
+    running = recorded_spec(record.name, record.meta)
+    changed = drift(running, record.meta, declared, ssh_config) if declared else ""
+    production = (running is None or running.production
+                  or (declared is not None and declared.production))
+    return Running(running, changed, declared is not None, production)
+
+
+def _running_row(record: TunnelRecord, now: Running, values: Mapping[str, str],
+                 show_secrets: bool) -> TunnelRow:
+    """A running tunnel's row shows what runs: its target, kind and URL, tagged PROD (and
+    read-only) when what runs or what is declared is production."""
+    spec = replace(now.spec or _unknown(record.name), production=now.production)
+    row = _row(spec, record.port, record.state, credentials(spec, values), show_secrets,
+               record)
+    if now.spec is None:
+        row = replace(row, target="?", url="")
+    return replace(row, changed=now.changed, declared=now.declared)
+
+
 def _spec_of(record: TunnelRecord) -> TunnelSpec:
     """A tunnel no longer declared, as its record remembers it."""
-    meta = record.meta
-    host, _, port = str(meta.get("target", "?:0")).rpartition(":")
-    path = str(meta.get("path", "/"))
-    if not path.startswith("/") or url_text_problem(path):
-        path = "/"  # read from disk: a path devenv.toml may no longer hold never reaches a URL
-    return TunnelSpec(name=record.name, via=str(meta.get("via", "?")), target_host=host,
-                      target_port=int(port or 0), kind=str(meta.get("kind", "tcp")),
-                      production=bool(meta.get("production", False)),
-                      local_port=int(meta.get("configured") or 0) or None,
-                      path=path)
+    return recorded_spec(record.name, record.meta) or _unknown(record.name)
+
+
+def _unknown(name: str) -> TunnelSpec:
+    """A tunnel whose record does not say where it leads."""
+    return TunnelSpec(name=name, via="?", target_host="?", target_port=0)
 
 
 def _declared(settings: Settings) -> dict[str, TunnelSpec]:
@@ -169,6 +209,7 @@ def up(ctx: Context, names: Sequence[str], show_secrets: bool = False) -> list[T
         raise SshError("the OpenSSH client (ssh) is not installed",
                        hint="install it (Debian/Ubuntu: apt-get install openssh-client)")
     values = _values(settings, ctx.environ)
+    ssh_config = settings["DEVENV_SSH_CONFIG"]
     folder = tunnel_dir(settings.state_dir, settings.project)
     state_file = StateFile(settings.state_dir, warn=ctx.notify)
     rows: list[TunnelRow] = []
@@ -180,12 +221,16 @@ def up(ctx: Context, names: Sequence[str], show_secrets: bool = False) -> list[T
             creds = credentials(spec, values)
             record = records.get(spec.name)
             if record is not None and record.running:
-                ctx.notify(f"tunnel {spec.name}: already {record.state} on 127.0.0.1:"
-                           f"{record.port}")
-                rows.append(_row(spec, record.port, record.state, creds, show_secrets, record))
-                continue
+                now = what_runs(record, spec, ssh_config)
+                if not now.changed:
+                    ctx.notify(f"tunnel {spec.name}: already {record.state} on 127.0.0.1:"
+                               f"{record.port}")
+                    rows.append(_running_row(record, now, values, show_secrets))
+                    continue
+                ctx.notify(f"tunnel {spec.name}: devenv.toml changed since it was opened "
+                           f"({now.changed}); reopening it as declared")
             if record is not None:
-                stop_tunnel(record)  # a dead one's leftovers
+                stop_tunnel(record)  # a dead one's leftovers, or what no longer is declared
             record, choice = _start_one(ctx, settings, spec, creds, memory, folder, ssh)
             memory = {**memory, spec.name: Memory(choice.port, choice.configured)}
             state_file.save_ports(STATE_SECTION, settings.project, memory)
@@ -205,9 +250,9 @@ def _start_one(ctx: Context, settings: Settings, spec: TunnelSpec, creds: Creden
         choice = plan_tunnel_port(spec, busy, reserved, memory)
         if choice.moved:
             ctx.notify(choice.describe())
-        meta = {"name": spec.name, "project": settings.project, "kind": spec.kind,
-                "production": spec.production, "via": spec.via, "target": spec.target,
-                "path": spec.path, "configured": spec.wanted_port}
+        meta = {"name": spec.name, "project": settings.project,
+                "configured": spec.wanted_port,
+                **recorded(spec, settings["DEVENV_SSH_CONFIG"])}
         try:
             record = start_tunnel(spec, choice.port, folder, creds, settings.wait_timeout,
                                   ssh=ssh, ssh_config=settings["DEVENV_SSH_CONFIG"], meta=meta,
@@ -262,9 +307,10 @@ def rows(ctx: Context, settings: Settings, show_secrets: bool = False, probe: bo
          declared_only_if_running: bool = False) -> list[TunnelRow]:
     """Every declared tunnel and every one still running, with its state now.
 
-    declared_only_if_running: only tunnels with a process (what `ports` and `status` show;
-    a bad devenv.toml is then a warning, not an error). A running tunnel is probed through
-    once when `probe` is set.
+    A running tunnel's row shows what runs (its record), and how that differs from
+    devenv.toml now (`changed`). declared_only_if_running: only tunnels with a process (what
+    `ports` and `status` show; a bad devenv.toml is then a warning, not an error). A running
+    tunnel is probed through once when `probe` is set.
     """
     records = read_records(settings.state_dir, settings.project)
     if not declared_only_if_running:
@@ -273,9 +319,16 @@ def rows(ctx: Context, settings: Settings, show_secrets: bool = False, probe: bo
         specs = _declared_or_empty(ctx, settings) if records else {}
     values = _values(settings, ctx.environ) if specs or records else {}
     result: list[TunnelRow] = []
+    running: dict[str, TunnelSpec] = {}
     for name in [*specs, *[n for n in records if n not in specs]]:
         record = records.get(name)
         if declared_only_if_running and (record is None or not record.running):
+            continue
+        if record is not None and record.running:
+            now = what_runs(record, specs.get(name), settings["DEVENV_SSH_CONFIG"])
+            if now.spec is not None:
+                running[name] = replace(now.spec, production=now.production)
+            result.append(_running_row(record, now, values, show_secrets))
             continue
         spec = specs.get(name) or _spec_of(record)  # type: ignore[arg-type]
         creds = credentials(spec, values)
@@ -285,22 +338,22 @@ def rows(ctx: Context, settings: Settings, show_secrets: bool = False, probe: bo
         row = _row(spec, record.port, record.state, creds, show_secrets, record)
         result.append(replace(row, declared=name in specs))
     if probe:
-        result = _probed(result, specs, records, values)
+        result = _probed(result, running, values)
     return result
 
 
-def _probed(rows: list[TunnelRow], specs: Mapping[str, TunnelSpec],
-            records: Mapping[str, TunnelRecord], values: Mapping[str, str]) -> list[TunnelRow]:
+def _probed(rows: list[TunnelRow], running: Mapping[str, TunnelSpec],
+            values: Mapping[str, str]) -> list[TunnelRow]:
+    """Probe each tunnel that is up through itself, as what runs (its record) says."""
     import threading
 
     answers: dict[str, Any] = {}
 
-    def one(row: TunnelRow) -> None:
-        spec = specs.get(row.name) or _spec_of(records[row.name])
+    def one(row: TunnelRow, spec: TunnelSpec) -> None:
         answers[row.name] = probe_tunnel(spec, row.port or 0, credentials(spec, values))
 
-    threads = [threading.Thread(target=one, args=(r,), daemon=True)
-               for r in rows if r.state == "up"]
+    threads = [threading.Thread(target=one, args=(r, running[r.name]), daemon=True)
+               for r in rows if r.state == "up" and r.name in running]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -317,9 +370,26 @@ def _probed(rows: list[TunnelRow], specs: Mapping[str, TunnelSpec],
 
 def app_env(ctx: Context, settings: Settings) -> dict[str, str]:
     """PROD_DB_URL and friends for the tunnels that run, with their credentials (printed,
-    never written to disk by devenv)."""
-    return {r.env_key: r.url for r in rows(ctx, settings, show_secrets=True, probe=False,
-                                            declared_only_if_running=True) if r.port}
+    never written to disk by devenv). A tunnel that runs something devenv.toml no longer
+    declares has no URL to hand out: that is an error until it is reopened or closed."""
+    if open_tunnels(settings):
+        _declared(settings)  # a table that does not check cannot vouch for a running URL
+    found = rows(ctx, settings, show_secrets=True, probe=False, declared_only_if_running=True)
+    for row in found:
+        if row.stale:
+            raise stale_error(row)
+    return {r.env_key: r.url for r in found if r.port}
+
+
+def stale_error(row: TunnelRow) -> UsageError:
+    """A tunnel that runs, but not as devenv.toml declares it now."""
+    runs = f"tunnel {row.name} runs {row.via} -> {row.target}"
+    if not row.declared:
+        return UsageError(f"{runs}, but devenv.toml no longer declares it",
+                          hint=f"close it: devenv tunnel down {row.name}")
+    return UsageError(f"{runs}, but devenv.toml changed since it was opened: {row.changed}",
+                      hint=f"reopen it as declared: devenv tunnel up {row.name} (or close "
+                      f"it: devenv tunnel down {row.name})")
 
 
 def open_tunnels(settings: Settings) -> list[str]:
@@ -345,6 +415,9 @@ def psql(ctx: Context, name: str, args: Sequence[str]) -> int:
     if record is None or record.state != "up":
         state = record.state if record is not None else "down"
         raise UsageError(f"tunnel {name} is {state}", hint=f"open it: devenv tunnel up {name}")
+    now = what_runs(record, spec, settings["DEVENV_SSH_CONFIG"])
+    if now.changed:
+        raise stale_error(_running_row(record, now, {}, False))
     client = shutil.which("psql")
     if client is None:
         raise UsageError("psql is not installed on this machine",
@@ -357,7 +430,7 @@ def psql(ctx: Context, name: str, args: Sequence[str]) -> int:
     env.pop("PGPASSWORD", None)
     if creds.password:
         env["PGPASSWORD"] = creds.password
-    if spec.production:
+    if now.production:
         env["PGOPTIONS"] = " ".join(filter(None, (ctx.environ.get("PGOPTIONS", ""),
                                                   "-c default_transaction_read_only=on")))
         ctx.notify(f"tunnel {name} reaches PRODUCTION ({spec.target}): read-only session")

@@ -16,6 +16,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,7 +46,9 @@ def _keygen(path: Path) -> Path:
 class Bastion:
     port: int
     network: str
-    config: Path  # an ssh config with Host aliases: bastion, bastion-wrongkey, bastion-newkey
+    #: an ssh config with Host aliases: bastion, bastion-wrongkey, bastion-newkey, and
+    #: bastion-mux / bastion-fork (a user's connection sharing, a fork after login)
+    config: Path
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +68,13 @@ def bastion(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Iterator[B
     for f in mount.iterdir():
         f.chmod(0o644)  # read by the container's root, installed 0600 there
     network = f"t{uuid.uuid4().hex[:8]}-tunnels"
+    control = Path(tempfile.mkdtemp(prefix="cm", dir="/tmp"))  # a socket path is short
     _run("docker", "network", "create", network)
     names = [f"{network}-prod-db", f"{network}-bastion"]
     try:
         _run("docker", "run", "-d", "--name", names[0], "--network", network,
-             "--network-alias", "prod-db", "-e", f"POSTGRES_PASSWORD={PROD_PASSWORD}",
+             "--network-alias", "prod-db", "--network-alias", "staging-db",
+             "-e", f"POSTGRES_PASSWORD={PROD_PASSWORD}",
              "-e", f"POSTGRES_DB={PROD_DB}", POSTGRES_IMAGE)
         _run("docker", "run", "-d", "--name", names[1], "--network", network,
              "-p", "127.0.0.1::22", "-v", f"{mount}:/keys:ro", SSHD_IMAGE)
@@ -93,11 +98,17 @@ def bastion(tmp_path_factory: pytest.TempPathFactory, engine: str) -> Iterator[B
             blocks.append(f"Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User tunnel\n"
                           f"  IdentityFile {key}\n  IdentitiesOnly yes\n  IdentityAgent none\n"
                           f"  UserKnownHostsFile {hosts}\n  StrictHostKeyChecking yes\n")
+        blocks.append(blocks[0].replace("Host bastion", "Host bastion-mux") +
+                      f"  ControlMaster auto\n  ControlPath {control}/%C\n"
+                      "  ControlPersist 60\n")
+        blocks.append(blocks[0].replace("Host bastion", "Host bastion-fork") +
+                      "  ForkAfterAuthentication yes\n")
         config.write_text("\n".join(blocks))
         yield Bastion(port=port, network=network, config=config)
     finally:
         subprocess.run(["docker", "rm", "-f", "-v", *names], capture_output=True)
         subprocess.run(["docker", "network", "rm", network], capture_output=True)
+        shutil.rmtree(control, ignore_errors=True)
 
 
 TOML = """\
@@ -130,6 +141,16 @@ kind = "postgres"
 [tunnels.no-target]
 via = "bastion"
 target = "no-such-db.internal:5432"
+kind = "postgres"
+
+[tunnels.shared-conn]
+via = "bastion-mux"
+target = "prod-db:5432"
+kind = "postgres"
+
+[tunnels.forks]
+via = "bastion-fork"
+target = "prod-db:5432"
 kind = "postgres"
 """
 
@@ -325,6 +346,91 @@ def test_a_port_taken_between_plan_and_start_is_a_port_race(project: Project,
     assert caught.value.port == port
     assert _ours(project) == []
     assert not (folder / "race.json").exists()
+
+
+SHARED_TOML = """[tunnels.shared-db]
+via = "bastion"
+target = "{target}"
+kind = "postgres"
+production = {production}
+"""
+
+
+def test_a_tunnel_whose_declaration_changed_is_reopened_before_its_url_is_handed_out(
+        tmp_path: Path, bastion: Bastion):
+    """devenv.toml moves a running tunnel from production to staging: until `tunnel up`
+    reopens it, what is shown is what runs (PROD, read-only) and `ports --env` and
+    `psql --tunnel` refuse it; after, the URL leads to the new target, writable."""
+    p = new_project(tmp_path, DEVENV_SSH_CONFIG=str(bastion.config), SSH_AUTH_SOCK="")
+    (p.path / "devenv.toml").write_text(SHARED_TOML.format(target="prod-db:5432",
+                                                           production="true"))
+    (p.path / ".env").write_text(
+        "DEVENV_TUNNEL_SHARED_DB_PASSWORD='" + PROD_PASSWORD.replace("'", "\\'") + "'\n"
+        f"DEVENV_TUNNEL_SHARED_DB_DB={PROD_DB}\n")
+    try:
+        p.run("tunnel", "up", "shared-db")
+        (p.path / "devenv.toml").write_text(SHARED_TOML.format(target="staging-db:5432",
+                                                               production="false"))
+        row = _tunnels(p)["shared-db"]
+        assert (row["target"], row["tags"]) == ("prod-db:5432", ["PROD"]), row
+        assert row["changed"] == ("target prod-db:5432 -> staging-db:5432; "
+                                  "production true -> false")
+        assert "read_only" in row["url"]
+        assert "[devenv.toml changed: target prod-db:5432 -> staging-db:5432" in p.run(
+            "tunnel", "ls").stdout
+        env = p.run("ports", "--env", check=False)
+        assert env.returncode == 2 and "SHARED_DB_URL" not in env.stdout, env
+        assert "devenv.toml changed since it was opened" in env.stderr
+        assert "hint: reopen it as declared: devenv tunnel up shared-db" in env.stderr
+        write = p.run("psql", "--tunnel", "shared-db", "-c", "create table t (x int)",
+                      check=False)
+        assert write.returncode == 2 and "changed since it was opened" in write.stderr
+
+        up = p.run("tunnel", "up", "shared-db")
+        assert "reopening it as declared" in up.stderr and "PRODUCTION" not in up.stderr
+        row = _tunnels(p)["shared-db"]
+        assert (row["target"], row["tags"], row["changed"]) == ("staging-db:5432", [], "")
+        url = _env_url(p, "SHARED_DB_URL")
+        assert "read_only" not in url
+        answer = _psql(url, "select current_setting('default_transaction_read_only')")
+        assert answer.stdout.strip() == "off", answer.stderr
+    finally:
+        p.run("tunnel", "down", check=False)
+        assert _ours(p) == []
+        p.cleanup()
+
+
+def _ssh_for(alias: str) -> list[psutil.Process]:
+    """Every ssh whose command line names `alias` (a Host only this module's config has),
+    wherever it runs: also one that forked away from its supervisor."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        if proc.info["name"] == "ssh" and alias in (proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+@pytest.mark.parametrize(("name", "alias"), [("shared-conn", "bastion-mux"),
+                                             ("forks", "bastion-fork")])
+def test_ssh_stays_in_the_foreground_whatever_the_ssh_config_says(project: Project, name: str,
+                                                                   alias: str):
+    """ControlMaster/ControlPersist (a master forks away and keeps the port) or
+    ForkAfterAuthentication in the user's ssh config: the tunnel still opens, its port is
+    held by the ssh its supervisor runs, and `tunnel down` leaves nothing listening."""
+    try:
+        up = project.run("tunnel", "up", name, check=False)
+        assert up.returncode == 0, up.stderr
+        row = _tunnels(project)[name]  # `up` returned once PostgreSQL answered through it
+        assert row["state"] == "up", row
+        listener = _listener(row["port"])
+        assert listener is not None and listener.name() == "ssh"
+        assert listener.ppid() == row["pid"]  # the supervisor's own child, not a fork
+        project.run("tunnel", "down", name)
+        assert _listener(row["port"]) is None
+        assert _ssh_for(alias) == []
+    finally:
+        for stray in _ssh_for(alias):  # what the unfixed ssh left behind
+            stray.kill()
 
 
 @dataclass
