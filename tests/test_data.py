@@ -351,6 +351,31 @@ def test_a_whole_restore_through_the_staging_helper(tmp_path, monkeypatch):
     assert (eng.vol / "redis" / "appendonly.aof").read_text() == "new"
 
 
+def test_a_restore_prunes_only_its_own_projects_automatic_snapshots(tmp_path, monkeypatch):
+    """Two projects share DEVENV_SNAPSHOT_DIR: the other project's automatic snapshots (its
+    only way back) are neither counted nor removed by this project's restore."""
+    shared = tmp_path / "shared"
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    ctx = Context(project_dir=tmp_path, environ={"DEVENV_PROJECT": "p",
+                                                 "DEVENV_SNAPSHOT_DIR": str(shared)})
+    theirs = []
+    for i in range(snapshots.KEEP_AUTO):
+        work = snapshots.new_workdir(shared, f"auto-0000-{i}")
+        _tar_of(work / "redis.tar", {"appendonly.aof": f"theirs-{i}"})
+        theirs.append(snapshots.commit(work, shared, f"auto-0000-{i}", pg_major="",
+                                       database="d", project="q", auto=True).name)
+    work = snapshots.new_workdir(shared, "base")
+    _tar_of(work / "redis.tar", {"appendonly.aof": "new"})
+    snapshots.commit(work, shared, "base", pg_major="", database="d", project="p", auto=False)
+    monkeypatch.setattr(data, "project_containers", lambda engine, project: {})
+    monkeypatch.setattr(data, "connect", lambda environ: eng)
+    eng.image_env = lambda reference: {}
+    result = data.restore(ctx, "base", background=False)
+    assert result.before is not None and result.before.project == "p"
+    left = {snap.name for snap in snapshots.list_snapshots(shared)}
+    assert set(theirs) <= left and result.before.name in left
+
+
 def test_the_biggest_file_is_unpacked_beside_the_rest_by_a_second_tar(tmp_path):
     import tarfile
 

@@ -134,13 +134,14 @@ def import_dump(ctx: Context, path: Path, progress: Progress | None = None) -> T
         if result.returncode:
             _sql(engine, pg, settings, 'DROP DATABASE IF EXISTS :"scratch";\n', scratch=scratch)
             if before is not None:
-                snapshots.discard(before.path)  # nothing changed: no need to go back
+                snapshots.remove(settings.snapshot_dir, before.name)  # nothing changed
             raise _fail(f"{path.name} did not load", result.stderr, settings,
                         "the current data is unchanged; fix the dump and import it again")
         # FORCE closes the clients of the old database; the rename is instant.
         _sql(engine, pg, settings, 'DROP DATABASE :"db" WITH (FORCE);\n'
              'ALTER DATABASE :"scratch" RENAME TO :"db";\n', scratch=scratch, db=db)
-    snapshots.prune_auto(settings.snapshot_dir)
+    snapshots.prune_auto(settings.snapshot_dir, settings.project,
+                         protect=[before.name] if before else [])
     return TransferResult(path, path.stat().st_size, kind, before)
 
 

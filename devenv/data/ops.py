@@ -452,10 +452,13 @@ def snapshot(ctx: Context, name: str | None = None, force: bool = False) -> Snap
     settings = ctx.settings()
     name = snapshots.check_name(name) if name else snapshots.auto_name().replace(
         snapshots.AUTO_PREFIX, "snap-")
-    if not force and (settings.snapshot_dir / name).exists():
-        raise snapshots.SnapshotNameError(f"snapshot {name} already exists",
-                                          hint="choose another name, or add --force to "
-                                          "replace it")
+    if (settings.snapshot_dir / name).exists():
+        if not force:
+            raise snapshots.SnapshotNameError(f"snapshot {name} already exists",
+                                              hint="choose another name, or add --force to "
+                                              "replace it")
+        # before anything stops: --force replaces a snapshot, never someone's folder
+        snapshots.check_owned(settings.snapshot_dir, name)
     engine = local_engine(ctx)
     with project_lock(settings.state_dir, settings.project, "db snapshot",
                       settings.wait_timeout, on_wait=ctx.notify):
@@ -504,7 +507,8 @@ def restore(ctx: Context, name: str, background: bool = True) -> RestoreResult:
             return RestoreResult(target, None, closed)
         if not background:
             before = _pay(ctx, engine, settings, {s: auto for s in existed})
-            snapshots.prune_auto(settings.snapshot_dir)
+            snapshots.prune_auto(settings.snapshot_dir, settings.project,
+                                 protect=[auto])
             return RestoreResult(target, before, closed)
         _owed_file(settings).write_text(auto + "\n", encoding="utf-8")
         _pay_later(ctx)
@@ -576,7 +580,8 @@ def settle(ctx: Context, engine: Engine, settings: Settings) -> bool:
         copy_volumes(engine, settings, mount=services)
     except _Owed as owed:
         _pay(ctx, engine, settings, owed.owed)
-        snapshots.prune_auto(settings.snapshot_dir)
+        snapshots.prune_auto(settings.snapshot_dir, settings.project,
+                             protect=owed.owed.values())
         _owed_file(settings).unlink(missing_ok=True)
         return True
     _owed_file(settings).unlink(missing_ok=True)
@@ -681,7 +686,8 @@ def reset(ctx: Context) -> tuple[RestoreResult | None, Snapshot | None, list[str
         engine.remove_containers([containers[s] for s in DATA_SERVICES if s in containers])
         for service in DATA_SERVICES:
             engine.remove_volume(volume_name(settings, service))
-    snapshots.prune_auto(settings.snapshot_dir)
+    snapshots.prune_auto(settings.snapshot_dir, settings.project,
+                         protect=[before.name] if before else [])
     return None, before, running
 
 

@@ -150,10 +150,17 @@ def test_bad_snapshots_are_refused_and_the_data_stays(stack):
     assert old.returncode == 1 and "PostgreSQL 14" in old.stderr
     assert "DEVENV_POSTGRES_IMAGE" in old.stderr
 
-    for result in (slash, foreign, cut, old):
+    # `db rm` deletes only what devenv wrote: never a folder that merely has the name
+    kept = stack.run("db", "rm", "foreign", "--yes", check=False)
+    assert kept.returncode == 1 and "is not a devenv snapshot" in kept.stderr
+    assert (root / "foreign" / "data.bin").stat().st_size == 100
+
+    for result in (slash, foreign, cut, old, kept):
         assert "Traceback" not in result.stderr
     assert items(stack) == "50"
-    for name in ("foreign", "cut", "old"):
+    (root / "foreign" / "data.bin").unlink()
+    (root / "foreign").rmdir()
+    for name in ("cut", "old"):
         stack.run("db", "rm", name, "--yes")
     assert stack.run("db", "rm", "base", check=False).returncode == 2  # a script must say --yes
 
