@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import Project, devenv_command, new_project, tmpfs
+from conftest import TEST_IMAGES, Project, devenv_command, new_project, tmpfs
 
 SEED_SQL = ("CREATE TABLE seeded (ord serial PRIMARY KEY, name text NOT NULL);\n"
             "INSERT INTO seeded (name) VALUES ('sql');\n"
@@ -332,3 +332,49 @@ def test_a_failing_seed_fails_up_naming_file_and_line(make_project):
     assert "seed file db/seed/02-bad.sql failed at line 2" in result.stderr
     assert 'relation "b" does not exist' in result.stderr
     assert "devenv db reset --yes" in result.stderr
+
+
+ANON_TOML = """
+[services.cachebox]
+image = "{image}"
+port = 8080
+host_port = {port}
+probe = "http:/"
+data = ["/var/cachebox"]
+"""
+
+
+def test_down_volumes_also_deletes_the_anonymous_volumes_an_image_declares(make_project):
+    """An image that declares a `VOLUME` no named volume covers gets an anonymous volume
+    that holds data too: `down --volumes` deletes it with the named ones."""
+    p = make_project()
+    tag = f"devenv-test/anon-volume:{p.name}"
+    dockerfile = f"FROM {TEST_IMAGES['DEVENV_ADMINER_IMAGE']}\nVOLUME /srv/anon\n"
+    subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, text=True,
+                   check=True, capture_output=True,
+                   env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/bin:/usr/local/bin"})
+    anonymous: list[str] = []
+    try:
+        port = int(p.env["DEVENV_API_PORT"]) + 13  # inside the project's free block
+        (p.path / "devenv.toml").write_text(ANON_TOML.format(image=tag, port=port))
+        p.run("up", "--only", "cachebox")
+        [box] = [c for c in p.containers() if "-cachebox-" in c["Names"]]
+        mounts = json.loads(subprocess.run(
+            ["docker", "inspect", "--format", "{{json .Mounts}}", box["ID"]],
+            capture_output=True, text=True, check=True).stdout)
+        anonymous = [m["Name"] for m in mounts if m["Destination"] == "/srv/anon"]
+        named = [m["Name"] for m in mounts if m["Destination"] == "/var/cachebox"]
+        assert len(anonymous) == 1 and len(named) == 1, mounts
+        subprocess.run(["docker", "exec", "-u", "0", box["ID"], "sh", "-c",
+                        "echo secret-rows > /srv/anon/table"], check=True)
+
+        p.run("down", "--volumes", "--yes")
+        for volume in (*anonymous, *named):
+            gone = subprocess.run(["docker", "volume", "inspect", volume],
+                                  capture_output=True, text=True)
+            assert gone.returncode != 0, f"volume {volume} still holds its data"
+    finally:
+        p.cleanup()
+        for volume in anonymous:
+            subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
