@@ -241,6 +241,9 @@ def import_command(ctx: click.Context, file: Path) -> None:
     """Replace the database with a dump: pg_dump custom or tar format, .sql or .sql.gz.
 
     The current data is snapshotted first; a dump that fails to load changes nothing.
+    What belongs to the server the dump came from (owners, grants, tablespaces) is left
+    out and named; a dump made with --create loads into this database, and one that
+    would change another database is refused.
 
     \b
     Example:
@@ -256,6 +259,9 @@ def import_command(ctx: click.Context, file: Path) -> None:
     finally:
         end()
     err(f"imported {result.path.name} ({result.kind})")
+    if result.left_out:
+        err("left out, as it belongs to the server the dump came from: "
+            + "; ".join(result.left_out))
     err(_back(result.before))
 
 

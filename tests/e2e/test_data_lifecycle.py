@@ -13,6 +13,7 @@ import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import TEST_IMAGES, Project, devenv_command, new_project, tmpfs
@@ -378,3 +379,72 @@ def test_down_volumes_also_deletes_the_anonymous_volumes_an_image_declares(make_
         for volume in anonymous:
             subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
         subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+TEAM_SQL = """CREATE TABLE team_items (n int PRIMARY KEY, note text);
+INSERT INTO team_items SELECT n, 'row ' || n FROM generate_series(1, 7) n;
+COMMENT ON DATABASE cirkelline_agents IS 'from the team server';
+"""
+TEAM_ROLES_SQL = """CREATE ROLE team_owner; CREATE ROLE team_reader;
+ALTER TABLE team_items OWNER TO team_owner;
+GRANT SELECT ON team_items TO team_reader;
+"""
+
+
+@pytest.fixture(scope="module")
+def team_dumps(stack, tmp_path_factory) -> dict[str, Path]:
+    """Dumps of a database of the stack's name on another server: `pg_dump --create
+    --clean` (plain) of it as it is, then plain and custom dumps once its roles own and are
+    granted what it holds."""
+    name, into = f"{stack.name}-team", tmp_path_factory.mktemp("team")
+    subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "-e",
+                    "POSTGRES_PASSWORD=team", "-e", "POSTGRES_DB=cirkelline_agents",
+                    stack.env["DEVENV_POSTGRES_IMAGE"]], check=True, capture_output=True)
+    try:
+        for _ in range(300):
+            if subprocess.run(["docker", "exec", name, "pg_isready", "-q", "-h", "127.0.0.1"],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
+        made = {}
+        for script, dumps in ((TEAM_SQL, {"clean.sql": ["--create", "--clean"]}),
+                              (TEAM_ROLES_SQL, {"team.sql": [], "team.dump": ["-Fc"]})):
+            subprocess.run(["docker", "exec", "-i", name, "psql", "-v", "ON_ERROR_STOP=1",
+                            "-U", "postgres", "-d", "cirkelline_agents"], input=script,
+                           text=True, check=True, capture_output=True)
+            for file, options in dumps.items():
+                with open(into / file, "wb") as out:
+                    subprocess.run(["docker", "exec", name, "pg_dump", "-U", "postgres",
+                                    *options, "cirkelline_agents"], stdout=out, check=True)
+                made[file] = into / file
+        return made
+    finally:
+        subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True)
+
+
+def test_a_create_clean_dump_ends_in_the_database_it_claims(stack, team_dumps):
+    """`pg_dump --create --clean` drops, recreates and \\connects to its database: the
+    data ends in the stack's database (not in one dropped after the swap), with the
+    database's comment; no other database is made or dropped."""
+    sql(stack, "CREATE TABLE IF NOT EXISTS local_only (n int)")  # what an import replaces
+    imported = stack.run("db", "import", str(team_dumps["clean.sql"]))
+    assert sql(stack, "SELECT count(*) FROM team_items") == "7", imported.stderr
+    assert sql(stack, "SELECT to_regclass('local_only') IS NULL") == "t"
+    assert sql(stack, "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                      "WHERE datname = current_database()") == "from the team server"
+    assert sql(stack, "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database") \
+        == "cirkelline_agents,postgres,template0,template1"
+    assert "left out" not in imported.stderr and "devenv db restore auto-" in imported.stderr
+
+
+def test_dumps_with_another_servers_roles_import_and_say_what_was_left_out(stack,
+                                                                            team_dumps):
+    """Owners and grants of roles this server does not have: the rest is imported (as
+    --no-owner --no-privileges would) and the import names what it left out."""
+    for file, words in (("team.sql", "GRANT/REVOKE"), ("team.dump", "privilege entr")):
+        sql(stack, "DROP TABLE IF EXISTS team_items")
+        imported = stack.run("db", "import", str(team_dumps[file]))
+        assert sql(stack, "SELECT count(*) FROM team_items") == "7", imported.stderr
+        assert "left out" in imported.stderr and "team_owner" in imported.stderr, file
+        assert words in imported.stderr
+        assert sql(stack, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'team_%'") == "0"
