@@ -178,6 +178,9 @@ class ScriptEngine:
     def volume_exists(self, name):
         return (self.vol / name.split("_", 1)[1].removesuffix("-data")).is_dir()
 
+    def containers(self, project=None, all=True):
+        return []  # nothing runs: no login to check
+
     def run_helper(self, image, script, mounts, args):
         import subprocess
 

@@ -115,18 +115,26 @@ def snapshot_command(ctx: click.Context, name: str | None, force: bool) -> None:
 
 @db.command("restore")
 @click.argument("name", shell_complete=_complete_snapshots)
+@click.option("--adopt-credentials", "adopt", is_flag=True,
+              help="Put this project's PostgreSQL user, password and database name on the "
+              "restored data (a snapshot taken with other credentials is refused without).")
 @click.pass_context
-def restore_command(ctx: click.Context, name: str) -> None:
+def restore_command(ctx: click.Context, name: str, adopt: bool) -> None:
     """Replace the data with a snapshot; the current data is snapshotted first.
+
+    A snapshot keeps the PostgreSQL login it was taken with: one taken with other
+    credentials is refused before anything stops, unless --adopt-credentials.
 
     \b
     Example:
       devenv db restore seed
+      devenv db restore teammate-seed --adopt-credentials
     """
     from ..data import ops as data
 
-    result = data.restore(make_context(ctx.find_root()), name)
-    err(f"restored snapshot {result.snapshot.name} ({', '.join(result.snapshot.holds)})")
+    result = data.restore(make_context(ctx.find_root()), name, adopt=adopt)
+    err(f"restored snapshot {result.snapshot.name} ({', '.join(result.snapshot.holds)})"
+        + (" with this project's PostgreSQL login" if adopt else ""))
     err(_back(result.before, result.owed))
 
 

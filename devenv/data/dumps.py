@@ -26,7 +26,7 @@ from ..engine import Container, Engine, connect
 from ..errors import DataError, UsageError
 from ..live.running import project_containers
 from ..report import mask
-from . import plainsql, snapshots
+from . import credentials, plainsql, snapshots
 from .ops import auto_name, compose_of, local_engine, stopped, take
 from .snapshots import Snapshot
 from .volumes import pg_env, psql
@@ -141,8 +141,10 @@ def import_dump(ctx: Context, path: Path, progress: Progress | None = None) -> T
     scratch = db[: 63 - len(IMPORT_SUFFIX)] + IMPORT_SUFFIX
     with project_lock(settings.state_dir, settings.project, "db import",
                       settings.wait_timeout, on_wait=ctx.notify):
+        login_ok = credentials.login_works(engine, settings)
         with stopped(ctx, engine, settings):
-            before = take(ctx, engine, settings, auto_name(settings), auto=True)
+            before = take(ctx, engine, settings, auto_name(settings), auto=True,
+                          login_ok=login_ok)
         pg = running_service(engine, settings, "postgres")
         _sql(engine, pg, settings, 'DROP DATABASE IF EXISTS :"scratch";\n'
              'CREATE DATABASE :"scratch";\n', scratch=scratch)

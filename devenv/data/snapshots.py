@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,9 @@ class Snapshot:
     database: str
     project: str
     auto: bool
+    #: the PostgreSQL login the data was taken with: "user", and "password" as a salted
+    #: fingerprint (data/credentials.py); empty for snapshots that did not record it
+    login: dict[str, str] = field(default_factory=dict)
 
     @property
     def holds(self) -> tuple[str, ...]:
@@ -110,14 +113,14 @@ def discard(path: Path) -> None:
 
 
 def commit(work: Path, root: Path, name: str, *, pg_major: str, database: str, project: str,
-           auto: bool, replace: bool = False) -> Snapshot:
+           auto: bool, replace: bool = False, login: dict[str, str] | None = None) -> Snapshot:
     """Write the manifest into a filled work directory and rename it to `name`."""
     sizes = {service: (work / file).stat().st_size
              for service, file in PARTS.items() if (work / file).is_file()}
     manifest = {"schema": SCHEMA, "name": name,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "sizes": sizes, "postgres_major": pg_major, "database": database,
-                "project": project, "auto": auto}
+                "project": project, "auto": auto, **({"login": login} if login else {})}
     target = root / name
     try:
         fd = os.open(work / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -163,7 +166,7 @@ def load(root: Path, name: str) -> Snapshot:
                             sizes=sizes, pg_major=str(manifest.get("postgres_major") or ""),
                             database=str(manifest.get("database") or ""),
                             project=str(manifest.get("project") or ""),
-                            auto=bool(manifest.get("auto")))
+                            auto=bool(manifest.get("auto")), login=_login(manifest))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DataError(f"{path} is not a devenv snapshot (no readable {MANIFEST} of "
                         f"{SCHEMA})",
@@ -183,6 +186,15 @@ def load(root: Path, name: str) -> Snapshot:
     if not snapshot.holds:
         raise DataError(f"snapshot {name} holds no data", hint=f"remove it: devenv db rm {name}")
     return snapshot
+
+
+def _login(manifest: dict[str, Any]) -> dict[str, str]:
+    """The manifest's login record, validated (anything else: none recorded)."""
+    login = manifest.get("login")
+    if not isinstance(login, dict):
+        return {}
+    return {key: value for key, value in login.items()
+            if key in ("user", "password") and isinstance(value, str)}
 
 
 def list_snapshots(root: Path) -> list[Snapshot]:

@@ -448,3 +448,51 @@ def test_dumps_with_another_servers_roles_import_and_say_what_was_left_out(stack
         assert "left out" in imported.stderr and "team_owner" in imported.stderr, file
         assert words in imported.stderr
         assert sql(stack, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'team_%'") == "0"
+
+
+def tcp_login_works(p: Project, password: str) -> bool:
+    """psql with the password from another container on the project's network, as the API
+    logs in (inside PostgreSQL's own container, local connections are trusted)."""
+    return subprocess.run(["docker", "run", "--rm", "--network", p.name, "-e", "PGPASSWORD",
+                           "--entrypoint", "psql", p.env["DEVENV_POSTGRES_IMAGE"], "-h",
+                           "postgres", "-U", "postgres", "-d", "cirkelline_agents", "-Atc",
+                           "SELECT 1"], env={**os.environ, "PGPASSWORD": password},
+                          capture_output=True).returncode == 0
+
+
+def test_a_snapshot_taken_with_other_credentials_is_checked_before_the_swap(stack):
+    """A snapshot keeps the login it was taken with: with another password in the settings
+    the restore is refused before anything stops; one that did not record its login is
+    restored and the refused login is named with the one command that fixes it;
+    --adopt-credentials puts the project's login on the restored data."""
+    old = stack.env.get("DEVENV_POSTGRES_PASSWORD", "password")  # the default
+    new = {"DEVENV_POSTGRES_PASSWORD": "n3w-pw"}
+    root = stack.path / ".devenv" / "snapshots"
+    assert tcp_login_works(stack, old)
+    stack.run("db", "snapshot", "creds")
+
+    refused = stack.run("db", "restore", "creds", check=False, extra_env=new)
+    assert refused.returncode == 1, refused.stderr
+    assert "DEVENV_POSTGRES_PASSWORD is not the one it was taken with" in refused.stderr
+    assert "devenv db restore creds --adopt-credentials" in refused.stderr
+    assert "stopping" not in refused.stderr and "n3w-pw" not in refused.stderr
+
+    subprocess.run(["cp", "-a", str(root / "creds"), str(root / "unrecorded")], check=True)
+    manifest = json.loads((root / "unrecorded" / "manifest.json").read_text())
+    del manifest["login"]  # as snapshots of an earlier devenv
+    (root / "unrecorded" / "manifest.json").write_text(json.dumps(manifest))
+    after = stack.run("db", "restore", "unrecorded", check=False, extra_env=new)
+    assert after.returncode == 3, after.stderr
+    assert "restored snapshot unrecorded, but PostgreSQL refuses this project's login" \
+        in after.stderr
+    assert "devenv db restore unrecorded --adopt-credentials" in after.stderr
+    assert "devenv down --volumes" not in after.stderr  # no advice to delete the data
+
+    adopted = stack.run("db", "restore", "unrecorded", "--adopt-credentials", extra_env=new)
+    assert "with this project's PostgreSQL login" in adopted.stderr
+    assert tcp_login_works(stack, "n3w-pw") and not tcp_login_works(stack, old)
+
+    stack.run("db", "restore", "creds")  # back to the stack's own login
+    assert tcp_login_works(stack, old)
+    for name in ("creds", "unrecorded"):
+        stack.run("db", "rm", name, "--yes")
