@@ -46,6 +46,7 @@ SET statement_timeout = 0;
 COMMENT ON DATABASE teamdb IS 'team';
 
 ALTER DATABASE teamdb SET work_mem TO '8MB';
+ALTER ROLE app IN DATABASE teamdb SET search_path TO 'x';
 
 \\unrestrict aryjxNtaIUj9tNAkfe
 \\connect -reuse-previous=on "dbname='teamdb'"
@@ -93,7 +94,7 @@ def test_a_create_clean_dump_stays_on_the_database_being_imported():
     text = out.decode()
     assert found.database == "teamdb"
     for gone in ("DROP DATABASE", "CREATE DATABASE", "\\connect", "OWNER TO", "GRANT",
-                 "DEFAULT PRIVILEGES", "fast_disk"):
+                 "DEFAULT PRIVILEGES", "fast_disk", "ALTER ROLE"):
         assert gone not in text, gone
     # the database's own comment and settings go to the target, through a psql variable
     assert 'COMMENT ON DATABASE :"devenv_database" IS \'team\';' in text
@@ -104,7 +105,8 @@ def test_a_create_clean_dump_stays_on_the_database_being_imported():
     assert found.left_out("postgres") == [
         "the owner app_owner (everything belongs to postgres here)",
         "3 GRANT/REVOKE statements (privileges of the dump's roles)",
-        "tablespace fast_disk (the default tablespace is used)"]
+        "tablespace fast_disk (the default tablespace is used)",
+        "1 setting of the dump's roles in its database (ALTER ROLE ... IN DATABASE)"]
 
 
 def test_any_chunking_gives_the_same_script():

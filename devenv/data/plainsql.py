@@ -13,7 +13,8 @@ quotes, comments and COPY data skipped over, as psql reads them) and:
   connects as another user or to another server;
 - leaves out what only makes sense on the server the dump came from, as pg_restore's
   --no-owner --no-privileges --no-tablespaces do: owners, GRANT/REVOKE, default privileges,
-  session authorization, tablespaces. `left_out()` says what was left out;
+  session authorization, tablespaces, its roles' settings in the database. `left_out()`
+  says what was left out;
 - runs `--clean`'s leading DROPs so that an object missing from the fresh database is no
   error (the import always starts from an empty database).
 
@@ -42,6 +43,8 @@ def _rx(pattern: bytes) -> re.Pattern[bytes]:
 _DROP_DB = _rx(rb"DROP\s+DATABASE\s+(?:IF\s+EXISTS\s+)?(?P<name>" + _IDENT + rb")")
 _CREATE_DB = _rx(rb"CREATE\s+DATABASE\s+(?P<name>" + _IDENT + rb")")
 _ALTER_DB = _rx(rb"ALTER\s+DATABASE\s+(?P<name>" + _IDENT + rb")\s+(?P<rest>\S+)")
+_ROLE_IN_DB = _rx(rb"ALTER\s+ROLE\s+" + _IDENT + rb"\s+IN\s+DATABASE\s+(?P<name>" + _IDENT
+                  + rb")")
 _COMMENT_DB = _rx(rb"COMMENT\s+ON\s+DATABASE\s+(?P<name>" + _IDENT + rb")\s+IS\b")
 _LABEL = _rx(rb"SECURITY\s+LABEL\b")
 _GRANT = _rx(rb"(?:GRANT|REVOKE)\b")
@@ -122,6 +125,7 @@ class SqlFilter:
         self.database_options: list[str] = []
         self.session_roles = 0
         self.labels = 0
+        self.role_settings = 0
 
     # --- what was left out ------------------------------------------------------------
     def left_out(self, user: str) -> list[str]:
@@ -142,6 +146,9 @@ class SqlFilter:
                        "tablespace is used)")
         if self.labels:
             out.append(f"{self.labels} security label{'s' * (self.labels > 1)}")
+        if self.role_settings:
+            out.append(f"{self.role_settings} setting{'s' * (self.role_settings > 1)} of the "
+                       "dump's roles in its database (ALTER ROLE ... IN DATABASE)")
         if self.database_options:
             out.append("the database's own options ("
                        f"{', '.join(sorted(set(self.database_options)))})")
@@ -345,6 +352,11 @@ class SqlFilter:
                 raise self._refuse(f"renames database {self.database}")
             else:
                 self.database_options.append(rest.decode("ascii", "replace").rstrip(";"))
+            return False
+        match = _ROLE_IN_DB.match(code)
+        if match:  # roles are the server's: like their grants, not imported
+            self._own(_name(match["name"]), "changes")
+            self.role_settings += 1
             return False
         match = _COMMENT_DB.match(code)
         if match:
