@@ -183,11 +183,11 @@ def rm_command(ctx: click.Context, name: str, yes: bool) -> None:
       devenv db rm before-migration --yes
     """
     from ..data import ops as data
-    from ..data.snapshots import check_name
 
-    check_name(name)
+    context = make_context(ctx.find_root())
+    data.check_removable(context, name)
     _confirm(f"Delete snapshot {name}?", yes, "db rm deletes a snapshot")
-    gone = data.remove(make_context(ctx.find_root()), name)
+    gone = data.remove(context, name)
     err(f"removed snapshot {gone.name}")
 
 

@@ -712,6 +712,12 @@ def list_snapshots(ctx: Context) -> list[Snapshot]:
     return snapshots.list_snapshots(ctx.settings().snapshot_dir)
 
 
+def check_removable(ctx: Context, name: str) -> None:
+    """Refuse, before anyone is asked to confirm, a name that is no snapshot devenv wrote."""
+    snapshots.check_name(name)
+    snapshots.check_owned(ctx.settings().snapshot_dir, name)
+
+
 def remove(ctx: Context, name: str) -> Snapshot:
     snapshots.check_name(name)
     return snapshots.remove(ctx.settings().snapshot_dir, name)
