@@ -124,3 +124,14 @@ def test_adopting_sets_the_projects_login_through_stdin_as_the_snapshots_user(tm
     assert "ALTER ROLE \"postgres\" WITH SUPERUSER LOGIN PASSWORD 's3cret-''quoted'' \\ pw';" \
         in script
     assert 'ALTER DATABASE "team" RENAME TO "cirkelline_agents";' in script
+
+
+def test_a_failed_adoption_never_shows_the_password(tmp_path):
+    taken = take_snapshot(tmp_path, "base", settings(tmp_path))
+    compose = SimpleNamespace(exec=lambda service, argv, **options: SimpleNamespace(
+        code=3, stdout="", stderr=f"ERROR:  permission denied\nLINE 1: ... PASSWORD "
+        f"'{PASSWORD.replace(chr(39), chr(39) * 2)}';\n"))  # as the script quotes it
+    engine = SimpleNamespace(compose=lambda project, file: compose)
+    with pytest.raises(DataError, match="could not put this project's credentials") as error:
+        credentials.adopt(engine, settings(tmp_path), taken)
+    assert "s3cret" not in error.value.message + (error.value.hint or "")

@@ -16,8 +16,10 @@ import hmac
 import os
 
 from ..config.settings import Settings
+from ..config.state import known_secrets
 from ..engine import Engine
 from ..errors import CredentialsError, DataError
+from ..report import mask
 from .snapshots import Snapshot
 
 SERVICE = "postgres"
@@ -135,7 +137,9 @@ def adopt(engine: Engine, settings: Settings, snapshot: Snapshot) -> None:
     user, database = settings[USER], settings[DATABASE]
     old_database = snapshot.database or database
     script = "\n".join([
+        # the password is in this script: never in the server's log, even on an error
         "SET log_statement = 'none';",
+        "SET log_min_error_statement = 'panic';",
         f"SELECT NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_literal(user)}) "
         "AS missing \\gset",
         "\\if :missing",
@@ -160,8 +164,9 @@ def adopt(engine: Engine, settings: Settings, snapshot: Snapshot) -> None:
                               stdin=script.encode())
         if result.code == 0:
             return
-        errors.append(result.stderr.strip().splitlines()[-1] if result.stderr.strip()
-                      else f"exit {result.code}")
+        said = mask(result.stderr, [*known_secrets(settings),  # also as the script quoted it
+                                    settings[PASSWORD].replace("'", "''")]).strip()
+        errors.append(said.splitlines()[-1] if said else f"exit {result.code}")
     raise DataError(f"could not put this project's credentials on snapshot {snapshot.name}: "
                     f"{errors[-1] if errors else 'no role to log in as'}",
                     hint="the snapshot is restored as it was taken; set the settings back "
