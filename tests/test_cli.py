@@ -232,11 +232,29 @@ def test_lan_without_a_lan_address_exits_1(run, monkeypatch):
     assert result.exit_code == 1
     assert result.output.startswith("devenv: error: this machine has no LAN address")
 
-def test_data_commands_that_delete_need_yes_in_a_script(run):
+def test_data_commands_that_delete_need_yes_in_a_script(run, tmp_path):
+    from devenv.data import snapshots
+
+    root = tmp_path / ".devenv" / "snapshots"
+    work = snapshots.new_workdir(root, "base")
+    (work / "redis.tar").write_bytes(b"x")
+    snapshots.commit(work, root, "base", pg_major="", database="d", project="p", auto=False)
     for args in (("db", "rm", "base"), ("db", "reset")):
         result = run(*args)
         assert result.exit_code == 2, result.output
         assert "add --yes to confirm in a script" in result.output
+    assert (root / "base" / "redis.tar").exists()
+
+
+def test_db_rm_of_a_folder_devenv_did_not_write_is_refused_before_it_asks(run, tmp_path):
+    folder = tmp_path / ".devenv" / "snapshots" / "photos"
+    folder.mkdir(parents=True)
+    (folder / "holiday.jpg").write_bytes(b"\xff\xd8")
+    result = run("db", "rm", "photos")  # no --yes: it would ask, but refuses first
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"devenv: error: {folder} is not a devenv snapshot")
+    assert "hint: it is not devenv's to delete" in result.output
+    assert (folder / "holiday.jpg").exists()
 
 
 def test_a_snapshot_name_with_a_slash_exits_2(run):

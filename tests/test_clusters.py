@@ -23,6 +23,7 @@ IMAGE_ID = "sha256:" + "ab" * 32
 ENV = {"POSTGRES_USER": "postgres", "POSTGRES_PASSWORD": "password",
        "POSTGRES_DB": "cirkelline_agents"}
 SEEDS = [("01-schema.sql", 0, "00" * 32)]
+KEY = "c1" * 16  #: shaped like a cluster_key
 
 
 # --- the key -----------------------------------------------------------------------------
@@ -110,41 +111,104 @@ def test_ensure_root_says_no_for_a_file_in_the_way(tmp_path):
 
 
 def test_find_wants_a_non_empty_file(tmp_path):
-    assert clusters.find(tmp_path, "k") is None
-    (tmp_path / "k.tar").write_bytes(b"")
-    assert clusters.find(tmp_path, "k") is None
-    (tmp_path / "k.tar").write_bytes(b"x")
-    assert clusters.find(tmp_path, "k") == tmp_path / "k.tar"
+    assert clusters.find(tmp_path, KEY) is None
+    (tmp_path / f"{KEY}.tar").write_bytes(b"")
+    assert clusters.find(tmp_path, KEY) is None
+    (tmp_path / f"{KEY}.tar").write_bytes(b"x")
+    assert clusters.find(tmp_path, KEY) == tmp_path / f"{KEY}.tar"
 
 
 def test_set_aside_renames_the_file_out_of_the_way(tmp_path):
-    path = tmp_path / "k.tar"
+    path = tmp_path / f"{KEY}.tar"
     path.write_bytes(b"x")
     aside = clusters.set_aside(path, now=0)
-    assert aside == tmp_path / ".damaged-19700101-000000-k.tar"
+    assert aside == tmp_path / f".damaged-19700101-000000-{KEY}.tar"
+    assert clusters.OWN_NAMES.fullmatch(aside.name)
     assert aside.read_bytes() == b"x" and not path.exists()
-    assert clusters.find(tmp_path, "k") is None
+    assert clusters.find(tmp_path, KEY) is None
+
+
+def _key(i: int) -> str:
+    return f"{i:032x}"
 
 
 def test_prune_keeps_the_most_recently_used(tmp_path):
     now = time.time()
+    store = clusters.ensure_store(tmp_path / "c")
+    assert store == tmp_path / "c"
     for i in range(5):
-        path = tmp_path / f"k{i}.tar"
+        path = store / f"{_key(i)}.tar"
         path.write_bytes(b"x")
         os.utime(path, (now - 100 + i, now - 100 + i))
-    clusters.touch(tmp_path / "k0.tar")  # used just now
-    (tmp_path / ".damaged-1-k9.tar").write_bytes(b"x")
-    os.utime(tmp_path / ".damaged-1-k9.tar", (now - 90000, now - 90000))
-    (tmp_path / ".damaged-2-k8.tar").write_bytes(b"x")  # set aside today: kept a while
-    old_tmp, new_tmp = tmp_path / ".tmp-old-abc", tmp_path / ".tmp-new-abc"
+    clusters.touch(store / f"{_key(0)}.tar")  # used just now
+    old_aside = store / f".damaged-20260101-000000-{_key(9)}.tar"
+    old_aside.write_bytes(b"x")
+    os.utime(old_aside, (now - 90000, now - 90000))
+    new_aside = store / f".damaged-20260102-000000-{_key(8)}.tar"  # today: kept a while
+    new_aside.write_bytes(b"x")
+    old_tmp, new_tmp = store / f".tmp-{_key(7)}-abc", store / f".tmp-{_key(6)}-abc"
     old_tmp.write_bytes(b"x")
     new_tmp.write_bytes(b"x")
     os.utime(old_tmp, (now - 7200, now - 7200))
-    (tmp_path / "notes.txt").write_text("not ours")
-    removed = clusters.prune(tmp_path, keep=3, now=now)
-    assert sorted(removed) == [".damaged-1-k9.tar", ".tmp-old-abc", "k1.tar", "k2.tar"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == \
-        [".damaged-2-k8.tar", ".tmp-new-abc", "k0.tar", "k3.tar", "k4.tar", "notes.txt"]
+    (store / "notes.txt").write_text("not ours")
+    removed = clusters.prune(store, keep=3, now=now)
+    assert sorted(removed) == sorted([old_aside.name, old_tmp.name, f"{_key(1)}.tar",
+                                      f"{_key(2)}.tar"])
+    assert sorted(p.name for p in store.iterdir()) == sorted([
+        clusters.MARKER, new_aside.name, new_tmp.name, f"{_key(0)}.tar", f"{_key(3)}.tar",
+        f"{_key(4)}.tar", "notes.txt"])
+
+
+def test_a_cache_folder_that_holds_other_things_keeps_them(tmp_path):
+    """DEVENV_CLUSTER_CACHE pointed at a folder with the user's own files (tars too, old
+    ones, temporary-looking ones): devenv works in a subfolder it marks as its own, and no
+    preparation or pruning ever removes anything of the user's."""
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    now = time.time()
+    theirs = ["2019.tar", "2020.tar", "2021.tar", "2022.tar", "2023.tar", f"{_key(5)}.tar",
+              ".tmp-scratch", f"{_key(5)}.sha256"]
+    for name in theirs:
+        (folder / name).write_bytes(b"theirs")
+        os.utime(folder / name, (now - 200000, now - 200000))
+    assert clusters.owned_store(folder) is None
+    assert clusters.prune(folder, keep=0, now=now) == []  # not marked: never devenv's
+    store = clusters.ensure_store(folder)
+    assert store == folder / clusters.SUBFOLDER and clusters.owned_store(folder) == store
+    assert store.stat().st_mode & 0o777 == 0o700
+    for i in range(clusters.KEEP + 2):
+        (store / f"{_key(i)}.tar").write_bytes(b"x")
+    assert len(clusters.prune(store, now=now)) == 2
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*theirs, clusters.SUBFOLDER])
+    # a `devenv-clusters` subfolder devenv did not make is not used either
+    other = tmp_path / "other"
+    (other / clusters.SUBFOLDER).mkdir(parents=True)
+    (other / "mine.txt").write_text("x")
+    (other / clusters.SUBFOLDER / "mine.tar").write_text("x")
+    assert clusters.ensure_store(other) is None
+
+
+def test_up_with_the_cache_in_a_users_folder_prunes_nothing_of_theirs(project):
+    settings, root = project
+    root.mkdir()
+    for i in range(clusters.KEEP + 3):
+        (root / f"{_key(i)}.tar").write_bytes(b"theirs")  # even named like clusters
+        os.utime(root / f"{_key(i)}.tar", (1000 + i, 1000 + i))
+    engine = Recorder()
+    assert clusters.start_preparing(engine, settings, _plan(root))
+    assert len([p for p in root.iterdir() if p.name.endswith(".tar")]) == clusters.KEEP + 3
+    [(_what, (_image, mounts, _args, _options))] = engine.calls
+    assert mounts[0] == (str(root / clusters.SUBFOLDER), "/cache", False)
+
+
+def test_devenvs_own_default_folder_stays_where_it_was(tmp_path):
+    root = tmp_path / "devenv" / "clusters"
+    root.mkdir(parents=True)
+    (root / f"{_key(1)}.tar").write_bytes(b"x")  # from a devenv before the marker
+    assert clusters.ensure_store(root, own_root=True) == root
+    settings = load_settings(tmp_path / "p", {"DEVENV_PROJECT": "unit",
+                                              "DEVENV_POSTGRES_IMAGE": "devenv-test/pg"}, {})
+    assert clusters.plan(Recorder(), settings, {"HOME": str(tmp_path)}, ["postgres"]).own_root
 
 
 # --- the steps `up` takes, over a recording engine -----------------------------------------
@@ -234,7 +298,7 @@ def test_plan_does_nothing_when_it_does_not_apply(project, why, tmp_path):
 
 
 def _plan(root: Path) -> ClusterPlan:
-    return ClusterPlan(root=root, key="k" * 32, image="devenv-test/pg", prepare=True)
+    return ClusterPlan(root=root, key=KEY, image="devenv-test/pg", prepare=True)
 
 
 def test_unpack_without_a_cluster_leaves_the_volume_to_initdb(project):
@@ -246,9 +310,11 @@ def test_unpack_without_a_cluster_leaves_the_volume_to_initdb(project):
 
 def _store(root: Path, data: bytes = b"a tar", digest: str | None = None) -> Path:
     root.mkdir(exist_ok=True)
-    path = root / f"{'k' * 32}.tar"
+    if not (root / clusters.MARKER).exists():
+        assert clusters.ensure_store(root) == root
+    path = root / f"{KEY}.tar"
     path.write_bytes(data)
-    (root / f"{'k' * 32}.sha256").write_text(
+    (root / f"{KEY}.sha256").write_text(
         (digest or hashlib.sha256(data).hexdigest()) + "\n")
     return path
 
@@ -259,7 +325,7 @@ def test_verify_wants_the_digest_written_beside_it(tmp_path):
     path.write_bytes(b"a ta")  # truncated
     assert not clusters.verify(path)
     path.write_bytes(b"a tar")
-    (tmp_path / f"{'k' * 32}.sha256").unlink()
+    (tmp_path / f"{KEY}.sha256").unlink()
     assert not clusters.verify(path)
 
 
@@ -298,8 +364,9 @@ def test_a_damaged_cluster_is_set_aside_and_initdb_runs(project, damage):
     result = clusters.unpack(engine, settings, _plan(root), notes.append)
     assert not result.used and result.prepare  # initdb, and a new cluster afterwards
     assert engine.calls == []  # no volume: compose creates it and initdb runs
-    assert clusters.find(root, "k" * 32) is None
-    assert [p.name.startswith(".damaged-") for p in root.iterdir()] == [True]
+    assert clusters.find(root, KEY) is None
+    assert [p.name.startswith(".damaged-") for p in root.iterdir()
+            if p.name != clusters.MARKER] == [True]
     assert "damaged (its checksum does not match); set aside, running initdb" in notes[0]
 
 
@@ -309,7 +376,7 @@ def test_a_failed_fill_removes_the_volume_it_made_and_keeps_the_cluster(project)
     engine, notes = Recorder(fill_error="Docker engine answered 500"), []
     assert not clusters.unpack(engine, settings, _plan(root), notes.append).used
     assert engine.calls[-1] == ("remove_volume", "unit_postgres-data")
-    assert clusters.find(root, "k" * 32) is not None
+    assert clusters.find(root, KEY) is not None
     assert notes == ["postgres: could not use the prepared cluster (Docker engine answered "
                      "500); running initdb instead"]
 
@@ -322,11 +389,11 @@ def test_preparing_runs_detached_low_priority_with_the_password_only_in_env(proj
     assert what == "run_detached" and image == "devenv-test/pg"
     assert mounts == [(str(root), "/cache", False),
                       (str(settings.seed_dir), "/docker-entrypoint-initdb.d", True)]
-    assert args == ["k" * 32, str(os.getuid()), str(os.getgid())]
-    assert options["name"] == f"devenv-cluster-{'k' * 16}"
+    assert args == [KEY, str(os.getuid()), str(os.getgid())]
+    assert options["name"] == f"devenv-cluster-{KEY[:16]}"
     assert options["env"]["POSTGRES_PASSWORD"] == "s3cret"
     assert "s3cret" not in " ".join(args) + options["name"]
-    assert options["labels"] == {"devenv.cluster": "k" * 32}
+    assert options["labels"] == {"devenv.cluster": KEY}
     assert options["cpu_shares"] == clusters.CPU_SHARES
     assert root.stat().st_mode & 0o777 == 0o700
 
@@ -335,10 +402,9 @@ def test_nothing_is_prepared_when_a_cluster_exists_was_used_or_is_off(project):
     settings, root = project
     engine = Recorder()
     assert not clusters.start_preparing(engine, settings, ClusterPlan())
-    used = ClusterPlan(root=root, key="k" * 32, image="devenv-test/pg", used=True)
+    used = ClusterPlan(root=root, key=KEY, image="devenv-test/pg", used=True)
     assert not clusters.start_preparing(engine, settings, used)
-    root.mkdir()
-    (root / f"{'k' * 32}.tar").write_bytes(b"tar")
+    _store(root)
     assert not clusters.start_preparing(engine, settings, _plan(root))
     assert engine.calls == []
 
@@ -351,19 +417,20 @@ def test_a_second_preparation_of_the_same_key_is_refused_quietly(project):
 
 def test_prune_removes_a_digest_with_its_cluster_and_orphans_later(tmp_path):
     now = time.time()
+    c = tmp_path / "c"
     for i in range(2):
-        _store(tmp_path / "c")
-        os.rename(tmp_path / "c" / f"{'k' * 32}.tar", tmp_path / "c" / f"k{i}.tar")
-        os.rename(tmp_path / "c" / f"{'k' * 32}.sha256", tmp_path / "c" / f"k{i}.sha256")
-        os.utime(tmp_path / "c" / f"k{i}.tar", (now - 10 + i, now - 10 + i))
-    (tmp_path / "c" / "fresh.sha256").write_text("x")  # its tar is being renamed in
-    orphan = tmp_path / "c" / "old.sha256"
+        _store(c)
+        os.rename(c / f"{KEY}.tar", c / f"{_key(i)}.tar")
+        os.rename(c / f"{KEY}.sha256", c / f"{_key(i)}.sha256")
+        os.utime(c / f"{_key(i)}.tar", (now - 10 + i, now - 10 + i))
+    (c / f"{_key(7)}.sha256").write_text("x")  # its tar is being renamed in
+    orphan = c / f"{_key(8)}.sha256"
     orphan.write_text("x")
     os.utime(orphan, (now - 7200, now - 7200))
-    assert sorted(clusters.prune(tmp_path / "c", keep=1, now=now)) == \
-        ["k0.sha256", "k0.tar", "old.sha256"]
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == \
-        ["fresh.sha256", "k1.sha256", "k1.tar"]
+    assert sorted(clusters.prune(c, keep=1, now=now)) == \
+        sorted([f"{_key(0)}.sha256", f"{_key(0)}.tar", f"{_key(8)}.sha256"])
+    assert sorted(p.name for p in c.iterdir()) == \
+        sorted([clusters.MARKER, f"{_key(7)}.sha256", f"{_key(1)}.sha256", f"{_key(1)}.tar"])
 
 
 def test_a_failed_fill_empties_a_volume_compose_already_uses(project):

@@ -41,6 +41,50 @@ def test_files_that_are_no_dump_are_refused(tmp_path, head):
     assert "sql.gz" in (error.value.hint or "")
 
 
+#: `pg_restore --create --list` of a custom dump from another server (PostgreSQL 15)
+LISTING = """;
+; Archive created at 2026-12-04 09:06:05 UTC
+;     dbname: teamdb
+;
+3353; 1262 16384 DATABASE - teamdb postgres
+3354; 0 0 COMMENT - DATABASE teamdb postgres
+3355; 0 0 ACL - DATABASE teamdb postgres
+3356; 0 0 DATABASE PROPERTIES - teamdb postgres
+214; 1259 16387 TABLE public items app_owner
+3357; 0 0 ACL public TABLE items app_owner
+215; 1259 16392 SEQUENCE public s postgres
+3346; 0 16387 TABLE DATA public items app_owner
+3202; 2606 16391 CONSTRAINT public items items_pkey app_owner
+"""
+
+
+def test_an_archive_from_another_server_says_what_its_import_leaves_out():
+    assert dumps.restore_left_out(LISTING, "postgres") == [
+        "the owner app_owner (everything belongs to postgres here)",
+        "2 privilege entries (GRANT/REVOKE of the dump's roles)",
+        "the database's own comment and settings"]
+    own = "\n".join(line for line in LISTING.splitlines()
+                    if "ACL" not in line and "DATABASE" not in line)
+    own = own.replace("app_owner", "me").replace("postgres", "me")
+    assert dumps.restore_left_out(own, "me") == []
+
+
+def test_a_dump_that_would_act_on_another_database_is_refused_before_anything_stops(
+        tmp_path, monkeypatch):
+    """A pg_dumpall file connects to every database: refused while nothing has stopped,
+    no automatic snapshot taken (any other engine call fails this test)."""
+    dump = tmp_path / "all.sql.gz"
+    dump.write_bytes(gzip.compress(b"\\connect template1\nCREATE ROLE app;\n"
+                                   b"\\connect postgres\nDROP TABLE important;\n"))
+    monkeypatch.setattr(dumps, "local_engine", lambda ctx: FakeEngine())
+    monkeypatch.setattr(dumps, "running_service", lambda engine, settings, service: object())
+    ctx = Context(project_dir=tmp_path, environ={"DEVENV_PROJECT": "p"})
+    with pytest.raises(DataError, match="connects to a second database, postgres") as error:
+        dumps.import_dump(ctx, dump)
+    assert "unchanged" in (error.value.hint or "")
+    assert not (tmp_path / ".devenv" / "snapshots").exists()
+
+
 def test_seed_failure_is_read_from_the_log(tmp_path):
     log = ("2026-11-26 17:00:00 UTC [entrypoint] running /docker-entrypoint-initdb.d/02-bad.sql\n"
            "INSERT 0 1\n"
@@ -133,6 +177,9 @@ class ScriptEngine:
 
     def volume_exists(self, name):
         return (self.vol / name.split("_", 1)[1].removesuffix("-data")).is_dir()
+
+    def containers(self, project=None, all=True):
+        return []  # nothing runs: no login to check
 
     def run_helper(self, image, script, mounts, args):
         import subprocess
@@ -349,6 +396,31 @@ def test_a_whole_restore_through_the_staging_helper(tmp_path, monkeypatch):
     assert _read_part(result.before, "appendonly.aof") == "old"
     assert sorted(p.name for p in (eng.vol / "redis").iterdir()) == ["appendonly.aof"]
     assert (eng.vol / "redis" / "appendonly.aof").read_text() == "new"
+
+
+def test_a_restore_prunes_only_its_own_projects_automatic_snapshots(tmp_path, monkeypatch):
+    """Two projects share DEVENV_SNAPSHOT_DIR: the other project's automatic snapshots (its
+    only way back) are neither counted nor removed by this project's restore."""
+    shared = tmp_path / "shared"
+    eng, s, ctx, base = _restore_setup(tmp_path)
+    ctx = Context(project_dir=tmp_path, environ={"DEVENV_PROJECT": "p",
+                                                 "DEVENV_SNAPSHOT_DIR": str(shared)})
+    theirs = []
+    for i in range(snapshots.KEEP_AUTO):
+        work = snapshots.new_workdir(shared, f"auto-0000-{i}")
+        _tar_of(work / "redis.tar", {"appendonly.aof": f"theirs-{i}"})
+        theirs.append(snapshots.commit(work, shared, f"auto-0000-{i}", pg_major="",
+                                       database="d", project="q", auto=True).name)
+    work = snapshots.new_workdir(shared, "base")
+    _tar_of(work / "redis.tar", {"appendonly.aof": "new"})
+    snapshots.commit(work, shared, "base", pg_major="", database="d", project="p", auto=False)
+    monkeypatch.setattr(data, "project_containers", lambda engine, project: {})
+    monkeypatch.setattr(data, "connect", lambda environ: eng)
+    eng.image_env = lambda reference: {}
+    result = data.restore(ctx, "base", background=False)
+    assert result.before is not None and result.before.project == "p"
+    left = {snap.name for snap in snapshots.list_snapshots(shared)}
+    assert set(theirs) <= left and result.before.name in left
 
 
 def test_the_biggest_file_is_unpacked_beside_the_rest_by_a_second_tar(tmp_path):

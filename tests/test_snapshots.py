@@ -11,12 +11,12 @@ from devenv.data import snapshots
 from devenv.errors import DataError, SnapshotNameError
 
 
-def make(root, name, parts=("postgres", "redis"), auto=False, replace=False):
+def make(root, name, parts=("postgres", "redis"), auto=False, replace=False, project="p"):
     work = snapshots.new_workdir(root, name)
     for part in parts:
         (work / snapshots.PARTS[part]).write_bytes(b"x" * 1000)
     (work / "PG_VERSION").write_text("15\n")
-    return snapshots.commit(work, root, name, pg_major="15", database="db", project="p",
+    return snapshots.commit(work, root, name, pg_major="15", database="db", project=project,
                             auto=auto, replace=replace)
 
 
@@ -74,10 +74,60 @@ def test_only_the_newest_automatic_snapshots_are_kept(tmp_path):
     make(tmp_path, "mine")
     for i in range(snapshots.KEEP_AUTO + 2):
         make(tmp_path, f"auto-{i}", auto=True)
-    gone = snapshots.prune_auto(tmp_path)
+    gone = snapshots.prune_auto(tmp_path, "p")
     assert len(gone) == 2
     left = [s.name for s in snapshots.list_snapshots(tmp_path)]
     assert "mine" in left and len(left) == snapshots.KEEP_AUTO + 1
+
+
+def test_pruning_counts_and_removes_only_the_projects_own_automatic_snapshots(tmp_path):
+    """Projects sharing one DEVENV_SNAPSHOT_DIR: one project's pruning never takes another
+    project's only way back, and never the one the command just named."""
+    make(tmp_path, "auto-other", auto=True, project="other")  # the oldest of all
+    for i in range(snapshots.KEEP_AUTO + 2):
+        make(tmp_path, f"auto-p-{i}", auto=True)
+    gone = snapshots.prune_auto(tmp_path, "p", protect=["auto-p-0"])
+    assert gone == ["auto-p-1"]
+    left = {s.name for s in snapshots.list_snapshots(tmp_path)}
+    assert "auto-other" in left and "auto-p-0" in left
+    assert len([name for name in left if name.startswith("auto-p-")]) == \
+        snapshots.KEEP_AUTO + 1
+    assert snapshots.prune_auto(tmp_path, "other") == []
+
+
+def test_only_snapshots_devenv_wrote_are_ever_deleted(tmp_path):
+    """The snapshot directory may be a folder the user shares: `db rm`, `--force` and the
+    pruning delete a directory only when devenv wrote it and everything in it."""
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"\xff\xd8")
+    with pytest.raises(DataError, match="is not a devenv snapshot") as error:
+        snapshots.remove(tmp_path, "photos")
+    assert "not devenv's to delete" in (error.value.hint or "")
+    assert (foreign / "holiday.jpg").read_bytes() == b"\xff\xd8"
+
+    work = snapshots.new_workdir(tmp_path, "photos")  # --force onto that name
+    (work / "postgres.tar").write_bytes(b"x")
+    with pytest.raises(DataError, match="is not a devenv snapshot"):
+        snapshots.commit(work, tmp_path, "photos", pg_major="15", database="d", project="p",
+                         auto=False, replace=True)
+    assert (foreign / "holiday.jpg").exists() and not work.exists()
+
+    mine = make(tmp_path, "base")
+    (mine.path / "notes.txt").write_text("mine")  # the user's file inside a snapshot
+    with pytest.raises(DataError, match="files devenv did not write: notes.txt"):
+        snapshots.remove(tmp_path, "base")
+    assert (mine.path / "notes.txt").exists() and (mine.path / "postgres.tar").exists()
+
+    elsewhere = make(tmp_path / "elsewhere", "real")
+    (tmp_path / "link").symlink_to(elsewhere.path)
+    with pytest.raises(DataError, match="is a link"):
+        snapshots.remove(tmp_path, "link")
+    assert (elsewhere.path / "manifest.json").exists()
+
+    (mine.path / "notes.txt").unlink()
+    assert snapshots.remove(tmp_path, "base").name == "base"
+    assert not mine.path.exists()
 
 
 def test_sizes_read_like_people_write_them():

@@ -115,18 +115,26 @@ def snapshot_command(ctx: click.Context, name: str | None, force: bool) -> None:
 
 @db.command("restore")
 @click.argument("name", shell_complete=_complete_snapshots)
+@click.option("--adopt-credentials", "adopt", is_flag=True,
+              help="Put this project's PostgreSQL user, password and database name on the "
+              "restored data (a snapshot taken with other credentials is refused without).")
 @click.pass_context
-def restore_command(ctx: click.Context, name: str) -> None:
+def restore_command(ctx: click.Context, name: str, adopt: bool) -> None:
     """Replace the data with a snapshot; the current data is snapshotted first.
+
+    A snapshot keeps the PostgreSQL login it was taken with: one taken with other
+    credentials is refused before anything stops, unless --adopt-credentials.
 
     \b
     Example:
       devenv db restore seed
+      devenv db restore teammate-seed --adopt-credentials
     """
     from ..data import ops as data
 
-    result = data.restore(make_context(ctx.find_root()), name)
-    err(f"restored snapshot {result.snapshot.name} ({', '.join(result.snapshot.holds)})")
+    result = data.restore(make_context(ctx.find_root()), name, adopt=adopt)
+    err(f"restored snapshot {result.snapshot.name} ({', '.join(result.snapshot.holds)})"
+        + (" with this project's PostgreSQL login" if adopt else ""))
     err(_back(result.before, result.owed))
 
 
@@ -175,11 +183,11 @@ def rm_command(ctx: click.Context, name: str, yes: bool) -> None:
       devenv db rm before-migration --yes
     """
     from ..data import ops as data
-    from ..data.snapshots import check_name
 
-    check_name(name)
+    context = make_context(ctx.find_root())
+    data.check_removable(context, name)
     _confirm(f"Delete snapshot {name}?", yes, "db rm deletes a snapshot")
-    gone = data.remove(make_context(ctx.find_root()), name)
+    gone = data.remove(context, name)
     err(f"removed snapshot {gone.name}")
 
 
@@ -241,6 +249,9 @@ def import_command(ctx: click.Context, file: Path) -> None:
     """Replace the database with a dump: pg_dump custom or tar format, .sql or .sql.gz.
 
     The current data is snapshotted first; a dump that fails to load changes nothing.
+    What belongs to the server the dump came from (owners, grants, tablespaces) is left
+    out and named; a dump made with --create loads into this database, and one that
+    would change another database is refused.
 
     \b
     Example:
@@ -256,6 +267,9 @@ def import_command(ctx: click.Context, file: Path) -> None:
     finally:
         end()
     err(f"imported {result.path.name} ({result.kind})")
+    if result.left_out:
+        err("left out, as it belongs to the server the dump came from: "
+            + "; ".join(result.left_out))
     err(_back(result.before))
 
 

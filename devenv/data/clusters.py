@@ -8,7 +8,10 @@ inside the hash) and a format version, so anything that would make it differ fro
 initdb is a different key, and a stale cluster is never served.
 
 They live in a per-user cache shared by projects (DEVENV_CLUSTER_CACHE; default
-$XDG_CACHE_HOME/devenv/clusters, directory 0700, files 0600). After an `up` that ran initdb
+$XDG_CACHE_HOME/devenv/clusters, directory 0700, files 0600). The setting may name a folder
+that holds other things: devenv keeps its files in a directory it marks as its own (the
+folder itself when devenv created it or found it empty, else a `devenv-clusters` subfolder),
+and removes only files of its own names there. After an `up` that ran initdb
 on a fresh volume and found no cluster for its key, a detached, low-priority container of
 the PostgreSQL image prepares one in its own scratch directory and writes it into the cache
 (temporary name, then rename); `up` does not wait for it. It never mounts a project's
@@ -22,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +48,17 @@ SUFFIX = ".tar"
 DIGEST = ".sha256"  # beside each cluster: the sha256 of its tar, written before it
 TMP_PREFIX = ".tmp-"
 ASIDE_PREFIX = ".damaged-"
+#: the file that marks a directory as devenv's store of prepared clusters
+MARKER = ".devenv-clusters"
+MARKER_TEXT = "devenv.clusters/1\n"
+#: the store inside a cache folder that already held other things
+SUBFOLDER = "devenv-clusters"
+_KEY = r"[0-9a-f]{32}"
+#: the only names devenv writes in its store (clusters, digests, temporary files of a
+#: preparation, clusters set aside): nothing else there is ever removed
+OWN_NAMES = re.compile(rf"(?:{_KEY}(?:\.tar|\.sha256)"
+                       rf"|\.tmp-{_KEY}-[A-Za-z0-9._-]+"
+                       rf"|\.damaged-\d{{8}}-\d{{6}}-{_KEY}\.tar)")
 #: prepared clusters kept (the most recently used); older ones are removed
 KEEP = 3
 #: a temporary file older than this belongs to a preparation that died
@@ -125,6 +140,9 @@ class ClusterPlan:
     used: bool = False
     #: the volume is fresh and will run initdb: prepare a cluster after `up`
     prepare: bool = False
+    #: the root is devenv's own default folder (not one the user named): devenv's to mark
+    #: even when it already holds files (those of an earlier devenv)
+    own_root: bool = False
 
 
 # --- the key ---------------------------------------------------------------------------
@@ -177,6 +195,52 @@ def ensure_root(root: Path) -> bool:
         return False
 
 
+def _marked(path: Path) -> bool:
+    marker = path / MARKER
+    try:
+        return not path.is_symlink() and marker.is_file() and not marker.is_symlink() \
+            and marker.read_text(encoding="ascii") == MARKER_TEXT
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def owned_store(root: Path) -> Path | None:
+    """Where devenv keeps its clusters under the cache folder `root` (None: nowhere yet):
+    the folder itself when marked as devenv's, else its marked `devenv-clusters`."""
+    for path in (root, root / SUBFOLDER):
+        if _marked(path):
+            return path
+    return None
+
+
+def ensure_store(root: Path, own_root: bool = False) -> Path | None:
+    """owned_store, creating it when needed: `root` becomes devenv's when devenv creates it,
+    finds it empty or `own_root` (its default folder); a folder holding anything else gets
+    a `devenv-clusters` subfolder. None when there is nowhere devenv may write (a subfolder
+    of that name that is not devenv's, no permission)."""
+    found = owned_store(root)
+    if found is not None:
+        return found
+    if not ensure_root(root):
+        return None
+    for path in (root, root / SUBFOLDER):
+        try:
+            if path != root:
+                path.mkdir(mode=0o700, exist_ok=True)
+            if path.is_symlink() or (any(path.iterdir()) and not (own_root and path == root)):
+                continue  # someone else's files: never devenv's to prune
+            fd = os.open(path / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(MARKER_TEXT)
+        except FileExistsError:
+            pass  # another devenv marked it just now
+        except OSError:
+            return None
+        if _marked(path):
+            return path
+    return None
+
+
 def find(root: Path, key: str) -> Path | None:
     path = root / f"{key}{SUFFIX}"
     try:
@@ -220,22 +284,27 @@ def touch(path: Path) -> None:
 
 
 def prune(root: Path, keep: int = KEEP, now: float | None = None) -> list[str]:
-    """Remove all but the `keep` most recently used clusters, damaged ones set aside a day
-    ago, and temporary files of preparations that died; names removed."""
+    """In devenv's own store (marked; anything else: nothing happens) remove all but the
+    `keep` most recently used clusters, damaged ones set aside a day ago, and temporary
+    files of preparations that died; names removed. Only names devenv writes are touched."""
     now = time.time() if now is None else now
+    if not _marked(root):
+        return []
     clusters, gone = [], []
     try:
         entries = list(root.iterdir())
     except OSError:
         return []
     for entry in entries:
+        name = entry.name
+        if not OWN_NAMES.fullmatch(name):
+            continue
         try:
-            if not entry.is_file():
+            if entry.is_symlink() or not entry.is_file():
                 continue
             age = now - entry.stat().st_mtime
         except OSError:
             continue
-        name = entry.name
         if (name.startswith(ASIDE_PREFIX) and age > ASIDE_SECONDS) \
                 or (name.startswith(TMP_PREFIX) and age > STALE_TMP_SECONDS):
             gone.append(entry)
@@ -276,16 +345,16 @@ def plan(engine: Engine, settings: Settings, environ: Mapping[str, str],
     except OSError:
         return ClusterPlan()
     key = cluster_key(image_id, cluster_env(settings), seeds)
-    return ClusterPlan(root=root, key=key, image=image, prepare=True)
+    return ClusterPlan(root=root, key=key, image=image, prepare=True,
+                       own_root=not settings.values.get(SETTING, "").strip())
 
 
 def unpack(engine: Engine, settings: Settings, cluster: ClusterPlan,
            notify: Callable[[str], None]) -> ClusterPlan:
     """Create the fresh volume (with Compose's labels) and fill it from the prepared
     cluster, when there is one; a damaged one is set aside and initdb runs instead."""
-    if cluster.root is None:
-        return cluster
-    path = find(cluster.root, cluster.key)
+    store = owned_store(cluster.root) if cluster.root is not None else None
+    path = find(store, cluster.key) if store is not None else None
     if path is None:
         return cluster
     if not verify(path):
@@ -325,14 +394,16 @@ def unpack(engine: Engine, settings: Settings, cluster: ClusterPlan,
             return cluster
     touch(path)
     notify("postgres: fresh volume, starting from a prepared cluster (no initdb)")
-    return ClusterPlan(cluster.root, cluster.key, cluster.image, used=True)
+    return ClusterPlan(cluster.root, cluster.key, cluster.image, used=True,
+                       own_root=cluster.own_root)
 
 
 def unpack_in_background(engine: Engine, settings: Settings, cluster: ClusterPlan,
                          notify: Callable[[str], None]) -> Future[ClusterPlan] | None:
     """unpack() in a thread when there is a cluster to unpack (None otherwise); the caller
     starts PostgreSQL after its result."""
-    if cluster.root is None or find(cluster.root, cluster.key) is None:
+    store = owned_store(cluster.root) if cluster.root is not None else None
+    if store is None or find(store, cluster.key) is None:
         return None
     from concurrent.futures import ThreadPoolExecutor
 
@@ -348,10 +419,11 @@ def start_preparing(engine: Engine, settings: Settings, cluster: ClusterPlan) ->
     the background, unless there is one or one is being prepared. True when started."""
     if cluster.root is None or cluster.used or not cluster.prepare:
         return False
-    if find(cluster.root, cluster.key) is not None or not ensure_root(cluster.root):
+    store = ensure_store(cluster.root, cluster.own_root)
+    if store is None or find(store, cluster.key) is not None:
         return False
-    prune(cluster.root)
-    mounts: list[tuple[str, str, bool]] = [(str(cluster.root), "/cache", False)]
+    prune(store)
+    mounts: list[tuple[str, str, bool]] = [(str(store), "/cache", False)]
     if settings.seed_dir.is_dir():
         mounts.append((str(settings.seed_dir), "/docker-entrypoint-initdb.d", True))
     # The name is the lock: a second `up` with the same key finds it taken (and its

@@ -1,13 +1,20 @@
 """Export and import in pg_dump's own formats (custom, tar, plain SQL, gzipped SQL), and
 the psql and redis-cli shells. An import replaces the database after an automatic snapshot
 (ops.take), so the snapshot is the way back.
+
+An import loads the dump into a new database and swaps it in only when it loaded whole. A
+dump made on another server names roles, tablespaces and databases that are not here: what
+only makes sense there is left out (pg_restore's --no-owner --no-privileges
+--no-tablespaces --no-security-labels; plainsql.SqlFilter does the same for plain SQL and
+keeps the script on the database being imported) and the result says what was left out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -19,7 +26,7 @@ from ..engine import Container, Engine, connect
 from ..errors import DataError, UsageError
 from ..live.running import project_containers
 from ..report import mask
-from . import snapshots
+from . import credentials, plainsql, snapshots
 from .ops import auto_name, compose_of, local_engine, stopped, take
 from .snapshots import Snapshot
 from .volumes import pg_env, psql
@@ -34,6 +41,8 @@ class TransferResult:
     bytes: int
     kind: str  # custom | tar | sql | sql.gz
     before: Snapshot | None = None
+    #: what the import left out (owners, grants ... of the server the dump came from)
+    left_out: tuple[str, ...] = ()
 
 
 # --- export and import (pg_dump's own formats) ------------------------------------------
@@ -48,10 +57,18 @@ def running_service(engine: Engine, settings: Settings, service: str) -> Contain
 
 
 def _fail(what: str, stderr: str, settings: Settings, hint: str) -> DataError:
+    import re
+
     lines = [line for line in mask(stderr, known_secrets(settings)).splitlines()
              if line.strip()]
     errors = [line for line in lines if "ERROR" in line or "error" in line] or lines
-    return DataError(f"{what}: {errors[0].strip() if errors else 'no output'}",
+    first = errors[0].strip() if errors else "no output"
+    role = re.search(r'role "((?:[^"]|"")+)" does not exist', first)
+    if role:  # e.g. a policy for a role of the server the dump came from
+        name = role[1].replace('"', '""')
+        hint = (f"the dump needs role {role[1]}, which this server does not have: create it "
+                f"(devenv psql -c 'CREATE ROLE \"{name}\"') and import again; " + hint)
+    return DataError(f"{what}: {first}",
                      detail="\n".join(lines[-10:]) if len(lines) > 1 else None, hint=hint)
 
 
@@ -109,20 +126,25 @@ def dump_kind(path: Path) -> str:
 
 def import_dump(ctx: Context, path: Path, progress: Progress | None = None) -> TransferResult:
     """Load a dump into a new database and swap it in for the current one, after an
-    automatic snapshot. A dump that fails leaves the current database as it was."""
+    automatic snapshot. A dump that fails, or that would act on another database, leaves
+    the current database as it was."""
     settings = ctx.settings()
     path = path.expanduser().resolve()
     if not path.is_file():
         raise UsageError(f"{path} is not a file", hint="give the path of a dump")
     kind = dump_kind(path)
     engine = local_engine(ctx)
-    running_service(engine, settings, "postgres")
+    pg = running_service(engine, settings, "postgres")
+    # Before anything changes: a refusal (another database), and what will be left out.
+    left_out = _inspect(engine, pg, settings, path, kind)
     db = settings["DEVENV_POSTGRES_DB"]
     scratch = db[: 63 - len(IMPORT_SUFFIX)] + IMPORT_SUFFIX
     with project_lock(settings.state_dir, settings.project, "db import",
                       settings.wait_timeout, on_wait=ctx.notify):
+        login_ok = credentials.login_works(engine, settings)
         with stopped(ctx, engine, settings):
-            before = take(ctx, engine, settings, auto_name(settings), auto=True)
+            before = take(ctx, engine, settings, auto_name(settings), auto=True,
+                          login_ok=login_ok)
         pg = running_service(engine, settings, "postgres")
         _sql(engine, pg, settings, 'DROP DATABASE IF EXISTS :"scratch";\n'
              'CREATE DATABASE :"scratch";\n', scratch=scratch)
@@ -134,32 +156,101 @@ def import_dump(ctx: Context, path: Path, progress: Progress | None = None) -> T
         if result.returncode:
             _sql(engine, pg, settings, 'DROP DATABASE IF EXISTS :"scratch";\n', scratch=scratch)
             if before is not None:
-                snapshots.discard(before.path)  # nothing changed: no need to go back
+                snapshots.remove(settings.snapshot_dir, before.name)  # nothing changed
             raise _fail(f"{path.name} did not load", result.stderr, settings,
                         "the current data is unchanged; fix the dump and import it again")
         # FORCE closes the clients of the old database; the rename is instant.
         _sql(engine, pg, settings, 'DROP DATABASE :"db" WITH (FORCE);\n'
              'ALTER DATABASE :"scratch" RENAME TO :"db";\n', scratch=scratch, db=db)
-    snapshots.prune_auto(settings.snapshot_dir)
-    return TransferResult(path, path.stat().st_size, kind, before)
+    snapshots.prune_auto(settings.snapshot_dir, settings.project,
+                         protect=[before.name] if before else [])
+    return TransferResult(path, path.stat().st_size, kind, before, tuple(left_out))
+
+
+def _inspect(engine: Engine, pg: Container, settings: Settings, path: Path,
+             kind: str) -> list[str]:
+    """Read the dump once before anything changes: DataError when it would act on another
+    database than the one imported; else what the import will leave out, in words."""
+    user = settings["DEVENV_POSTGRES_USER"]
+    if kind in ("sql", "sql.gz"):
+        with open(path, "rb") as raw, _read_to_the_end(path):
+            text = gzip.GzipFile(fileobj=raw) if kind == "sql.gz" else raw
+            return plainsql.scan(text).left_out(user)  # type: ignore[arg-type]
+    with open(path, "rb") as raw:
+        listing = engine.exec_stream(pg.id, ["pg_restore", "--create", "--list"], stdin=raw)
+    if listing.returncode:
+        raise _fail(f"{path.name} cannot be read", listing.stderr, settings,
+                    "the file is truncated or damaged; the current data is unchanged")
+    return restore_left_out(listing.stdout, user)
+
+
+def restore_left_out(listing: str, user: str) -> list[str]:
+    """What pg_restore's --no-owner --no-privileges --no-security-labels and a restore into
+    an existing database leave out of an archive, from its `pg_restore --create --list`."""
+    import re
+
+    owners, grants, labels, database = set(), 0, 0, []
+    for line in listing.splitlines():
+        entry = re.match(r"\d+; \d+ \d+ (?P<rest>.*)$", line.strip())
+        if entry is None:
+            continue
+        rest = entry["rest"]
+        words = rest.split()
+        if rest.startswith(("ACL ", "DEFAULT ACL ")):
+            grants += 1
+        elif rest.startswith("SECURITY LABEL "):
+            labels += 1
+        elif rest.startswith("DATABASE PROPERTIES "):
+            database.append("settings")
+        elif rest.startswith("COMMENT - DATABASE "):
+            database.append("comment")
+        elif len(words) > 1 and not rest.startswith("DATABASE "):
+            owners.add(words[-1])
+    out = []
+    others = sorted(owners - {user, "-"})
+    if others:
+        out.append(f"the owner{'s' * (len(others) > 1)} {', '.join(others)} (everything "
+                   f"belongs to {user} here)")
+    if grants:
+        out.append(f"{grants} privilege entr{'ies' if grants > 1 else 'y'} (GRANT/REVOKE of "
+                   "the dump's roles)")
+    if labels:
+        out.append(f"{labels} security label{'s' * (labels > 1)}")
+    if database:
+        out.append(f"the database's own {' and '.join(sorted(set(database)))}")
+    return out
+
+
+@contextlib.contextmanager
+def _read_to_the_end(path: Path) -> Iterator[None]:
+    """A dump that cannot be read to its end (truncated, a broken gzip) is a DataError."""
+    try:
+        yield
+    except (EOFError, OSError, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path.name} cannot be read to the end: {exc}",
+                        hint="the file is truncated or damaged; the current data is "
+                        "unchanged") from exc
+
+
+def _sql_source(raw: BinaryIO, kind: str) -> BinaryIO:
+    """The script psql runs: decompressed, and through the SqlFilter."""
+    text: BinaryIO = gzip.GzipFile(fileobj=raw) if kind == "sql.gz" else raw  # type: ignore[assignment]
+    return plainsql.FilteredReader(text, plainsql.SqlFilter())  # type: ignore[return-value]
 
 
 def _load(engine: Engine, pg: Container, settings: Settings, path: Path, kind: str,
           database: str, progress: Progress | None):
     user = settings["DEVENV_POSTGRES_USER"]
     if kind in ("custom", "tar"):
-        argv = ["pg_restore", "--no-owner", "--exit-on-error", "-U", user, "-d", database]
+        argv = ["pg_restore", "--no-owner", "--no-privileges", "--no-tablespaces",
+                "--no-security-labels", "--exit-on-error", "-U", user, "-d", database]
     else:
-        argv = [*psql(settings, database), "-q", "-f", "-"]
-    with open(path, "rb") as raw:
-        source: BinaryIO = gzip.GzipFile(fileobj=raw) if kind == "sql.gz" else raw  # type: ignore[assignment]
-        try:
-            return engine.exec_stream(pg.id, argv, env=pg_env(settings), stdin=source,
-                               progress=_on_file(raw, progress))
-        except (EOFError, OSError, gzip.BadGzipFile) as exc:
-            raise DataError(f"{path.name} cannot be read to the end: {exc}",
-                            hint="the file is truncated or damaged; the current data is "
-                            "unchanged") from exc
+        argv = [*psql(settings, database), "-v", f"{plainsql.TARGET_VAR}={database}", "-q",
+                "-f", "-"]
+    with open(path, "rb") as raw, _read_to_the_end(path):
+        source = raw if kind in ("custom", "tar") else _sql_source(raw, kind)
+        return engine.exec_stream(pg.id, argv, env=pg_env(settings), stdin=source,
+                                  progress=_on_file(raw, progress))
 
 
 def _on_file(raw: BinaryIO, progress: Progress | None) -> Progress | None:

@@ -22,10 +22,10 @@ from ..config.settings import Settings
 from ..config.state import project_lock
 from ..context import Context
 from ..engine import CommandResult, Compose, Container, Engine, HelperRun, connect
-from ..errors import DataError, NotReadyError, UsageError
+from ..errors import DataError, DevenvError, NotReadyError, UsageError
 from ..live.running import check_same_directory, project_containers, url_host
 from ..probes import Target, wait_until_ready
-from . import snapshots
+from . import credentials, snapshots
 from .snapshots import Snapshot
 from .volumes import DATA_SERVICES, VOLUME_KEYS, psql, volume_name
 
@@ -379,9 +379,11 @@ def _wait_ready(ctx: Context, engine: Engine, settings: Settings,
 
 
 def take(ctx: Context, engine: Engine, settings: Settings, name: str, *, auto: bool,
-          force: bool = False) -> Snapshot | None:
+          force: bool = False, login_ok: bool = False) -> Snapshot | None:
     """Copy the current volumes into snapshot `name` (None when there is no data); an
-    automatic snapshot an earlier restore still owes is written first."""
+    automatic snapshot an earlier restore still owes is written first. `login_ok`: the
+    project's PostgreSQL login worked on this data (credentials.login_works, asked before
+    the stop), so the snapshot records it."""
     root = settings.snapshot_dir
     services = _existing(engine, settings)
     if not services:
@@ -398,7 +400,7 @@ def take(ctx: Context, engine: Engine, settings: Settings, name: str, *, auto: b
                 continue
             if not any(work.glob("*.tar")):
                 return None
-            return _commit(work, settings, name, auto=auto, force=force)
+            return _commit(work, settings, name, auto=auto, force=force, login_ok=login_ok)
         finally:
             if work.exists():
                 snapshots.discard(work)
@@ -406,16 +408,19 @@ def take(ctx: Context, engine: Engine, settings: Settings, name: str, *, auto: b
 
 
 def _commit(work: Path, settings: Settings, name: str, *, auto: bool,
-            force: bool = False) -> Snapshot:
+            force: bool = False, login_ok: bool = False) -> Snapshot:
     pg_major = (work / "PG_VERSION").read_text().strip() \
         if (work / "PG_VERSION").is_file() else ""
+    # Only a login seen to work is recorded: restores check against it before the swap.
+    login = credentials.recorded(settings) if login_ok and \
+        (work / snapshots.PARTS["postgres"]).is_file() else None
     return snapshots.commit(work, settings.snapshot_dir, name, pg_major=pg_major,
                             database=settings["DEVENV_POSTGRES_DB"],
-                            project=settings.project, auto=auto, replace=force)
+                            project=settings.project, auto=auto, replace=force, login=login)
 
 
-def _pay(ctx: Context, engine: Engine, settings: Settings,
-         owed: dict[str, str]) -> Snapshot | None:
+def _pay(ctx: Context, engine: Engine, settings: Settings, owed: dict[str, str],
+         login_ok: bool = False) -> Snapshot | None:
     """Write the automatic snapshot a restore owes from the data it set aside inside the
     volumes, check it, and only then remove the set-aside data. On any failure the
     set-aside data stays where it is (and the next data command tries again)."""
@@ -437,7 +442,7 @@ def _pay(ctx: Context, engine: Engine, settings: Settings,
                     "then `devenv db snapshot` (or any restore, import or reset) writes "
                     f"{name} first") from exc
             if any(work.glob("*.tar")):
-                taken = _commit(work, settings, name, auto=True)
+                taken = _commit(work, settings, name, auto=True, login_ok=login_ok)
         finally:
             if work.exists():
                 snapshots.discard(work)
@@ -453,29 +458,40 @@ def snapshot(ctx: Context, name: str | None = None, force: bool = False) -> Snap
     settings = ctx.settings()
     name = snapshots.check_name(name) if name else snapshots.auto_name().replace(
         snapshots.AUTO_PREFIX, "snap-")
-    if not force and (settings.snapshot_dir / name).exists():
-        raise snapshots.SnapshotNameError(f"snapshot {name} already exists",
-                                          hint="choose another name, or add --force to "
-                                          "replace it")
+    if (settings.snapshot_dir / name).exists():
+        if not force:
+            raise snapshots.SnapshotNameError(f"snapshot {name} already exists",
+                                              hint="choose another name, or add --force to "
+                                              "replace it")
+        # before anything stops: --force replaces a snapshot, never someone's folder
+        snapshots.check_owned(settings.snapshot_dir, name)
     engine = local_engine(ctx)
     with project_lock(settings.state_dir, settings.project, "db snapshot",
                       settings.wait_timeout, on_wait=ctx.notify):
         if not _existing(engine, settings):
             raise UsageError(f"project {settings.project} has no data volumes yet",
                              hint="start the database first: devenv up --only db,cache")
+        login_ok = credentials.login_works(engine, settings)
         with stopped(ctx, engine, settings):
-            taken = take(ctx, engine, settings, name, auto=False, force=force)
+            taken = take(ctx, engine, settings, name, auto=False, force=force,
+                         login_ok=login_ok)
     if taken is None:
         raise UsageError(f"project {settings.project} has no data to snapshot",
                          hint="start the database first: devenv up --only db,cache")
     return taken
 
 
-def restore(ctx: Context, name: str, background: bool = True) -> RestoreResult:
+def restore(ctx: Context, name: str, background: bool = True,
+            adopt: bool = False) -> RestoreResult:
     """Replace the data with a snapshot. The current data is set aside inside its volume
     (an instant rename) and the snapshot unpacked; the services start on the new data, and
     then the set-aside data is written to an automatic snapshot (in a background process
-    when `background`), which is checked before the set-aside data is removed."""
+    when `background`), which is checked before the set-aside data is removed.
+
+    A snapshot taken with another PostgreSQL login than the project's is refused before
+    anything stops, unless `adopt`: then the project's login is put on the restored data.
+    Once PostgreSQL runs on it, the project's login is tried (CredentialsError when it is
+    refused: the restore is done, the message says what to do)."""
     settings = ctx.settings()
     snapshots.check_name(name)
     engine = local_engine(ctx)
@@ -483,8 +499,19 @@ def restore(ctx: Context, name: str, background: bool = True) -> RestoreResult:
                       settings.wait_timeout, on_wait=ctx.notify):
         target = _load_target(ctx, engine, settings, name)
         check_major(engine, settings, target)
+        login = "postgres" in target.holds
+        found = credentials.differences(target, settings)
+        if found and not adopt:
+            raise credentials.refusal(target, found)
+        if adopt and login:
+            pg = project_containers(engine, settings.project).get("postgres")
+            if pg is None or not pg.running:
+                raise UsageError("--adopt-credentials sets the login on the running "
+                                 "PostgreSQL, which is not running",
+                                 hint="start it first: devenv up --only db")
         existed = [s for s in _existing(engine, settings) if s in target.holds]
         auto = auto_name(settings) if existed else ""
+        login_ok = bool(auto) and credentials.login_works(engine, settings)
         ctx.notify(f"restoring {target.name} ({snapshots.human_size(target.size)}); the "
                    "current data is kept aside for an automatic snapshot")
         create_volumes(engine, settings, target.holds)
@@ -501,15 +528,33 @@ def restore(ctx: Context, name: str, background: bool = True) -> RestoreResult:
         finally:
             helper.close()
             helper.wait()  # the container exits by itself once it has swapped
+        # The data is in place; whatever happens now, the replaced data's snapshot is owed.
+        problem: DevenvError | None = None
+        if login:
+            try:
+                if adopt:
+                    ctx.notify("putting this project's PostgreSQL login on the restored data")
+                    credentials.adopt(engine, settings, target)
+                refused = credentials.check_login(engine, settings)
+                if refused:
+                    problem = credentials.login_refused(target, refused, auto or None)
+            except DevenvError as exc:
+                problem = exc
         if not auto:
-            return RestoreResult(target, None, closed)
-        if not background:
-            before = _pay(ctx, engine, settings, {s: auto for s in existed})
-            snapshots.prune_auto(settings.snapshot_dir)
-            return RestoreResult(target, before, closed)
-        _owed_file(settings).write_text(auto + "\n", encoding="utf-8")
-        _pay_later(ctx)
-    return RestoreResult(target, None, closed, owed=auto)
+            result = RestoreResult(target, None, closed)
+        elif not background:
+            before = _pay(ctx, engine, settings, {s: auto for s in existed}, login_ok)
+            snapshots.prune_auto(settings.snapshot_dir, settings.project,
+                                 protect=[auto])
+            result = RestoreResult(target, before, closed)
+        else:
+            _owed_file(settings).write_text(auto + "\n" + (LOGIN_OK + "\n") * login_ok,
+                                            encoding="utf-8")
+            _pay_later(ctx)
+            result = RestoreResult(target, None, closed, owed=auto)
+    if problem is not None:
+        raise problem
+    return result
 
 
 def _swap(engine: Engine, settings: Settings, helper: HelperRun, target: Snapshot) -> bool:
@@ -576,8 +621,9 @@ def settle(ctx: Context, engine: Engine, settings: Settings) -> bool:
     try:
         copy_volumes(engine, settings, mount=services)
     except _Owed as owed:
-        _pay(ctx, engine, settings, owed.owed)
-        snapshots.prune_auto(settings.snapshot_dir)
+        _pay(ctx, engine, settings, owed.owed, _owed_login_ok(settings, owed.owed))
+        snapshots.prune_auto(settings.snapshot_dir, settings.project,
+                             protect=owed.owed.values())
         _owed_file(settings).unlink(missing_ok=True)
         return True
     _owed_file(settings).unlink(missing_ok=True)
@@ -585,7 +631,20 @@ def settle(ctx: Context, engine: Engine, settings: Settings) -> bool:
 
 
 def _owed_file(settings: Settings) -> Path:
+    """The automatic snapshot a restore left to a background process (its name; then
+    LOGIN_OK when the project's login worked on the data it replaced)."""
     return settings.state_dir / f"{settings.project}.owed"
+
+
+LOGIN_OK = "login-ok"
+
+
+def _owed_login_ok(settings: Settings, owed: dict[str, str]) -> bool:
+    try:
+        lines = _owed_file(settings).read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return len(lines) == 2 and lines[1] == LOGIN_OK and lines[0] in owed.values()
 
 
 def _pay_later(ctx: Context) -> None:
@@ -613,8 +672,6 @@ def settle_main(spec_json: str) -> int:
     import json
     import sys
     import time
-
-    from ..errors import DevenvError
 
     spec = json.loads(spec_json)
     ctx = Context(project_dir=Path(spec["project_dir"]), environ=dict(os.environ),
@@ -656,6 +713,12 @@ def list_snapshots(ctx: Context) -> list[Snapshot]:
     return snapshots.list_snapshots(ctx.settings().snapshot_dir)
 
 
+def check_removable(ctx: Context, name: str) -> None:
+    """Refuse, before anyone is asked to confirm, a name that is no snapshot devenv wrote."""
+    snapshots.check_name(name)
+    snapshots.check_owned(ctx.settings().snapshot_dir, name)
+
+
 def remove(ctx: Context, name: str) -> Snapshot:
     snapshots.check_name(name)
     return snapshots.remove(ctx.settings().snapshot_dir, name)
@@ -677,12 +740,15 @@ def reset(ctx: Context) -> tuple[RestoreResult | None, Snapshot | None, list[str
         check_same_directory(settings, containers.values())
         running = [s for s in ("api", *DATA_SERVICES) if s in containers
                    and containers[s].running]
+        login_ok = credentials.login_works(engine, settings)
         with stopped(ctx, engine, settings, restart=False):
-            before = take(ctx, engine, settings, auto_name(settings), auto=True)
+            before = take(ctx, engine, settings, auto_name(settings), auto=True,
+                          login_ok=login_ok)
         engine.remove_containers([containers[s] for s in DATA_SERVICES if s in containers])
         for service in DATA_SERVICES:
             engine.remove_volume(volume_name(settings, service))
-    snapshots.prune_auto(settings.snapshot_dir)
+    snapshots.prune_auto(settings.snapshot_dir, settings.project,
+                         protect=[before.name] if before else [])
     return None, before, running
 
 

@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from ..config.settings import Settings
 from ..config.state import known_secrets
 from ..engine import Engine
-from ..errors import MigrationError
+from ..errors import DataError, MigrationError
 from ..report import mask
-from . import snapshots
+from . import credentials, snapshots
 from .ops import check_major, compose_of, copy_volumes, create_volumes
 from .volumes import volume_name
 
@@ -31,6 +31,15 @@ def prepare_volumes(engine: Engine, settings: Settings, services: Sequence[str],
         return False
     seed = snapshots.load(settings.snapshot_dir, snapshots.SEED)
     check_major(engine, settings, seed)
+    found = credentials.differences(seed, settings)
+    if found:  # the fresh volume would keep them: the stack could not log in
+        raise DataError(
+            f"snapshot seed was taken with other PostgreSQL credentials: {'; '.join(found)}. "
+            "A fresh volume started from it would refuse this project's login; nothing was "
+            "created",
+            hint="set the settings back to the snapshot's; or rename the folder "
+            f"{seed.path} (the fresh volume then starts from the seed folder), run "
+            "`devenv up`, and `devenv db restore NEW-NAME --adopt-credentials`")
     fresh = [s for s in seed.holds if s in services
              and not engine.volume_exists(volume_name(settings, s))]
     notify(f"{', '.join(fresh)}: fresh volume{'s' * (len(fresh) > 1)}, starting from "

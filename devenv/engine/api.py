@@ -242,7 +242,10 @@ class Engine:
         """What `docker compose down [-v] --remove-orphans` does, straight on the Engine API:
         stop every container of the project at once (each with its own stop signal and
         grace period), remove them, then the project's networks (never an external one)
-        and, if asked, its volumes. No compose process, no python-on-whales import.
+        and, if asked, its volumes: the named ones of the project and the anonymous ones
+        of its containers (an image's `VOLUME` that no named volume covers holds data too;
+        the engine removes them with the container, as `compose down -v` does). No compose
+        process, no python-on-whales import.
 
         A network that another project still uses is kept (the engine refuses with 403),
         as `docker compose down` keeps it with a warning: the rest is removed all the same
@@ -256,7 +259,8 @@ class Engine:
                 self._api.call("POST", f"/containers/{c.id}/stop", {"t": str(stop_timeout)},
                                timeout=stop_timeout + 30, ok=(304,))
             with contextlib.suppress(_NotFound):  # already gone: another down, auto-remove
-                self._api.call("DELETE", f"/containers/{c.id}", {"force": "1"})
+                self._api.call("DELETE", f"/containers/{c.id}",
+                               {"force": "1", **({"v": "1"} if volumes else {})})
 
         with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
             list(pool.map(stop_and_remove, containers))

@@ -13,9 +13,10 @@ import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from conftest import Project, devenv_command, new_project, tmpfs
+from conftest import TEST_IMAGES, Project, devenv_command, new_project, tmpfs
 
 SEED_SQL = ("CREATE TABLE seeded (ord serial PRIMARY KEY, name text NOT NULL);\n"
             "INSERT INTO seeded (name) VALUES ('sql');\n"
@@ -150,10 +151,17 @@ def test_bad_snapshots_are_refused_and_the_data_stays(stack):
     assert old.returncode == 1 and "PostgreSQL 14" in old.stderr
     assert "DEVENV_POSTGRES_IMAGE" in old.stderr
 
-    for result in (slash, foreign, cut, old):
+    # `db rm` deletes only what devenv wrote: never a folder that merely has the name
+    kept = stack.run("db", "rm", "foreign", "--yes", check=False)
+    assert kept.returncode == 1 and "is not a devenv snapshot" in kept.stderr
+    assert (root / "foreign" / "data.bin").stat().st_size == 100
+
+    for result in (slash, foreign, cut, old, kept):
         assert "Traceback" not in result.stderr
     assert items(stack) == "50"
-    for name in ("foreign", "cut", "old"):
+    (root / "foreign" / "data.bin").unlink()
+    (root / "foreign").rmdir()
+    for name in ("cut", "old"):
         stack.run("db", "rm", name, "--yes")
     assert stack.run("db", "rm", "base", check=False).returncode == 2  # a script must say --yes
 
@@ -325,3 +333,166 @@ def test_a_failing_seed_fails_up_naming_file_and_line(make_project):
     assert "seed file db/seed/02-bad.sql failed at line 2" in result.stderr
     assert 'relation "b" does not exist' in result.stderr
     assert "devenv db reset --yes" in result.stderr
+
+
+ANON_TOML = """
+[services.cachebox]
+image = "{image}"
+port = 8080
+host_port = {port}
+probe = "http:/"
+data = ["/var/cachebox"]
+"""
+
+
+def test_down_volumes_also_deletes_the_anonymous_volumes_an_image_declares(make_project):
+    """An image that declares a `VOLUME` no named volume covers gets an anonymous volume
+    that holds data too: `down --volumes` deletes it with the named ones."""
+    p = make_project()
+    tag = f"devenv-test/anon-volume:{p.name}"
+    dockerfile = f"FROM {TEST_IMAGES['DEVENV_ADMINER_IMAGE']}\nVOLUME /srv/anon\n"
+    subprocess.run(["docker", "build", "-q", "-t", tag, "-"], input=dockerfile, text=True,
+                   check=True, capture_output=True,
+                   env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/bin:/usr/local/bin"})
+    anonymous: list[str] = []
+    try:
+        port = int(p.env["DEVENV_API_PORT"]) + 13  # inside the project's free block
+        (p.path / "devenv.toml").write_text(ANON_TOML.format(image=tag, port=port))
+        p.run("up", "--only", "cachebox")
+        [box] = [c for c in p.containers() if "-cachebox-" in c["Names"]]
+        mounts = json.loads(subprocess.run(
+            ["docker", "inspect", "--format", "{{json .Mounts}}", box["ID"]],
+            capture_output=True, text=True, check=True).stdout)
+        anonymous = [m["Name"] for m in mounts if m["Destination"] == "/srv/anon"]
+        named = [m["Name"] for m in mounts if m["Destination"] == "/var/cachebox"]
+        assert len(anonymous) == 1 and len(named) == 1, mounts
+        subprocess.run(["docker", "exec", "-u", "0", box["ID"], "sh", "-c",
+                        "echo secret-rows > /srv/anon/table"], check=True)
+
+        p.run("down", "--volumes", "--yes")
+        for volume in (*anonymous, *named):
+            gone = subprocess.run(["docker", "volume", "inspect", volume],
+                                  capture_output=True, text=True)
+            assert gone.returncode != 0, f"volume {volume} still holds its data"
+    finally:
+        p.cleanup()
+        for volume in anonymous:
+            subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
+        subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+TEAM_SQL = """CREATE TABLE team_items (n int PRIMARY KEY, note text);
+INSERT INTO team_items SELECT n, 'row ' || n FROM generate_series(1, 7) n;
+COMMENT ON DATABASE cirkelline_agents IS 'from the team server';
+"""
+TEAM_ROLES_SQL = """CREATE ROLE team_owner; CREATE ROLE team_reader;
+ALTER TABLE team_items OWNER TO team_owner;
+GRANT SELECT ON team_items TO team_reader;
+"""
+
+
+@pytest.fixture(scope="module")
+def team_dumps(stack, tmp_path_factory) -> dict[str, Path]:
+    """Dumps of a database of the stack's name on another server: `pg_dump --create
+    --clean` (plain) of it as it is, then plain and custom dumps once its roles own and are
+    granted what it holds."""
+    name, into = f"{stack.name}-team", tmp_path_factory.mktemp("team")
+    subprocess.run(["docker", "run", "-d", "--name", name, "--network", "none", "-e",
+                    "POSTGRES_PASSWORD=team", "-e", "POSTGRES_DB=cirkelline_agents",
+                    stack.env["DEVENV_POSTGRES_IMAGE"]], check=True, capture_output=True)
+    try:
+        for _ in range(300):
+            if subprocess.run(["docker", "exec", name, "pg_isready", "-q", "-h", "127.0.0.1"],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
+        made = {}
+        for script, dumps in ((TEAM_SQL, {"clean.sql": ["--create", "--clean"]}),
+                              (TEAM_ROLES_SQL, {"team.sql": [], "team.dump": ["-Fc"]})):
+            subprocess.run(["docker", "exec", "-i", name, "psql", "-v", "ON_ERROR_STOP=1",
+                            "-U", "postgres", "-d", "cirkelline_agents"], input=script,
+                           text=True, check=True, capture_output=True)
+            for file, options in dumps.items():
+                with open(into / file, "wb") as out:
+                    subprocess.run(["docker", "exec", name, "pg_dump", "-U", "postgres",
+                                    *options, "cirkelline_agents"], stdout=out, check=True)
+                made[file] = into / file
+        return made
+    finally:
+        subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True)
+
+
+def test_a_create_clean_dump_ends_in_the_database_it_claims(stack, team_dumps):
+    """`pg_dump --create --clean` drops, recreates and \\connects to its database: the
+    data ends in the stack's database (not in one dropped after the swap), with the
+    database's comment; no other database is made or dropped."""
+    sql(stack, "CREATE TABLE IF NOT EXISTS local_only (n int)")  # what an import replaces
+    imported = stack.run("db", "import", str(team_dumps["clean.sql"]))
+    assert sql(stack, "SELECT count(*) FROM team_items") == "7", imported.stderr
+    assert sql(stack, "SELECT to_regclass('local_only') IS NULL") == "t"
+    assert sql(stack, "SELECT shobj_description(oid, 'pg_database') FROM pg_database "
+                      "WHERE datname = current_database()") == "from the team server"
+    assert sql(stack, "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database") \
+        == "cirkelline_agents,postgres,template0,template1"
+    assert "left out" not in imported.stderr and "devenv db restore auto-" in imported.stderr
+
+
+def test_dumps_with_another_servers_roles_import_and_say_what_was_left_out(stack,
+                                                                            team_dumps):
+    """Owners and grants of roles this server does not have: the rest is imported (as
+    --no-owner --no-privileges would) and the import names what it left out."""
+    for file, words in (("team.sql", "GRANT/REVOKE"), ("team.dump", "privilege entr")):
+        sql(stack, "DROP TABLE IF EXISTS team_items")
+        imported = stack.run("db", "import", str(team_dumps[file]))
+        assert sql(stack, "SELECT count(*) FROM team_items") == "7", imported.stderr
+        assert "left out" in imported.stderr and "team_owner" in imported.stderr, file
+        assert words in imported.stderr
+        assert sql(stack, "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'team_%'") == "0"
+
+
+def tcp_login_works(p: Project, password: str) -> bool:
+    """psql with the password from another container on the project's network, as the API
+    logs in (inside PostgreSQL's own container, local connections are trusted)."""
+    return subprocess.run(["docker", "run", "--rm", "--network", p.name, "-e", "PGPASSWORD",
+                           "--entrypoint", "psql", p.env["DEVENV_POSTGRES_IMAGE"], "-h",
+                           "postgres", "-U", "postgres", "-d", "cirkelline_agents", "-Atc",
+                           "SELECT 1"], env={**os.environ, "PGPASSWORD": password},
+                          capture_output=True).returncode == 0
+
+
+def test_a_snapshot_taken_with_other_credentials_is_checked_before_the_swap(stack):
+    """A snapshot keeps the login it was taken with: with another password in the settings
+    the restore is refused before anything stops; one that did not record its login is
+    restored and the refused login is named with the one command that fixes it;
+    --adopt-credentials puts the project's login on the restored data."""
+    old = stack.env.get("DEVENV_POSTGRES_PASSWORD", "password")  # the default
+    new = {"DEVENV_POSTGRES_PASSWORD": "n3w-pw"}
+    root = stack.path / ".devenv" / "snapshots"
+    assert tcp_login_works(stack, old)
+    stack.run("db", "snapshot", "creds")
+
+    refused = stack.run("db", "restore", "creds", check=False, extra_env=new)
+    assert refused.returncode == 1, refused.stderr
+    assert "DEVENV_POSTGRES_PASSWORD is not the one it was taken with" in refused.stderr
+    assert "devenv db restore creds --adopt-credentials" in refused.stderr
+    assert "stopping" not in refused.stderr and "n3w-pw" not in refused.stderr
+
+    subprocess.run(["cp", "-a", str(root / "creds"), str(root / "unrecorded")], check=True)
+    manifest = json.loads((root / "unrecorded" / "manifest.json").read_text())
+    del manifest["login"]  # as snapshots of an earlier devenv
+    (root / "unrecorded" / "manifest.json").write_text(json.dumps(manifest))
+    after = stack.run("db", "restore", "unrecorded", check=False, extra_env=new)
+    assert after.returncode == 3, after.stderr
+    assert "restored snapshot unrecorded, but PostgreSQL refuses this project's login" \
+        in after.stderr
+    assert "devenv db restore unrecorded --adopt-credentials" in after.stderr
+    assert "devenv down --volumes" not in after.stderr  # no advice to delete the data
+
+    adopted = stack.run("db", "restore", "unrecorded", "--adopt-credentials", extra_env=new)
+    assert "with this project's PostgreSQL login" in adopted.stderr
+    assert tcp_login_works(stack, "n3w-pw") and not tcp_login_works(stack, old)
+
+    stack.run("db", "restore", "creds")  # back to the stack's own login
+    assert tcp_login_works(stack, old)
+    for name in ("creds", "unrecorded"):
+        stack.run("db", "rm", name, "--yes")

@@ -79,7 +79,9 @@ def tcp_login(p: Project, password: str) -> subprocess.CompletedProcess[str]:
 def test_the_first_up_leaves_a_private_prepared_cluster(made):
     [name] = made.clusters()
     assert {p.name for p in made.cache.iterdir()} == \
-        {name, name.replace(".tar", ".sha256")}  # nothing temporary left behind
+        {name, name.replace(".tar", ".sha256"), ".devenv-clusters"}  # nothing temporary left
+    # devenv created the folder, so it marked it as its own (it prunes only a marked one)
+    assert (made.cache / ".devenv-clusters").read_text() == "devenv.clusters/1\n"
     assert stat.S_IMODE(made.cache.stat().st_mode) == 0o700
     for path in made.cache.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
