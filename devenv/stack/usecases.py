@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..config.catalog import Selection
 from ..config.settings import Settings
-from ..config.state import ProjectState, StateFile, known_secrets, project_lock
+from ..config.state import Memory, ProjectState, StateFile, known_secrets, project_lock
 from ..context import Context
 from ..engine import Container, Engine, EngineInfo, PortRaceError
 from ..errors import DockerUnavailableError, NotReadyError, PortConflictError, UsageError
@@ -34,6 +34,7 @@ from ..render.templates import WriteResult
 from ..report import format_env, format_rows, mask
 from ..rows import ConfigRow, PlanRow, ServiceRow
 from ..tunnels import forward as engine_forward
+from . import apps
 from .launch import needs_rebuild, start
 from .networks import NetworkCheck
 
@@ -85,6 +86,7 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
     began = time.monotonic()
     settings = ctx.settings()
     selection = _select(ctx, settings, only)
+    apps.check_cwds(settings, selection.apps)
     engine, info = _engine(ctx, settings)
     state_file = StateFile(settings.state_dir, warn=ctx.notify)
     with project_lock(settings.state_dir, settings.project, "up", settings.wait_timeout,
@@ -93,24 +95,66 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         planner = PortPlanner(engine, settings, scene.state.ports, strict_ports,
                               check_host=info.remote_host is None, keep_running=not reset_ports,
                               check_loopback=scene.forwarding,
-                              forwarded=engine_forward.forwarded_ports(settings))
-        plan = _plan(ctx, planner, scene, lan)
-        plan, rendered, started = _render_and_start(ctx, engine, info, settings, scene,
-                                                    planner, plan, lan)
-        cluster = _finish(ctx, engine, settings, scene, plan, rendered, started)
-        state_file.save(settings.project, _remembered(
-            scene.state, plan, rendered, selection, project_containers(engine, settings.project)))
+                              forwarded=engine_forward.forwarded_ports(settings),
+                              apps_running=apps.running_ports(settings, apps.records(settings)))
+        plan = _plan(ctx, planner, scene, lan, selection.apps)
+        if scene.services:
+            plan, rendered, started = _render_and_start(ctx, engine, info, settings, scene,
+                                                        planner, plan, lan)
+            cluster = _finish(ctx, engine, settings, scene, plan, rendered, started)
+            state_file.save(settings.project, _remembered(
+                scene.state, plan, rendered, selection,
+                project_containers(engine, settings.project)))
+        else:  # host apps only, nothing of the stack runs: no file to render
+            from ..data.clusters import ClusterPlan
+
+            rendered, started, cluster = Rendered((), (), "", ""), False, ClusterPlan()
         rows = tuple(make_row(settings, name, scene.host, plan.port(name), "starting",
                               show_secrets) for name in scene.services)
         _write_app_env(settings, rows)
         wait = _wait(ctx, engine, settings, rows, since=began)
         _save_timing(settings, began, started, selection.services, wait)
+        app_rows: tuple[ServiceRow, ...] = ()
+        if wait.ok and selection.apps:
+            app_rows = _start_apps(ctx, settings, scene, planner, plan, selection, rows,
+                                   state_file, lan)
+            started = True
     rows = _with_wait(rows, wait)
     if not wait.ok:
         raise _not_ready(engine, settings, wait, rows)
     _check_login(settings, rows)
     clusters.start_preparing(engine, settings, cluster)  # in the background, after initdb
-    return UpResult(selection, scene.services, plan, rendered.writes, rows, started, wait)
+    return UpResult(selection, scene.services, plan, rendered.writes, rows + app_rows,
+                    started, wait)
+
+
+def _start_apps(ctx: Context, settings: Settings, scene: _Scene, planner: PortPlanner,
+                plan: PortPlan, selection: Selection, rows: Sequence[ServiceRow],
+                state_file: StateFile, lan: LanPublish | None) -> tuple[ServiceRow, ...]:
+    """Once what they need answers: the selected host apps, with PORT, `ports --env`'s
+    variables and their own; their ports remembered as the containers' are."""
+    from ..live.running import app_env
+    from ..tunnels.usecases import app_env as tunnel_env
+
+    ports = {name: plan.port(name) for name in selection.apps}
+    everything = (*scene.services, *selection.apps)
+
+    def replan(name: str, port: int) -> int:
+        planner.mark_taken(port)
+        ctx.notify(f"{name}: {port} was taken after planning; moving it")
+        choice = planner.plan(everything).by_service()[name]
+        ctx.notify(choice.describe())
+        return choice.port
+
+    shared = {**app_env(settings, rows), **tunnel_env(ctx, settings)}
+    lan_host = lan.address if lan is not None else ""
+    starter = apps.AppStarter(settings, ctx.notify, scene.host, shared, replan,
+                              lan_host=lan_host, on_wait=ctx.on_wait)
+    app_rows = tuple(starter.start(selection.apps, ports))
+    state = state_file.load(settings.project)
+    memory = {r.service: Memory(r.port, r.configured_port) for r in app_rows}
+    state_file.save(settings.project, replace(state, ports={**state.ports, **memory}))
+    return app_rows
 
 
 @dataclass(frozen=True)
@@ -165,8 +209,8 @@ def _look(ctx: Context, engine: Engine, info: EngineInfo, settings: Settings,
 
 
 def _plan(ctx: Context, planner: PortPlanner, scene: _Scene,
-          lan: LanPublish | None) -> PortPlan:
-    plan = planner.plan(scene.services)
+          lan: LanPublish | None, host_apps: Sequence[str] = ()) -> PortPlan:
+    plan = planner.plan((*scene.services, *host_apps))
     for choice in plan.moved:
         ctx.notify(choice.describe())
     if lan is not None:
@@ -422,9 +466,71 @@ def _write_app_env(settings: Settings, rows: Sequence[ServiceRow]) -> None:
 
 def restart(ctx: Context, names: Sequence[str] | None,
             show_secrets: bool = False) -> tuple[ServiceRow, ...]:
-    """Restart running services (names or aliases; none means all) and wait for them."""
+    """Restart running services and host apps (names or aliases; none means all that run)
+    and wait for them."""
     began = time.monotonic()
     settings = ctx.settings()
+    chosen = [settings.catalog.resolve(w) for w in names] if names else None
+    host_apps = [n for n in chosen if n in settings.catalog.apps] if chosen is not None \
+        else [n for n, r in apps.records(settings).items()
+              if r.running and n in settings.catalog.apps]
+    if chosen is not None:
+        names = [n for n in chosen if n not in settings.catalog.apps]
+        if not names:  # host apps only
+            return _restart_apps(ctx, settings, host_apps, show_secrets)
+    rows = _restart_services(ctx, settings, names, show_secrets, began, host_apps)
+    return rows + (_restart_apps(ctx, settings, host_apps, show_secrets) if host_apps else ())
+
+
+def _restart_apps(ctx: Context, settings: Settings, names: Sequence[str],
+                  show_secrets: bool) -> tuple[ServiceRow, ...]:
+    """Stop the host apps (when they run) and start them again where they ran (or, when
+    that port is taken now, where the planner says), with the stack's URLs as they are."""
+    from ..live.running import app_env
+    from ..tunnels.usecases import app_env as tunnel_env
+
+    engine, info = _engine(ctx, settings)
+    with project_lock(settings.state_dir, settings.project, "restart", settings.wait_timeout,
+                      on_wait=ctx.notify):
+        live = live_rows(engine, settings, show_secrets, check=False)
+        running = {r.service for r in live if r.running}
+        for name in names:
+            missing = [n for n in settings.catalog.apps[name].needs
+                       if n in settings.catalog and n not in running]
+            if missing:
+                raise UsageError(f"{name} needs {', '.join(missing)}, which "
+                                 + ("is" if len(missing) == 1 else "are") + " not running",
+                                 hint=f"start everything it needs: devenv up --only {name}")
+        found = apps.records(settings)
+        for name in names:
+            if name in found:
+                ctx.notify(f"stopping {name}")
+                from ..hostapps.runtime import stop_app
+
+                stop_app(found[name])
+        state = StateFile(settings.state_dir, warn=ctx.notify).load(settings.project)
+        planner = PortPlanner(engine, settings, state.ports,
+                              check_host=info.remote_host is None,
+                              apps_running=apps.running_ports(settings, apps.records(settings)))
+        plan = planner.plan(names)
+        for choice in plan.moved:
+            ctx.notify(choice.describe())
+
+        def replan(name: str, port: int) -> int:
+            planner.mark_taken(port)
+            ctx.notify(f"{name}: {port} was taken after planning; moving it")
+            return planner.plan(names).port(name)
+
+        host = url_host(settings, info.remote_host)
+        shared = {**app_env(settings, live), **tunnel_env(ctx, settings)}
+        starter = apps.AppStarter(settings, ctx.notify, host, shared, replan,
+                                  on_wait=ctx.on_wait)
+        return tuple(starter.start(names, {n: plan.port(n) for n in names}))
+
+
+def _restart_services(ctx: Context, settings: Settings, names: Sequence[str] | None,
+                      show_secrets: bool, began: float,
+                      host_apps: Sequence[str] = ()) -> tuple[ServiceRow, ...]:
     engine, info = _engine(ctx, settings)
     with project_lock(settings.state_dir, settings.project, "restart", settings.wait_timeout,
                       on_wait=ctx.notify):
@@ -432,6 +538,8 @@ def restart(ctx: Context, names: Sequence[str] | None,
         check_same_directory(settings, containers.values())
         running = [n for n, c in containers.items() if c.running]
         wanted = (settings.catalog.select(names).requested if names else tuple(running))
+        if not running and names is None and host_apps:
+            return ()  # only host apps run: restarted by the caller
         if not running:
             only = f" --only {','.join(wanted)}" if names else ""
             raise UsageError(f"nothing of project {settings.project} is running, so nothing "
@@ -466,6 +574,7 @@ def down(ctx: Context, volumes: bool = False) -> DownResult:
                       on_wait=ctx.notify):
         containers = project_containers(engine, settings.project)
         check_same_directory(settings, containers.values())
+        stopped = apps.stop_all(settings)  # first: they use the services
         removed = engine.remove_project(settings.project, volumes=volumes)
         if engine_forward.close(settings):
             ctx.notify("closed the ssh forward of the remote engine's ports")
@@ -473,7 +582,8 @@ def down(ctx: Context, volumes: bool = False) -> DownResult:
         # Ports stay remembered (sticky); what ran is forgotten.
         state_file.save(settings.project,
                         ProjectState(ports=state_file.load(settings.project).ports))
-    return DownResult(in_catalog_order(containers, settings), removed.kept_networks)
+    return DownResult(in_catalog_order(containers, settings) + stopped,
+                      removed.kept_networks)
 
 
 def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]:
@@ -520,6 +630,14 @@ def logs(ctx: Context, names: Sequence[str] | None, follow: bool,
     """Log lines of the project's services (names or aliases), secrets masked."""
     settings = ctx.settings()
     wanted = list(settings.catalog.select(names).requested) if names else []
+    host_apps = [n for n in wanted if n in settings.catalog.apps]
+    if host_apps:
+        secrets = known_secrets(settings, ctx.notify)
+        yield from apps.app_logs(settings, host_apps, follow and len(host_apps) == len(wanted),
+                                 tail, secrets)
+        wanted = [n for n in wanted if n not in host_apps]
+        if not wanted:
+            return
     engine = ctx.engine()
     containers = project_containers(engine, settings.project)
     if not containers:
