@@ -286,7 +286,9 @@ def _file_services(settings: Settings, selection: Selection,
     that nothing running becomes an orphan and files that list services (Prometheus'
     targets) list what runs."""
     running = {name for name in _running(before) if name in settings.catalog}
-    return settings.catalog.select(set(selection.services) | running).services
+    wanted = set(selection.services) | running
+    # nothing at all (host apps only): no service, where select() would read "everything"
+    return settings.catalog.select(wanted).services if wanted else ()
 
 
 def is_current(rendered: Rendered, state: ProjectState,

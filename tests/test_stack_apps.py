@@ -1,0 +1,79 @@
+"""`up`, `restart` and `down` with host apps over the fake engine, the apps real processes."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from fake_engine import running
+
+from devenv.hostapps.runtime import read_records
+from devenv.stack import usecases as stack
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def declare(ctx, needs: str = "") -> int:
+    port = free_port()
+    (ctx.project_dir / "devenv.toml").write_text(
+        "[host_apps.web]\n"
+        "command = \"env > seen.env; exec python3 -m http.server $PORT --bind 127.0.0.1\"\n"
+        f"port = {port}\nprobe = \"http:/\"\nneeds = [{needs}]\n")
+    return port
+
+
+def test_up_starts_an_app_after_what_it_needs_with_its_urls(fake_context, fake_engine):
+    ctx = fake_context()
+    port = declare(ctx, '"cache"')
+    try:
+        result = stack.up(ctx, ["web"])
+        assert [(r.service, r.state) for r in result.rows] == [("redis", "ready"),
+                                                               ("web", "ready")]
+        assert "adding redis (needed by web)" in fake_context.notes
+        seen = (ctx.project_dir / "seen.env").read_text()
+        redis = fake_context.ports["DEVENV_REDIS_PORT"]
+        assert f"REDIS_URL=redis://127.0.0.1:{redis}\n" in seen and f"PORT={port}\n" in seen
+        state = json.loads((ctx.project_dir / ".devenv" / "state.json").read_text())
+        assert state["projects"]["unit"]["ports"]["web"] == {"port": port, "configured": port}
+        down = stack.down(ctx)
+        assert down.services == ["redis", "web"]
+        assert read_records(ctx.project_dir / ".devenv", "unit") == {}
+    finally:
+        stack.down(ctx)
+
+
+def test_up_of_an_app_alone_starts_no_container(fake_context, fake_engine):
+    ctx = fake_context()
+    declare(ctx)
+    try:
+        result = stack.up(ctx, ["web"])
+        assert [r.service for r in result.rows] == ["web"]
+        assert not [c for c in fake_engine.calls if c[0] == "up"] and not running(fake_engine)
+    finally:
+        stack.down(ctx)
+
+
+def test_restart_brings_a_killed_app_back_on_its_port(fake_context, fake_engine):
+    import os
+    import signal
+    import time
+
+    ctx = fake_context()
+    port = declare(ctx)
+    try:
+        stack.up(ctx, ["web"])
+        record = read_records(ctx.project_dir / ".devenv", "unit")["web"]
+        os.kill(record.meta["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and \
+                read_records(ctx.project_dir / ".devenv", "unit")["web"].running:
+            time.sleep(0.05)
+        assert read_records(ctx.project_dir / ".devenv", "unit")["web"].state == "exited"
+        rows = stack.restart(ctx, ["web"])
+        assert [(r.service, r.port, r.state) for r in rows] == [("web", port, "ready")]
+    finally:
+        stack.down(ctx)
