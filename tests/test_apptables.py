@@ -102,3 +102,22 @@ def test_a_running_app_keeps_its_port(tmp_path):
     plan = PortPlanner(None, settings, {}, check_host=False,
                        apps_running={"frontend": 3005}).plan(["frontend"])
     assert plan.port("frontend") == 3005 and plan.by_service()["frontend"].rule == "running"
+
+
+def test_up_lan_names_a_mobile_app_it_starts_and_only_that_one_gets_the_packager_host(
+        tmp_path):
+    from devenv.live.devices import plan_lan
+    from devenv.stack.apps import app_variables
+
+    settings = load_settings(write(tmp_path, '[host_apps.metro]\ncommand = "metro serve"\n'
+                                   '[host_apps.frontend]\ncommand = "vite"\n'), {}, {})
+    request = plan_lan(settings, ["metro"], ["metro"], find=lambda: "192.168.1.20")
+    assert request.services == ("metro",) and request.private == ()
+    metro, frontend = settings.catalog.apps["metro"], settings.catalog.apps["frontend"]
+    shared = {"API_URL": "http://127.0.0.1:7777"}
+    assert app_variables(metro, 8082, shared, "192.168.1.20") == {
+        "PORT": "8082", "API_URL": "http://127.0.0.1:7777",
+        "REACT_NATIVE_PACKAGER_HOSTNAME": "192.168.1.20"}
+    assert "REACT_NATIVE_PACKAGER_HOSTNAME" not in app_variables(frontend, 3000, shared,
+                                                                 "192.168.1.20")
+    assert "REACT_NATIVE_PACKAGER_HOSTNAME" not in app_variables(metro, 8081, shared, "")

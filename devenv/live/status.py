@@ -37,7 +37,7 @@ from .running import (  # noqa: F401 - app_env, login_*, project_containers: fro
 )
 
 if TYPE_CHECKING:
-    from .devices import DeviceReport
+    from .devices import DeviceReport, DeviceURL
 
 
 def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False,
@@ -219,4 +219,23 @@ def devices(ctx: Context) -> DeviceReport:
                          "phone)")
     addresses = [p.host_ip for p in api.ports if p.container_port == port]
     host = url_host(settings, engine.remote_host)
-    return device_report(settings, published.host_port, addresses, host=host)
+    report = device_report(settings, published.host_port, addresses, host=host)
+    return replace(report, apps=tuple(_mobile_apps(settings, report.lan_address)))
+
+
+def _mobile_apps(settings: Settings, lan: str) -> list[DeviceURL]:
+    """Where a phone reaches the mobile host apps devenv runs (Metro, Expo): their LAN URL
+    (REACT_NATIVE_PACKAGER_HOSTNAME), else this machine's."""
+    from ..hostapps.runtime import read_records
+    from .devices import DeviceURL
+
+    out = []
+    for name, record in read_records(settings.state_dir, settings.project).items():
+        app = settings.catalog.apps.get(name)
+        if app is None or not app.mobile or not record.running:
+            continue
+        host = lan or "127.0.0.1"
+        out.append(DeviceURL(f"app:{name}", app.title, f"http://{host}:{record.port}",
+                             "host app devenv runs; a phone loads its bundle here"
+                             if lan else "host app devenv runs (no LAN address)", bool(lan)))
+    return out

@@ -98,6 +98,11 @@ class AppStarter:
     replan: Callable[[str, int], int]
     lan_host: str = ""
     on_wait: Callable[..., None] | None = None
+    #: the apps `up --lan` names: a mobile one gets REACT_NATIVE_PACKAGER_HOSTNAME
+    lan_names: tuple[str, ...] = ()
+
+    def _lan(self, name: str) -> str:
+        return self.lan_host if name in self.lan_names else ""
 
     def start(self, names: Sequence[str], ports: Mapping[str, int]) -> list[ServiceRow]:
         ports = dict(ports)
@@ -124,7 +129,7 @@ class AppStarter:
     def _start_one(self, name: str, ports: dict[str, int],
                    record: AppRecord | None) -> AppRecord | None:
         app = self.settings.catalog.apps[name]
-        values = app_variables(app, ports[name], self.shared, self.lan_host)
+        values = app_variables(app, ports[name], self.shared, self._lan(name))
         if record is not None and record.running:
             diff = changes(record, app.command, app.cwd, ports[name], values)
             if not diff:
@@ -138,7 +143,7 @@ class AppStarter:
             stop_app(record)  # signals only what devenv started: clears the record
         if bind_blocked(ports[name]):
             ports[name] = self.replan(name, ports[name])
-            values = app_variables(app, ports[name], self.shared, self.lan_host)
+            values = app_variables(app, ports[name], self.shared, self._lan(name))
         self.notify(f"starting {name} on port {ports[name]}")
         secrets = known_secrets(self.settings)
         proc, fresh = start_app(name, app.command, self.settings.project_dir / app.cwd,

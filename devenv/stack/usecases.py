@@ -149,7 +149,8 @@ def _start_apps(ctx: Context, settings: Settings, scene: _Scene, planner: PortPl
     shared = {**app_env(settings, rows), **tunnel_env(ctx, settings)}
     lan_host = lan.address if lan is not None else ""
     starter = apps.AppStarter(settings, ctx.notify, scene.host, shared, replan,
-                              lan_host=lan_host, on_wait=ctx.on_wait)
+                              lan_host=lan_host, on_wait=ctx.on_wait,
+                              lan_names=lan.services if lan is not None else ())
     app_rows = tuple(starter.start(selection.apps, ports))
     state = state_file.load(settings.project)
     memory = {r.service: Memory(r.port, r.configured_port) for r in app_rows}
@@ -685,8 +686,9 @@ def port_table(ctx: Context) -> list[PlanRow]:
     except DockerUnavailableError:
         engine, remote = None, None
     memory = StateFile(settings.state_dir).load(settings.project).ports
-    plan = PortPlanner(engine, settings, memory, check_host=remote is None).plan(
-        tuple(settings.catalog))
+    plan = PortPlanner(engine, settings, memory, check_host=remote is None,
+                       apps_running=apps.running_ports(settings, apps.records(settings))).plan(
+        (*settings.catalog, *settings.catalog.apps))
     rows: list[PlanRow] = []
     for name, spec in settings.catalog.items():
         choice = plan.by_service()[name]
@@ -696,6 +698,13 @@ def port_table(ctx: Context) -> list[PlanRow]:
                      "here": choice.port, "note": note, "kind": "container"})
     reserved = set(settings.reserved_ports)
     for app in settings.catalog.host_apps:
+        if app.managed:
+            choice = plan.by_service()[app.name]
+            note = choice.describe().split(": ", 1)[1] if choice.moved else choice.rule
+            rows.append({"schema": PLAN_SCHEMA, "service": app.name, "title": app.title,
+                         "dev": app.port, "staging": None, "prod": None, "here": choice.port,
+                         "note": f"host app devenv runs: {note}", "kind": "host app"})
+            continue
         rows.append({"schema": PLAN_SCHEMA, "service": app.name, "title": app.title,
                      "dev": app.port, "staging": None, "prod": None,
                      "here": app.port if app.port in reserved else None,
