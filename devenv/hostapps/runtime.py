@@ -188,9 +188,8 @@ def start_app(name: str, command: str, cwd: Path, environ: Mapping[str, str],
         stderr.write(f"--- devenv: starting {name} on port {port}: {command}\n".encode())
         stderr.flush()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "devenv.hostapps.supervisor", "--record", str(record_path),
-             "--log", str(log), "--max-bytes", str(LOG_LIMIT), "--meta", json.dumps(meta),
-             "--", "sh", "-c", command],
+            [sys.executable, "-m", "devenv.hostapps.supervisor", str(record_path), str(log),
+             str(LOG_LIMIT), json.dumps(meta), "--", "sh", "-c", command],
             cwd=cwd, env=dict(environ), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
             stderr=stderr, start_new_session=True, close_fds=True)
     assert proc.stdin is not None

@@ -36,6 +36,9 @@ from ..live.running import app_row
 from ..rows import ServiceRow
 
 LOG_TAIL = 20
+#: seconds between probes of a starting app: a refused connection on loopback costs
+#: microseconds, and a dev server's start is what the user waits for
+APP_POLL = 0.02
 
 
 def records(settings: Settings) -> dict[str, AppRecord]:
@@ -165,7 +168,8 @@ class AppStarter:
             return out
 
         return wait_until_ready(targets, self.settings.values, self.settings.wait_timeout,
-                                check_alive=dead, on_event=self.on_wait)
+                                check_alive=dead, on_event=self.on_wait, poll=APP_POLL,
+                                alive_interval=0.1)
 
     def _not_ready(self, wave: Sequence[str], ports: Mapping[str, int],
                    wait: WaitResult) -> NotReadyError:
