@@ -77,3 +77,14 @@ def test_restart_brings_a_killed_app_back_on_its_port(fake_context, fake_engine)
         assert [(r.service, r.port, r.state) for r in rows] == [("web", port, "ready")]
     finally:
         stack.down(ctx)
+
+
+def test_ports_env_of_rows_with_a_host_app_holds_the_services_urls_only(tmp_path):
+    from devenv.config.settings import load_settings
+    from devenv.live.running import app_env, app_row, make_row
+
+    (tmp_path / "devenv.toml").write_text('[host_apps.frontend]\ncommand = "vite"\n')
+    settings = load_settings(tmp_path, {}, {})
+    rows = [make_row(settings, "redis", "127.0.0.1", 6380, "ready"),
+            app_row(settings, "frontend", "127.0.0.1", 3001, "ready")]
+    assert app_env(settings, rows) == {"REDIS_URL": "redis://127.0.0.1:6380"}

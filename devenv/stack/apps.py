@@ -13,7 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..config.catalog import HostApp
@@ -126,7 +126,8 @@ class AppStarter:
                     fresh = read_record(record.path)
                     stop_app(fresh or record, grace=2.0)
                 raise
-            rows.extend(app_row(self.settings, n, self.host, ports[n], "ready") for n in wave)
+            rows.extend(replace(app_row(self.settings, n, self.host, ports[n], "ready"),
+                                seconds_to_ready=wait.ready.get(n)) for n in wave)
         return rows
 
     def _start_one(self, name: str, ports: dict[str, int],

@@ -151,5 +151,6 @@ def test_metro_bundles_on_its_planned_port(app_project: Project) -> None:
     assert status == 200 and "from metro" in body
     p.run("down")
     assert not group_members(p)
-    with socket.socket() as s:  # its port is free again
+    with socket.socket() as s:  # its port is free again (a TIME_WAIT of the test's own
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # request aside)
         s.bind(("127.0.0.1", metro["port"]))
