@@ -88,3 +88,24 @@ def test_ports_env_of_rows_with_a_host_app_holds_the_services_urls_only(tmp_path
     rows = [make_row(settings, "redis", "127.0.0.1", 6380, "ready"),
             app_row(settings, "frontend", "127.0.0.1", 3001, "ready")]
     assert app_env(settings, rows) == {"REDIS_URL": "redis://127.0.0.1:6380"}
+
+
+def test_ports_device_lists_a_running_mobile_app_at_the_lan_address(tmp_path):
+    import os
+
+    from devenv.config.settings import load_settings
+    from devenv.hostapps.runtime import app_dir, read_record, start_app, stop_app
+    from devenv.live.status import _mobile_apps
+
+    (tmp_path / "devenv.toml").write_text('[host_apps.metro]\ncommand = "sleep 30"\n'
+                                          '[host_apps.frontend]\ncommand = "sleep 30"\n')
+    settings = load_settings(tmp_path, {"DEVENV_PROJECT": "p"}, {})
+    folder = app_dir(settings.state_dir, "p")
+    started = [start_app(name, "sleep 30", tmp_path, dict(os.environ), {}, port, folder, [])[1]
+               for name, port in (("metro", 8082), ("frontend", 3001))]
+    try:
+        urls = _mobile_apps(settings, "192.168.1.20")
+        assert [(u.target, u.url) for u in urls] == [("app:metro", "http://192.168.1.20:8082")]
+    finally:
+        for record in started:
+            stop_app(read_record(record.path) or record, grace=1)
