@@ -111,13 +111,13 @@ def test_an_app_that_ends_at_start_is_exit_3_with_its_last_log_lines(tmp_path, c
 
 
 def test_an_app_that_never_opens_its_port_is_stopped(tmp_path):
-    settings = settings_for(tmp_path, "sleep 60 & wait", timeout="1.5")
+    settings = settings_for(tmp_path, "sleep 60.11 & wait", timeout="1.5")
     notes: list[str] = []
     with pytest.raises(NotReadyError) as caught:
         starter(settings, notes).start(["web"], {"web": settings.catalog.apps["web"].port})
     assert "did not answer on its port" in caught.value.message
     assert read_records(settings.state_dir, "p") == {}
-    assert not any("sleep 60" in _cmdline(pid) for pid in _pids())
+    assert not any("sleep 60.11" in _cmdline(pid) for pid in _pids())
 
 
 def test_an_app_on_another_port_is_named(tmp_path):
@@ -143,7 +143,7 @@ def test_a_port_taken_between_plan_and_start_moves_the_app(tmp_path, cleanup):
 
 
 def test_ctrl_c_during_the_wait_stops_the_app(tmp_path):
-    settings = settings_for(tmp_path, "sleep 60 & wait")
+    settings = settings_for(tmp_path, "sleep 60.12 & wait")
 
     def interrupt(event):
         if event.state == "waiting":
@@ -153,7 +153,7 @@ def test_ctrl_c_during_the_wait_stops_the_app(tmp_path):
         starter(settings, on_wait=interrupt).start(["web"],
                                                    {"web": settings.catalog.apps["web"].port})
     assert read_records(settings.state_dir, "p") == {}
-    assert not any("sleep 60" in _cmdline(pid) for pid in _pids())
+    assert not any("sleep 60.12" in _cmdline(pid) for pid in _pids())
 
 
 def test_stop_kills_an_app_that_ignores_sigterm_after_the_grace(tmp_path):

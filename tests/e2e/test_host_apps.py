@@ -154,3 +154,29 @@ def test_metro_bundles_on_its_planned_port(app_project: Project) -> None:
     with socket.socket() as s:  # its port is free again (a TIME_WAIT of the test's own
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # request aside)
         s.bind(("127.0.0.1", metro["port"]))
+
+
+def test_expo_cli_offline_as_the_simulator_with_the_packager_host_on_the_lan(
+        app_project: Project) -> None:
+    p = app_project
+    expo = DEVSERVERS.parent / "expo" / "node_modules"
+    (p.path / "node_modules").symlink_to(expo)
+    (p.path / "package.json").write_text('{"name": "app", "private": true, '
+                                         '"main": "index.js"}\n')
+    (p.path / "app.json").write_text('{"expo": {"name": "app", "slug": "app"}}\n')
+    (p.path / "index.js").write_text("import { registerRootComponent } from 'expo';\n"
+                                     "registerRootComponent(() => null);\n")
+    (p.path / "devenv.toml").write_text(
+        "[host_apps.expo]\n"
+        "command = \"env > seen.env; exec node_modules/.bin/expo start --offline --port $PORT\"\n"
+        "probe = \"http:/status\"\n"
+        "[host_apps.expo.environment]\nCI = \"1\"\n")
+    p.run("up", "--only", "expo", "--lan", "expo", "--timeout", "120")
+    row = p.ports()["expo"]
+    status, body = http_get(f"{row['url']}/status")
+    assert status == 200 and "packager-status:running" in body
+    seen = dict(line.split("=", 1) for line in
+                (p.path / "seen.env").read_text().splitlines() if "=" in line)
+    assert seen["PORT"] == str(row["port"]) and seen["REACT_NATIVE_PACKAGER_HOSTNAME"]
+    p.run("down")
+    assert not group_members(p)
