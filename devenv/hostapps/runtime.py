@@ -10,21 +10,19 @@ never touched, and a group only while such a process still leads or belongs to i
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import os
-import secrets as _secrets
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StateError
+
+if TYPE_CHECKING:  # `ports` and `status` read records only: they import no more than that
+    import subprocess
 
 #: seconds `down` waits after SIGTERM before SIGKILL (the group's)
 STOP_SECONDS = 5.0
@@ -143,6 +141,9 @@ def read_records(state_dir: Path, project: str) -> dict[str, AppRecord]:
 def env_digest(values: Mapping[str, str], salt: str) -> dict[str, str]:
     """Keyed hashes of the variables devenv gives an app: what changed can be named on the
     next `up` without keeping a secret in the record."""
+    import hashlib
+    import hmac
+
     return {key: hmac.new(salt.encode(), value.encode(), hashlib.sha256).hexdigest()[:16]
             for key, value in sorted(values.items())}
 
@@ -171,6 +172,10 @@ def start_app(name: str, command: str, cwd: Path, environ: Mapping[str, str],
     """Start the supervisor (a new session: its own process group) running `sh -c command`
     in `cwd` with `environ`; return once its record names the app's pid. `given` are the
     variables devenv sets (their keyed hashes go into the record)."""
+    import secrets as _secrets
+    import subprocess
+    import sys
+
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:

@@ -18,8 +18,10 @@ from pathlib import Path
 
 from ..config.catalog import HostApp
 from ..config.settings import Settings
-from ..config.state import known_secrets
-from ..errors import NotReadyError, ProjectFileError
+from ..config.state import Memory, StateFile, known_secrets, project_lock
+from ..context import Context
+from ..engine import Engine, EngineInfo
+from ..errors import NotReadyError, ProjectFileError, UsageError
 from ..hostapps.runtime import (
     AppRecord,
     changes,
@@ -29,11 +31,17 @@ from ..hostapps.runtime import (
     stop_app,
     tail,
 )
+from ..live.running import app_env, url_host
+from ..live.status import live_rows
 from ..ports.holders import bind_blocked
+from ..ports.plan import PortPlan
+from ..ports.planner import PortPlanner
 from ..probes import Target, WaitResult, wait_until_ready
 from ..report import mask
 from ..live.running import app_row
+from ..render.stackfiles import LanPublish
 from ..rows import ServiceRow
+from ..tunnels.usecases import app_env as tunnel_env
 
 LOG_TAIL = 20
 #: seconds between probes of a starting app: a refused connection on loopback costs
@@ -260,3 +268,69 @@ def app_logs(settings: Settings, names: Sequence[str], follow: bool, tail_lines:
     finally:
         for _path, handle in handles.values():
             handle.close()
+
+
+def start_selected(ctx: Context, settings: Settings, host: str, planner: PortPlanner,
+                   plan: PortPlan, everything: Sequence[str], names: Sequence[str],
+                   rows: Sequence[ServiceRow], state_file: StateFile,
+                   lan: LanPublish | None) -> tuple[ServiceRow, ...]:
+    """Once what they need answers: the selected host apps, with PORT, `ports --env`'s
+    variables and their own; their ports remembered as the containers' are."""
+    ports = {name: plan.port(name) for name in names}
+
+    def replan(name: str, port: int) -> int:
+        planner.mark_taken(port)
+        ctx.notify(f"{name}: {port} was taken after planning; moving it")
+        choice = planner.plan(everything).by_service()[name]
+        ctx.notify(choice.describe())
+        return choice.port
+
+    shared = {**app_env(settings, rows), **tunnel_env(ctx, settings)}
+    lan_host = lan.address if lan is not None else ""
+    starter = AppStarter(settings, ctx.notify, host, shared, replan, lan_host=lan_host,
+                         on_wait=ctx.on_wait,
+                         lan_names=lan.services if lan is not None else ())
+    app_rows = tuple(starter.start(names, ports))
+    state = state_file.load(settings.project)
+    memory = {r.service: Memory(r.port, r.configured_port) for r in app_rows}
+    state_file.save(settings.project, replace(state, ports={**state.ports, **memory}))
+    return app_rows
+
+
+def restart_apps(ctx: Context, settings: Settings, engine: Engine, info: EngineInfo,
+                 names: Sequence[str], show_secrets: bool) -> tuple[ServiceRow, ...]:
+    """Stop the host apps (when they run) and start them again where they ran (or, when
+    that port is taken now, where the planner says), with the stack's URLs as they are."""
+    with project_lock(settings.state_dir, settings.project, "restart", settings.wait_timeout,
+                      on_wait=ctx.notify):
+        live = live_rows(engine, settings, show_secrets, check=False)
+        running = {r.service for r in live if r.running}
+        for name in names:
+            missing = [n for n in settings.catalog.apps[name].needs
+                       if n in settings.catalog and n not in running]
+            if missing:
+                raise UsageError(f"{name} needs {', '.join(missing)}, which "
+                                 + ("is" if len(missing) == 1 else "are") + " not running",
+                                 hint=f"start everything it needs: devenv up --only {name}")
+        found = records(settings)
+        for name in names:
+            if name in found:
+                ctx.notify(f"stopping {name}")
+                stop_app(found[name])
+        state = StateFile(settings.state_dir, warn=ctx.notify).load(settings.project)
+        planner = PortPlanner(engine, settings, state.ports,
+                              check_host=info.remote_host is None,
+                              apps_running=running_ports(settings, records(settings)))
+        plan = planner.plan(names)
+        for choice in plan.moved:
+            ctx.notify(choice.describe())
+
+        def replan(name: str, port: int) -> int:
+            planner.mark_taken(port)
+            ctx.notify(f"{name}: {port} was taken after planning; moving it")
+            return planner.plan(names).port(name)
+
+        host = url_host(settings, info.remote_host)
+        shared = {**app_env(settings, live), **tunnel_env(ctx, settings)}
+        starter = AppStarter(settings, ctx.notify, host, shared, replan, on_wait=ctx.on_wait)
+        return tuple(starter.start(names, {n: plan.port(n) for n in names}))

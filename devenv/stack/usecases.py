@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..config.catalog import Selection
 from ..config.settings import Settings
-from ..config.state import Memory, ProjectState, StateFile, known_secrets, project_lock
+from ..config.state import ProjectState, StateFile, known_secrets, project_lock
 from ..context import Context
 from ..engine import Container, Engine, EngineInfo, PortRaceError
 from ..errors import DockerUnavailableError, NotReadyError, PortConflictError, UsageError
@@ -116,8 +116,9 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         _save_timing(settings, began, started, selection.services, wait)
         app_rows: tuple[ServiceRow, ...] = ()
         if wait.ok and selection.apps:
-            app_rows = _start_apps(ctx, settings, scene, planner, plan, selection, rows,
-                                   state_file, lan)
+            app_rows = apps.start_selected(ctx, settings, scene.host, planner, plan,
+                                           (*scene.services, *selection.apps), selection.apps,
+                                           rows, state_file, lan)
             started = True
     rows = _with_wait(rows, wait)
     if not wait.ok:
@@ -126,36 +127,6 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
     clusters.start_preparing(engine, settings, cluster)  # in the background, after initdb
     return UpResult(selection, scene.services, plan, rendered.writes, rows + app_rows,
                     started, wait)
-
-
-def _start_apps(ctx: Context, settings: Settings, scene: _Scene, planner: PortPlanner,
-                plan: PortPlan, selection: Selection, rows: Sequence[ServiceRow],
-                state_file: StateFile, lan: LanPublish | None) -> tuple[ServiceRow, ...]:
-    """Once what they need answers: the selected host apps, with PORT, `ports --env`'s
-    variables and their own; their ports remembered as the containers' are."""
-    from ..live.running import app_env
-    from ..tunnels.usecases import app_env as tunnel_env
-
-    ports = {name: plan.port(name) for name in selection.apps}
-    everything = (*scene.services, *selection.apps)
-
-    def replan(name: str, port: int) -> int:
-        planner.mark_taken(port)
-        ctx.notify(f"{name}: {port} was taken after planning; moving it")
-        choice = planner.plan(everything).by_service()[name]
-        ctx.notify(choice.describe())
-        return choice.port
-
-    shared = {**app_env(settings, rows), **tunnel_env(ctx, settings)}
-    lan_host = lan.address if lan is not None else ""
-    starter = apps.AppStarter(settings, ctx.notify, scene.host, shared, replan,
-                              lan_host=lan_host, on_wait=ctx.on_wait,
-                              lan_names=lan.services if lan is not None else ())
-    app_rows = tuple(starter.start(selection.apps, ports))
-    state = state_file.load(settings.project)
-    memory = {r.service: Memory(r.port, r.configured_port) for r in app_rows}
-    state_file.save(settings.project, replace(state, ports={**state.ports, **memory}))
-    return app_rows
 
 
 @dataclass(frozen=True)
@@ -480,55 +451,11 @@ def restart(ctx: Context, names: Sequence[str] | None,
     if chosen is not None:
         names = [n for n in chosen if n not in settings.catalog.apps]
         if not names:  # host apps only
-            return _restart_apps(ctx, settings, host_apps, show_secrets)
+            return apps.restart_apps(ctx, settings, *_engine(ctx, settings), host_apps,
+                                     show_secrets)
     rows = _restart_services(ctx, settings, names, show_secrets, began, host_apps)
-    return rows + (_restart_apps(ctx, settings, host_apps, show_secrets) if host_apps else ())
-
-
-def _restart_apps(ctx: Context, settings: Settings, names: Sequence[str],
-                  show_secrets: bool) -> tuple[ServiceRow, ...]:
-    """Stop the host apps (when they run) and start them again where they ran (or, when
-    that port is taken now, where the planner says), with the stack's URLs as they are."""
-    from ..live.running import app_env
-    from ..tunnels.usecases import app_env as tunnel_env
-
-    engine, info = _engine(ctx, settings)
-    with project_lock(settings.state_dir, settings.project, "restart", settings.wait_timeout,
-                      on_wait=ctx.notify):
-        live = live_rows(engine, settings, show_secrets, check=False)
-        running = {r.service for r in live if r.running}
-        for name in names:
-            missing = [n for n in settings.catalog.apps[name].needs
-                       if n in settings.catalog and n not in running]
-            if missing:
-                raise UsageError(f"{name} needs {', '.join(missing)}, which "
-                                 + ("is" if len(missing) == 1 else "are") + " not running",
-                                 hint=f"start everything it needs: devenv up --only {name}")
-        found = apps.records(settings)
-        for name in names:
-            if name in found:
-                ctx.notify(f"stopping {name}")
-                from ..hostapps.runtime import stop_app
-
-                stop_app(found[name])
-        state = StateFile(settings.state_dir, warn=ctx.notify).load(settings.project)
-        planner = PortPlanner(engine, settings, state.ports,
-                              check_host=info.remote_host is None,
-                              apps_running=apps.running_ports(settings, apps.records(settings)))
-        plan = planner.plan(names)
-        for choice in plan.moved:
-            ctx.notify(choice.describe())
-
-        def replan(name: str, port: int) -> int:
-            planner.mark_taken(port)
-            ctx.notify(f"{name}: {port} was taken after planning; moving it")
-            return planner.plan(names).port(name)
-
-        host = url_host(settings, info.remote_host)
-        shared = {**app_env(settings, live), **tunnel_env(ctx, settings)}
-        starter = apps.AppStarter(settings, ctx.notify, host, shared, replan,
-                                  on_wait=ctx.on_wait)
-        return tuple(starter.start(names, {n: plan.port(n) for n in names}))
+    return rows + (apps.restart_apps(ctx, settings, *_engine(ctx, settings), host_apps,
+                                     show_secrets) if host_apps else ())
 
 
 def _restart_services(ctx: Context, settings: Settings, names: Sequence[str] | None,
