@@ -435,6 +435,7 @@ def wait_until_ready(
     on_event: Callable[[WaitEvent], None] | None = None,
     alive_interval: float = 0.25,
     since: float | None = None,
+    poll: float = POLL_SECONDS,
 ) -> WaitResult:
     """Probe every target in parallel, every POLL_SECONDS, until all answer or the deadline.
 
@@ -449,7 +450,7 @@ def wait_until_ready(
     for target in targets:
         emit(WaitEvent(target.service, "waiting", clock.elapsed(),
                        f"{target.host}:{target.port}"))
-    probes = _ParallelProbes(targets, values, clock, emit)
+    probes = _ParallelProbes(targets, values, clock, emit, poll)
     exited = probes.run(check_alive, alive_interval)
     return _judge(targets, probes, exited, clock, timeout, emit)
 
@@ -471,7 +472,8 @@ class _ParallelProbes:
     cancelled; the calling thread meanwhile asks check_alive whether a container died."""
 
     def __init__(self, targets: Sequence[Target], values: Mapping[str, str], clock: _Clock,
-                 emit: Callable[[WaitEvent], None]):
+                 emit: Callable[[WaitEvent], None], poll: float = POLL_SECONDS):
+        self.poll = poll
         self.targets = targets
         self.values = values
         self.clock = clock
@@ -520,7 +522,7 @@ class _ParallelProbes:
         from tenacity import RetryError, Retrying, retry_if_result, wait_fixed
 
         try:
-            result = Retrying(stop=self._stop, wait=wait_fixed(POLL_SECONDS),
+            result = Retrying(stop=self._stop, wait=wait_fixed(self.poll),
                               retry=retry_if_result(lambda r: not r.ok))(
                                   self._attempt, target)
             elapsed = self.clock.elapsed()

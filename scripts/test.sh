@@ -12,6 +12,7 @@ started=$(date +%s)
 bash scripts/install-docker.sh
 bash scripts/build-test-images.sh
 bash scripts/install-browser.sh
+bash scripts/install-devservers.sh  # Vite and Metro for the host-app tests (npm, cached)
 
 venv="${DEVENV_TEST_VENV:-.venv}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"

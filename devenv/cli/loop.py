@@ -76,7 +76,8 @@ def lan_publish(ctx: click.Context, only: list[str] | None, lan: list[str], yes:
     from ..render.stackfiles import LanPublish
 
     settings = make_context(ctx).settings()
-    request = devices.plan_lan(settings, lan, settings.catalog.select(only).services)
+    chosen = settings.catalog.select(only)
+    request = devices.plan_lan(settings, lan, (*chosen.services, *chosen.apps))
     if request.private and not yes:
         if not sys.stdin.isatty():
             names = ",".join(request.private)

@@ -231,6 +231,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def logs(ctx: click.Context, services: tuple[str, ...], follow: bool, tail: int | None) -> None:
     """Print the services' logs (names or aliases; default all), secrets masked.
 
+    A host app devenv runs is named the same way; its log is kept under .devenv/.
+
     \b
     Example:
       devenv logs db --tail 20
@@ -249,7 +251,8 @@ def logs(ctx: click.Context, services: tuple[str, ...], follow: bool, tail: int 
 @secrets_option
 @click.pass_context
 def restart(ctx: click.Context, services: tuple[str, ...], show_secrets: bool) -> None:
-    """Restart services (names or aliases; default all) and wait until they answer.
+    """Restart services and host apps (names or aliases; default all that run) and wait
+    until they answer.
 
     \b
     Example:

@@ -173,12 +173,36 @@ class ServiceSpec:
 
 @dataclass(frozen=True)
 class HostApp:
-    """An app the team runs on the host, whose port no container may take."""
+    """An app the team runs on the host, whose port no container may take.
+
+    Without a `command` it is only that: a reserved port. With one (devenv.toml), devenv
+    runs it: `sh -c COMMAND` in `cwd`, on a planned port ($PORT), after what it `needs`
+    answers, until `down` (devenv/hostapps/)."""
 
     name: str
     port: int
     title: str
     label: str  # how a message names it: "grafana: 3000 is reserved for the frontend"
+    command: str = ""
+    #: relative to the project directory; empty: the project directory
+    cwd: str = ""
+    probe: ProbeSpec = field(default_factory=lambda: ProbeSpec("tcp"))
+    #: services or host apps, as names (aliases resolved when the file is checked)
+    needs: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)
+    #: gets REACT_NATIVE_PACKAGER_HOSTNAME and the device URLs with `up --lan NAME`
+    mobile: bool = False
+    origin: str = "built-in"
+
+    @property
+    def managed(self) -> bool:
+        """devenv starts and stops it (it has a command)."""
+        return bool(self.command)
+
+    @property
+    def url(self) -> str:
+        return "http://{host}:{port}" if self.probe.kind == "http" else "tcp://{host}:{port}"
 
 
 @dataclass(frozen=True)
@@ -191,6 +215,8 @@ class Selection:
     added: tuple[tuple[str, str], ...] = ()
     #: every service of the catalog (to tell "everything" from a part)
     all: tuple[str, ...] = ()
+    #: host apps devenv runs (those with a command), in catalog order
+    apps: tuple[str, ...] = ()
 
     @property
     def everything(self) -> bool:
@@ -246,9 +272,22 @@ class Catalog(Mapping[str, ServiceSpec]):
     def aliases(self) -> dict[str, str]:
         return {alias: s.name for s in self.services.values() for alias in s.aliases}
 
+    @property
+    def apps(self) -> dict[str, HostApp]:
+        """The host apps devenv runs (with a command), by name."""
+        return {app.name: app for app in self.host_apps if app.managed}
+
+    @property
+    def app_aliases(self) -> dict[str, str]:
+        return {alias: app.name for app in self.apps.values() for alias in app.aliases}
+
+    def needs_of(self, name: str) -> tuple[str, ...]:
+        """What a service or a host app devenv runs needs."""
+        return self.services[name].needs if name in self.services else self.apps[name].needs
+
     def valid_names(self) -> list[str]:
-        """Every word --only accepts: service names, then aliases."""
-        return [*self.services, *self.aliases]
+        """Every word --only accepts: service names, aliases, then host apps devenv runs."""
+        return [*self.services, *self.aliases, *self.apps, *self.app_aliases]
 
     def resolve(self, word: str) -> str:
         key = word.strip().lower()
@@ -256,6 +295,10 @@ class Catalog(Mapping[str, ServiceSpec]):
             return key
         if key in self.aliases:
             return self.aliases[key]
+        if key in self.apps:
+            return key
+        if key in self.app_aliases:
+            return self.app_aliases[key]
         if not key:
             raise SelectionError(
                 "empty service name",
@@ -270,11 +313,14 @@ class Catalog(Mapping[str, ServiceSpec]):
         return sorted((n for n in names if n in order), key=order.__getitem__)
 
     def select(self, words: Iterable[str] | None) -> Selection:
-        """Resolve names and aliases and add what they need. None or nothing: everything."""
+        """Resolve names and aliases and add what they need. None or nothing: everything
+        (the host apps devenv runs included). Host apps go to `apps`, never `services`."""
         everything = tuple(self.services)
         wanted = [self.resolve(w) for w in words] if words is not None else []
         if not wanted:
-            return Selection(services=everything, requested=everything, all=everything)
+            apps = tuple(self.apps)
+            return Selection(services=everything, requested=(*everything, *apps),
+                             all=everything, apps=apps)
         chosen: list[str] = []
         added: list[tuple[str, str]] = []
         pending = [(name, "") for name in dict.fromkeys(wanted)]
@@ -287,10 +333,11 @@ class Catalog(Mapping[str, ServiceSpec]):
             chosen.append(name)
             if needed_by:
                 added.append((name, needed_by))
-            pending.extend((dep, name) for dep in self.services[name].needs)
+            pending.extend((dep, name) for dep in self.needs_of(name))
+        apps = tuple(n for n in self.apps if n in chosen)
         return Selection(services=tuple(self.in_order(chosen)),
                          requested=tuple(dict.fromkeys(wanted)), added=tuple(added),
-                         all=everything)
+                         all=everything, apps=apps)
 
     def setting_specs(self) -> list[SettingSpec]:
         return [spec for s in (*self.services.values(), *self.optional.values())

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..errors import ProjectFileError
 from ..files import write_atomic
+from .apptables import check_apps, parse_builtin_app, parse_project_apps
 from .catalog import (
     BUILTIN_FILE,
     DEVICE_ENV,
@@ -50,7 +51,7 @@ from .catalog import (
 from .core import COMPOSE_FILE, own_keys
 
 #: top-level tables devenv.toml may hold; `tunnels` belongs to `devenv tunnel`
-TOP_LEVEL = ("services", "tunnels")
+TOP_LEVEL = ("services", "host_apps", "tunnels")
 PROBE_KINDS = ("http", "tcp", "postgres", "redis")
 SETTING_KINDS = ("name", "network", "address", "port", "ports", "seconds", "count", "image",
                  "path", "paths", "action", "watch-engine", "lan", "dir", "command",
@@ -120,7 +121,8 @@ def _parse_toml(path: Path) -> dict[str, Any]:
 
 
 def read_catalog_file(path: Path, builtin: bool = False,
-                      cache_dir: Path | None = None) -> Catalog:
+                      cache_dir: Path | None = None,
+                      base_apps: tuple[HostApp, ...] = ()) -> Catalog:
     """A file of [services.*] (and, built in, [host_apps.*]) tables as a Catalog, each
     service checked on its own and the whole for clashes, unknown needs and cycles."""
     data = read_toml(path, cache_dir)
@@ -133,8 +135,10 @@ def read_catalog_file(path: Path, builtin: bool = False,
     services = _table(data, "services", label, "services")
     specs = {name: parse_service(label, name, raw, builtin)
              for name, raw in services.items()}
-    apps = tuple(_host_app(label, name, raw)
-                 for name, raw in _table(data, "host_apps", label, "host_apps").items())
+    app_tables = _table(data, "host_apps", label, "host_apps")
+    apps = tuple(parse_builtin_app(_Fields, label, name, raw)
+                 for name, raw in app_tables.items()) if builtin else \
+        parse_project_apps(_Fields, label, app_tables, base_apps)
     catalog = Catalog(services=specs, host_apps=apps,
                       tunnels=_table(data, "tunnels", label, "tunnels"))
     if builtin:  # a project's file is checked once merged with the built-in services
@@ -145,7 +149,7 @@ def read_catalog_file(path: Path, builtin: bool = False,
 def merge_project_file(builtin: Catalog, path: Path,
                        cache_dir: Path | None = None) -> Catalog:
     """The built-in catalog with the project's devenv.toml services after it."""
-    own = read_catalog_file(path, cache_dir=cache_dir)
+    own = read_catalog_file(path, cache_dir=cache_dir, base_apps=builtin.host_apps)
     label = path.name
     builtin = builtin.with_optional()  # a name or alias of the proxy is taken as well
     for name, spec in own.services.items():
@@ -161,8 +165,8 @@ def merge_project_file(builtin: Catalog, path: Path,
                 raise ProjectFileError(label, f"services.{name}", "aliases",
                                        f"{alias!r} is already taken by the built-in {owner}")
     merged = Catalog(services={**builtin.services, **own.services},
-                     host_apps=builtin.host_apps, tunnels=own.tunnels)
-    return check_catalog(merged, label, list(own.services)).split_optional()
+                     host_apps=own.host_apps, tunnels=own.tunnels)
+    return check_apps(check_catalog(merged, label, list(own.services)), label).split_optional()
 
 
 def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
@@ -567,13 +571,6 @@ def _settings(label: str, table: str, raw: Any, trusted: bool = False
                                  default=f.text("default", ""), kind=kind,
                                  help=f.text("help", ""), secret=secret, generate=generate))
     return tuple(specs)
-
-
-def _host_app(label: str, name: str, raw: Any) -> HostApp:
-    f = _Fields(label, f"host_apps.{name}", raw, ("port", "title", "label"))
-    port = f.port("port", required=True)
-    assert port is not None
-    return HostApp(name, port, f.text("title", name), f.text("label", name))
 
 
 def _table(data: Mapping[str, Any], key: str, label: str, table: str) -> dict[str, Any]:

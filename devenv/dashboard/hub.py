@@ -214,8 +214,16 @@ class Hub:
                 name, snapshot["details"].get(name) or None, probes.get(name), url, catalog))
         return model.state_document(
             self.project, self.engine_status, services,
-            model.port_entries(ports, live, snapshot["memory"], catalog), self._timing(),
+            model.port_entries(ports, live, snapshot["memory"], catalog, self._apps()),
+            self._timing(),
             self.features, time.time(), catalog)
+
+    def _apps(self) -> dict[str, tuple[int, bool]]:
+        """The host apps devenv started: their ports and whether they run."""
+        from ..hostapps.runtime import read_records
+
+        return {name: (r.port, r.running) for name, r in
+                read_records(self.settings.state_dir, self.project).items()}
 
     def _port_plan(self, engine: Any, live: Mapping[str, int]) -> tuple[
             dict[str, dict[str, Any]], dict[str, int]]:

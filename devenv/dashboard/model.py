@@ -48,11 +48,13 @@ def service_entry(name: str, container: Mapping[str, Any] | None,
 
 def port_entries(choices: Mapping[str, Mapping[str, Any]], live: Mapping[str, int],
                  memory: Mapping[str, int],
-                 catalog: Catalog | None = None) -> list[dict[str, Any]]:
+                 catalog: Catalog | None = None,
+                 apps: Mapping[str, tuple[int, bool]] | None = None) -> list[dict[str, Any]]:
     """The port story per service and host app: wanted, given, why; the spec's columns.
 
     choices: service -> PortChoice.as_data() of a fresh plan; live: service -> the port its
-    container publishes now; memory: service -> the port remembered in .devenv/state.json.
+    container publishes now; memory: service -> the port remembered in .devenv/state.json;
+    apps: host app devenv started -> (its port, whether it runs).
     """
     cat = catalog or builtin_catalog()
     rows: list[dict[str, Any]] = []
@@ -69,6 +71,15 @@ def port_entries(choices: Mapping[str, Mapping[str, Any]], live: Mapping[str, in
             "dev": spec.dev_port, "staging": spec.staging_port, "prod": spec.prod_port,
         })
     for app in cat.host_apps:
+        if app.managed:
+            port, running = (apps or {}).get(app.name, (None, False))
+            rows.append({"service": app.name, "kind": "host app", "title": app.title,
+                         "wanted": app.port, "here": port, "running": running,
+                         "rule": "host app devenv runs", "moved": port not in (None, app.port),
+                         "reason": None, "text": f"{app.name}: `sh -c` {app.command}",
+                         "remembered": memory.get(app.name), "dev": app.port,
+                         "staging": None, "prod": None})
+            continue
         rows.append({"service": app.name, "kind": "host app", "title": app.title,
                      "wanted": app.port, "here": None, "running": False, "rule": "reserved",
                      "moved": False, "reason": None,

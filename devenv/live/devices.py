@@ -101,7 +101,8 @@ def plan_lan(settings: Settings, words: Sequence[str], started: Sequence[str],
                          hint=f"add it to --only, e.g. --only {','.join(missing)}")
     address = lan_address(settings, find)
     return LanRequest(address, tuple(names),
-                      tuple(n for n in names if settings.catalog[n].private))
+                      tuple(n for n in names
+                            if n in settings.catalog and settings.catalog[n].private))
 
 
 def private_warning(request: LanRequest, settings: Settings) -> str:
@@ -128,6 +129,8 @@ class DeviceReport:
     lan_problem: str  # why there is no phone URL, or ""
     api_on_lan: bool
     urls: tuple[DeviceURL, ...]
+    #: the mobile host apps devenv runs (Metro, Expo): where a phone loads the bundle
+    apps: tuple[DeviceURL, ...] = ()
 
     @property
     def phone_url(self) -> str:
@@ -195,6 +198,8 @@ def format_devices(report: DeviceReport, qr: bool = True) -> str:
     if report.lan_address:
         lines.append(f"Metro/Expo for a phone: REACT_NATIVE_PACKAGER_HOSTNAME="
                      f"{report.lan_address}")
+    for u in report.apps:
+        lines.append(f"  {u.label:<{width}}  {u.url:<28} {u.how}")
     if qr and report.phone_url:
         lines.append(f"\nScan on the phone ({report.phone_url}):")
         lines.append(qr_text(report.phone_url).rstrip("\n"))

@@ -182,6 +182,7 @@ def app_env(settings: Settings, rows: Sequence[ServiceRow]) -> dict[str, str]:
     """DATABASE_URL, REDIS_URL, API_URL, ... with the real ports and credentials, and the
     URL of the service that declares `device_urls` in the host apps' own conventions
     (EXPO_PUBLIC_API_URL and friends)."""
+    rows = [r for r in rows if r.service in settings.catalog]  # host apps have no app_env
     proxy_port = proxy_port_of(rows, settings)
     secure = {r.service: settings.catalog.secure_url(r.service, settings.project, proxy_port,
                                                      settings.values, show_secrets=True)
@@ -201,6 +202,15 @@ def app_env(settings: Settings, rows: Sequence[ServiceRow]) -> dict[str, str]:
         if device.service in secure:  # the simulator shares this machine's loopback
             env["EXPO_PUBLIC_API_URL"] = secure[device.service]
     return env
+
+
+def app_row(settings: Settings, name: str, host: str, port: int, state: str,
+            running: bool = True) -> ServiceRow:
+    app = settings.catalog.apps[name]
+    shown = f"[{host}]" if ":" in host else host
+    return ServiceRow(service=name, url=app.url.format(host=shown, port=port),
+                      host=host.strip("[]"), port=port, state=state, container_port=port,
+                      configured_port=app.port, running=running)
 
 
 # --- the login a service checks once it answers (declared: check_login) -----------------

@@ -19,6 +19,7 @@ from ..rows import ServiceRow, StatusRow
 from .running import (  # noqa: F401 - app_env, login_*, project_containers: from here too
     LOGIN_REFUSED,
     app_env,
+    app_row,
     check_login,
     checks_login,
     docker_time,
@@ -38,7 +39,7 @@ from .running import (  # noqa: F401 - app_env, login_*, project_containers: fro
 )
 
 if TYPE_CHECKING:
-    from .devices import DeviceReport
+    from .devices import DeviceReport, DeviceURL
 
 
 def live_rows(engine: Engine, settings: Settings, show_secrets: bool = False,
@@ -143,16 +144,66 @@ def status_rows(engine: Engine, settings: Settings) -> list[StatusRow]:
     return sorted(rows, key=lambda r: order.index(r.service))
 
 
+def app_rows(settings: Settings, host: str, check: bool = True) -> list[ServiceRow]:
+    """`ports` rows of the host apps devenv started and has not stopped since: a running
+    one probed at its URL, one that ended with how it ended."""
+    from ..hostapps.runtime import read_records
+
+    rows = []
+    for name, record in read_records(settings.state_dir, settings.project).items():
+        if name not in settings.catalog.apps:
+            continue
+        state = "running" if record.running else \
+            f"{record.describe()} (devenv restart {name} starts it again)"
+        rows.append(app_row(settings, name, host, record.port, state, record.running))
+    live = [r for r in rows if r.running]
+    if check and live:
+        from ..probes import Target, probe_all
+
+        answers = probe_all([Target(r.service, settings.catalog.apps[r.service].probe, r.host,
+                                    r.port) for r in live], settings.values)
+        rows = [r if not r.running else
+                replace(r, state="ready" if answers[r.service].ok
+                        else f"running, not answering ({answers[r.service].detail})")
+                for r in rows]
+    return rows
+
+
+def app_status_rows(settings: Settings, host: str) -> list[StatusRow]:
+    """`status` rows of the host apps: pid, state (exited with its code), uptime."""
+    from ..hostapps.runtime import read_records
+
+    rows = []
+    for name, record in read_records(settings.state_dir, settings.project).items():
+        if name not in settings.catalog.apps:
+            continue
+        app = settings.catalog.apps[name]
+        pid = record.meta.get("pid") if record.state != "damaged" else None
+        rows.append(StatusRow(
+            service=name, container=f"pid {pid}" if pid else "", state=record.state,
+            health="none", url=app.url.format(host=host, port=record.port) if record.port
+            else "", port=record.port or None,
+            uptime_seconds=round(max(0.0, time.time() - record.since), 1)
+            if record.running and record.since else None,
+            restarts=0, exit_code=record.exit_code if record.state == "exited" else None))
+    return rows
+
+
 def ports(ctx: Context, show_secrets: bool = False) -> tuple[Settings, list[ServiceRow]]:
-    """The `ports` use case: the project's live URLs."""
+    """The `ports` use case: the project's live URLs, the host apps' after the services'."""
     settings = ctx.settings()
-    return settings, live_rows(ctx.engine(), settings, show_secrets, missing=True)
+    engine = ctx.engine()
+    rows = live_rows(engine, settings, show_secrets, missing=True)
+    return settings, rows + app_rows(settings, url_host(settings, engine.remote_host))
 
 
 def status(ctx: Context) -> tuple[Settings, list[StatusRow]]:
-    """The `status` use case: state, health, URL, uptime and restarts per service."""
+    """The `status` use case: state, health, URL, uptime and restarts per service and
+    host app."""
     settings = ctx.settings()
-    return settings, status_rows(ctx.engine(), settings)
+    engine = ctx.engine()
+    return settings, status_rows(engine, settings) + app_status_rows(
+        settings, url_host(settings, engine.remote_host))
 
 
 def devices(ctx: Context) -> DeviceReport:
@@ -172,4 +223,23 @@ def devices(ctx: Context) -> DeviceReport:
                          "phone)")
     addresses = [p.host_ip for p in api.ports if p.container_port == port]
     host = url_host(settings, engine.remote_host)
-    return device_report(settings, published.host_port, addresses, host=host)
+    report = device_report(settings, published.host_port, addresses, host=host)
+    return replace(report, apps=tuple(_mobile_apps(settings, report.lan_address)))
+
+
+def _mobile_apps(settings: Settings, lan: str) -> list[DeviceURL]:
+    """Where a phone reaches the mobile host apps devenv runs (Metro, Expo): their LAN URL
+    (REACT_NATIVE_PACKAGER_HOSTNAME), else this machine's."""
+    from ..hostapps.runtime import read_records
+    from .devices import DeviceURL
+
+    out = []
+    for name, record in read_records(settings.state_dir, settings.project).items():
+        app = settings.catalog.apps.get(name)
+        if app is None or not app.mobile or not record.running:
+            continue
+        host = lan or "127.0.0.1"
+        out.append(DeviceURL(f"app:{name}", app.title, f"http://{host}:{record.port}",
+                             "host app devenv runs; a phone loads its bundle here"
+                             if lan else "host app devenv runs (no LAN address)", bool(lan)))
+    return out

@@ -130,15 +130,17 @@ def plan_ports(
     reserved: Mapping[int, str],
     own: Mapping[str, int] | None = None,
     strict: bool = False,
+    owners: Mapping[int, str] | None = None,
 ) -> PortPlan:
     """Choose a host port for each request. Pure: no I/O, same input -> same plan.
 
     busy: port -> who holds it (only `get` is used, so it may be a lazy mapping);
-    own: service -> the port this project's running container publishes for it.
+    own: service -> the port this project's running container publishes for it;
+    owners: reserved port -> the one service (a host app devenv runs) that may have it.
     Four passes, each taking what the one before left: the running container's port, the
     remembered port, the configured port, the next free port above it.
     """
-    claims = _Claims(busy, reserved)
+    claims = _Claims(busy, reserved, owners or {})
     _keep_running(claims, requests, own or {}, strict)
     if not strict:
         _keep_remembered(claims, requests)
@@ -152,14 +154,19 @@ def plan_ports(
 class _Claims:
     """The ports handed out so far, and why a port is not free for a service."""
 
-    def __init__(self, busy: Mapping[int, Holder], reserved: Mapping[int, str]):
+    def __init__(self, busy: Mapping[int, Holder], reserved: Mapping[int, str],
+                 owners: Mapping[int, str]):
         self.busy = busy
         self.reserved = reserved
+        self.owners = owners
         self.claimed: dict[int, str] = {}
         self.chosen: dict[str, PortChoice] = {}
 
+    def _reserved(self, port: int, service: str) -> bool:
+        return port in self.reserved and self.owners.get(port) != service
+
     def blocked(self, port: int, service: str) -> bool:
-        if port in self.reserved or self.claimed.get(port, service) != service:
+        if self._reserved(port, service) or self.claimed.get(port, service) != service:
             return True
         holder = self.busy.get(port)
         return holder is not None and not (holder.kind == "own" and holder.service == service)
@@ -168,7 +175,7 @@ class _Claims:
         """Why `service` cannot have `port`, or None when it can."""
         if not self.blocked(port, service):
             return None
-        if port in self.reserved:
+        if self._reserved(port, service):
             return Blocker(port, reserved_for=self.reserved[port])
         if self.claimed.get(port, service) != service:
             return Blocker(port, other_service=self.claimed[port])

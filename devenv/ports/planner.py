@@ -23,6 +23,17 @@ def reserved_ports(settings: Settings) -> dict[int, str]:
             for port in settings.reserved_ports}
 
 
+def reservation_owners(settings: Settings) -> dict[int, str]:
+    """port -> the host app devenv runs whose reservation it is: that app may have it."""
+    return {app.port: app.name for app in settings.catalog.apps.values()}
+
+
+def wanted_port(settings: Settings, name: str) -> int:
+    """The configured port of a service, or the catalog's port of a host app."""
+    app = settings.catalog.apps.get(name)
+    return app.port if app is not None else settings.port(name)
+
+
 def _container_ports(engine: Engine, containers: Sequence[Container]) -> dict[int, ContainerPort]:
     ports: dict[int, ContainerPort] = {}
     for c in containers:
@@ -48,19 +59,23 @@ class PortPlanner:
     #: except the ports this project's forward already holds
     check_loopback: bool = False
     forwarded: frozenset[int] = frozenset()
+    #: host app -> the port it runs on now (started by devenv; its own, as a container's)
+    apps_running: Mapping[str, int] = field(default_factory=dict)
 
     def plan(self, services: Sequence[str]) -> PortPlan:
         containers = self.engine.containers() if self.engine is not None else []
         ports = _container_ports(self.engine, containers) if self.engine is not None else {}
         host = HostPorts(ports, self.settings.project, check_host=self.check_host,
                          check_loopback=self.check_loopback, forwarded=self.forwarded)
+        for name, port in self.apps_running.items():
+            host.mark(port, Holder("own", f"this project's {name}", name))
         for port, holder in self.marks.items():
             host.mark(port, holder)
-        requests = [PortRequest(name, self.settings.port(name), self.memory.get(name))
+        requests = [PortRequest(name, wanted_port(self.settings, name), self.memory.get(name))
                     for name in services]
-        own = host.own_ports() if self.keep_running else {}
+        own = {**host.own_ports(), **self.apps_running} if self.keep_running else {}
         return plan_ports(requests, host, reserved_ports(self.settings), own=own,
-                          strict=self.strict)
+                          strict=self.strict, owners=reservation_owners(self.settings))
 
     def mark_taken(self, port: int) -> None:
         """A port Compose found taken after planning: busy from now on, held by a process

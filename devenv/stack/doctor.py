@@ -163,11 +163,21 @@ def _host_apps(engine: Engine, info: EngineInfo, settings: Settings) -> list[Che
         return []
     host = HostPorts(_container_ports(engine, engine.containers()), settings.project,
                      check_host=info.remote_host is None)
+    from ..hostapps.runtime import read_records
+
+    records = read_records(settings.state_dir, settings.project)
     checks = []
     for app in apps:
         holder = host.get(app.port)
         name = f"host app {app.name}"
-        if holder is None:
+        record = records.get(app.name)
+        if app.managed and record is not None and record.running:
+            checks.append(Check(name, OK, f"{app.title} runs under devenv on {record.port}"))
+        elif app.managed and holder is not None:
+            checks.append(Check(name, WARN, f"{app.port} ({app.title}) is held by "
+                                f"{holder.description}",
+                                f"`devenv up` runs {app.label} on the next free port"))
+        elif holder is None:
             checks.append(Check(name, OK, f"{app.port} is free for {app.title}"))
         else:
             checks.append(Check(name, WARN, f"{app.port} ({app.title}) is held by "

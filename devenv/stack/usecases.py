@@ -36,6 +36,7 @@ from ..render.templates import WriteResult
 from ..report import format_env, format_rows, mask
 from ..rows import ConfigRow, PlanRow, ServiceRow
 from ..tunnels import forward as engine_forward
+from . import apps
 from .launch import needs_rebuild, start
 from .networks import NetworkCheck
 
@@ -87,6 +88,7 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
     began = time.monotonic()
     settings = ctx.settings()
     selection = _select(ctx, settings, only)
+    apps.check_cwds(settings, selection.apps)
     engine, info = _engine(ctx, settings)
     state_file = StateFile(settings.state_dir, warn=ctx.notify)
     with project_lock(settings.state_dir, settings.project, "up", settings.wait_timeout,
@@ -95,13 +97,20 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         planner = PortPlanner(engine, settings, scene.state.ports, strict_ports,
                               check_host=info.remote_host is None, keep_running=not reset_ports,
                               check_loopback=scene.forwarding,
-                              forwarded=engine_forward.forwarded_ports(settings))
-        plan = _plan(ctx, planner, scene, lan)
-        plan, rendered, started = _render_and_start(ctx, engine, info, settings, scene,
-                                                    planner, plan, lan)
-        cluster = _finish(ctx, engine, settings, scene, plan, rendered, started)
-        state_file.save(settings.project, _remembered(
-            scene.state, plan, rendered, selection, project_containers(engine, settings.project)))
+                              forwarded=engine_forward.forwarded_ports(settings),
+                              apps_running=apps.running_ports(settings, apps.records(settings)))
+        plan = _plan(ctx, planner, scene, lan, selection.apps)
+        if scene.services:
+            plan, rendered, started = _render_and_start(ctx, engine, info, settings, scene,
+                                                        planner, plan, lan)
+            cluster = _finish(ctx, engine, settings, scene, plan, rendered, started)
+            state_file.save(settings.project, _remembered(
+                scene.state, plan, rendered, selection,
+                project_containers(engine, settings.project)))
+        else:  # host apps only, nothing of the stack runs: no file to render
+            from ..data.clusters import ClusterPlan
+
+            rendered, started, cluster = Rendered((), (), "", ""), False, ClusterPlan()
         proxy = settings.catalog.proxy
         proxy_port = plan.port(proxy) if proxy in scene.services else None
         rows = tuple(make_row(settings, name, scene.host, plan.port(name), "starting",
@@ -109,12 +118,19 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
         _write_app_env(settings, rows)
         wait = _wait(ctx, engine, settings, rows, since=began)
         _save_timing(settings, began, started, selection.services, wait)
+        app_rows: tuple[ServiceRow, ...] = ()
+        if wait.ok and selection.apps:
+            app_rows = apps.start_selected(ctx, settings, scene.host, planner, plan,
+                                           (*scene.services, *selection.apps), selection.apps,
+                                           rows, state_file, lan)
+            started = True
     rows = _with_wait(rows, wait)
     if not wait.ok:
         raise _not_ready(engine, settings, wait, rows)
     _check_login(settings, rows)
     clusters.start_preparing(engine, settings, cluster)  # in the background, after initdb
-    return UpResult(selection, scene.services, plan, rendered.writes, rows, started, wait)
+    return UpResult(selection, scene.services, plan, rendered.writes, rows + app_rows,
+                    started, wait)
 
 
 @dataclass(frozen=True)
@@ -191,8 +207,8 @@ def _remove_disabled(ctx: Context, engine: Engine, settings: Settings,
 
 
 def _plan(ctx: Context, planner: PortPlanner, scene: _Scene,
-          lan: LanPublish | None) -> PortPlan:
-    plan = planner.plan(scene.services)
+          lan: LanPublish | None, host_apps: Sequence[str] = ()) -> PortPlan:
+    plan = planner.plan((*scene.services, *host_apps))
     for choice in plan.moved:
         ctx.notify(choice.describe())
     if lan is not None:
@@ -268,7 +284,9 @@ def _file_services(settings: Settings, selection: Selection,
     that nothing running becomes an orphan and files that list services (Prometheus'
     targets) list what runs."""
     running = {name for name in _running(before) if name in settings.catalog}
-    return settings.catalog.select(set(selection.services) | running).services
+    wanted = set(selection.services) | running
+    # nothing at all (host apps only): no service, where select() would read "everything"
+    return settings.catalog.select(wanted).services if wanted else ()
 
 
 def is_current(rendered: Rendered, state: ProjectState,
@@ -447,9 +465,27 @@ def _write_app_env(settings: Settings, rows: Sequence[ServiceRow]) -> None:
 
 def restart(ctx: Context, names: Sequence[str] | None,
             show_secrets: bool = False) -> tuple[ServiceRow, ...]:
-    """Restart running services (names or aliases; none means all) and wait for them."""
+    """Restart running services and host apps (names or aliases; none means all that run)
+    and wait for them."""
     began = time.monotonic()
     settings = ctx.settings()
+    chosen = [settings.catalog.resolve(w) for w in names] if names else None
+    host_apps = [n for n in chosen if n in settings.catalog.apps] if chosen is not None \
+        else [n for n, r in apps.records(settings).items()
+              if r.running and n in settings.catalog.apps]
+    if chosen is not None:
+        names = [n for n in chosen if n not in settings.catalog.apps]
+        if not names:  # host apps only
+            return apps.restart_apps(ctx, settings, *_engine(ctx, settings), host_apps,
+                                     show_secrets)
+    rows = _restart_services(ctx, settings, names, show_secrets, began, host_apps)
+    return rows + (apps.restart_apps(ctx, settings, *_engine(ctx, settings), host_apps,
+                                     show_secrets) if host_apps else ())
+
+
+def _restart_services(ctx: Context, settings: Settings, names: Sequence[str] | None,
+                      show_secrets: bool, began: float,
+                      host_apps: Sequence[str] = ()) -> tuple[ServiceRow, ...]:
     engine, info = _engine(ctx, settings)
     with project_lock(settings.state_dir, settings.project, "restart", settings.wait_timeout,
                       on_wait=ctx.notify):
@@ -457,6 +493,8 @@ def restart(ctx: Context, names: Sequence[str] | None,
         check_same_directory(settings, containers.values())
         running = [n for n, c in containers.items() if c.running]
         wanted = (settings.catalog.select(names).requested if names else tuple(running))
+        if not running and names is None and host_apps:
+            return ()  # only host apps run: restarted by the caller
         if not running:
             only = f" --only {','.join(wanted)}" if names else ""
             raise UsageError(f"nothing of project {settings.project} is running, so nothing "
@@ -491,6 +529,7 @@ def down(ctx: Context, volumes: bool = False) -> DownResult:
                       on_wait=ctx.notify):
         containers = project_containers(engine, settings.project)
         check_same_directory(settings, containers.values())
+        stopped = apps.stop_all(settings)  # first: they use the services
         removed = engine.remove_project(settings.project, volumes=volumes)
         if engine_forward.close(settings):
             ctx.notify("closed the ssh forward of the remote engine's ports")
@@ -498,7 +537,8 @@ def down(ctx: Context, volumes: bool = False) -> DownResult:
         # Ports stay remembered (sticky); what ran is forgotten.
         state_file.save(settings.project,
                         ProjectState(ports=state_file.load(settings.project).ports))
-    return DownResult(in_catalog_order(containers, settings), removed.kept_networks)
+    return DownResult(in_catalog_order(containers, settings) + stopped,
+                      removed.kept_networks)
 
 
 def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]:
@@ -545,6 +585,14 @@ def logs(ctx: Context, names: Sequence[str] | None, follow: bool,
     """Log lines of the project's services (names or aliases), secrets masked."""
     settings = ctx.settings()
     wanted = list(settings.catalog.select(names).requested) if names else []
+    host_apps = [n for n in wanted if n in settings.catalog.apps]
+    if host_apps:
+        secrets = known_secrets(settings, ctx.notify)
+        yield from apps.app_logs(settings, host_apps, follow and len(host_apps) == len(wanted),
+                                 tail, secrets)
+        wanted = [n for n in wanted if n not in host_apps]
+        if not wanted:
+            return
     engine = ctx.engine()
     containers = project_containers(engine, settings.project)
     if not containers:
@@ -590,8 +638,9 @@ def port_table(ctx: Context) -> list[PlanRow]:
     except DockerUnavailableError:
         engine, remote = None, None
     memory = StateFile(settings.state_dir).load(settings.project).ports
-    plan = PortPlanner(engine, settings, memory, check_host=remote is None).plan(
-        tuple(settings.catalog))
+    plan = PortPlanner(engine, settings, memory, check_host=remote is None,
+                       apps_running=apps.running_ports(settings, apps.records(settings))).plan(
+        (*settings.catalog, *settings.catalog.apps))
     rows: list[PlanRow] = []
     for name, spec in settings.catalog.items():
         choice = plan.by_service()[name]
@@ -601,6 +650,13 @@ def port_table(ctx: Context) -> list[PlanRow]:
                      "here": choice.port, "note": note, "kind": "container"})
     reserved = set(settings.reserved_ports)
     for app in settings.catalog.host_apps:
+        if app.managed:
+            choice = plan.by_service()[app.name]
+            note = choice.describe().split(": ", 1)[1] if choice.moved else choice.rule
+            rows.append({"schema": PLAN_SCHEMA, "service": app.name, "title": app.title,
+                         "dev": app.port, "staging": None, "prod": None, "here": choice.port,
+                         "note": f"host app devenv runs: {note}", "kind": "host app"})
+            continue
         rows.append({"schema": PLAN_SCHEMA, "service": app.name, "title": app.title,
                      "dev": app.port, "staging": None, "prod": None,
                      "here": app.port if app.port in reserved else None,
