@@ -78,19 +78,28 @@ def _mask_values(text: str, form: str) -> str:
     return "".join(pieces) + text[kept:] if pieces else text
 
 
-def mask(text: str, secrets: Iterable[str]) -> str:
+def mask(text: str, secrets: Iterable[str], cut: bool = False) -> str:
     """Replace each secret (plain, URL-encoded, `$$`-escaped for Compose) with ***.
 
     A secret that could be a word of prose (`password`) is replaced only where it stands as
     a value: in a URL's user part, after `key=` or `key:`, after a credential word, or
     quoted exactly; so `FATAL:  password authentication failed` stays readable. Any other
     secret (a generated one, anything with digits or symbols) is replaced wherever it is.
+    `cut`: the text is the head of a longer line, so a secret may have been cut in two at
+    its end; the beginning of one there is replaced too.
     Linear in the length of the text, whatever it holds (bench/mask.py)."""
+    forms: list[str] = []
     for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
         anywhere = len(secret) >= 8 and not _WORDLIKE.fullmatch(secret)
         for form in sorted({secret, quote(secret, safe=""), secret.replace("$", "$$")},
                            key=len, reverse=True):
             text = text.replace(form, "***") if anywhere else _mask_values(text, form)
+            forms.append(form)
+    if cut:
+        begun = max((k for form in forms for k in range(1, len(form))
+                     if text.endswith(form[:k])), default=0)
+        if begun:
+            text = text[:-begun] + "***"
     return text
 
 

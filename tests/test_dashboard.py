@@ -190,7 +190,8 @@ class FakeEngine:
         self.events_given.append(stream)
         return stream
 
-    def follow_logs(self, container_id: str, tail: int = 100, since: float | None = None):
+    def follow_logs(self, container_id: str, tail: int = 100, since: float | None = None,
+                    limit: int = 0):
         return EventStream(_Stream(200, iter(()), lambda: None), TARGET)  # ends at once
 
 
@@ -226,6 +227,47 @@ def test_hub_says_the_engine_is_lost_and_recovers(tmp_path: Path, monkeypatch):
         assert redis["state"] == "running"
     finally:
         hub.stop()
+
+
+class WritingEngine(FakeEngine):
+    """redis writes a progress bar redrawn with carriage returns, then one 4 MB JSON
+    document without a newline, a generated secret where the page's line limit cuts it."""
+
+    SECRET = "Zq3-x_9LkP0aQ2rT5vW8"
+
+    def follow_logs(self, container_id: str, tail: int = 100, since: float | None = None,
+                    limit: int = 0):
+        from devenv.dashboard.hub import LOG_LINE_BYTES
+        from devenv.engine import LogStream
+
+        bar = [b"".join(b"\rloading %3d%%" % i for i in range(101)) + b"\n"]
+        head = b'{"token": "x", "blob": "' + b"A" * (LOG_LINE_BYTES - 30)
+        document = [head + self.SECRET.encode()] + [b"B" * 65536] * 64 + [b'"}\n']
+        stream = _Stream(200, iter(bar + document + [b"after it\n"]), lambda: None)
+        return LogStream(stream, TARGET, limit) if limit else LogStream(stream, TARGET)
+
+
+def test_the_hub_holds_a_bounded_line_of_a_service_that_writes_without_newlines(tmp_path):
+    from devenv.dashboard.hub import LOG_LINE_BYTES
+
+    engine = WritingEngine()
+    published: list[tuple[str, dict]] = []
+    ctx = Context(project_dir=tmp_path, environ={
+        "DEVENV_PROJECT": "p", "DEVENV_POSTGRES_PASSWORD": WritingEngine.SECRET})
+    hub = Hub(ctx, lambda kind, data: published.append((kind, data)),
+              connect=lambda environ: engine)
+    hub.start()
+    try:
+        _until(lambda: len(hub.logs["redis"]) == 3)
+    finally:
+        hub.stop()
+    bar, document, after = [e["line"] for e in hub.logs["redis"]]
+    assert bar == "loading 100%" and after == "after it"
+    assert len(document.encode()) < LOG_LINE_BYTES + 100, "the page got the whole document"
+    assert document.endswith("[... cut: the line is longer than 8 KiB]")
+    assert document.startswith('{"token": "x", "blob": "AAA')
+    assert "***" in document and "Zq3" not in document  # the secret the cut split in two
+    assert [d["line"] for k, d in published if k == "log"] == [bar, document, after]
 
 
 def _until(check: Any, timeout: float = 10) -> None:

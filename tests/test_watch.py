@@ -395,7 +395,7 @@ def test_logs_come_between_the_events_masked_and_across_a_restart(tmp_path, heal
     streams = [first, after_restart]
     asked = []
 
-    def follow_logs(container_id, tail=100, since=None):
+    def follow_logs(container_id, tail=100, since=None, limit=0):
         asked.append((container_id, tail, since))
         return streams.pop(0)
 

@@ -22,6 +22,9 @@ from ..errors import DevenvError, LockedError
 from . import model
 
 LOG_LINES = 200  # kept per service for a browser that connects later
+#: bytes of one log line the page gets; a longer line comes cut there and says so, so the
+#: hub holds at most LOG_LINES x LOG_LINE_BYTES of a service's output, however it writes
+LOG_LINE_BYTES = 8 * 1024
 RECONNECT_FIRST, RECONNECT_MAX = 0.5, 5.0
 DEBOUNCE = 0.05  # events that come together make one refresh
 REPROBE = 1.0  # while a running service does not answer yet
@@ -243,7 +246,7 @@ class Hub:
                 continue
             since = self._last_line_at.get(name) if current and current[1] == c.id else None
             stream = self._output.follow(self.engine, c.id, tail=100 if since is None else 0,
-                                         since=since)
+                                         since=since, limit=LOG_LINE_BYTES)
             thread = threading.Thread(target=self._read_log, args=(name, stream),
                                       name=f"dashboard-log-{name}", daemon=True)
             self._followers[name] = (started, c.id, stream, thread)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..config.settings import Settings
+from ..engine.lines import LINE_LIMIT, CutLine
 from ..report import mask
 
 
@@ -30,6 +31,10 @@ class ContainerOutput:
         self.secrets = known_secrets(self._settings, self._warn)
 
     def mask(self, text: str) -> str:
+        """The text masked; of a line cut at its limit (a CutLine), the head is masked as
+        the beginning of a longer text (a secret cut in two at its end is masked too)."""
+        if isinstance(text, CutLine):
+            return mask(text.head, self.secrets, cut=True) + text[len(text.head):]
         return mask(text, self.secrets)
 
     def last_lines(self, engine: Any, container_id: str, count: int) -> str:
@@ -37,9 +42,11 @@ class ContainerOutput:
         return self.mask(engine.logs(container_id, count))
 
     def follow(self, engine: Any, container_id: str, tail: int = 100,
-               since: float | None = None) -> MaskedLog:
-        """A container's log lines as they are written, masked; close() ends it."""
-        return MaskedLog(engine.follow_logs(container_id, tail=tail, since=since), self)
+               since: float | None = None, limit: int = LINE_LIMIT) -> MaskedLog:
+        """A container's log lines as they are written, masked; close() ends it. A line
+        longer than `limit` bytes comes cut, and says so."""
+        return MaskedLog(engine.follow_logs(container_id, tail=tail, since=since,
+                                            limit=limit), self)
 
     def compose_logs(self, compose: Any, services: Sequence[str], follow: bool,
                      tail: int | None) -> Iterator[str]:
