@@ -366,6 +366,23 @@ def test_cross_origin_requests_are_refused_and_get_no_cors_headers():
         assert not any(k.lower().startswith("access-control") for k in headers)
 
 
+def test_only_opening_the_page_itself_may_come_from_another_site():
+    """The launch page of `dashboard --open` is a file://: the browser's navigation from it
+    is cross-site. That navigation to / (with the token) is let through; nothing else."""
+    navigate = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate",
+                "Sec-Fetch-Dest": "document"}
+    results = _requests([
+        ("GET", "/?token=" + TOKEN, navigate),
+        ("GET", "/?token=wrong", navigate),
+        ("GET", "/api/state?token=" + TOKEN, navigate),
+        ("GET", "/?token=" + TOKEN, {**navigate, "Sec-Fetch-Dest": "iframe"}),
+        ("GET", "/?token=" + TOKEN, {**navigate, "Sec-Fetch-Mode": "no-cors"}),
+        ("POST", "/api/snapshots", {**navigate, "X-Devenv-Token": TOKEN}),
+    ])
+    assert [r[0] for r in results] == [200, 403, 403, 403, 403, 403]
+    assert results[0][1]["X-Frame-Options"] == "DENY"
+
+
 def test_restart_needs_a_post_with_the_token_in_the_header():
     hub = FakeHub()
     results = _requests([

@@ -9,7 +9,10 @@ Security, in one middleware every request passes:
   X-Devenv-Token header; without it: 403;
 - a request that carries an Origin (or Sec-Fetch-Site: cross-site) from anywhere but the
   page itself is refused, and no response has CORS headers, so no other site can read or
-  drive the dashboard;
+  drive the dashboard; the one cross-site request let through is the browser opening the
+  page itself (a top-level navigation to / with the token), as the launch page of
+  `dashboard --open` (a file://) does: it shows the user the page, and gives the site it
+  came from nothing to read (X-Frame-Options, no CORS);
 - actions are POSTs with the token in the header (a link or a form cannot set it);
 - a malformed request (a token that is not ASCII, bytes that are not UTF-8, a request line
   aiohttp cannot parse) gets a 4xx, never a traceback, and each kind is logged once, in
@@ -70,7 +73,7 @@ def refuse(request: web.Request) -> str | None:
     origin = request.headers.get("Origin")
     if origin is not None and origin not in {f"http://{h}" for h in allowed_hosts(port)}:
         return "cross-origin request refused"
-    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+    if request.headers.get("Sec-Fetch-Site") == "cross-site" and not _opens_the_page(request):
         return "cross-site request refused"
     token = request.headers.get(TOKEN_HEADER, "")
     if request.method == "GET" and not token:
@@ -80,6 +83,13 @@ def refuse(request: web.Request) -> str | None:
     if not token or not hmac.compare_digest(token.encode(), config["token"].encode()):
         return "missing or wrong token"
     return None
+
+
+def _opens_the_page(request: web.Request) -> bool:
+    """A top-level navigation of the browser to the page itself."""
+    return (request.method == "GET" and request.path == "/"
+            and request.headers.get("Sec-Fetch-Mode") == "navigate"
+            and request.headers.get("Sec-Fetch-Dest") == "document")
 
 
 class RequestLog:
