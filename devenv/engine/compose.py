@@ -1,7 +1,7 @@
 """`docker compose` through python-on-whales, imported (0.4 s) only when a command needs
 it, and Compose's stderr turned into the most specific error devenv knows (the port race,
-a missing image, no Compose v2, no engine); exec, run and watch run the docker CLI
-itself, handing it the terminal."""
+a missing image, no Compose v2, no engine); exec, run, watch and logs run the docker CLI
+itself (exec and run handing it the terminal; watch and logs read in bounded memory)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ class PortRaceError(ComposeError):
 
 class Compose:
     """`docker compose` for one project, through python-on-whales; the commands that hand
-    the terminal to a process (exec, run) or stream for long (watch) run the CLI itself."""
+    the terminal to a process (exec, run) or stream for long (watch, logs) run the CLI
+    itself."""
 
     def __init__(self, project: str, compose_file: Path | None, environ: Mapping[str, str],
                  target: EngineTarget | None = None, engine: ContainerSource | None = None):
