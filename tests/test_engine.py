@@ -304,3 +304,11 @@ def test_a_child_ssh_stderr_is_caught_while_it_first_connects(capfd):
         assert _last_line_of(caught) == ("ssh: Could not resolve hostname x: Name or service "
                                          "not known")
     assert capfd.readouterr().err == ""
+
+
+def test_a_cut_line_is_known_by_its_note_also_once_joined_with_others():
+    from devenv.engine.lines import split_cut
+
+    [cut] = LineSplitter(limit=8).feed(b"0123456789")
+    assert split_cut(cut) == ("01234567", " [... cut: the line is longer than 8 bytes]")
+    assert split_cut(str(cut)) == split_cut(cut) and split_cut("a whole line") is None

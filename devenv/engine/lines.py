@@ -8,10 +8,16 @@ neither devenv nor the dashboard hold more than one line's limit of it.
 
 from __future__ import annotations
 
+import re
+
 #: the longest line kept whole (a JSON body, a base64 blob come whole); a longer one is
 #: given as soon as it reaches the limit, cut there and said. Readers that show many lines
 #: at once ask for less (the dashboard: dashboard/hub.py LOG_LINE_BYTES).
 LINE_LIMIT = 1024 * 1024
+
+
+#: the note that ends a cut line
+_CUT_NOTE = re.compile(r" \[\.\.\. cut: the line is longer than \d+ (?:MiB|KiB|bytes)\]$")
 
 
 class CutLine(str):
@@ -25,6 +31,13 @@ class CutLine(str):
                                     f"{_size(limit)}]")
         line.head = head
         return line
+
+
+def split_cut(line: str) -> tuple[str, str] | None:
+    """(head, note) of a line that was cut (a CutLine, or its text since joined with
+    others), else None."""
+    found = _CUT_NOTE.search(line)
+    return (line[:found.start()], line[found.start():]) if found else None
 
 
 def _size(limit: int) -> str:

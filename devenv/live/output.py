@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..config.settings import Settings
-from ..engine.lines import LINE_LIMIT, CutLine
+from ..engine.lines import LINE_LIMIT, split_cut
 from ..report import mask
 
 
@@ -31,11 +31,19 @@ class ContainerOutput:
         self.secrets = known_secrets(self._settings, self._warn)
 
     def mask(self, text: str) -> str:
-        """The text masked; of a line cut at its limit (a CutLine), the head is masked as
-        the beginning of a longer text (a secret cut in two at its end is masked too)."""
-        if isinstance(text, CutLine):
-            return mask(text.head, self.secrets, cut=True) + text[len(text.head):]
-        return mask(text, self.secrets)
+        """The text (a line, or lines) masked; of a line that was cut at its limit, the
+        head is masked as the beginning of a longer text (a secret the cut split in two
+        is masked too)."""
+        if "[... cut: " not in text:
+            return mask(text, self.secrets)
+        return "\n".join(self._mask_line(line) for line in text.split("\n"))
+
+    def _mask_line(self, line: str) -> str:
+        cut = split_cut(line)
+        if cut is None:
+            return mask(line, self.secrets)
+        head, note = cut
+        return mask(head, self.secrets, cut=True) + note
 
     def last_lines(self, engine: Any, container_id: str, count: int) -> str:
         """A container's last `count` log lines (stdout and stderr), masked."""
