@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,49 +15,91 @@ from .rows import Check, ConfigRow, PlanRow, ServiceRow, StatusRow
 PORTS_SCHEMA = "devenv.ports/1"
 
 
-#: words after which a value is a credential: `PASSWORD 'x'`, `password: x`, `token=x`
-_CREDENTIAL_WORD = r"(?i:\b(?:password|passwd|pwd|pass|secret|token|api[_-]?key)\b)"
-#: where a value ends: whitespace, a quote, a delimiter, a full stop, the end of the line
-_VALUE_END = r"(?=$|[\s\"'`,;&)}\]>]|\.(?:\s|$))"
 #: a secret made of letters (and single hyphens, apostrophes or spaces) could be a word of
 #: prose, like the spec's default `password`: it is masked only where it is a value
 _WORDLIKE = re.compile(r"[A-Za-z]+(?:[-' ][A-Za-z]+)*")
 
+# Where a word-like secret stands as a value. Each kind is a pattern of what comes before
+# the secret, written backwards and matched on the reversed text at the secret's start,
+# and a pattern of what follows it, matched at its end. Both are anchored, so a line is
+# searched only where the secret occurs: a regular expression with the key (`[\w.-]+=`)
+# in front of the secret would be tried from every position of a long run of word
+# characters (a base64 blob, a JSON body), quadratic in its length.
+#
+#     url     scheme://user:SECRET@
+#     assign  key=SECRET, key="SECRET"
+#     colon   key: SECRET as the whole value (to the end of the line, or a , or } after it)
+#     word    PASSWORD 'SECRET', password is SECRET (after a credential word)
+#     quote   "SECRET", not a "key":
+#
+#: where a value ends: whitespace, a quote, a delimiter, a full stop, the end of the line
+_VALUE_END = re.compile(r"$|[\s\"'`,;&)}\]>]|\.(?:\s|$)", re.MULTILINE)
+#: the credential words (password, passwd, pwd, pass, secret, token, api key), reversed
+_CREDENTIAL_WORD_REVERSED = r"(?i:\b(?:drowssap|dwssap|dwp|ssap|terces|nekot|yek[_-]?ipa)\b)"
+_VALUE_KINDS: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
+    (re.compile(before), re.compile(after, re.MULTILINE)) for before, after in (
+        (r":[^\s/@:]*//:", r"@"),
+        (r"[\"']?\s*=\s*[\w.-]", _VALUE_END.pattern),
+        (r"[\"']?[ \t]*:[ \t]*[\"']?[\w.-]", r"[\"']?[ \t]*(?:$|[,}])"),
+        (r"[\"'`]?(?:[ \t]*[:=][ \t]*|[ \t]+(?:si[ \t]+)?)[\"']?"
+         + _CREDENTIAL_WORD_REVERSED, _VALUE_END.pattern),
+    ))
+_QUOTES = "\"'`"
+_KEY_AFTER = re.compile(r"[ \t]*:")
 
-@functools.lru_cache(maxsize=64)  # `logs -f` masks every line with the same secrets
-def _value_positions(form: str) -> re.Pattern[str]:
-    f = re.escape(form)
-    return re.compile("|".join((
-        rf"(?P<url>://[^\s/@:]*:){f}(?=@)",  # scheme://user:SECRET@
-        rf"(?P<assign>[\w.-]+\s*=\s*[\"']?){f}{_VALUE_END}",  # key=SECRET, key="SECRET"
-        # key: SECRET as the whole value (to the end of the line, or a , or } after it)
-        rf"(?P<colon>[\w.-]+[\"']?[ \t]*:[ \t]*[\"']?){f}(?=[\"']?[ \t]*(?:$|[,}}]))",
-        rf"(?P<word>{_CREDENTIAL_WORD}[\"']?(?:[ \t]*[:=][ \t]*|[ \t]+(?:is[ \t]+)?)[\"'`]?)"
-        rf"{f}{_VALUE_END}",  # PASSWORD 'SECRET', password is SECRET
-        rf"(?P<quote>(?P<q>[\"'`])){f}(?=(?P=q)(?![ \t]*:))",  # "SECRET", not a "key":
-    )), re.MULTILINE)
+
+def _stands_as_value(text: str, reversed_text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] stands where a value does (see _VALUE_KINDS)."""
+    back = len(text) - start
+    for before, after in _VALUE_KINDS:
+        if before.match(reversed_text, back) and after.match(text, end):
+            return True
+    # "SECRET" quoted exactly, and not a "key": of a mapping
+    return (start > 0 and text[start - 1] in _QUOTES and text[end:end + 1] == text[start - 1]
+            and not _KEY_AFTER.match(text, end + 1))
 
 
-def _keep_prefix(match: re.Match[str]) -> str:
-    prefix = next(v for k, v in match.groupdict().items() if v is not None and k != "q")
-    return prefix + "***"
+def _mask_values(text: str, form: str) -> str:
+    """Every occurrence of `form` that stands as a value, replaced with ***. Linear in the
+    length of the text: each occurrence is judged by anchored matches around it."""
+    found = text.find(form)
+    if found < 0:
+        return text
+    reversed_text = text[::-1]
+    pieces, kept = [], 0
+    while found >= 0:
+        end = found + len(form)
+        if _stands_as_value(text, reversed_text, found, end):
+            pieces += (text[kept:found], "***")
+            kept = end
+            found = text.find(form, end)
+        else:
+            found = text.find(form, found + 1)
+    return "".join(pieces) + text[kept:] if pieces else text
 
 
-def mask(text: str, secrets: Iterable[str]) -> str:
+def mask(text: str, secrets: Iterable[str], cut: bool = False) -> str:
     """Replace each secret (plain, URL-encoded, `$$`-escaped for Compose) with ***.
 
     A secret that could be a word of prose (`password`) is replaced only where it stands as
     a value: in a URL's user part, after `key=` or `key:`, after a credential word, or
     quoted exactly; so `FATAL:  password authentication failed` stays readable. Any other
-    secret (a generated one, anything with digits or symbols) is replaced wherever it is."""
+    secret (a generated one, anything with digits or symbols) is replaced wherever it is.
+    `cut`: the text is the head of a longer line, so a secret may have been cut in two at
+    its end; the beginning of one there is replaced too.
+    Linear in the length of the text, whatever it holds (bench/mask.py)."""
+    forms: list[str] = []
     for secret in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
         anywhere = len(secret) >= 8 and not _WORDLIKE.fullmatch(secret)
         for form in sorted({secret, quote(secret, safe=""), secret.replace("$", "$$")},
                            key=len, reverse=True):
-            if anywhere:
-                text = text.replace(form, "***")
-            else:
-                text = _value_positions(form).sub(_keep_prefix, text)
+            text = text.replace(form, "***") if anywhere else _mask_values(text, form)
+            forms.append(form)
+    if cut:
+        begun = max((k for form in forms for k in range(1, len(form))
+                     if text.endswith(form[:k])), default=0)
+        if begun:
+            text = text[:-begun] + "***"
     return text
 
 

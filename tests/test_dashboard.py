@@ -190,7 +190,8 @@ class FakeEngine:
         self.events_given.append(stream)
         return stream
 
-    def follow_logs(self, container_id: str, tail: int = 100, since: float | None = None):
+    def follow_logs(self, container_id: str, tail: int = 100, since: float | None = None,
+                    limit: int = 0):
         return EventStream(_Stream(200, iter(()), lambda: None), TARGET)  # ends at once
 
 
@@ -226,6 +227,47 @@ def test_hub_says_the_engine_is_lost_and_recovers(tmp_path: Path, monkeypatch):
         assert redis["state"] == "running"
     finally:
         hub.stop()
+
+
+class WritingEngine(FakeEngine):
+    """redis writes a progress bar redrawn with carriage returns, then one 4 MB JSON
+    document without a newline, a generated secret where the page's line limit cuts it."""
+
+    SECRET = "Zq3-x_9LkP0aQ2rT5vW8"
+
+    def follow_logs(self, container_id: str, tail: int = 100, since: float | None = None,
+                    limit: int = 0):
+        from devenv.dashboard.hub import LOG_LINE_BYTES
+        from devenv.engine import LogStream
+
+        bar = [b"".join(b"\rloading %3d%%" % i for i in range(101)) + b"\n"]
+        head = b'{"token": "x", "blob": "' + b"A" * (LOG_LINE_BYTES - 30)
+        document = [head + self.SECRET.encode()] + [b"B" * 65536] * 64 + [b'"}\n']
+        stream = _Stream(200, iter(bar + document + [b"after it\n"]), lambda: None)
+        return LogStream(stream, TARGET, limit) if limit else LogStream(stream, TARGET)
+
+
+def test_the_hub_holds_a_bounded_line_of_a_service_that_writes_without_newlines(tmp_path):
+    from devenv.dashboard.hub import LOG_LINE_BYTES
+
+    engine = WritingEngine()
+    published: list[tuple[str, dict]] = []
+    ctx = Context(project_dir=tmp_path, environ={
+        "DEVENV_PROJECT": "p", "DEVENV_POSTGRES_PASSWORD": WritingEngine.SECRET})
+    hub = Hub(ctx, lambda kind, data: published.append((kind, data)),
+              connect=lambda environ: engine)
+    hub.start()
+    try:
+        _until(lambda: len(hub.logs["redis"]) == 3)
+    finally:
+        hub.stop()
+    bar, document, after = [e["line"] for e in hub.logs["redis"]]
+    assert bar == "loading 100%" and after == "after it"
+    assert len(document.encode()) < LOG_LINE_BYTES + 100, "the page got the whole document"
+    assert document.endswith("[... cut: the line is longer than 8 KiB]")
+    assert document.startswith('{"token": "x", "blob": "AAA')
+    assert "***" in document and "Zq3" not in document  # the secret the cut split in two
+    assert [d["line"] for k, d in published if k == "log"] == [bar, document, after]
 
 
 def _until(check: Any, timeout: float = 10) -> None:
@@ -322,6 +364,23 @@ def test_cross_origin_requests_are_refused_and_get_no_cors_headers():
     for status, headers, _body in results:
         assert status == 403
         assert not any(k.lower().startswith("access-control") for k in headers)
+
+
+def test_only_opening_the_page_itself_may_come_from_another_site():
+    """The launch page of `dashboard --open` is a file://: the browser's navigation from it
+    is cross-site. That navigation to / (with the token) is let through; nothing else."""
+    navigate = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate",
+                "Sec-Fetch-Dest": "document"}
+    results = _requests([
+        ("GET", "/?token=" + TOKEN, navigate),
+        ("GET", "/?token=wrong", navigate),
+        ("GET", "/api/state?token=" + TOKEN, navigate),
+        ("GET", "/?token=" + TOKEN, {**navigate, "Sec-Fetch-Dest": "iframe"}),
+        ("GET", "/?token=" + TOKEN, {**navigate, "Sec-Fetch-Mode": "no-cors"}),
+        ("POST", "/api/snapshots", {**navigate, "X-Devenv-Token": TOKEN}),
+    ])
+    assert [r[0] for r in results] == [200, 403, 403, 403, 403, 403]
+    assert results[0][1]["X-Frame-Options"] == "DENY"
 
 
 def test_restart_needs_a_post_with_the_token_in_the_header():
@@ -508,3 +567,165 @@ def test_a_snapshot_request_body_must_be_a_name(tmp_path, monkeypatch):
     assert json.loads(results[0][1])["error"] == \
         "snapshot failed: RuntimeError: engine exploded"
     assert names == [None, "mine"]  # no body: a default name
+
+
+# --- malformed requests: a 4xx and one line, never a 500 and a traceback ------------------
+def _raw(requests: list[bytes], hub: Any = None) -> tuple[list[bytes], list[str], str]:
+    """Each raw request on its own connection to the app served as `devenv dashboard`
+    serves it (its AppRunner and logger): the status lines, what the dashboard told its
+    terminal, and what reached stderr through Python's logging."""
+    import io
+    import logging as logging_module
+
+    from aiohttp import web
+
+    from devenv.dashboard.server import RequestLog, server_logger
+
+    told: list[str] = []
+    stray = io.StringIO()
+    catch_all = logging_module.StreamHandler(stray)
+    logging_module.getLogger().addHandler(catch_all)
+    log = RequestLog(told.append)
+
+    async def go() -> list[bytes]:
+        app = make_app(hub or FakeHub(), TOKEN, PORT, log)  # type: ignore[arg-type]
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               logger=server_logger(log))
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        statuses = []
+        try:
+            for raw in requests:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(raw)
+                await writer.drain()
+                statuses.append((await reader.read(65536)).split(b"\r\n")[0])
+                writer.close()
+        finally:
+            await runner.cleanup()
+        return statuses
+
+    try:
+        statuses = asyncio.run(go())
+    finally:
+        logging_module.getLogger().removeHandler(catch_all)
+    return statuses, told, stray.getvalue()
+
+
+def _get_raw(target: bytes, *headers: bytes) -> bytes:
+    return (b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % PORT
+            + b"".join(h + b"\r\n" for h in headers) + b"Connection: close\r\n\r\n")
+
+
+def test_a_token_that_is_not_utf8_is_a_400_logged_once_and_the_server_goes_on():
+    statuses, told, stray = _raw([
+        _get_raw(b"/api/state", b"X-Devenv-Token: \xff\xfe" + TOKEN.encode()),
+        _get_raw(b"/api/state", b"X-Devenv-Token: t\xc3\xa9"),
+        _get_raw(b"/api/state?token=%FF%FE"),
+        _get_raw(b"/api/state", b"X-Devenv-Token: " + TOKEN.encode()),
+    ])
+    assert [s.split(b" ", 2)[1] for s in statuses] == [b"400", b"400", b"400", b"200"]
+    assert told == ["dashboard: refused a malformed request (a token that is not ASCII) "
+                    "with 400 (more of the kind are not logged)"]
+    assert "Traceback" not in stray
+
+
+def test_a_request_line_aiohttp_cannot_parse_is_one_line_without_the_token():
+    statuses, told, stray = _raw([
+        _get_raw(b"/api/st\xffate?token=" + TOKEN.encode()),
+        _get_raw(b"/api/state?token=" + TOKEN.encode() + b"\xff"),
+        _get_raw(b"/api/state", b"X-Devenv-Token: " + TOKEN.encode()),
+    ])
+    assert [s.split(b" ", 2)[1] for s in statuses] == [b"400", b"400", b"200"]
+    assert told == ["dashboard: refused a request it could not read (InvalidURLError) "
+                    "with 400 (more of the kind are not logged)"]
+    assert "Traceback" not in stray and TOKEN not in stray
+
+
+def test_a_handler_that_fails_is_a_500_in_one_line_and_the_server_goes_on():
+    class Broken(FakeHub):
+        def secrets(self) -> dict:
+            raise KeyError("DEVENV_X")
+
+    statuses, told, stray = _raw([
+        _get_raw(b"/api/secrets", b"X-Devenv-Token: " + TOKEN.encode()),
+        _get_raw(b"/api/state", b"X-Devenv-Token: " + TOKEN.encode()),
+    ], Broken())
+    assert [s.split(b" ", 2)[1] for s in statuses] == [b"500", b"200"]
+    assert told == ["dashboard: GET /api/secrets failed: KeyError: 'DEVENV_X' "
+                    "(more of the kind are not logged)"]
+    assert "Traceback" not in stray
+
+
+# --- --open: the browser's command line carries no token --------------------------------
+def test_open_hands_the_browser_a_private_page_not_the_tokened_url(tmp_path, monkeypatch):
+    """Every local user can read a process's arguments: the browser gets the file:// URL
+    of a 0600 page that leads on to the tokened URL; the page goes once the dashboard
+    has served itself, and only the file devenv wrote is removed."""
+    import stat
+    import urllib.parse
+    import webbrowser
+
+    from click.testing import CliRunner
+
+    import devenv.dashboard as dashboard_package
+    from devenv.cli.main import cli
+    from devenv.dashboard.launch import LaunchPage
+
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url, *a, **k: opened.append(url) or True)
+    pages: list[Path] = []
+
+    def serve(ctx: Context, on_ready: Any, features: Any = None, open_page: bool = False):
+        url = f"http://127.0.0.1:{PORT}/?token={TOKEN}"
+        page = LaunchPage(ctx.settings().state_dir, PORT)
+        open_url = page.write(url) if open_page else ""
+        pages.append(page.path)
+        on_ready(dashboard_package.Served(url, PORT, TOKEN, "p", PortChoice(
+            "dashboard", PORT, PORT, "configured"), open_url))
+        _until(lambda: opened)  # the browser is started in a thread
+
+    monkeypatch.setattr(dashboard_package, "serve", serve)
+    result = CliRunner().invoke(cli, ["--project-dir", str(tmp_path), "dashboard", "--open"])
+    assert result.exit_code == 0, result.output
+    [argument] = opened
+    assert TOKEN not in argument and argument.startswith("file:///")
+    page = Path(urllib.parse.unquote(urllib.parse.urlparse(argument).path))
+    assert page == pages[0] and page.parent == tmp_path / ".devenv"
+    assert stat.S_IMODE(page.stat().st_mode) == 0o600
+    assert f'content="0; url=http://127.0.0.1:{PORT}/?token={TOKEN}"' in page.read_text()
+
+
+def test_the_launch_page_is_removed_once_served_and_only_if_it_is_still_devenvs(tmp_path):
+    from devenv.dashboard.launch import LaunchPage
+
+    page = LaunchPage(tmp_path / ".devenv", 7780)
+    page.write("http://127.0.0.1:1/?token=x")
+    page.remove()
+    assert not page.path.exists()
+    page.remove()  # twice is fine
+    page.write("http://127.0.0.1:1/?token=x")
+    page.path.unlink()
+    page.path.write_text("the user's own file, put there since")
+    page.remove()
+    assert page.path.read_text() == "the user's own file, put there since"
+
+
+def test_the_app_uses_up_the_launch_page_when_it_serves_the_page():
+    served: list[str] = []
+    app = make_app(FakeHub(), TOKEN, PORT,  # type: ignore[arg-type]
+                   on_page=lambda: served.append("page"))
+
+    async def go() -> list[int]:
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            statuses = []
+            for path in ("/api/state?token=" + TOKEN, "/?token=wrong", "/?token=" + TOKEN):
+                response = await client.get(path, headers={"Host": f"127.0.0.1:{PORT}"})
+                statuses.append(response.status)
+                response.close()
+            return statuses
+
+    assert asyncio.run(go()) == [200, 403, 200]
+    assert served == ["page"]  # only a page served with the token counts

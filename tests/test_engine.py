@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from devenv.engine import PortRaceError, compose_error, remote_host_of
-from devenv.engine.api import _container, _demux
-from devenv.engine.transport import _parse_response
+from devenv.engine.api import Engine, LogStream, _container
+from devenv.engine.dockercontext import EngineTarget
+from devenv.engine.lines import LINE_LIMIT, CutLine, LineSplitter
+from devenv.engine.transport import _parse_response, _Stream
 from devenv.errors import ComposeError, DockerUnavailableError, ImageMissingError
 
 
@@ -19,10 +21,88 @@ def test_parse_plain_and_chunked_responses():
         _parse_response(b"garbage")
 
 
-def test_demux_strips_frame_headers():
-    frames = b"\x01\0\0\0\0\0\0\x03out" + b"\x02\0\0\0\0\0\0\x04err\n"
-    assert _demux(frames) == b"outerr\n"
-    assert _demux(b"tty output") == b"tty output"
+TARGET = EngineTarget(host="unix:///x", context="", source="DOCKER_HOST")
+
+
+def _frame(stream: int, payload: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(payload).to_bytes(4, "big") + payload
+
+
+class _FakeAPI:
+    """The Engine API as Engine.logs reads it: a body streamed in chunks."""
+
+    target = TARGET
+
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+    def stream(self, path, query=None, timeout=None):
+        return _Stream(200, iter(self.chunks), lambda: None)
+
+
+def test_last_log_lines_strip_frame_headers_and_keep_only_the_tail():
+    engine = Engine.__new__(Engine)
+    engine._api = _FakeAPI([_frame(1, b"one\nout"), _frame(2, b"err\ntwo\nthree\n")])
+    assert engine.logs("c1", 2) == "two\nthree\n"
+    engine._api = _FakeAPI([b"tty output\r\nlast words"])  # a TTY: no frames
+    assert engine.logs("c1", 10) == "tty output\nlast words\n"
+
+
+def _peak_while(work) -> int:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_log_written_without_newlines_is_held_in_bounded_memory():
+    """A progress bar redrawn with a carriage return, then one endless JSON document: the
+    reader holds at most one line's limit, the bar comes as its last state, the document
+    as its head, cut and said, as soon as it passes the limit."""
+    chunk = b"".join(b"\rprogress %3d%%" % (i % 100) for i in range(4096))  # ~60 KB
+    body = [_frame(1, chunk) for _ in range(160)] + [_frame(1, b"\rdone 100%\n")]
+    body += [_frame(1, b'{"blob": "' + b"A" * 65536) for _ in range(160)]
+    body += [_frame(1, b'"}\nnext line\n')]
+    lines: list[str] = []
+    limit = 64 * 1024
+    peak = _peak_while(lambda: lines.extend(LogStream(_Stream(200, iter(body), lambda: None),
+                                                      TARGET, limit)))
+    assert lines[0] == "done 100%" and lines[-1] == "next line" and len(lines) == 3
+    cut = lines[1]
+    assert isinstance(cut, CutLine) and cut.head == '{"blob": "' + "A" * (limit - 10)
+    assert cut.endswith("[... cut: the line is longer than 64 KiB]")
+    assert peak < 8 * limit, f"{peak} bytes held for 20 MB of log"  # not the 20 MB
+    assert LINE_LIMIT == 1 << 20  # what every other reader holds of a line at most
+
+
+def test_a_frame_is_passed_on_as_it_comes_not_gathered_whole():
+    """A frame header may announce more than will ever come (a huge or endless write):
+    its lines are given while it streams."""
+    from devenv.engine import LogDemuxer
+
+    demux = LogDemuxer()
+    header = bytes([1, 0, 0, 0]) + (1 << 30).to_bytes(4, "big")
+    assert demux.feed(header + b"first\nsec") == ["first"]
+    assert demux.feed(b"ond\n") == ["second"]
+
+
+def test_lines_split_anywhere_come_whole_and_crlf_is_one_end():
+    raw = "héllo\r\nwörld\n".encode()
+    for cut in range(1, len(raw)):
+        lines = LineSplitter()
+        assert lines.feed(raw[:cut]) + lines.feed(raw[cut:]) == ["héllo", "wörld"], cut
+
+
+def test_a_cut_never_splits_a_character():
+    lines = LineSplitter(limit=10)
+    [cut] = lines.feed("abcdefghi€ and more".encode())  # € is 3 bytes at 9..11
+    assert cut.head == "abcdefghi"
+    assert lines.feed(b" still the same line\nnew\n") == ["new"]
+    assert lines.end() == []
 
 
 @pytest.mark.parametrize("stderr, port", [
@@ -224,3 +304,11 @@ def test_a_child_ssh_stderr_is_caught_while_it_first_connects(capfd):
         assert _last_line_of(caught) == ("ssh: Could not resolve hostname x: Name or service "
                                          "not known")
     assert capfd.readouterr().err == ""
+
+
+def test_a_cut_line_is_known_by_its_note_also_once_joined_with_others():
+    from devenv.engine.lines import split_cut
+
+    [cut] = LineSplitter(limit=8).feed(b"0123456789")
+    assert split_cut(cut) == ("01234567", " [... cut: the line is longer than 8 bytes]")
+    assert split_cut(str(cut)) == split_cut(cut) and split_cut("a whole line") is None

@@ -48,3 +48,24 @@ def test_module_paths_in_strings_exist():
 def test_at_most_twelve_modules_at_the_top_of_the_package():
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(top) <= 12, top
+
+
+def _names(node: ast.AST, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
+
+
+def test_container_output_is_read_only_through_the_one_mask():
+    """Every path that shows what a container wrote reads it through live/output.py, which
+    masks it: a new path that called the engine's `logs` / `follow_logs` (or Compose's
+    `logs`) itself could show a password. (`stack.logs` is the use case `devenv logs`.)"""
+    readers = {"logs", "follow_logs"}
+    allowed = {Path("live/output.py")}
+    calls = [(path, node.lineno) for path, tree in _trees()
+             if path.parts[0] != "engine" and path not in allowed
+             for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and node.func.attr in readers and not _names(node.func.value, "stack")]
+    assert calls == []
+    output = dict(_trees())[Path("live/output.py")]
+    assert {n.func.attr for n in ast.walk(output) if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)} >= readers, "the scan lost the readers"

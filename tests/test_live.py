@@ -155,3 +155,25 @@ def test_a_refused_login_names_the_setting_and_both_ways_out(code, setting):
     settings_row = make_row(settings, "postgres", "127.0.0.1", 5432,
                             error.message.removeprefix("postgres "))
     assert login_refused([settings_row]) == ("postgres", code)
+
+
+def test_container_output_masks_a_secret_cut_in_two_by_a_lines_limit(tmp_path):
+    """A line past its limit ends in a note; the secret the cut split in two (its head
+    before the note) is masked too, in a followed log and in the last lines alike."""
+    from devenv.engine.lines import LineSplitter
+    from devenv.live.output import ContainerOutput
+
+    secret = "Zq3-x_9LkP0aQ2rT5vW8"
+    settings = load_settings(tmp_path, {"DEVENV_POSTGRES_PASSWORD": secret}, {})
+    output = ContainerOutput(settings)
+    [cut] = LineSplitter(limit=24).feed(f"data=aaaa {secret} and more\n".encode())
+    assert cut.head == "data=aaaa Zq3-x_9LkP0aQ2"
+    assert output.mask(cut) == "data=aaaa *** [... cut: the line is longer than 24 bytes]"
+
+    class Engine:
+        def logs(self, container_id, tail=20):
+            return f"url=postgresql://app:{secret}@db/app\n{cut}\n"
+
+    assert output.last_lines(Engine(), "c1", 10) == (
+        "url=postgresql://app:***@db/app\n"
+        "data=aaaa *** [... cut: the line is longer than 24 bytes]\n")

@@ -107,3 +107,47 @@ def test_prose_made_of_common_words_is_never_changed(words):
     assume("password password" not in line)
     assume(not (len(words) >= 2 and words[-1] == "password" and words[-2].endswith(":")))
     assert mask(line, [DEFAULT]) == line
+
+
+def test_a_megabyte_line_without_blanks_is_masked_without_blowing_up():
+    """The default password is masked only where it is a value, which a pattern would find
+    by trying the key before it (`[\\w.-]+=`) from every position of a long run of word
+    characters: quadratic, hours for one base64 blob. The masking runs in a child with a
+    generous limit (it takes milliseconds), so that a blow-up fails here instead of hanging
+    the suite."""
+    import subprocess
+    import sys
+
+    script = (
+        "import base64, hashlib\n"
+        "from devenv.report import mask\n"
+        "blob = base64.b64encode(b''.join(hashlib.sha256(str(i).encode()).digest()\n"
+        "                                 for i in range(24576))).decode()\n"
+        "blob = blob.replace('+', 'a').replace('/', 'b')\n"
+        "line = '{\"password\":\"password\",\"blob\":\"' + blob + '\",\"k\":\"password\"}'\n"
+        "assert len(line) > 1 << 20\n"
+        "out = mask(line, ['password'])\n"
+        "assert out == line.replace(':\"password\"', ':\"***\"'), out[:80]\n"
+        "words = mask('password' * 131072, ['password'])\n"
+        "assert words == 'password' * 131072\n"
+        "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_the_masking_bench_runs_and_compares_the_same_output():
+    """bench/mask.py works (not its numbers): it checks that the mask it times masks the
+    two values, and that the old regex it compares with masks as the mask does."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / "mask.py"
+    done = subprocess.run([sys.executable, str(bench), "--runs", "1", "--before-sizes",
+                           "512,1024", "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["line_bytes"] == 1 << 20 and set(result["before_s"]) == {"512", "1024"}
+    assert result["after_ms"] > 0 and result["before_1m_s"] > 0

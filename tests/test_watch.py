@@ -395,7 +395,7 @@ def test_logs_come_between_the_events_masked_and_across_a_restart(tmp_path, heal
     streams = [first, after_restart]
     asked = []
 
-    def follow_logs(container_id, tail=100, since=None):
+    def follow_logs(container_id, tail=100, since=None, limit=0):
         asked.append((container_id, tail, since))
         return streams.pop(0)
 
@@ -437,3 +437,44 @@ def test_logs_without_watch_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(cli, ["--project-dir", str(tmp_path), "up", "--logs"])
     assert result.exit_code == EXIT_USAGE
     assert "--logs prints the API's output while watching: add --watch" in result.output
+
+
+def test_the_last_log_lines_of_an_api_that_exits_after_a_sync_are_masked(tmp_path):
+    """What the API wrote before it died is shown (fix the file, the next save restarts it),
+    through the same mask as `devenv logs`: its connection URL holds the password."""
+    import socket
+    from dataclasses import replace
+
+    from devenv.stack.watch import WatchPlan, follow
+
+    with socket.socket() as s:  # a port nothing answers on: the API is down
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+
+    class Exiting(FakeProcess):
+        def lines(self):
+            yield "\x1b[2KWatch enabled"
+            yield '\x1b[2KSyncing "api" after changes were detected'
+            yield " Container p-api-1  Restarting"
+            engine.api = replace(engine.api, state="exited", status="Exited (1) 1 second ago")
+            yield " Container p-api-1  Started"
+            raise KeyboardInterrupt
+
+    engine = FakeEngine(closed, Exiting([]))
+    engine.logs = lambda container_id, tail=20: (
+        "connecting to postgresql://app:S3cret-pw@db:5432/app\n"
+        "Error: password authentication failed; DB_PASSWORD=S3cret-pw\n")
+    settings = load_settings(tmp_path, {"DEVENV_PROJECT": "p",
+                                        "DEVENV_POSTGRES_PASSWORD": "S3cret-pw"}, {})
+    plan = WatchPlan(settings, ({"action": "sync+restart", "path": ".", "target": "/app"},),
+                     ".", True)
+    events = []
+    with pytest.raises(KeyboardInterrupt):
+        for event in follow(None, plan, engine=engine):
+            events.append(event)
+    [restarted] = [e for e in events if e.kind == "restarted"]
+    assert restarted.state == "exited"
+    shown = format_event(restarted)
+    assert "last log lines of api:" in shown
+    assert "postgresql://app:***@db:5432/app" in shown and "DB_PASSWORD=***" in shown
+    assert "S3cret-pw" not in shown

@@ -25,14 +25,26 @@ def run_dashboard(ctx: click.Context, port: int | None, open_browser: bool,
             click.echo(f"dashboard of {served.project}: {served.url}")
             err("the token in the URL is the key: share it with no one; Ctrl-C stops")
         if open_browser:
-            import webbrowser
+            import threading
 
-            if not webbrowser.open(served.url):
-                err("no browser found to open; copy the URL above")
+            # In a thread: a browser command that stays in the foreground (BROWSER=...)
+            # must not hold up the server the page is about to ask.
+            threading.Thread(target=_open_browser, args=(served.open_url,), daemon=True,
+                             name="open-browser").start()
 
     with contextlib.suppress(KeyboardInterrupt):
-        serve(context, ready, features=_features())  # returns on SIGTERM or SIGHUP
+        # returns on SIGTERM or SIGHUP
+        serve(context, ready, features=_features(), open_page=open_browser)
     err("dashboard stopped")
+
+
+def _open_browser(open_url: str) -> None:
+    """The browser's command line shows in every local user's process list: it gets the
+    path of a page of the user's own that leads to the tokened URL, never the URL."""
+    import webbrowser
+
+    if not webbrowser.open(open_url):
+        err("no browser found to open; copy the URL above")
 
 
 def _features() -> dict[str, bool]:
@@ -43,7 +55,9 @@ def _features() -> dict[str, bool]:
 @click.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=None, metavar="PORT",
               help="Wanted port (DEVENV_DASHBOARD_PORT, default 7780); moved if taken.")
-@click.option("--open", "open_browser", is_flag=True, help="Open the page in the browser.")
+@click.option("--open", "open_browser", is_flag=True,
+              help="Open the page in the browser (handed a private file that leads to the "
+              "URL, so the token is never on a command line).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the URL as one JSON line (schema devenv.dashboard.url/1).")
 @click.pass_context

@@ -30,6 +30,9 @@ class Served:
     token: str
     project: str
     choice: PortChoice
+    #: with open_page: a file:// URL of a 0600 page that sends the browser on to `url`,
+    #: for the browser's command line (which every local user can read); else ""
+    open_url: str = ""
 
     def as_data(self) -> dict[str, Any]:
         return {"schema": URL_SCHEMA, "url": self.url, "port": self.port,
@@ -68,18 +71,19 @@ def _remember(ctx: Context, choice: PortChoice) -> None:
 
 
 def serve(ctx: Context, on_ready: Callable[[Served], None],
-          features: dict[str, bool] | None = None) -> None:
+          features: dict[str, bool] | None = None, open_page: bool = False) -> None:
     """Plan the port, start the hub and the server, call on_ready, run until Ctrl-C or
-    SIGTERM."""
-    asyncio.run(_serve(ctx, on_ready, features or {}))
+    SIGTERM. With open_page, Served.open_url is a launch page for a browser (launch.py)."""
+    asyncio.run(_serve(ctx, on_ready, features or {}, open_page))
 
 
 async def _serve(ctx: Context, on_ready: Callable[[Served], None],
-                 features: dict[str, bool]) -> None:
+                 features: dict[str, bool], open_page: bool = False) -> None:
     from aiohttp import web
 
     from .hub import Hub
-    from .server import broadcaster, make_app
+    from .launch import LaunchPage
+    from .server import RequestLog, broadcaster, make_app, server_logger
 
     loop = asyncio.get_running_loop()
     settings = ctx.settings()
@@ -89,12 +93,16 @@ async def _serve(ctx: Context, on_ready: Callable[[Served], None],
     hub = Hub(ctx, lambda kind, data: forward[0](kind, data) if forward else None,
               features=features)
     runner: Any = None
+    log = RequestLog(ctx.notify)
+    launch: list[LaunchPage] = []  # the page is used up when the dashboard serves itself
     for attempt in range(BIND_RETRIES + 1):
         choice = planner.plan(("dashboard",)).by_service()["dashboard"]
         if choice.moved:
             ctx.notify(choice.describe())
-        app = make_app(hub, token, choice.port)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        app = make_app(hub, token, choice.port, log,
+                       on_page=lambda: launch[0].remove() if launch else None)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                               logger=server_logger(log))
         await runner.setup()
         try:
             await web.TCPSite(runner, LISTEN, choice.port).start()
@@ -115,10 +123,16 @@ async def _serve(ctx: Context, on_ready: Callable[[Served], None],
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     url = f"http://{LISTEN}:{choice.port}/?token={token}"
-    on_ready(Served(url, choice.port, token, settings.project, choice))
+    open_url = ""
+    if open_page:
+        launch.append(LaunchPage(settings.state_dir, choice.port))
+        open_url = launch[0].write(url)
     try:
+        on_ready(Served(url, choice.port, token, settings.project, choice, open_url))
         await stop.wait()
     finally:
+        for page in launch:
+            page.remove()
         hub.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(runner.cleanup(), 3)

@@ -22,6 +22,9 @@ from ..errors import DevenvError, LockedError
 from . import model
 
 LOG_LINES = 200  # kept per service for a browser that connects later
+#: bytes of one log line the page gets; a longer line comes cut there and says so, so the
+#: hub holds at most LOG_LINES x LOG_LINE_BYTES of a service's output, however it writes
+LOG_LINE_BYTES = 8 * 1024
 RECONNECT_FIRST, RECONNECT_MAX = 0.5, 5.0
 DEBOUNCE = 0.05  # events that come together make one refresh
 REPROBE = 1.0  # while a running service does not answer yet
@@ -34,14 +37,14 @@ class Hub:
     def __init__(self, ctx: Context, publish: Publish,
                  connect: Callable[[Mapping[str, str]], Any] | None = None,
                  features: Mapping[str, bool] | None = None):
-        from ..config.state import known_secrets
+        from ..live.output import ContainerOutput
 
         self.ctx = ctx
         self.settings = ctx.settings()
         self.project = self.settings.project
         self._publish = publish
         self._connect = connect or ctx.engine_factory
-        self._secrets = known_secrets(self.settings)
+        self._output = ContainerOutput(self.settings)
         self.features = dict(features or {})
         self.engine: Any = None
         self.engine_status: dict[str, Any] = {"connected": False, "since": time.time(),
@@ -160,11 +163,10 @@ class Hub:
 
     def _snapshot(self) -> dict[str, Any]:
         """What the engine says now: containers, their inspect documents, published ports."""
-        from ..config.state import known_secrets
         from ..live.running import known_containers, url_host
 
         engine, settings = self.engine, self.settings
-        self._secrets = known_secrets(settings)  # a secret generated since is masked too
+        self._output.refresh()  # a secret generated since is masked too
         containers = known_containers(engine, settings)
         with ThreadPoolExecutor(max_workers=max(1, len(containers))) as pool:
             details = dict(zip(containers, pool.map(lambda c: engine.inspect(c.id),
@@ -256,8 +258,8 @@ class Hub:
             if not c.running:
                 continue
             since = self._last_line_at.get(name) if current and current[1] == c.id else None
-            stream = self.engine.follow_logs(c.id, tail=100 if since is None else 0,
-                                             since=since)
+            stream = self._output.follow(self.engine, c.id, tail=100 if since is None else 0,
+                                         since=since, limit=LOG_LINE_BYTES)
             thread = threading.Thread(target=self._read_log, args=(name, stream),
                                       name=f"dashboard-log-{name}", daemon=True)
             self._followers[name] = (started, c.id, stream, thread)
@@ -266,12 +268,10 @@ class Hub:
             self._followers.pop(name)[2].close()
 
     def _read_log(self, name: str, stream: Any) -> None:
-        from ..report import mask
-
         with contextlib.suppress(DevenvError):
-            for line in stream:
+            for line in stream:  # masked
                 at = time.time()
-                entry = {"service": name, "line": mask(line, self._secrets), "at": at}
+                entry = {"service": name, "line": line, "at": at}
                 self._last_line_at[name] = at
                 self.logs[name].append(entry)
                 self._publish("log", entry)

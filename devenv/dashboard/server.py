@@ -9,8 +9,14 @@ Security, in one middleware every request passes:
   X-Devenv-Token header; without it: 403;
 - a request that carries an Origin (or Sec-Fetch-Site: cross-site) from anywhere but the
   page itself is refused, and no response has CORS headers, so no other site can read or
-  drive the dashboard;
-- actions are POSTs with the token in the header (a link or a form cannot set it).
+  drive the dashboard; the one cross-site request let through is the browser opening the
+  page itself (a top-level navigation to / with the token), as the launch page of
+  `dashboard --open` (a file://) does: it shows the user the page, and gives the site it
+  came from nothing to read (X-Frame-Options, no CORS);
+- actions are POSTs with the token in the header (a link or a form cannot set it);
+- a malformed request (a token that is not ASCII, bytes that are not UTF-8, a request line
+  aiohttp cannot parse) gets a 4xx, never a traceback, and each kind is logged once, in
+  one line: a page that sends them in a loop cannot fill the terminal.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -51,8 +59,13 @@ def allowed_hosts(port: int) -> set[str]:
     return {f"127.0.0.1:{port}", f"localhost:{port}"}
 
 
+class MalformedRequest(ValueError):
+    """A request no client of the dashboard sends: answered 400."""
+
+
 def refuse(request: web.Request) -> str | None:
-    """Why a request is refused, or None. Pure over the request's headers and query."""
+    """Why a request is refused, or None. Pure over the request's headers and query.
+    Raises MalformedRequest for a token that is not ASCII (the dashboard's never is)."""
     config = request.app[CONFIG]
     port = config["port"]
     if request.headers.get("Host", "") not in allowed_hosts(port):
@@ -60,31 +73,99 @@ def refuse(request: web.Request) -> str | None:
     origin = request.headers.get("Origin")
     if origin is not None and origin not in {f"http://{h}" for h in allowed_hosts(port)}:
         return "cross-origin request refused"
-    if request.headers.get("Sec-Fetch-Site") == "cross-site":
+    if request.headers.get("Sec-Fetch-Site") == "cross-site" and not _opens_the_page(request):
         return "cross-site request refused"
     token = request.headers.get(TOKEN_HEADER, "")
     if request.method == "GET" and not token:
         token = request.query.get("token", "")
+    if not token.isascii():
+        raise MalformedRequest("a token that is not ASCII")
     if not token or not hmac.compare_digest(token.encode(), config["token"].encode()):
         return "missing or wrong token"
     return None
 
 
+def _opens_the_page(request: web.Request) -> bool:
+    """A top-level navigation of the browser to the page itself."""
+    return (request.method == "GET" and request.path == "/"
+            and request.headers.get("Sec-Fetch-Mode") == "navigate"
+            and request.headers.get("Sec-Fetch-Dest") == "document")
+
+
+class RequestLog:
+    """What the server says about requests it could not serve: one line for each kind,
+    the first time only (a page that repeats one cannot fill the terminal)."""
+
+    def __init__(self, notify: Callable[[str], None]):
+        self._notify = notify
+        self._told: set[str] = set()
+
+    def once(self, kind: str, text: str) -> None:
+        if kind not in self._told:
+            self._told.add(kind)
+            self._notify(f"dashboard: {text} (more of the kind are not logged)")
+
+
+class _OneLine(logging.Handler):
+    """aiohttp's own error log (a request it cannot parse, answered 400 before the guard
+    sees it) as one line of the RequestLog, never a traceback. Only the kind is said: the
+    request line it would quote carries the token."""
+
+    def __init__(self, log: RequestLog):
+        super().__init__(logging.INFO)
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        kind = type(exc).__name__ if exc is not None else "message"
+        code = getattr(exc, "code", None)
+        self._log.once(f"aiohttp:{kind}", f"refused a request it could not read ({kind})"
+                       + (f" with {code}" if isinstance(code, int) else ""))
+
+
+def server_logger(log: RequestLog) -> logging.Logger:
+    """The logger the server's request handlers use (AppRunner(logger=...))."""
+    logger = logging.Logger("devenv.dashboard.server", logging.INFO)  # no parent, no root
+    logger.addHandler(_OneLine(log))
+    return logger
+
+
 @web.middleware
 async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-    why = refuse(request)
-    if why is not None:
-        response: web.StreamResponse = web.Response(status=403, text=f"forbidden: {why}\n")
+    log: RequestLog = request.app[CONFIG]["log"]
+    try:
+        why = refuse(request)
+    except (MalformedRequest, UnicodeError) as exc:
+        why = None
+        log.once("malformed", f"refused a malformed request ({exc}) with 400")
+        response: web.StreamResponse = web.Response(status=400,
+                                                    text="bad request: malformed\n")
     else:
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            response = web.Response(status=exc.status, text=exc.text,
-                                    headers={k: v for k, v in exc.headers.items()
-                                             if k.lower() == "allow"})
+        if why is not None:
+            response = web.Response(status=403, text=f"forbidden: {why}\n")
+        else:
+            response = await _handle(request, handler, log)
     for key, value in SECURITY_HEADERS.items():
         response.headers.setdefault(key, value)
     return response
+
+
+async def _handle(request: web.Request, handler: Any, log: RequestLog) -> web.StreamResponse:
+    """The handler's response; what it raises, as one line and a status, never a
+    traceback: 400 for text that is not what it claims, 500 (logged) for the rest."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        return web.Response(status=exc.status, text=exc.text,
+                            headers={k: v for k, v in exc.headers.items()
+                                     if k.lower() == "allow"})
+    except UnicodeError as exc:
+        log.once("malformed", f"refused a malformed request ({exc}) with 400")
+        return web.Response(status=400, text="bad request: malformed\n")
+    except Exception as exc:  # noqa: BLE001 - one line, and the server goes on
+        log.once(f"error:{type(exc).__name__}", f"{request.method} {request.path} failed: "
+                 f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return web.Response(status=500, text="the dashboard failed; see its terminal\n")
 
 
 def _asset(name: str) -> str:
@@ -92,8 +173,10 @@ def _asset(name: str) -> str:
 
 
 async def index(request: web.Request) -> web.Response:
-    token = request.app[CONFIG]["token"]
-    page = _asset("index.html").replace("__TOKEN__", token)
+    config = request.app[CONFIG]
+    page = _asset("index.html").replace("__TOKEN__", config["token"])
+    if config["on_page"] is not None:
+        config["on_page"]()
     return web.Response(text=page, content_type="text/html")
 
 
@@ -222,10 +305,14 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def make_app(hub: Hub, token: str, port: int) -> web.Application:
+def make_app(hub: Hub, token: str, port: int, log: RequestLog | None = None,
+             on_page: Callable[[], None] | None = None) -> web.Application:
+    """The app; `log` tells the terminal about requests it refused as malformed, `on_page`
+    is called when the page itself is served (the --open launch file is then used up)."""
     app = web.Application(middlewares=[guard])
     app[HUB] = hub
-    app[CONFIG] = {"token": token, "port": port}
+    app[CONFIG] = {"token": token, "port": port, "log": log or RequestLog(lambda text: None),
+                   "on_page": on_page}
     app[CLIENTS] = set()
     app.router.add_get("/", index)
     app.router.add_get("/static/{name}", static)

@@ -4,6 +4,7 @@ and removing a project for `down`). 404 and Docker's errors become devenv's here
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -19,6 +20,7 @@ from ..errors import (
     DockerUnavailableError,
 )
 from .dockercontext import EngineTarget, resolve_engine
+from .lines import LINE_LIMIT, LineSplitter
 from .models import (
     PROJECT_LABEL,
     SERVICE_LABEL,
@@ -44,6 +46,9 @@ from .transport import (
 
 if TYPE_CHECKING:
     from .compose import Compose
+
+#: a container's last log lines (not followed) come within this
+LOGS_TIMEOUT = 30.0
 
 class _NotFound(Exception):
     pass
@@ -167,12 +172,16 @@ class Engine:
         return sorted(v["Name"] for v in data.get("Volumes") or [])
 
     def logs(self, container_id: str, tail: int = 20) -> str:
+        """A container's last `tail` log lines, read as a stream: however long its lines,
+        no more than `tail` of them, each cut at LINE_LIMIT, are held."""
         try:
-            raw = self._api.get_bytes(f"/containers/{container_id}/logs",
-                                      {"stdout": "1", "stderr": "1", "tail": str(tail)})
+            stream = self._api.stream(f"/containers/{container_id}/logs",
+                                      {"stdout": "1", "stderr": "1", "tail": str(tail)},
+                                      timeout=LOGS_TIMEOUT)
         except _NotFound:
             return ""
-        return _demux(raw).decode(errors="replace")
+        last = collections.deque(LogStream(stream, self._api.target), maxlen=max(tail, 0))
+        return "".join(line + "\n" for line in last)
 
     def stats(self, container_id: str) -> dict[str, Any]:
         """One sample of a container's CPU and memory (the engine waits ~1 s for the CPU
@@ -192,9 +201,10 @@ class Engine:
         stream = self._api.stream("/events", {"filters": json.dumps(filters)})
         return EventStream(stream, self._api.target)
 
-    def follow_logs(self, container_id: str, tail: int = 100,
-                    since: float | None = None) -> LogStream:
-        """A container's log lines as they are written, until it stops or close()."""
+    def follow_logs(self, container_id: str, tail: int = 100, since: float | None = None,
+                    limit: int = LINE_LIMIT) -> LogStream:
+        """A container's log lines as they are written, until it stops or close(); a line
+        longer than `limit` bytes comes cut (engine/lines.py)."""
         query = {"stdout": "1", "stderr": "1", "follow": "1", "tail": str(tail)}
         if since is not None:
             query["since"] = f"{since:.3f}"
@@ -202,7 +212,7 @@ class Engine:
             stream = self._api.stream(f"/containers/{container_id}/logs", query)
         except _NotFound:
             stream = _Stream(404, iter(()), lambda: None)
-        return LogStream(stream, self._api.target)
+        return LogStream(stream, self._api.target, limit)
 
     # --- writes that need no compose file -------------------------------------------
     def signal(self, container_id: str, signal: str) -> None:
@@ -471,7 +481,8 @@ class Engine:
                          body=json.dumps({"Detach": False, "Tty": False}).encode(),
                          timeout=timeout)
         state = self._api.get(f"/exec/{created['Id']}/json") or {}
-        output = _demux(raw).decode(errors="replace")
+        demux = LogDemuxer()
+        output = "\n".join([*demux.feed(raw), *demux.end()])
         code = state.get("ExitCode")
         return CommandResult(int(code) if code is not None else 125, output, "")
 
@@ -576,16 +587,6 @@ def _container(item: Mapping[str, Any]) -> Container:
     )
 
 
-def _demux(raw: bytes) -> bytes:
-    """Strip the 8-byte frame headers of a non-TTY container's log stream."""
-    out, i = bytearray(), 0
-    while i + 8 <= len(raw) and raw[i] in (0, 1, 2) and raw[i + 1 : i + 4] == b"\0\0\0":
-        size = int.from_bytes(raw[i + 4 : i + 8], "big")
-        out += raw[i + 8 : i + 8 + size]
-        i += 8 + size
-    return bytes(out) if i else raw
-
-
 class EventStream:
     """Iterate Docker events (dicts); close() from another thread ends the iteration."""
 
@@ -621,52 +622,68 @@ class EventStream:
 
 class LogDemuxer:
     """Incremental reader of a log stream: the 8-byte frame headers of a non-TTY container
-    (possibly split across chunks) are removed; a TTY container's raw bytes pass through."""
+    (possibly split across chunks) are removed, a TTY container's raw bytes pass through,
+    and the bytes become lines in a LineSplitter. A frame's payload is passed on as it
+    comes, never gathered whole: what is held is at most 8 header bytes and one line's
+    limit, whatever a frame header claims."""
 
-    def __init__(self) -> None:
-        self._buffer = b""
+    def __init__(self, limit: int = LINE_LIMIT) -> None:
+        self._header = b""  # of the next frame, or the first bytes while the kind is unknown
         self._framed: bool | None = None
-        self._partial = b""
+        self._left = 0  # payload bytes of the current frame still to come
+        self._lines = LineSplitter(limit)
 
     def feed(self, data: bytes) -> list[str]:
-        self._buffer += data
-        if self._framed is None and len(self._buffer) >= 8:
-            b = self._buffer
-            self._framed = b[0] in (0, 1, 2) and b[1:4] == b"\0\0\0"
         if self._framed is None:
-            return []
-        out = b""
-        if self._framed:
-            while len(self._buffer) >= 8:
-                size = int.from_bytes(self._buffer[4:8], "big")
-                if len(self._buffer) < 8 + size:
-                    break
-                out += self._buffer[8:8 + size]
-                self._buffer = self._buffer[8 + size:]
-        else:
-            out, self._buffer = self._buffer, b""
-        text = self._partial + out
-        *lines, self._partial = text.split(b"\n")
-        return [line.decode(errors="replace").rstrip("\r") for line in lines]
+            self._header += data
+            if len(self._header) < 8:
+                return []
+            data, self._header = self._header, b""
+            self._framed = data[0] in (0, 1, 2) and data[1:4] == b"\0\0\0"
+        if not self._framed:
+            return self._lines.feed(data)
+        lines: list[str] = []
+        view, at = memoryview(data), 0
+        while at < len(view):
+            if self._left == 0:
+                need = 8 - len(self._header)
+                self._header += bytes(view[at:at + need])
+                at += need
+                if len(self._header) == 8:
+                    self._left = int.from_bytes(self._header[4:8], "big")
+                    self._header = b""
+                continue
+            take = min(self._left, len(view) - at)
+            lines += self._lines.feed(bytes(view[at:at + take]))
+            at += take
+            self._left -= take
+        return lines
+
+    def end(self) -> list[str]:
+        """The last line, when the log ends without a newline."""
+        return self._lines.end()
 
 
 class LogStream:
-    """Iterate a followed container log line by line; close() ends it."""
+    """Iterate a container's log line by line (a line longer than `limit` bytes comes cut);
+    close() ends it."""
 
-    def __init__(self, stream: _Stream, target: EngineTarget):
+    def __init__(self, stream: _Stream, target: EngineTarget, limit: int = LINE_LIMIT):
         self._stream = stream
         self._target = target
+        self._limit = limit
 
     def close(self) -> None:
         self._stream.close()
 
     def __iter__(self) -> Iterator[str]:
-        demux = LogDemuxer()
+        demux = LogDemuxer(self._limit)
         try:
             for chunk in self._stream.chunks:
                 yield from demux.feed(chunk)
         except OSError as exc:
             raise _unreachable(self._target, exc) from exc
+        yield from demux.end()
 
 
 def _helper_argv(image: str, script: str, mounts: Sequence[tuple[str, str, bool]],

@@ -1,7 +1,7 @@
 """`docker compose` through python-on-whales, imported (0.4 s) only when a command needs
 it, and Compose's stderr turned into the most specific error devenv knows (the port race,
-a missing image, no Compose v2, no engine); exec, run and watch run the docker CLI
-itself, handing it the terminal."""
+a missing image, no Compose v2, no engine); exec, run, watch and logs run the docker CLI
+itself (exec and run handing it the terminal; watch and logs read in bounded memory)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from ..errors import (
     UsageError,
 )
 from .dockercontext import EngineTarget, resolve_engine
+from .lines import LineSplitter
 from .models import ONEOFF_LABEL, Container, ContainerSource
 from .transport import _docker_cli, _last_line, _text, unreachable_hint
 
@@ -50,7 +51,8 @@ class PortRaceError(ComposeError):
 
 class Compose:
     """`docker compose` for one project, through python-on-whales; the commands that hand
-    the terminal to a process (exec, run) or stream for long (watch) run the CLI itself."""
+    the terminal to a process (exec, run) or stream for long (watch, logs) run the CLI
+    itself."""
 
     def __init__(self, project: str, compose_file: Path | None, environ: Mapping[str, str],
                  target: EngineTarget | None = None, engine: ContainerSource | None = None):
@@ -103,18 +105,29 @@ class Compose:
 
     def logs(self, services: Sequence[str], follow: bool = False,
              tail: int | None = None) -> Iterator[str]:
-        """Log lines of the services, prefixed by compose with the service name."""
-        client = self._client()
-        stream = self._run("logs", lambda: client.compose.logs(
-            services=list(services), follow=follow, stream=True,
-            tail=str(tail) if tail is not None else None))
-        from python_on_whales.exceptions import DockerException
+        """Log lines of the services, prefixed by compose with the service name. Read in
+        bounded memory (engine/lines.py): a line longer than LINE_LIMIT comes cut, and a
+        service that writes without newlines cannot make devenv hold all of it."""
+        import subprocess
 
+        argv = self._argv("logs", "--no-color", *(["--follow"] if follow else []),
+                          *(["--tail", str(tail)] if tail is not None else []), *services)
         try:
-            for _source, chunk in stream:
-                yield from chunk.decode(errors="replace").splitlines()
-        except DockerException as exc:
-            raise compose_error("logs", _text(exc.stderr), self.target) from None
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE,
+                                       env=self.target.environ(self.environ))
+        except OSError as exc:
+            raise ComposeError(f"cannot run docker compose logs: {exc}") from exc
+        said = _Tail(process.stderr)
+        try:
+            yield from _lines_of(process.stdout, LineSplitter(redraw=False))
+            if process.wait():
+                said.done()
+                raise compose_error("logs", said.text(), self.target)
+        finally:
+            _end(process)
+            if said.done():  # never close a pipe under the thread that reads it
+                process.stderr.close()
 
     def version(self) -> str:
         return str(self._run("version", lambda: self._client().compose.version()))
@@ -215,8 +228,7 @@ class Compose:
         argv = self._argv("watch", "--no-up", *services)
         try:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                       errors="replace",
+                                       stderr=subprocess.STDOUT,
                                        env=self.target.environ(self.environ),
                                        start_new_session=True)
         except OSError as exc:
@@ -252,9 +264,10 @@ class WatchProcess:
         self._process = process
 
     def lines(self) -> Iterator[str]:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            yield line.rstrip("\n")
+        """Its lines, in bounded memory (engine/lines.py); a carriage return ends a line
+        too, as the text mode of a pipe read it."""
+        for line in _lines_of(self._process.stdout, LineSplitter(redraw=False)):
+            yield from line.split("\r") if "\r" in line else (line,)
 
     def returncode(self) -> int | None:
         return self._process.wait(timeout=10)
@@ -273,6 +286,57 @@ class WatchProcess:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+def _lines_of(pipe: Any, lines: LineSplitter) -> Iterator[str]:
+    """A pipe's lines as they come (each read returns what is there, up to 64 KiB)."""
+    import os
+
+    while chunk := os.read(pipe.fileno(), 65536):
+        yield from lines.feed(chunk)
+    yield from lines.end()
+
+
+class _Tail:
+    """The last 64 KiB a pipe says (a child's stderr), read in a thread so that the child
+    never blocks on a full pipe."""
+
+    def __init__(self, pipe: Any, keep: int = 64 * 1024):
+        self._pipe, self._keep, self._said = pipe, keep, bytearray()
+        self._thread = threading.Thread(target=self._read, daemon=True, name="stderr")
+        self._thread.start()
+
+    def _read(self) -> None:
+        import os
+
+        with contextlib.suppress(OSError, ValueError):
+            while chunk := os.read(self._pipe.fileno(), 65536):
+                self._said += chunk
+                del self._said[:-self._keep]
+
+    def done(self) -> bool:
+        """Wait for the end of what the child says (it has ended); False if something it
+        started still holds the pipe after a few seconds."""
+        self._thread.join(timeout=5)
+        return not self._thread.is_alive()
+
+    def text(self) -> str:
+        return bytes(self._said).decode(errors="replace")
+
+
+def _end(process: Any) -> None:
+    """A child that is still running (its reader stopped early) is ended and reaped."""
+    import subprocess
+
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    with contextlib.suppress(OSError):
+        process.stdout.close()
 
 
 def parse_compose_version(text: str) -> tuple[int, int, int] | None:

@@ -16,6 +16,7 @@ from ..context import Context
 from ..engine import Container, Engine, EngineInfo, PortRaceError
 from ..errors import DockerUnavailableError, NotReadyError, PortConflictError, UsageError
 from ..files import write_atomic
+from ..live.output import ContainerOutput
 from ..live.running import (
     check_same_directory,
     dead_services,
@@ -427,21 +428,21 @@ def _not_ready(engine: Engine, settings: Settings, wait: WaitResult,
                rows: Sequence[ServiceRow]) -> NotReadyError:
     from ..data import seeding
 
-    secrets = known_secrets(settings)
+    output = ContainerOutput(settings)
     containers = project_containers(engine, settings.project)
     failed = {**wait.exited, **wait.timed_out}
     parts = [format_rows(rows), ""]
     for name, why in failed.items():
         parts.append(f"--- {name}: {why}")
         c = containers.get(name)
-        logs = engine.logs(c.id, LOG_TAIL).rstrip() if c else ""
+        logs = output.last_lines(engine, c.id, LOG_TAIL).rstrip() if c else ""
         parts.append(f"last {LOG_TAIL} log lines of {name}:\n{logs}" if logs
                      else f"({name} logged nothing)")
     names = ", ".join(failed)
     seeded = next((n for n in wait.exited if settings.catalog[n].seed and n in containers),
                   None)
-    seed = seeding.seed_failure(engine.logs(containers[seeded].id, LOG_TAIL), settings) \
-        if seeded else None
+    seed = seeding.seed_failure(output.last_lines(engine, containers[seeded].id, LOG_TAIL),
+                                settings) if seeded else None
     if seed is not None:
         message, hint = seed
     elif wait.exited:
@@ -451,8 +452,7 @@ def _not_ready(engine: Engine, settings: Settings, wait: WaitResult,
         message = f"{names} did not become ready within {settings.wait_timeout:g} s"
         hint = ("read the log lines above, or raise DEVENV_WAIT_TIMEOUT; "
                 "the other services keep running")
-    return NotReadyError(mask(message, secrets), hint=hint,
-                         detail=mask("\n".join(parts), secrets))
+    return NotReadyError(output.mask(message), hint=hint, detail=output.mask("\n".join(parts)))
 
 
 def _write_app_env(settings: Settings, rows: Sequence[ServiceRow]) -> None:
@@ -600,9 +600,7 @@ def logs(ctx: Context, names: Sequence[str] | None, follow: bool,
                          hint="start it with `devenv up`")
     compose_file = settings.compose_file
     compose = engine.compose(settings.project, compose_file if compose_file.is_file() else None)
-    secrets = known_secrets(settings, ctx.notify)
-    for line in compose.logs(wanted, follow=follow, tail=tail):
-        yield mask(line, secrets)
+    yield from ContainerOutput(settings, ctx.notify).compose_logs(compose, wanted, follow, tail)
 
 
 def config(ctx: Context, show_secrets: bool = False) -> list[ConfigRow]:

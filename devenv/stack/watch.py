@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config.settings import Settings
 from ..errors import DockerUnavailableError, UsageError
+from ..live.output import ContainerOutput
 from ..render.watch_rules import WatchPathError, watch_key, watch_rules, watched_service
 
 if TYPE_CHECKING:  # annotations only: compose's client is loaded when watch runs
@@ -275,6 +276,7 @@ class _Watched:
     compose: Compose
     container: Container
     row: ServiceRow
+    output: ContainerOutput  # what the service and compose write, shown through the one mask
 
 
 def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
@@ -285,7 +287,6 @@ def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
     watch and leaves every container running, or when compose watch itself stops
     (ComposeError). The loop is here; what a line means is Tracker, and what follows an
     action (the probe, and what its outcome says) is _after_step."""
-    from ..config.state import known_secrets
     from ..errors import ComposeError
 
     watched = _watched(ctx, plan.settings, service, engine)
@@ -293,10 +294,10 @@ def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
     tracker = Tracker(action=settings[watch_key(settings, "ACTION")])
     process = watched.compose.watch([service])
     own_logs = ServiceLogs(watched.engine, settings.project, service, watched.container.id,
-                           known_secrets(settings)) if logs else None
+                           watched.output) if logs else None
     recent: list[str] = []
     try:
-        for source, line in _lines(process, own_logs):
+        for source, line in _lines(process, own_logs, watched.output):
             if source == "log":
                 yield WatchEvent("log", service, watched.row.url, detail=line,
                                  at=time.strftime("%H:%M:%S"))
@@ -338,7 +339,8 @@ def _watched(ctx: Context | None, settings: Settings, service: str,
     if row is None:
         raise UsageError(f"{service} publishes no port to probe",
                          hint="run `devenv up --only api` to recreate it as rendered")
-    return _Watched(settings, service, engine, compose, container, row)
+    return _Watched(settings, service, engine, compose, container, row,
+                    ContainerOutput(settings))
 
 
 def _after_step(watched: _Watched, step: Step) -> WatchEvent:
@@ -374,19 +376,21 @@ def _outcome(watched: _Watched, step: Step, wait: WaitResult) -> tuple[str, str]
     if service in wait.ready:
         return "ready", step.detail
     if service in wait.exited:
-        logs = watched.engine.logs(watched.container.id, 10).rstrip()
+        logs = watched.output.last_lines(watched.engine, watched.container.id, 10).rstrip()
         return "exited", "\n".join(x for x in (
             step.detail, f"last log lines of {service}:\n{logs}" if logs else "") if x)
     return "not answering", "\n".join(
         x for x in (step.detail, wait.timed_out.get(service, "")) if x)
 
 
-def _lines(process: Any, own_logs: ServiceLogs | None) -> Iterator[tuple[str, str]]:
-    """("compose", line) for each line of compose watch and, when the service's own log is
-    followed, ("log", line) for each line it writes, in the order they come."""
+def _lines(process: Any, own_logs: ServiceLogs | None,
+           output: ContainerOutput) -> Iterator[tuple[str, str]]:
+    """("compose", line) for each line of compose watch (a build's output among them) and,
+    when the service's own log is followed, ("log", line) for each line it writes, in the
+    order they come; all masked."""
     if own_logs is None:
         for line in process.lines():
-            yield "compose", line
+            yield "compose", output.mask(line)
         return
     import queue
     import threading
@@ -396,7 +400,7 @@ def _lines(process: Any, own_logs: ServiceLogs | None) -> Iterator[tuple[str, st
     def read() -> None:
         try:
             for line in process.lines():
-                items.put(("compose", line))
+                items.put(("compose", output.mask(line)))
             items.put(("end", None))
         except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
             items.put(("raise", exc))
@@ -421,11 +425,11 @@ class ServiceLogs:
     server prints, e.g. tsc's errors, shows where the developer looks."""
 
     def __init__(self, engine: Any, project: str, service: str, container_id: str,
-                 secrets: list[str]):
+                 output: ContainerOutput):
         import threading
 
         self._engine, self._project, self._service = engine, project, service
-        self._container_id, self._secrets = container_id, secrets
+        self._container_id, self._output = container_id, output
         self._stopped = threading.Event()
         self._stream: Any = None
 
@@ -444,7 +448,6 @@ class ServiceLogs:
         import contextlib
 
         from ..errors import DevenvError
-        from ..report import mask
 
         current = self._container_id
         since: float | None = None  # the first stream: only what is written from now on
@@ -454,14 +457,14 @@ class ServiceLogs:
             # meanwhile come too (up to LOG_CATCH_UP), and a container that crashed at once
             # still gives its last words (a stopped container's log is read, not followed).
             with contextlib.suppress(DevenvError, OSError):  # the engine away: try again
-                stream = self._engine.follow_logs(current, tail=0 if since is None
-                                                  else LOG_CATCH_UP, since=since)
+                stream = self._output.follow(self._engine, current, tail=0 if since is None
+                                             else LOG_CATCH_UP, since=since)
                 self._stream = stream
                 if self._stopped.is_set():
                     stream.close()
                     return
                 for line in stream:
-                    put(mask(line, self._secrets))
+                    put(line)
             since = time.time()
             self._stopped.wait(LOG_POLL)
             current = self._service_container() or current
