@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import StateError
+from ..processes import group_alive, same_process
 
 if TYPE_CHECKING:  # `ports` and `status` read records only: they import no more than that
     import subprocess
@@ -73,22 +74,6 @@ def app_dir(state_dir: Path, project: str) -> Path:
 
 def log_path(state_dir: Path, project: str, name: str) -> Path:
     return app_dir(state_dir, project) / f"{name}.log"
-
-
-def same_process(pid: Any, started: Any) -> bool:
-    """The process `pid` runs and is the one that started at `started` (not a reuse)."""
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1 \
-            or not isinstance(started, (int, float)):
-        return False
-    try:
-        import psutil
-
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return abs(proc.create_time() - started) < 0.01
-    except Exception:  # noqa: BLE001 - no such process, or not ours to see
-        return False
 
 
 def read_record(path: Path) -> AppRecord | None:
@@ -226,25 +211,6 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def _group_alive(pgid: int) -> bool:
-    """Some process other than a zombie is in the group."""
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        entries = []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                rest = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(rest) > 2 and rest[2] == str(pgid) and rest[0] not in ("Z", "X"):
-            return True
-    return False
-
-
 def _ours(record: AppRecord) -> bool:
     """A process devenv started still runs in the recorded group: the group is ours."""
     for pid, started in ((record.meta.get("supervisor_pid"),
@@ -266,15 +232,15 @@ def stop_app(record: AppRecord, grace: float = STOP_SECONDS) -> str:
         how = "stopped"
         for sig, patience in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
             if sig == signal.SIGKILL:
-                if not _ours(record) and not _group_alive(record.pgid):
+                if not _ours(record) and not group_alive(record.pgid):
                     break
                 how = "killed"
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(record.pgid, sig)
             deadline = time.monotonic() + patience
-            while time.monotonic() < deadline and _group_alive(record.pgid):
+            while time.monotonic() < deadline and group_alive(record.pgid):
                 time.sleep(POLL)
-            if not _group_alive(record.pgid):
+            if not group_alive(record.pgid):
                 break
     with contextlib.suppress(OSError):
         record.path.unlink()

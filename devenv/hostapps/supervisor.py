@@ -114,35 +114,23 @@ def _pump(stream, log: BoundedLog, secrets: list[str]) -> None:  # type: ignore[
         log.write(mask(text, secrets).encode() if secrets else line)
 
 
-def _others_in_group() -> bool:
-    me, group = os.getpid(), os.getpgid(0)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                rest = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(rest) > 2 and rest[2] == str(group) and rest[0] not in ("Z", "X"):
-            return True
-    return False
-
-
 def _end_leftovers() -> None:
     """The app ended; what it started in its group (a bundler's helper, a file watcher)
     ends with it: SIGTERM, then SIGKILL, which ends this supervisor too (its record is
     written)."""
-    if not _others_in_group():
+    from ..processes import group_alive  # late: the app starts before anything is imported
+
+    me, group = os.getpid(), os.getpgid(0)
+    if not group_alive(group, exclude=me):
         return
     try:
         os.killpg(0, signal.SIGTERM)  # this process only notes it (its handler)
     except OSError:
         return
     deadline = time.monotonic() + LEFTOVER_SECONDS
-    while time.monotonic() < deadline and _others_in_group():
+    while time.monotonic() < deadline and group_alive(group, exclude=me):
         time.sleep(0.05)
-    if _others_in_group():
+    if group_alive(group, exclude=me):
         os.killpg(0, signal.SIGKILL)
 
 

@@ -30,11 +30,11 @@ from .watch import (
     Step,
     WatchEvent,
     WatchPlan,
-    _outcome,
     _round,
     _Watched,
     _watched,
     describe_rules,
+    probe_event,
 )
 
 if TYPE_CHECKING:
@@ -278,19 +278,4 @@ def _rebuild(state: _Sync, names: list[str], notes: list[str]) -> WatchEvent:
 def _probe(state: _Sync, step: Step, files: int | None = None,
            copied_seconds: float | None = None) -> WatchEvent:
     """The API probed on its own protocol after the step: the event."""
-    from ..live.running import dead_services
-    from ..probes import Target, wait_until_ready
-
-    watched = state.watched
-    settings, service, engine = watched.settings, watched.service, watched.engine
-    started = time.monotonic()
-    wait = wait_until_ready(
-        [Target(service, settings.catalog[service].probe, watched.row.host, watched.row.port)],
-        settings.values, min(settings.wait_timeout, 60.0),
-        check_alive=lambda: dead_services(engine, settings.project, [service]))
-    ready = wait.ready.get(service)
-    status, detail = _outcome(watched, step, wait)
-    return WatchEvent(step.kind, service, watched.row.url, _round(step.seconds), status,
-                      _round(time.monotonic() - started) if ready is not None else None,
-                      detail, time.strftime("%H:%M:%S"), files=files,
-                      copied_seconds=_round(copied_seconds))
+    return probe_event(state.watched, step, step.seconds, files, copied_seconds)

@@ -346,17 +346,24 @@ def _watched(ctx: Context | None, settings: Settings, service: str,
 def _after_step(watched: _Watched, step: Step) -> WatchEvent:
     """Probe the service after a sync, restart or rebuild: the event, with how long the
     action took and how long the service then took to answer."""
-    from ..live.running import dead_services
-    from ..probes import Target, wait_until_ready
-
-    settings, service, engine = watched.settings, watched.service, watched.engine
     seconds = step.seconds
     if step.kind == "rebuilt":
         # Compose recreates the container after the build and says nothing: wait
         # for the new one, or the probe would ask the old one.
-        watched.container, waited = _await_new_container(watched.compose, service,
+        watched.container, waited = _await_new_container(watched.compose, watched.service,
                                                          watched.container.id)
         seconds = (seconds or 0.0) + waited
+    return probe_event(watched, step, seconds)
+
+
+def probe_event(watched: _Watched, step: Step, seconds: float | None,
+                files: int | None = None, copied_seconds: float | None = None) -> WatchEvent:
+    """The watched service probed on its own protocol after `step` (both watch engines):
+    the event, with the action's seconds and how long the service then took to answer."""
+    from ..live.running import dead_services
+    from ..probes import Target, wait_until_ready
+
+    settings, service, engine = watched.settings, watched.service, watched.engine
     started = time.monotonic()
     wait = wait_until_ready(
         [Target(service, settings.catalog[service].probe, watched.row.host, watched.row.port)],
@@ -366,7 +373,8 @@ def _after_step(watched: _Watched, step: Step) -> WatchEvent:
     state, detail = _outcome(watched, step, wait)
     return WatchEvent(step.kind, service, watched.row.url, _round(seconds), state,
                       _round(time.monotonic() - started) if ready is not None else None,
-                      detail, time.strftime("%H:%M:%S"))
+                      detail, time.strftime("%H:%M:%S"), files=files,
+                      copied_seconds=_round(copied_seconds))
 
 
 def _outcome(watched: _Watched, step: Step, wait: WaitResult) -> tuple[str, str]:

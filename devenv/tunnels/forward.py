@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..config.settings import Settings
 from ..errors import DockerUnavailableError
+from ..processes import whole
 from .runtime import (
     TunnelRecord,
     foreground_options,
@@ -21,7 +22,6 @@ from .runtime import (
     start_forward,
     stop_tunnel,
     tunnel_dir,
-    whole,
 )
 
 #: the record's name under .devenv/tunnels/<project>/: tunnel names cannot start with "_"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import os
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from typing import Any
 
 from ..errors import NotReadyError, SshError, StateError
 from ..probes import ProbeResult, probe_http, probe_postgres, probe_redis, probe_tcp
+from ..processes import moment, same_process, whole
 from .ssh_failures import classify_failure, target_hopeless, target_refused
 from .tables import Credentials, TunnelSpec
 
@@ -65,37 +65,6 @@ def tunnel_dir(state_dir: Path, project: str) -> Path:
     return state_dir / "tunnels" / project
 
 
-def whole(value: Any, low: int, high: int) -> int | None:
-    """A whole number read from a record, exactly as JSON wrote it: `true`, `"12"`, `1.0`,
-    or a number outside low..high are not numbers here."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        return None
-    return value
-
-
-def _moment(value: Any) -> float | None:
-    """A process start time (seconds since the epoch) read from a record."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) and value > 0 else None
-
-
-def _same_process(pid: int | None, started: float | None) -> bool:
-    """Whether `pid` is still the process that started at `started`. Without a start time
-    nothing ties the pid to what devenv started, so it is not."""
-    if not pid or started is None:
-        return False
-    try:
-        import psutil
-
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return abs(proc.create_time() - started) < 0.01
-    except Exception:  # noqa: BLE001 - no such process, or not ours to see
-        return False
-
-
 def read_record(path: Path) -> TunnelRecord | None:
     """The record at `path`, every field checked; None when it cannot be read or is not a
     supervisor's record (then nothing it names is ever signalled)."""
@@ -109,16 +78,16 @@ def read_record(path: Path) -> TunnelRecord | None:
     port = whole(data.get("port"), 1, 65535)
     if supervisor is None or port is None:
         return None
-    supervisor_started = _moment(data.get("supervisor_started"))
+    supervisor_started = moment(data.get("supervisor_started"))
     ssh_pid = whole(data.get("ssh_pid"), 1, PID_MAX)
-    ssh_started = _moment(data.get("ssh_started"))
-    alive = _same_process(supervisor, supervisor_started)
-    ssh_alive = _same_process(ssh_pid, ssh_started)
+    ssh_started = moment(data.get("ssh_started"))
+    alive = same_process(supervisor, supervisor_started)
+    ssh_alive = same_process(ssh_pid, ssh_started)
     state = data.get("state")
     state = state if state in STATES else "dead"
     if not alive and state != "failed":
         state = "dead"
-    since = _moment(data.get("since"))
+    since = moment(data.get("since"))
     last_error = data.get("last_error")
     return TunnelRecord(name=path.stem, path=path, port=port, state=state,
                         supervisor_pid=supervisor,
@@ -375,13 +344,13 @@ def stop_tunnel(record: TunnelRecord) -> None:
 def _terminate(pid: int, started: float | None) -> None:
     """SIGTERM, then SIGKILL after STOP_SECONDS. Done once the process is gone or a zombie:
     a detached supervisor's parent is init, which may reap it seconds later."""
-    if not _same_process(pid, started):
+    if not same_process(pid, started):
         return
     for sig, patience in ((signal.SIGTERM, STOP_SECONDS), (signal.SIGKILL, 2.0)):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
         deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
-            if not _same_process(pid, started):
+            if not same_process(pid, started):
                 return
             time.sleep(0.02)
