@@ -95,27 +95,11 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
     with project_lock(settings.state_dir, settings.project, "up", settings.wait_timeout,
                       on_wait=ctx.notify):
         scene = _look(ctx, engine, info, settings, selection, state_file, reset_ports)
-        planner = PortPlanner(engine, settings, scene.state.ports, strict_ports,
-                              check_host=info.remote_host is None, keep_running=not reset_ports,
-                              check_loopback=scene.forwarding,
-                              forwarded=engine_forward.forwarded_ports(settings),
-                              apps_running=apps.running_ports(settings, apps.records(settings)))
+        planner = _planner(engine, info, settings, scene, strict_ports, reset_ports)
         plan = _plan(ctx, planner, scene, lan, selection.apps)
-        if scene.services:
-            plan, rendered, started = _render_and_start(ctx, engine, info, settings, scene,
-                                                        planner, plan, lan)
-            cluster = _finish(ctx, engine, settings, scene, plan, rendered, started)
-            state_file.save(settings.project, _remembered(
-                scene.state, plan, rendered, selection,
-                project_containers(engine, settings.project)))
-        else:  # host apps only, nothing of the stack runs: no file to render
-            from ..data.clusters import ClusterPlan
-
-            rendered, started, cluster = Rendered((), (), "", ""), False, ClusterPlan()
-        proxy = settings.catalog.proxy
-        proxy_port = plan.port(proxy) if proxy in scene.services else None
-        rows = tuple(make_row(settings, name, scene.host, plan.port(name), "starting",
-                              show_secrets, proxy_port) for name in scene.services)
+        plan, rendered, started, cluster = _start_stack(
+            ctx, engine, info, settings, scene, planner, plan, lan, selection, state_file)
+        rows = _starting_rows(settings, scene, plan, show_secrets)
         _write_app_env(settings, rows)
         wait = _wait(ctx, engine, settings, rows, since=began)
         _save_timing(settings, began, started, selection.services, wait)
@@ -218,6 +202,45 @@ def _plan(ctx: Context, planner: PortPlanner, scene: _Scene,
                    + ("them" if len(lan.services) > 1 else "it")
                    + " (a plain `devenv up` takes it off again)")
     return plan
+
+
+def _planner(engine: Engine, info: EngineInfo, settings: Settings, scene: _Scene,
+             strict_ports: bool, reset_ports: bool) -> PortPlanner:
+    """The planner over this machine: remembered ports, what runs (containers, the remote
+    engine's forward, host apps devenv runs)."""
+    return PortPlanner(engine, settings, scene.state.ports, strict_ports,
+                       check_host=info.remote_host is None, keep_running=not reset_ports,
+                       check_loopback=scene.forwarding,
+                       forwarded=engine_forward.forwarded_ports(settings),
+                       apps_running=apps.running_ports(settings, apps.records(settings)))
+
+
+def _start_stack(ctx: Context, engine: Engine, info: EngineInfo, settings: Settings,
+                 scene: _Scene, planner: PortPlanner, plan: PortPlan, lan: LanPublish | None,
+                 selection: Selection, state_file: StateFile
+                 ) -> tuple[PortPlan, Rendered, bool, ClusterPlan]:
+    """Render, start and finish the containers, then remember the ports; with host apps
+    only (nothing of the stack selected), there is no file to render."""
+    from ..data.clusters import ClusterPlan
+
+    if not scene.services:
+        return plan, Rendered((), (), "", ""), False, ClusterPlan()
+    plan, rendered, started = _render_and_start(ctx, engine, info, settings, scene,
+                                                planner, plan, lan)
+    cluster = _finish(ctx, engine, settings, scene, plan, rendered, started)
+    state_file.save(settings.project, _remembered(
+        scene.state, plan, rendered, selection, project_containers(engine, settings.project)))
+    return plan, rendered, started, cluster
+
+
+def _starting_rows(settings: Settings, scene: _Scene, plan: PortPlan,
+                   show_secrets: bool) -> tuple[ServiceRow, ...]:
+    """A row per service of the file, at its planned port (through the HTTPS proxy's port
+    when DEVENV_HTTPS is on), before the wait."""
+    proxy = settings.catalog.proxy
+    proxy_port = plan.port(proxy) if proxy in scene.services else None
+    return tuple(make_row(settings, name, scene.host, plan.port(name), "starting",
+                          show_secrets, proxy_port) for name in scene.services)
 
 
 def _render_and_start(ctx: Context, engine: Engine, info: EngineInfo, settings: Settings,
