@@ -420,52 +420,11 @@ def parse_service(label: str, name: str, raw: Any, builtin: bool = False) -> Ser
     aliases = f.strings("aliases", NAME, "an alias (lowercase letters, digits and _)")
     if name in aliases:
         raise f.fail("aliases", f"{name!r} is the service's own name")
-    default_url = {"http": "http://{host}:{port}", "redis": "redis://{host}:{port}",
-                   "postgres": "postgresql://{host}:{port}"}.get(probe.kind,
-                                                                "tcp://{host}:{port}")
-    url = f.text("url", default_url)
-    try:
-        placeholders(url)
-    except ValueError as exc:
-        raise f.fail("url", f"{url!r}: {exc}") from None
-    problem = None if builtin else url_problem(url)
-    if problem:
-        raise f.fail("url", f"{url!r} {problem}",
-                     hint="e.g. http://{host}:{port}/ or postgresql://{host}:{port}/app")
+    url = _url(f, probe.kind, builtin)
     build = _build(label, table, raw.get("build"), builtin) if "build" in raw else None
-    image = f.text("image", "" if build else None)
-    if not image and not build:
-        raise f.fail("image", "is empty: the service has no image to run",
-                     hint="name an image, e.g. redis:7, or declare a [build]")
-    if image and not builtin and not _matches(IMAGE, image):
-        raise f.fail("image", f"{image!r} is not an image reference",
-                     hint="e.g. redis:7 or registry.example.com/team/mail:1.2")
-    data = f.strings("data")
-    for i, path in enumerate(data):
-        if not path.startswith("/"):
-            raise f.fail("data", f"{path!r} is not an absolute container path")
-        # Docker refuses these when it creates the container, after others started
-        if path == "/" or posixpath.normpath(path) != path or ":" in path:
-            raise f.fail("data", f"{path!r} is not a directory a volume can be mounted on",
-                         hint="a normalized absolute path other than /, e.g. /data")
-        if path in data[:i]:
-            raise f.fail("data", f"{path!r} is listed twice")
-    files = f.strings("files")
-    for path in files:
-        if path.startswith("/") or ".." in path.split("/"):
-            raise f.fail("files", f"{path!r} must be a path inside templates/")
-        # a hidden name could replace compose/'s manifest; the compose file is devenv's
-        if (posixpath.normpath(path) != path or _rendered_name(path) == COMPOSE_FILE
-                or any(part.startswith(".") for part in path.split("/"))):
-            raise f.fail("files", f"{path!r} is not a file devenv may render into compose/",
-                         hint="a normalized path inside templates/, e.g. mailpit/auth.txt.j2")
-    login = f.strings("login", SETTING_KEY, "a DEVENV_* setting")
-    if login and len(login) != 2:
-        raise f.fail("login", "must name two settings: the user and the password")
-    check_login = f.flag("check_login")
-    if check_login and (probe.kind != "postgres" or not login):
-        raise f.fail("check_login", "needs probe = \"postgres\" and a login",
-                     hint="devenv logs in with the PostgreSQL protocol, as the login says")
+    image = _image(f, build, builtin)
+    data, files = _data_dirs(f), _files(f)
+    login, check_login = _login(f, probe.kind)
     return ServiceSpec(
         name=name,
         title=f.text("title", name),
@@ -500,6 +459,77 @@ def parse_service(label: str, name: str, raw: Any, builtin: bool = False) -> Ser
         https_proxy=_https_proxy(f, builtin),
         origin="built-in" if builtin else label,
     )
+
+
+def _url(f: _Fields, probe_kind: str, builtin: bool) -> str:
+    """The URL form: placeholders that pair, URL characters only, a scheme or {host} first."""
+    default_url = {"http": "http://{host}:{port}", "redis": "redis://{host}:{port}",
+                   "postgres": "postgresql://{host}:{port}"}.get(probe_kind,
+                                                                "tcp://{host}:{port}")
+    url = f.text("url", default_url)
+    try:
+        placeholders(url)
+    except ValueError as exc:
+        raise f.fail("url", f"{url!r}: {exc}") from None
+    problem = None if builtin else url_problem(url)
+    if problem:
+        raise f.fail("url", f"{url!r} {problem}",
+                     hint="e.g. http://{host}:{port}/ or postgresql://{host}:{port}/app")
+    return url
+
+
+def _image(f: _Fields, build: BuildSpec | None, builtin: bool) -> str:
+    """The image reference; empty only for a service devenv builds."""
+    image = f.text("image", "" if build else None)
+    if not image and not build:
+        raise f.fail("image", "is empty: the service has no image to run",
+                     hint="name an image, e.g. redis:7, or declare a [build]")
+    if image and not builtin and not _matches(IMAGE, image):
+        raise f.fail("image", f"{image!r} is not an image reference",
+                     hint="e.g. redis:7 or registry.example.com/team/mail:1.2")
+    return image
+
+
+def _data_dirs(f: _Fields) -> tuple[str, ...]:
+    """Container paths a volume is mounted on: absolute, normalized, not /, once each."""
+    data = f.strings("data")
+    for i, path in enumerate(data):
+        if not path.startswith("/"):
+            raise f.fail("data", f"{path!r} is not an absolute container path")
+        # Docker refuses these when it creates the container, after others started
+        if path == "/" or posixpath.normpath(path) != path or ":" in path:
+            raise f.fail("data", f"{path!r} is not a directory a volume can be mounted on",
+                         hint="a normalized absolute path other than /, e.g. /data")
+        if path in data[:i]:
+            raise f.fail("data", f"{path!r} is listed twice")
+    return data
+
+
+def _files(f: _Fields) -> tuple[str, ...]:
+    """Templates rendered into compose/: inside templates/, never the compose file or a
+    hidden name."""
+    files = f.strings("files")
+    for path in files:
+        if path.startswith("/") or ".." in path.split("/"):
+            raise f.fail("files", f"{path!r} must be a path inside templates/")
+        # a hidden name could replace compose/'s manifest; the compose file is devenv's
+        if (posixpath.normpath(path) != path or _rendered_name(path) == COMPOSE_FILE
+                or any(part.startswith(".") for part in path.split("/"))):
+            raise f.fail("files", f"{path!r} is not a file devenv may render into compose/",
+                         hint="a normalized path inside templates/, e.g. mailpit/auth.txt.j2")
+    return files
+
+
+def _login(f: _Fields, probe_kind: str) -> tuple[tuple[str, ...], bool]:
+    """The user and password settings, and whether devenv logs in once it answers."""
+    login = f.strings("login", SETTING_KEY, "a DEVENV_* setting")
+    if login and len(login) != 2:
+        raise f.fail("login", "must name two settings: the user and the password")
+    check_login = f.flag("check_login")
+    if check_login and (probe_kind != "postgres" or not login):
+        raise f.fail("check_login", "needs probe = \"postgres\" and a login",
+                     hint="devenv logs in with the PostgreSQL protocol, as the login says")
+    return login, check_login
 
 
 def _https_proxy(f: _Fields, builtin: bool) -> bool:
