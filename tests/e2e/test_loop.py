@@ -455,6 +455,9 @@ def test_lan_publishes_only_the_named_service(stack: Project):
 
 def test_doctor_names_what_holds_metros_port(stack: Project):
     holder = socket.socket()
+    # a listener may bind over connections still in TIME_WAIT (an earlier test's Metro on
+    # 8081 leaves some): only a live listener makes this bind fail
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         holder.bind(("127.0.0.1", 8081))
         holder.listen()
