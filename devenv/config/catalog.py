@@ -195,11 +195,14 @@ class Catalog(Mapping[str, ServiceSpec]):
     class: one dataclass less to build at every start of `devenv ports`.)"""
 
     def __init__(self, services: Mapping[str, ServiceSpec], host_apps: tuple[HostApp, ...] = (),
-                 tunnels: Mapping[str, Any] | None = None):
+                 tunnels: Mapping[str, Any] | None = None,
+                 data: Mapping[str, Any] | None = None):
         self.services = services
         self.host_apps = host_apps
         #: devenv.toml's [tunnels.*] tables, passed through as read
         self.tunnels: Mapping[str, Any] = tunnels or {}
+        #: devenv.toml's [data] table, checked (projectfile.py): {"branches": bool}
+        self.data: Mapping[str, Any] = data or {}
 
     def __getitem__(self, name: str) -> ServiceSpec:
         return self.services[name]

@@ -27,7 +27,8 @@ class LanPublish:
 def render_input(settings: Settings, services: Sequence[str], plan: PortPlan,
                  start_interval: bool, network_external: bool, url_host: str,
                  warn: Callable[[str], None] | None = None,
-                 lan: LanPublish | None = None) -> RenderInput:
+                 lan: LanPublish | None = None,
+                 volume_keys: Mapping[str, str] | None = None) -> RenderInput:
     builds = service_builds(settings, services)
     # develop.watch rules for the services that declare `watch` and are built here
     watches = {name: watch_rules(settings, builds.get(name), settings.compose_dir)
@@ -51,6 +52,7 @@ def render_input(settings: Settings, services: Sequence[str], plan: PortPlan,
         seed_dir=str(settings.seed_dir.resolve())
         if any(settings.catalog[s].seed for s in services) and settings.seed_dir.is_dir()
         else "",
+        volume_keys=volume_keys,
     )
 
 
