@@ -273,6 +273,142 @@ def import_command(ctx: click.Context, file: Path) -> None:
     err(_back(result.before))
 
 
+def _ago(stamp: float) -> str:
+    if not stamp:
+        return "-"
+    seconds = max(0, int(time.time() - stamp))
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return "just now"
+
+
+@db.command("branches")
+@json_option
+@click.option("--prune", is_flag=True,
+              help="Remove the data of branches git no longer has (asks first).")
+@yes_option
+@click.pass_context
+def branches_command(ctx: click.Context, as_json: bool, prune: bool, yes: bool) -> None:
+    """List the git branches that have data ([data] branches): name, size, parent, last
+    used, whether git still has the branch; * marks the data in use.
+
+    \b
+    Example:
+      devenv db branches --json
+      devenv db branches --prune --yes
+    """
+    from ..data import branches
+    from ..data.snapshots import human_size
+
+    context = make_context(ctx.find_root())
+    if prune:
+        gone = branches.prunable(context)
+        if not gone:
+            err("no data of branches git no longer has")
+            return
+        _confirm(f"Remove the data of {', '.join(gone)} (git no longer has them)?", yes,
+                 "db branches --prune removes data")
+        branches.remove(context, gone)
+        err(f"removed the data of {', '.join(gone)}")
+        return
+    rows = branches.list_branches(context)
+    if as_json:
+        click.echo(json.dumps([{"schema": "devenv.branch/1", "name": r.name,
+                                "in_use": r.in_use, "size": r.size, "parent": r.parent,
+                                "last_used": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                           time.gmtime(r.last_used))
+                                if r.last_used else None,
+                                "in_git": r.in_git, "origin": r.origin} for r in rows],
+                              indent=2))
+        return
+    if not rows:
+        err("no branch has data yet (`devenv up` makes the checked-out branch's)")
+        return
+    table = [("BRANCH", "SIZE", "PARENT", "LAST USED", "GIT")] + [
+        (("* " if r.in_use else "  ") + r.name,
+         human_size(r.size) if r.size is not None else "-", r.parent or "-",
+         _ago(r.last_used), "yes" if r.in_git else "gone") for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        click.echo("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:4]))
+                   + "  " + row[4])
+
+
+@db.group("branch")
+def branch_group() -> None:
+    """One git branch's data ([data] branches).
+
+    \b
+    Example:
+      devenv db branch rm feature/old --yes
+    """
+
+
+@branch_group.command("rm")
+@click.argument("name")
+@yes_option
+@click.pass_context
+def branch_rm_command(ctx: click.Context, name: str, yes: bool) -> None:
+    """Remove a branch's data (asks first; --yes for scripts); never the data in use.
+
+    \b
+    Example:
+      devenv db branch rm feature/old --yes
+    """
+    from ..data import branches
+
+    context = make_context(ctx.find_root())
+    branches.removable(context, name)
+    _confirm(f"Remove the data of branch {name}?", yes, "db branch rm removes data")
+    removed = branches.remove(context, [name])
+    err(f"removed the data of branch {name} ({len(removed)} volume"
+        f"{'s' * (len(removed) != 1)})")
+
+
+@db.command("switch")
+@click.pass_context
+def switch_command(ctx: click.Context) -> None:
+    """Switch the running stack to the data of the git branch checked out (what `up` does
+    after a checkout); nothing when the stack is not running.
+
+    \b
+    Example:
+      git checkout main && devenv db switch
+    """
+    from ..stack import usecases as stack
+
+    result = stack.switch_data(make_context(ctx.find_root()))
+    if result is None:
+        err("nothing runs; the next `devenv up` uses the checked-out branch's data")
+
+
+@click.group("hooks")
+def hooks() -> None:
+    """git hooks for [data] branches.
+
+    \b
+    Example:
+      devenv hooks install
+    """
+
+
+@hooks.command("install")
+@click.pass_context
+def hooks_install_command(ctx: click.Context) -> None:
+    """Write a git post-checkout hook that runs `devenv db switch` after a branch checkout
+    (it switches a running stack, never more); an existing hook of your own is kept.
+
+    \b
+    Example:
+      devenv hooks install
+    """
+    from ..data import branches
+
+    path = branches.install_hook(make_context(ctx.find_root()))
+    err(f"wrote {path}")
+
+
 _passthrough = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 
 
@@ -321,4 +457,4 @@ def redis_cli(ctx: click.Context, args: tuple[str, ...]) -> None:
 
 
 #: what cli/main.py registers
-COMMANDS = (db, psql, redis_cli)
+COMMANDS = (db, psql, redis_cli, hooks)

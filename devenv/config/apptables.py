@@ -136,7 +136,8 @@ def check_apps(catalog: Catalog, label: str) -> Catalog:
                                        "it from needs")
             resolved.append(target)
         apps.append(replace(app, needs=tuple(resolved)))
-    checked = Catalog(catalog.services, tuple(apps), catalog.tunnels)
+    checked = Catalog(catalog.services, tuple(apps), catalog.tunnels, catalog.optional,
+                      catalog.data)
     for app in apps:
         cycle = _cycle(checked, app.name)
         if cycle:

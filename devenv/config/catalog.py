@@ -231,7 +231,8 @@ class Catalog(Mapping[str, ServiceSpec]):
 
     def __init__(self, services: Mapping[str, ServiceSpec], host_apps: tuple[HostApp, ...] = (),
                  tunnels: Mapping[str, Any] | None = None,
-                 optional: Mapping[str, ServiceSpec] | None = None):
+                 optional: Mapping[str, ServiceSpec] | None = None,
+                 data: Mapping[str, Any] | None = None):
         self.services = services
         self.host_apps = host_apps
         #: devenv.toml's [tunnels.*] tables, passed through as read
@@ -239,6 +240,8 @@ class Catalog(Mapping[str, ServiceSpec]):
         #: services a setting turns on (the HTTPS proxy: DEVENV_HTTPS); not in `services`
         #: until `with_optional`, but their settings are settings all the same
         self.optional: Mapping[str, ServiceSpec] = optional or {}
+        #: devenv.toml's [data] table, checked (projectfile.py): {"branches": bool}
+        self.data: Mapping[str, Any] = data or {}
 
     def __getitem__(self, name: str) -> ServiceSpec:
         return self.services[name]
@@ -254,14 +257,15 @@ class Catalog(Mapping[str, ServiceSpec]):
 
     def with_optional(self) -> Catalog:
         """The catalog with its optional services turned on (after the others)."""
-        return Catalog({**self.services, **self.optional}, self.host_apps, self.tunnels)
+        return Catalog({**self.services, **self.optional}, self.host_apps, self.tunnels,
+                       data=self.data)
 
     def split_optional(self) -> Catalog:
         """The catalog with the services a setting turns on set apart as optional."""
         return Catalog({n: s for n, s in self.services.items() if not s.https_proxy},
                        self.host_apps, self.tunnels,
                        {**self.optional, **{n: s for n, s in self.services.items()
-                                            if s.https_proxy}})
+                                            if s.https_proxy}}, self.data)
 
     @property
     def proxy(self) -> str:

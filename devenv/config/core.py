@@ -56,6 +56,9 @@ def core_settings(catalog: Catalog) -> tuple[SettingSpec, ...]:
                     "where prepared PostgreSQL clusters are kept (a fresh volume starts from "
                     "one instead of initdb); empty: $XDG_CACHE_HOME/devenv/clusters; off: "
                     "never"),
+        SettingSpec("DEVENV_DB_BRANCHES", "", "switch",
+                    "PostgreSQL's and Redis' data per git branch (true/false); empty: "
+                    "devenv.toml's [data] branches, else false"),
         SettingSpec("DEVENV_SSH_CONFIG", "", "path",
                     "ssh config file for tunnels (ssh -F); empty: ssh's own (~/.ssh/config)"),
         SettingSpec("DEVENV_HTTPS", "false", "bool",

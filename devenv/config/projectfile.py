@@ -51,7 +51,7 @@ from .catalog import (
 from .core import COMPOSE_FILE, own_keys
 
 #: top-level tables devenv.toml may hold; `tunnels` belongs to `devenv tunnel`
-TOP_LEVEL = ("services", "host_apps", "tunnels")
+TOP_LEVEL = ("services", "host_apps", "tunnels", "data")
 PROBE_KINDS = ("http", "tcp", "postgres", "redis")
 SETTING_KINDS = ("name", "network", "address", "port", "ports", "seconds", "count", "image",
                  "path", "paths", "action", "watch-engine", "lan", "dir", "command",
@@ -140,7 +140,8 @@ def read_catalog_file(path: Path, builtin: bool = False,
                  for name, raw in app_tables.items()) if builtin else \
         parse_project_apps(_Fields, label, app_tables, base_apps)
     catalog = Catalog(services=specs, host_apps=apps,
-                      tunnels=_table(data, "tunnels", label, "tunnels"))
+                      tunnels=_table(data, "tunnels", label, "tunnels"),
+                      data=_data_table(_table(data, "data", label, "data"), label))
     if builtin:  # a project's file is checked once merged with the built-in services
         catalog = check_catalog(catalog, label, list(specs)).split_optional()
     return catalog
@@ -165,7 +166,7 @@ def merge_project_file(builtin: Catalog, path: Path,
                 raise ProjectFileError(label, f"services.{name}", "aliases",
                                        f"{alias!r} is already taken by the built-in {owner}")
     merged = Catalog(services={**builtin.services, **own.services},
-                     host_apps=own.host_apps, tunnels=own.tunnels)
+                     host_apps=own.host_apps, tunnels=own.tunnels, data=own.data)
     return check_apps(check_catalog(merged, label, list(own.services)), label).split_optional()
 
 
@@ -227,7 +228,8 @@ def check_catalog(catalog: Catalog, label: str, checked: list[str]) -> Catalog:
                                    f"{spec.login[1]}, the password, is not a secret setting",
                                    hint="declare it with secret = true, so that devenv masks "
                                    "it in what it shows")
-    catalog = Catalog(services, catalog.host_apps, catalog.tunnels)
+    catalog = Catalog(services, catalog.host_apps, catalog.tunnels, catalog.optional,
+                      catalog.data)
     for name in checked:
         cycle = _cycle(catalog, name)
         if cycle:
@@ -601,6 +603,18 @@ def _settings(label: str, table: str, raw: Any, trusted: bool = False
                                  default=f.text("default", ""), kind=kind,
                                  help=f.text("help", ""), secret=secret, generate=generate))
     return tuple(specs)
+
+
+def _data_table(table: Mapping[str, Any], label: str) -> dict[str, Any]:
+    """[data]: `branches = true` binds PostgreSQL's and Redis' data to the git branch."""
+    for key, value in table.items():
+        if key != "branches":
+            raise ProjectFileError(label, "data", key, "unknown field",
+                                   hint="[data] holds only `branches = true|false`")
+        if not isinstance(value, bool):
+            raise ProjectFileError(label, "data", key, f"{value!r} is not true or false",
+                                   hint="write branches = true (or false)")
+    return dict(table)
 
 
 def _table(data: Mapping[str, Any], key: str, label: str, table: str) -> dict[str, Any]:

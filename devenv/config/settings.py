@@ -113,6 +113,15 @@ class Settings:
         return url_host_for(self.bind)
 
     @property
+    def db_branches(self) -> bool:
+        """Data bound to git branches: DEVENV_DB_BRANCHES, else devenv.toml's [data]
+        branches, else off."""
+        value = self.values.get("DEVENV_DB_BRANCHES", "").lower()
+        if value:
+            return _SWITCH[value]
+        return bool(self.catalog.data.get("branches", False))
+
+    @property
     def wait_timeout(self) -> float:
         return parse_seconds(self.values["DEVENV_WAIT_TIMEOUT"], "DEVENV_WAIT_TIMEOUT")
 
@@ -314,6 +323,9 @@ def _check(spec: SettingSpec, value: str, source: str = "") -> None:
             if word.startswith("/") or ".." in Path(word).parts:
                 raise SettingError(f"{key}: {word!r} must be a path inside the API's build "
                                    "folder", hint=f"e.g. {key}={spec.default}")
+    elif kind == "switch" and value.lower() not in _SWITCH:
+        raise SettingError(f"{key}={value!r} is not true or false",
+                           hint=f"use true or false, or leave {key} empty for the default")
     elif kind == "action" and value not in ("sync", "sync+restart"):
         raise SettingError(f"{key}={value!r} is not a watch action",
                            hint="use sync+restart (default) or sync")
@@ -451,6 +463,10 @@ def _load(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str
                 raise
             problems.append(SettingProblem(spec.key, exc))
             values[spec.key], sources[spec.key] = spec.default, "default"
+    if sources.get("DEVENV_PROJECT") == "default" and _branches_on(values, catalog):
+        derived = worktree_project(project_dir, values["DEVENV_PROJECT"])
+        if derived:
+            values["DEVENV_PROJECT"], sources["DEVENV_PROJECT"] = derived, "git worktree"
     # DEVENV_TUNNEL_<NAME>_* are a declared tunnel's credentials (devenv/tunnels.py).
     unknown = tuple(k for k in dotenv if k.startswith("DEVENV_") and k not in values
                     and not k.startswith("DEVENV_TUNNEL_"))
@@ -469,6 +485,31 @@ def _load(project_dir: Path, environ: Mapping[str, str], flags: Mapping[str, str
             raise
         problems.append(SettingProblem("DEVENV_*_PORT", exc))
     return settings
+
+
+def _branches_on(values: Mapping[str, str], catalog: Catalog) -> bool:
+    value = values.get("DEVENV_DB_BRANCHES", "").lower()
+    return _SWITCH.get(value, False) if value else bool(catalog.data.get("branches", False))
+
+
+def worktree_project(project_dir: Path, base: str) -> str | None:
+    """With branches on, a linked git worktree is a project of its own: `<base>-<its
+    folder>-<hash of its path>`, stable while the worktree stays where it is. None for the
+    repository's main checkout (and outside git: `up` says so)."""
+    import hashlib
+    import re
+
+    from .gitinfo import GitError, place
+
+    try:
+        where = place(project_dir)
+    except GitError:
+        return None
+    if not where.linked:
+        return None
+    words = re.sub(r"[^a-z0-9]+", "-", where.toplevel.name.lower()).strip("-")[:24].strip("-")
+    digest = hashlib.sha256(str(where.toplevel).encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{base}-{words or 'worktree'}-{digest[:6]}"
 
 
 def _declared_defaults(catalog: Catalog) -> dict[str, tuple[str, str]]:
@@ -512,3 +553,8 @@ def _check_distinct_ports(settings: Settings, skip: set[str] | frozenset[str] = 
                 f"{seen[port]} and {spec.port_key} are both {port}",
                 hint="give each service its own port (devenv moves taken ports by itself)")
         seen[port] = spec.port_key
+
+
+#: the words a true/false setting takes ("" is its default)
+_SWITCH = {"": False, "true": True, "1": True, "yes": True, "on": True,
+           "false": False, "0": False, "no": False, "off": False}

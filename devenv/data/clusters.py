@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .volumes import VOLUME_KEYS, volume_name
+from .volumes import volume_labels, volume_name
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -365,8 +365,7 @@ def unpack(engine: Engine, settings: Settings, cluster: ClusterPlan,
     from ..errors import DevenvError
 
     name = volume_name(settings, SERVICE)
-    labels = {"com.docker.compose.project": settings.project,
-              "com.docker.compose.volume": VOLUME_KEYS[SERVICE]}
+    labels = volume_labels(settings, SERVICE)
     try:
         with open(path, "rb") as archive:
             filled = engine.fill_new_volume(name, labels, cluster.image, settings.catalog[

@@ -27,7 +27,7 @@ from ..live.running import check_same_directory, project_containers, url_host
 from ..probes import Target, wait_until_ready
 from . import credentials, snapshots
 from .snapshots import Snapshot
-from .volumes import DATA_SERVICES, VOLUME_KEYS, psql, volume_name
+from .volumes import DATA_SERVICES, psql, volume_labels, volume_name
 
 # Runs as root in the PostgreSQL image: $1 uid, $2 gid (owner of the files written), $3 the
 # services whose volumes are copied out to /out, $4 those copied in from the snapshot at
@@ -304,8 +304,7 @@ def create_volumes(engine: Engine, settings: Settings, services: Sequence[str]) 
         name = volume_name(settings, service)
         if not engine.volume_exists(name):
             # Compose's labels: `up` adopts the volume and `down --volumes` removes it.
-            engine.create_volume(name, {"com.docker.compose.project": settings.project,
-                                        "com.docker.compose.volume": VOLUME_KEYS[service]})
+            engine.create_volume(name, volume_labels(settings, service))
 
 
 @contextlib.contextmanager

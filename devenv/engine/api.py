@@ -171,6 +171,15 @@ class Engine:
         data = self._api.get("/volumes", query) or {}
         return sorted(v["Name"] for v in data.get("Volumes") or [])
 
+    def volume_sizes(self, project: str) -> dict[str, int]:
+        """Volume name -> bytes, for the project's volumes (the engine's disk usage
+        report; a volume it has not measured is left out)."""
+        names = set(self.volumes(project))
+        data = self._api.get("/system/df", {"type": "volume"}) or {}
+        return {v["Name"]: int((v.get("UsageData") or {}).get("Size", -1))
+                for v in data.get("Volumes") or []
+                if v.get("Name") in names and int((v.get("UsageData") or {}).get("Size", -1)) >= 0}
+
     def logs(self, container_id: str, tail: int = 20) -> str:
         """A container's last `tail` log lines, read as a stream: however long its lines,
         no more than `tail` of them, each cut at LINE_LIMIT, are held."""

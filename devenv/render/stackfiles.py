@@ -27,7 +27,8 @@ class LanPublish:
 def render_input(settings: Settings, services: Sequence[str], plan: PortPlan,
                  start_interval: bool, network_external: bool, url_host: str,
                  warn: Callable[[str], None] | None = None,
-                 lan: LanPublish | None = None) -> RenderInput:
+                 lan: LanPublish | None = None,
+                 volume_keys: Mapping[str, str] | None = None) -> RenderInput:
     builds = service_builds(settings, services)
     # develop.watch rules for the services that declare `watch` and are built here
     watches = {name: watch_rules(settings, builds.get(name), settings.compose_dir)
@@ -53,6 +54,7 @@ def render_input(settings: Settings, services: Sequence[str], plan: PortPlan,
         else "",
         https=https_routes(settings, services, warn)
         if settings.catalog.proxy in services else None,
+        volume_keys=volume_keys,
     )
 
 

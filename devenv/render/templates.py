@@ -130,11 +130,16 @@ class RenderInput:
     seed_dir: str = ""  # absolute path of the seed folder, "" when there is none
     #: the HTTPS proxy's routes, domain and certificate directory (DEVENV_HTTPS), else None
     https: Mapping[str, Any] | None = None
+    #: compose volume key -> the key of the git branch's data in use ([data] branches):
+    #: another key, so that Compose recreates the service on the branch's volume
+    volume_keys: Mapping[str, str] | None = None
 
 
 def _service_context(name: str, data: RenderInput) -> ServiceContext:
     spec = data.catalog[name]
-    volumes = tuple({"name": f"{name}-data" if i == 0 else f"{name}-data-{i}", "target": path}
+    keys = data.volume_keys or {}
+    volumes = tuple({"name": keys.get(f"{name}-data", f"{name}-data") if i == 0
+                     else f"{name}-data-{i}", "target": path}
                     for i, path in enumerate(spec.data_dirs))
     port = data.ports[name]
     return ServiceContext(

@@ -13,6 +13,7 @@ from ..config.catalog import Selection
 from ..config.settings import Settings
 from ..config.state import ProjectState, StateFile, known_secrets, project_lock
 from ..context import Context
+from ..data.volumes import compose_keys
 from ..engine import Container, Engine, EngineInfo, PortRaceError
 from ..errors import DockerUnavailableError, NotReadyError, PortConflictError, UsageError
 from ..files import write_atomic
@@ -84,7 +85,8 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
        lan: LanPublish | None = None) -> UpResult:
     """select -> lock -> look -> plan -> render and start -> finish -> wait -> report; a
     port taken between plan and start moves that service and render/start run again."""
-    from ..data import clusters  # only `up` needs it: down, logs and config stay lighter
+    from ..data import branches, clusters  # only `up` needs them: down, logs and config
+    # stay lighter
 
     began = time.monotonic()
     settings = ctx.settings()
@@ -94,6 +96,9 @@ def up(ctx: Context, only: Sequence[str] | None = None, reset_ports: bool = Fals
     state_file = StateFile(settings.state_dir, warn=ctx.notify)
     with project_lock(settings.state_dir, settings.project, "up", settings.wait_timeout,
                       on_wait=ctx.notify):
+        said = branches.enter(ctx, engine, settings)  # [data] branches: the branch's data
+        if said:
+            ctx.notify(said)
         scene = _look(ctx, engine, info, settings, selection, state_file, reset_ports)
         planner = _planner(engine, info, settings, scene, strict_ports, reset_ports)
         plan = _plan(ctx, planner, scene, lan, selection.apps)
@@ -254,7 +259,8 @@ def _render_and_start(ctx: Context, engine: Engine, info: EngineInfo, settings: 
     for attempt in range(RACE_RETRIES + 1):
         rendered = write_stack(settings, render_input(
             settings, scene.services, plan, info.supports_start_interval,
-            scene.network_external, scene.host, ctx.notify, lan), ctx.notify)
+            scene.network_external, scene.host, ctx.notify, lan,
+            compose_keys(settings, scene.services)), ctx.notify)
         if is_current(rendered, scene.state, scene.before):
             return plan, rendered, False
         try:
@@ -486,6 +492,22 @@ def _write_app_env(settings: Settings, rows: Sequence[ServiceRow]) -> None:
     write_atomic(settings.state_dir / "app.env", text, 0o600)
 
 
+def switch_data(ctx: Context, show_secrets: bool = False) -> UpResult | None:
+    """`db switch`: the running data services (and what runs with them) onto the data of
+    the branch checked out, as `up` would; None when nothing of the project runs (the
+    next `up` switches then)."""
+    from ..data.branches import branches_on
+
+    settings = ctx.settings()
+    branches_on(settings)
+    engine = ctx.engine()
+    containers = project_containers(engine, settings.project)
+    running = [n for n, c in containers.items() if c.running and n in settings.catalog]
+    if not running:
+        return None
+    return up(ctx, only=running, show_secrets=show_secrets)
+
+
 def restart(ctx: Context, names: Sequence[str] | None,
             show_secrets: bool = False) -> tuple[ServiceRow, ...]:
     """Restart running services and host apps (names or aliases; none means all that run)
@@ -599,7 +621,8 @@ def render(ctx: Context, only: Sequence[str] | None = None) -> list[WriteResult]
         data = render_input(settings, services, plan,
                             info.supports_start_interval if info else False,
                             network_external(engine, settings) if engine else False,
-                            url_host(settings, remote), ctx.notify)
+                            url_host(settings, remote), ctx.notify,
+                            volume_keys=compose_keys(settings, services))
         return list(write_stack(settings, data, ctx.notify).writes)
 
 

@@ -1,0 +1,58 @@
+"""[data] branches on the real engine with a real git repository: each branch keeps its own
+data; a new branch starts from its parent's; a switch back copies nothing. How long a switch
+takes against `devenv restart db` is bench/branches.py's to say, not a test's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from conftest import Project
+
+
+def git(path: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com",
+                           *args], cwd=path, capture_output=True, text=True,
+                          check=True).stdout
+
+
+def sql(project: Project, statement: str) -> str:
+    return project.run("psql", "-Atc", statement).stdout.strip()
+
+
+def test_each_branch_keeps_its_own_data(project: Project) -> None:
+    (project.path / "devenv.toml").write_text("[data]\nbranches = true\n")
+    git(project.path, "init", "-q", "-b", "main")
+    git(project.path, "commit", "-q", "--allow-empty", "-m", "start")
+
+    first = project.run("up", "--only", "db,cache").stderr
+    assert "data: branch main (new, fresh database)" in first
+    sql(project, "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('on main')")
+    project.run("redis-cli", "set", "where", "main")
+
+    git(project.path, "checkout", "-q", "-b", "feature/agents")
+    said = project.run("up", "--only", "db,cache").stderr
+    assert "data: branch feature/agents (new, from main, " in said, said
+    assert sql(project, "SELECT body FROM notes") == "on main"
+    assert project.run("redis-cli", "get", "where").stdout.strip() == "main"
+    sql(project, "INSERT INTO notes VALUES ('on feature')")
+    project.run("redis-cli", "set", "where", "feature")
+
+    git(project.path, "checkout", "-q", "main")
+    said = project.run("up", "--only", "db,cache").stderr
+    assert "data: branch main" in said and "new" not in said, said
+    assert sql(project, "SELECT body FROM notes ORDER BY body") == "on main"
+    assert project.run("redis-cli", "get", "where").stdout.strip() == "main"
+
+    git(project.path, "checkout", "-q", "feature/agents")
+    said = project.run("up", "--only", "db,cache").stderr
+    assert "data: branch feature/agents" in said and "new" not in said, said
+    assert sql(project, "SELECT body FROM notes ORDER BY body") == "on feature\non main"
+    assert project.run("redis-cli", "get", "where").stdout.strip() == "feature"
+
+    rows = {row["name"]: row for row in json.loads(project.run("db", "branches",
+                                                               "--json").stdout)}
+    assert set(rows) == {"main", "feature/agents"}
+    assert rows["feature/agents"]["in_use"] and rows["feature/agents"]["parent"] == "main"
+    assert rows["main"]["in_git"] and rows["main"]["size"] > 0
