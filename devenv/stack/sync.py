@@ -71,7 +71,6 @@ def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
     after each. Ends by Ctrl-C (KeyboardInterrupt: every container keeps running) or
     WatchFolderGoneError when the build folder is deleted (nothing is deleted in the
     container then)."""
-    from ..config.state import known_secrets
 
     watched = _watched(ctx, plan.settings, service, engine)
     settings = watched.settings
@@ -88,7 +87,7 @@ def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
     # the folder is watched once the watcher first wakes: a save before would be missed
     watching.wait(WAKE_MS / 1000 + 10)
     own_logs = ServiceLogs(watched.engine, settings.project, watched.service,
-                           watched.container.id, known_secrets(settings)) if logs else None
+                           watched.container.id, watched.output) if logs else None
     if own_logs is not None:
         own_logs.start(lambda line: items.put(("log", line)))
     ignore = DockerIgnore.of(context)
