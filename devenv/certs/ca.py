@@ -22,8 +22,8 @@ from typing import Any
 
 from ..errors import StateError
 from ..files import write_atomic
+from .paths import CA_CERT, ca_dir  # noqa: F401 - callers import them from here too
 
-CA_CERT = "ca.pem"
 CA_KEY = "ca-key.pem"
 LEAF_CERT = "cert.pem"
 LEAF_KEY = "key.pem"
@@ -33,15 +33,6 @@ CA_DAYS = 3650
 LEAF_DAYS = 397
 #: a leaf with less left than this is issued anew by `up`
 RENEW_DAYS = 30
-
-
-def ca_dir(environ: Mapping[str, str]) -> Path:
-    """$XDG_DATA_HOME/devenv/ca, else ~/.local/share/devenv/ca."""
-    base = environ.get("XDG_DATA_HOME") or ""
-    if not base or not os.path.isabs(base):
-        home = environ.get("HOME") or os.path.expanduser("~")
-        base = os.path.join(home, ".local", "share")
-    return Path(base) / "devenv" / "ca"
 
 
 def ca_cert_path(environ: Mapping[str, str]) -> Path:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..certs.ca import ca_dir
+from ..certs.paths import ca_dir
 from ..errors import ProjectFileError, SettingError, UsageError
 from .catalog import PROJECT_FILE, Catalog, SettingSpec
 from .core import (  # noqa: F401 - COMPOSE_FILE, core_settings, DEFAULT_PROJECT: from here too

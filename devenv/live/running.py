@@ -151,7 +151,7 @@ def probe_targets(settings: Settings, rows: Iterable[ServiceRow],
                   proxy_port: int | None) -> list[Target]:
     """What to probe for each row: an HTTP service through the HTTPS proxy when it runs
     (TLS with the service's name, devenv's CA the only root), else its published port."""
-    from ..certs.ca import CA_CERT
+    from ..certs.paths import CA_CERT
     from ..config.catalog import https_domain, https_host
     from ..probes import Target, TlsRoute
 
