@@ -7,7 +7,29 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+
+class _Named(Protocol):
+    name: str
+
+
+R = TypeVar("R", bound=_Named)
+
+
+def read_records(folder: Path, read: Callable[[Path], R | None]) -> dict[str, R]:
+    """Every `*.json` record in `folder` that `read` accepts, by its name (none when the
+    folder does not exist)."""
+    if not folder.is_dir():
+        return {}
+    records = {}
+    for path in sorted(folder.glob("*.json")):
+        record = read(path)
+        if record is not None:
+            records[record.name] = record
+    return records
 
 
 def whole(value: Any, low: int, high: int) -> int | None:

@@ -91,7 +91,8 @@ def test_a_symlink_out_of_the_source_folder_is_never_followed(tmp_path: Path):
         "(never followed out)"]
     assert batch.copy == [(str(folder / "inside"), "/app/inside", False)]  # a link inside
     data, _lost = archive(batch, 0, 0)
-    member = tarfile.open(fileobj=io.BytesIO(data)).getmember("app/inside")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.getmember("app/inside")
     assert member.issym() and member.linkname == "src"
 
 
@@ -111,7 +112,8 @@ def test_the_tar_gives_the_files_to_the_containers_user(tmp_path: Path):
     os.chmod(saved, 0o640)
     batch = _plan(tmp_path, saved)
     data, lost = archive(batch, 1000, 1001)
-    member = tarfile.open(fileobj=io.BytesIO(data)).getmember("app/a.py")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = tar.getmember("app/a.py")
     assert (member.uid, member.gid, member.mode, member.size, lost) == (1000, 1001, 0o640, 9,
                                                                         [])
 

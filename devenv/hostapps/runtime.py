@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import StateError
 from ..processes import group_alive, same_process
+from ..processes import read_records as all_records
 
 if TYPE_CHECKING:  # `ports` and `status` read records only: they import no more than that
     import subprocess
@@ -112,15 +113,7 @@ def read_record(path: Path) -> AppRecord | None:
 
 
 def read_records(state_dir: Path, project: str) -> dict[str, AppRecord]:
-    folder = app_dir(state_dir, project)
-    if not folder.is_dir():
-        return {}
-    records = {}
-    for path in sorted(folder.glob("*.json")):
-        record = read_record(path)
-        if record is not None:
-            records[record.name] = record
-    return records
+    return all_records(app_dir(state_dir, project), read_record)
 
 
 def env_digest(values: Mapping[str, str], salt: str) -> dict[str, str]:

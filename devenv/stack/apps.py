@@ -129,7 +129,7 @@ class AppStarter:
                 if not wait.ok:
                     raise self._not_ready(wave, ports, wait)
             except BaseException:
-                for name, record in started.items():
+                for record in started.values():
                     fresh = read_record(record.path)
                     stop_app(fresh or record, grace=2.0)
                 raise

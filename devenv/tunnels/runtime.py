@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import NotReadyError, SshError, StateError
 from ..probes import ProbeResult, probe_http, probe_postgres, probe_redis, probe_tcp
 from ..processes import moment, same_process, whole
+from ..processes import read_records as all_records
 from .ssh_failures import classify_failure, target_hopeless, target_refused
 from .tables import Credentials, TunnelSpec
 
@@ -100,15 +101,7 @@ def read_record(path: Path) -> TunnelRecord | None:
 
 
 def read_records(state_dir: Path, project: str) -> dict[str, TunnelRecord]:
-    folder = tunnel_dir(state_dir, project)
-    if not folder.is_dir():
-        return {}
-    records = {}
-    for path in sorted(folder.glob("*.json")):
-        record = read_record(path)
-        if record is not None:
-            records[record.name] = record
-    return records
+    return all_records(tunnel_dir(state_dir, project), read_record)
 
 
 def foreground_options(ssh: str = "ssh") -> list[str]:
