@@ -451,7 +451,7 @@ def warm_up(bench: Bench) -> None:
     run([bench.interpreter, "-c", "import click"], cwd=bench.root, env=env)
     run([bench.interpreter, "-c", "import importlib\n"
          "for m in ('devenv.cli.main', 'devenv.stack.usecases', 'devenv.stack.doctor',\n"
-         "          'jinja2', 'tenacity', 'python_on_whales', 'dotenv'):\n"
+         "          'jinja2', 'tenacity', 'dotenv'):\n"
          "    try: importlib.import_module(m)\n"
          "    except Exception: pass\n"], cwd=bench.root, env=env)
     p = bench.project("warm-up")

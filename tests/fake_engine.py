@@ -149,9 +149,6 @@ class FakeEngine:
     def compose(self, project: str, compose_file: Path | None = None) -> FakeCompose:
         return FakeCompose(self, project, compose_file)
 
-    def preload_compose(self) -> None:
-        pass
-
     # the fake's own helpers
     def _stop_listener(self, name: str) -> None:
         listener = self.listeners.pop(name, None)

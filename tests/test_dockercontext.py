@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from devenv.engine import Compose, compose_error, connect
+from devenv.engine import Compose, PortRaceError, compose_error, connect
 from devenv.engine.dockercontext import DEFAULT_HOST, resolve_engine
 from devenv.engine.transport import _unreachable
 from devenv.errors import DockerUnavailableError
@@ -86,13 +87,35 @@ def test_the_resolved_host_reaches_clients_that_read_the_environment(config):
     assert env["DOCKER_TLS_VERIFY"] == "1" and env["DOCKER_CERT_PATH"].endswith("docker")
 
 
-def test_compose_is_given_the_same_engine(config):
+def test_compose_is_given_the_same_engine(config, monkeypatch):
     use(config, "colima")
     environ = {"DOCKER_CONFIG": str(config)}
     compose = connect(environ).compose("p")
     assert compose.target.host == "unix:///home/me/.colima/default/docker.sock"
-    client = Compose("p", None, environ, compose.target)._client()
-    assert client.client_config.host == "unix:///home/me/.colima/default/docker.sock"
+    ran = []
+
+    def run(argv, **kwargs):
+        ran.append((argv, kwargs["env"]))
+        return subprocess.CompletedProcess(argv, 0, b"", b"")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    Compose("p", None, environ, compose.target).up(["db"])
+    [(argv, env)] = ran
+    assert argv[1:] == ["compose", "-p", "p", "up", "--detach", "db"]
+    assert env["DOCKER_HOST"] == "unix:///home/me/.colima/default/docker.sock"
+
+
+def test_compose_failures_become_devenv_errors(monkeypatch):
+    def run(argv, **kwargs):
+        return subprocess.CompletedProcess(
+            argv, 1, b"", b"Error response from daemon: driver failed programming external "
+            b"connectivity: Bind for 127.0.0.1:5432 failed: port is already allocated\n")
+
+    monkeypatch.setattr(subprocess, "run", run)
+    with pytest.raises(PortRaceError) as info:
+        Compose("p", None, {}, resolve_engine({})).up(["db"])
+    assert info.value.port == 5432
+    Compose("p", None, {}, resolve_engine({})).up([])  # nothing asked: nothing run
 
 
 @pytest.mark.parametrize("text, words", [

@@ -1,10 +1,10 @@
-"""The one seam to Docker: nothing else in devenv imports docker or python_on_whales.
+"""The one seam to Docker: nothing else in devenv imports docker or runs the docker CLI.
 
     dockercontext.py  which engine: DOCKER_HOST, DOCKER_CONTEXT, the CLI's current context
     transport.py      HTTP over the local unix socket, or the docker SDK for remote engines
     models.py         the values handed out (Container, Published, ...) and ContainerSource
     api.py            Engine: the Engine API calls devenv makes, and `connect`
-    compose.py        Compose: `docker compose` via python-on-whales; Compose's errors as ours
+    compose.py        Compose: `docker compose`, exec and run as the CLI; Compose's errors
 
 Use cases get their Engine from `Context.engine()` (whose factory calls `connect`), so
 tests can hand them a fake (tests/conftest.py).
@@ -29,7 +29,7 @@ from .models import (
 )
 from .transport import remote_host_of
 
-_COMPOSE_NAMES = ("Compose", "PortRaceError", "compose_error", "preload_compose",
+_COMPOSE_NAMES = ("Compose", "PortRaceError", "compose_error",
                   "ServiceNotRunningError", "RunInterruptedError", "ExecResult", "WatchProcess",
                   "parse_compose_version")
 
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
         WatchProcess,
         compose_error,
         parse_compose_version,
-        preload_compose,
     )
 
 
@@ -62,5 +61,5 @@ __all__ = [
     "PortRaceError", "Published", "Removed", "ServiceNotRunningError",
     "RunInterruptedError",
     "ExecResult", "WatchProcess", "parse_compose_version", "ONEOFF_LABEL",
-    "compose_error", "connect", "preload_compose", "remote_host_of",
+    "compose_error", "connect", "remote_host_of",
 ]

@@ -264,7 +264,7 @@ class Engine:
         and, if asked, its volumes: the named ones of the project and the anonymous ones
         of its containers (an image's `VOLUME` that no named volume covers holds data too;
         the engine removes them with the container, as `compose down -v` does). No compose
-        process, no python-on-whales import.
+        process.
 
         A network that another project still uses is kept (the engine refuses with 403),
         as `docker compose down` keeps it with a warning: the rest is removed all the same
@@ -549,12 +549,6 @@ class Engine:
         from .compose import Compose
 
         return Compose(project, compose_file, self._environ, self.target, engine=self)
-
-    def preload_compose(self) -> None:
-        """Load compose's client in the background while the caller plans and renders."""
-        from .compose import preload_compose
-
-        preload_compose()
 
     def remove_container(self, name_or_id: str) -> bool:
         """Force-remove one container (a one-off `run` left by an interrupt). False: gone."""

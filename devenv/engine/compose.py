@@ -1,7 +1,7 @@
-"""`docker compose` through python-on-whales, imported (0.4 s) only when a command needs
-it, and Compose's stderr turned into the most specific error devenv knows (the port race,
-a missing image, no Compose v2, no engine); exec, run, watch and logs run the docker CLI
-itself (exec and run handing it the terminal; watch and logs read in bounded memory)."""
+"""`docker compose` and `docker exec/run`, run as the docker CLI, and Compose's stderr
+turned into the most specific error devenv knows (the port race, a missing image, no
+Compose v2, no engine). up, create and version capture the output; exec and run hand the
+CLI the terminal; watch and logs read in bounded memory."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from .lines import LineSplitter
 from .models import ONEOFF_LABEL, Container, ContainerSource
 from .transport import _docker_cli, _last_line, _text, unreachable_hint
 
-# --- compose, through python-on-whales ------------------------------------------------
+# --- compose's errors ------------------------------------------------------------------
 _PORT_RACE = re.compile(
     r"(?:Bind for [^ ]*?:(\d+) failed: port is already allocated"
     r"|listen tcp6? [^ ]*?:(\d+): bind: address already in use"
@@ -50,9 +50,8 @@ class PortRaceError(ComposeError):
 
 
 class Compose:
-    """`docker compose` for one project, through python-on-whales; the commands that hand
-    the terminal to a process (exec, run) or stream for long (watch, logs) run the CLI
-    itself."""
+    """`docker compose` for one project: the docker CLI, against the engine devenv
+    resolved (DOCKER_HOST and its TLS files in the CLI's environment)."""
 
     def __init__(self, project: str, compose_file: Path | None, environ: Mapping[str, str],
                  target: EngineTarget | None = None, engine: ContainerSource | None = None):
@@ -62,46 +61,32 @@ class Compose:
         self.target = target or resolve_engine(environ)
         self._engine = engine
 
-    def _client(self) -> Any:
-        from python_on_whales import DockerClient
-
-        files: list[str | Path] = [self.compose_file] if self.compose_file else []
-        project_dir = self.compose_file.parent if self.compose_file else None
-        # The engine devenv resolved, as --host: compose then talks to the same engine
-        # whatever DOCKER_CONTEXT or the CLI's current context say.
-        tls: dict[str, Any] = {}
-        if self.target.tls_dir and self.target.source != "DOCKER_HOST":
-            certs = Path(self.target.tls_dir)
-            tls = {name: certs / f"{stem}.pem" for name, stem in
-                   (("tlscacert", "ca"), ("tlscert", "cert"), ("tlskey", "key"))
-                   if (certs / f"{stem}.pem").is_file()}
-            tls["tlsverify" if not self.target.skip_tls_verify else "tls"] = True
-        return DockerClient(compose_files=files, compose_project_name=self.project,
-                            compose_project_directory=project_dir, host=self.target.host,
-                            client_call=[_docker_cli()], **tls)
-
-    def _run(self, action: str, call: Any) -> Any:
-        from python_on_whales.exceptions import DockerException
+    def _compose(self, action: str, *args: str) -> str:
+        """`docker compose ACTION ARGS...` for this project, quiet, its stdout returned;
+        a failure is the most specific error its stderr names (compose_error)."""
+        import subprocess
 
         try:
-            return call()
-        except DockerException as exc:
-            stderr = _text(exc.stderr)
-            raise compose_error(action, stderr, self.target) from None
+            done = subprocess.run(self._argv(action, *args), stdin=subprocess.DEVNULL,
+                                  capture_output=True, env=self.target.environ(self.environ))
+        except OSError as exc:
+            raise ComposeError(f"cannot run docker compose {action}: {exc}") from exc
+        if done.returncode != 0:
+            raise compose_error(action, _text(done.stderr), self.target)
+        return _text(done.stdout)
 
     def up(self, services: Sequence[str], build: bool = False) -> None:
         # With dependencies (no --no-deps): --no-deps leaves the depends_on label and the
         # config hash different from a plain `docker compose up`, which would then
         # recreate the containers. The dependencies are running or named anyway.
-        client = self._client()
-        self._run("up", lambda: client.compose.up(
-            services=list(services), detach=True, build=build, quiet=True))
+        if services:
+            self._compose("up", "--detach", *(["--build"] if build else []),
+                          *services)
 
     def create(self, services: Sequence[str]) -> None:
         """`docker compose create SERVICES`: the containers as `up` makes them, not started
         (Engine.start_created starts them)."""
-        client = self._client()
-        self._run("create", lambda: client.compose.create(services=list(services)))
+        self._compose("create", *services)
 
     def logs(self, services: Sequence[str], follow: bool = False,
              tail: int | None = None) -> Iterator[str]:
@@ -130,7 +115,7 @@ class Compose:
                 process.stderr.close()
 
     def version(self) -> str:
-        return str(self._run("version", lambda: self._client().compose.version()))
+        return self._compose("version")
 
     # --- the inner loop: exec, run, watch (subprocesses of the docker CLI) ------------
     def _argv(self, *args: str) -> list[str]:
@@ -373,23 +358,6 @@ def _run_attached(argv: list[str], environ: Mapping[str, str], capture: bool,
         return ExecResult(subprocess.run(argv, env=dict(environ)).returncode)
     except OSError as exc:
         raise ComposeError(f"cannot run {argv[0]}: {exc}") from exc
-
-
-_preloading: list[threading.Thread] = []
-
-
-def preload_compose() -> None:
-    """Import python-on-whales (0.3-0.4 s, pydantic models) in the background while the
-    caller plans and renders; the compose call then finds it loaded."""
-    if not _preloading:
-        thread = threading.Thread(target=_import_compose, daemon=True, name="preload")
-        _preloading.append(thread)
-        thread.start()
-
-
-def _import_compose() -> None:
-    with contextlib.suppress(Exception):
-        import python_on_whales  # noqa: F401
 
 
 def compose_error(action: str, stderr: str,

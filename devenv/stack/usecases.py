@@ -162,8 +162,6 @@ def _look(ctx: Context, engine: Engine, info: EngineInfo, settings: Settings,
     check_same_directory(settings, before.values())
     before = _remove_disabled(ctx, engine, settings, before)
     services = _file_services(settings, selection, before)
-    if set(selection.services) - _running(before):
-        engine.preload_compose()  # something will start: load compose's client meanwhile
     # A service with a migration starts last: after what it needs answers and the
     # migration succeeded (data.migrate). A fresh database may start from its seed.
     migrating = _migrating(settings, selection)
