@@ -2,8 +2,8 @@
 data lives in its own volumes (`<project>_postgres-data--<slug>`). `up` enters the branch
 checked out: a branch with data is switched to by rendering its volumes (Compose recreates
 the two services on them: nothing is copied); a branch without data starts from a physical
-copy of the data in use (the services stopped, as for a snapshot), else from the `seed`
-snapshot or a fresh database. Also `db branches`, `db branch rm` and `--prune`.
+copy of the data in use (a first pass while the services run, the rest while they are
+stopped, as for a snapshot), else from the `seed` snapshot or a fresh database. Also `db branches`, `db branch rm` and `--prune`.
 """
 
 from __future__ import annotations
@@ -32,12 +32,20 @@ from .ops import stopped
 from .volumes import DATA_SERVICES, volume_labels, volume_name
 
 # Runs as root in the PostgreSQL image: $1 the services to copy, /src/<svc> the data in use
-# (read-only), /dst/<svc> the new branch's volumes. It checks the room first and prints
-# "devenv-checked", then waits for "go" on stdin (sent once the services are stopped;
-# anything else or EOF: exit 71, nothing copied), copies and prints "devenv-copied". Two
-# tars per service (one reads, one writes: both cores). A restore's leftovers are not data.
+# (read-only), /dst/<svc> the new branch's volumes. Two passes, as a live migration copies:
+# - the room is checked, then the first pass copies everything while the services still
+#   run (files that change meanwhile may come torn: the second pass replaces them); it
+#   prints "devenv-checked" and waits for "go" on stdin (anything else or EOF: exit 71);
+# - "go" comes once the services are stopped (their data is then still): the second pass
+#   copies what changed after the mark made before the first pass began (find -newer, in
+#   nanoseconds; the 50 ms pause outlasts the coarse clock's tick, so a write that shares
+#   the mark's time was made before the first pass read the file) and what the first pass
+#   lacks, removes what the data no longer has, and prints "devenv-copied".
+# Names travel NUL-separated. Two tars per service (one reads, one writes: both cores). A
+# restore's leftovers and postmaster.pid are not data.
 COPY_SCRIPT = r"""
 set -eu
+export LC_ALL=C
 services=$1
 need=0
 for s in $services; do need=$((need + $(du -sk "/src/$s" | cut -f1))); done
@@ -48,15 +56,38 @@ for s in $services; do
     exit 68
   fi
 done
+pids=""
+trap 'kill $pids 2>/dev/null; exit 130' INT TERM
+names() {  # the data's names under the current directory, NUL-separated; "$@": a find test
+  find . -mindepth 1 \( -path ./.devenv-old -o -path ./.devenv-restore \
+    -o -path ./postmaster.pid \) -prune -o "$@" -print0
+}
+touch /tmp/devenv-mark
+sleep 0.05
+for s in $services; do
+  find "/dst/$s" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+  ( { tar -C "/src/$s" -b 2048 -cf - --warning=no-file-changed --warning=no-file-removed \
+        --warning=no-file-shrank --ignore-failed-read --exclude=./.devenv-old \
+        --exclude=./.devenv-restore --exclude=./postmaster.pid . || echo $? >"/tmp/rc-$s"; } \
+      | tar -C "/dst/$s" -b 2048 -xpf - ) & pids="$pids $!"
+done
+rc=0
+for p in $pids; do wait "$p" || rc=$?; done
+for s in $services; do [ "$(cat "/tmp/rc-$s" 2>/dev/null || echo 0)" -le 1 ] || rc=66; done
+[ "$rc" = 0 ] || exit 66
 echo devenv-checked >&2
 go=""; read -r go || true
 [ "$go" = go ] || exit 71
 pids=""
-trap 'kill $pids 2>/dev/null; exit 130' INT TERM
 for s in $services; do
-  find "/dst/$s" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
-  (tar -C "/src/$s" -b 2048 -cf - --exclude=./.devenv-old --exclude=./.devenv-restore \
-      --exclude=./postmaster.pid . | tar -C "/dst/$s" -b 2048 -xpf -) & pids="$pids $!"
+  (
+    cd "/src/$s"
+    names -true | sort -z >"/tmp/src-$s"
+    (cd "/dst/$s" && find . -mindepth 1 -print0) | sort -z >"/tmp/dst-$s"
+    comm -z -13 "/tmp/src-$s" "/tmp/dst-$s" | (cd "/dst/$s" && xargs -0 -r rm -rf --)
+    { comm -z -23 "/tmp/src-$s" "/tmp/dst-$s"; names -newer /tmp/devenv-mark; } | sort -zu \
+      | tar -b 2048 -cf - --null --no-recursion -T - | tar -C "/dst/$s" -b 2048 -xpf -
+  ) & pids="$pids $!"
 done
 rc=0
 for p in $pids; do wait "$p" || rc=$?; done

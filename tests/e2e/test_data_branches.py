@@ -56,3 +56,35 @@ def test_each_branch_keeps_its_own_data(project: Project) -> None:
     assert set(rows) == {"main", "feature/agents"}
     assert rows["feature/agents"]["in_use"] and rows["feature/agents"]["parent"] == "main"
     assert rows["main"]["in_git"] and rows["main"]["size"] > 0
+
+
+def test_rows_committed_while_the_first_pass_copies_are_all_on_the_new_branch(
+        project: Project) -> None:
+    """A new branch's data is copied in two passes: the first while PostgreSQL runs (and
+    takes writes), the second once it is stopped. Every row committed before the stop is on
+    the new branch, and its cluster starts as one that was shut down cleanly."""
+    (project.path / "devenv.toml").write_text("[data]\nbranches = true\n")
+    git(project.path, "init", "-q", "-b", "main")
+    git(project.path, "commit", "-q", "--allow-empty", "-m", "start")
+    project.run("up", "--only", "db")
+    sql(project, "CREATE TABLE w (x int); INSERT INTO w SELECT generate_series(1, 400000)")
+    container = f"{project.name}-postgres-1"
+    writer = subprocess.Popen(
+        ["docker", "exec", container, "psql", "-U", "postgres", "-d", "cirkelline_agents",
+         "-qc", "DO $$ BEGIN FOR i IN 1..1000000 LOOP INSERT INTO w VALUES (i); COMMIT; "
+         "END LOOP; END $$"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        before = int(sql(project, "SELECT count(*) FROM w"))
+        git(project.path, "checkout", "-q", "-b", "copy-under-writes")
+        said = project.run("up", "--only", "db").stderr
+        assert "data: branch copy-under-writes (new, from main, " in said, said
+    finally:
+        writer.kill()
+        writer.wait()
+    copied = int(sql(project, "SELECT count(*) FROM w"))
+    log = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
+    assert "database system was shut down at" in log.stdout + log.stderr
+    git(project.path, "checkout", "-q", "main")
+    project.run("up", "--only", "db")
+    on_main = int(sql(project, "SELECT count(*) FROM w"))
+    assert on_main == copied > before, (before, copied, on_main)
