@@ -34,15 +34,16 @@ from .volumes import DATA_SERVICES, volume_labels, volume_name
 # Runs as root in the PostgreSQL image: $1 the services to copy, /src/<svc> the data in use
 # (read-only), /dst/<svc> the new branch's volumes. Two passes, as a live migration copies:
 # - the room is checked, then the first pass copies everything while the services still
-#   run (files that change meanwhile may come torn: the second pass replaces them); it
-#   prints "devenv-checked" and waits for "go" on stdin (anything else or EOF: exit 71);
+#   run, with cp (the kernel copies the bytes); files that change meanwhile may come torn
+#   and files that vanish are missed (cp's only error allowed): the second pass sees to
+#   both. It prints "devenv-checked" and waits for "go" on stdin (else or EOF: exit 71);
 # - "go" comes once the services are stopped (their data is then still): the second pass
 #   copies what changed after the mark made before the first pass began (find -newer, in
 #   nanoseconds; the 50 ms pause outlasts the coarse clock's tick, so a write that shares
 #   the mark's time was made before the first pass read the file) and what the first pass
 #   lacks, removes what the data no longer has, and prints "devenv-copied".
-# Names travel NUL-separated. Two tars per service (one reads, one writes: both cores). A
-# restore's leftovers and postmaster.pid are not data.
+# Names travel NUL-separated; the services are copied side by side. A restore's leftovers
+# and postmaster.pid are not data.
 COPY_SCRIPT = r"""
 set -eu
 export LC_ALL=C
@@ -66,14 +67,12 @@ touch /tmp/devenv-mark
 sleep 0.05
 for s in $services; do
   find "/dst/$s" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
-  ( { tar -C "/src/$s" -b 2048 -cf - --warning=no-file-changed --warning=no-file-removed \
-        --warning=no-file-shrank --ignore-failed-read --exclude=./.devenv-old \
-        --exclude=./.devenv-restore --exclude=./postmaster.pid . || echo $? >"/tmp/rc-$s"; } \
-      | tar -C "/dst/$s" -b 2048 -xpf - ) & pids="$pids $!"
+  ( find "/src/$s" -mindepth 1 -maxdepth 1 ! -name .devenv-old ! -name .devenv-restore \
+      ! -name postmaster.pid -exec cp -a -t "/dst/$s" {} + 2>"/tmp/err-$s" || true
+    ! grep -v "No such file or directory" "/tmp/err-$s" >&2 ) & pids="$pids $!"
 done
 rc=0
 for p in $pids; do wait "$p" || rc=$?; done
-for s in $services; do [ "$(cat "/tmp/rc-$s" 2>/dev/null || echo 0)" -le 1 ] || rc=66; done
 [ "$rc" = 0 ] || exit 66
 echo devenv-checked >&2
 go=""; read -r go || true
