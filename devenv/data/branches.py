@@ -42,12 +42,17 @@ from .volumes import DATA_SERVICES, volume_labels, volume_name
 #   nanoseconds; the 50 ms pause outlasts the coarse clock's tick, so a write that shares
 #   the mark's time was made before the first pass read the file) and what the first pass
 #   lacks, removes what the data no longer has, and prints "devenv-copied".
-# Names travel NUL-separated; the services are copied side by side. A restore's leftovers
-# and postmaster.pid are not data.
+# PostgreSQL's WAL segments wait for the second pass: a cleanly shut-down cluster needs
+# only the one holding its last checkpoint (as a snapshot keeps: the others are spent or
+# preallocated), read from pg_controldata; any other state copies them all. Names travel
+# NUL-separated; the services are copied side by side. A restore's leftovers and
+# postmaster.pid are not data.
 COPY_SCRIPT = r"""
 set -eu
 export LC_ALL=C
 services=$1
+x='[0-9A-F]'
+segment="$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x$x"
 need=0
 for s in $services; do need=$((need + $(du -sk "/src/$s" | cut -f1))); done
 for s in $services; do
@@ -61,14 +66,34 @@ pids=""
 trap 'kill $pids 2>/dev/null; exit 130' INT TERM
 names() {  # the data's names under the current directory, NUL-separated; "$@": a find test
   find . -mindepth 1 \( -path ./.devenv-old -o -path ./.devenv-restore \
-    -o -path ./postmaster.pid \) -prune -o "$@" -print0
+    -o -path ./postmaster.pid -o -path "./pg_wal/$segment" \) -prune -o "$@" -print0
+}
+first_pass() {  # $1 the service; cd'd into its data
+  find . -mindepth 1 -maxdepth 1 ! -name .devenv-old ! -name .devenv-restore \
+    ! -name postmaster.pid ! -name pg_wal -exec cp -a -t "/dst/$1" {} +
+  if [ -L pg_wal ]; then cp -a pg_wal "/dst/$1/"
+  elif [ -d pg_wal ]; then
+    mkdir "/dst/$1/pg_wal"
+    chown --reference=pg_wal "/dst/$1/pg_wal" && chmod --reference=pg_wal "/dst/$1/pg_wal"
+    find pg_wal -mindepth 1 -maxdepth 1 ! -name "$segment" -exec cp -a -t "/dst/$1/pg_wal" {} +
+  fi
+}
+wal() {  # the WAL segments the stopped cluster here needs, NUL-separated
+  [ -d pg_wal ] && [ ! -L pg_wal ] || return 0
+  info=$(pg_controldata . 2>/dev/null || true)
+  state=$(printf '%s\n' "$info" | sed -n 's/^Database cluster state: *//p')
+  redo=$(printf '%s\n' "$info" | sed -n "s/^Latest checkpoint's REDO WAL file: *//p")
+  if [ "$state" = "shut down" ] && [ -n "$redo" ] && [ -f "pg_wal/$redo" ]; then
+    printf './pg_wal/%s\0' "$redo"
+  else
+    find ./pg_wal -mindepth 1 -maxdepth 1 -name "$segment" -print0
+  fi
 }
 touch /tmp/devenv-mark
 sleep 0.05
 for s in $services; do
   find "/dst/$s" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
-  ( find "/src/$s" -mindepth 1 -maxdepth 1 ! -name .devenv-old ! -name .devenv-restore \
-      ! -name postmaster.pid -exec cp -a -t "/dst/$s" {} + 2>"/tmp/err-$s" || true
+  ( cd "/src/$s"; first_pass "$s" 2>"/tmp/err-$s" || true
     ! grep -v "No such file or directory" "/tmp/err-$s" >&2 ) & pids="$pids $!"
 done
 rc=0
@@ -84,8 +109,8 @@ for s in $services; do
     names -true | sort -z >"/tmp/src-$s"
     (cd "/dst/$s" && find . -mindepth 1 -print0) | sort -z >"/tmp/dst-$s"
     comm -z -13 "/tmp/src-$s" "/tmp/dst-$s" | (cd "/dst/$s" && xargs -0 -r rm -rf --)
-    { comm -z -23 "/tmp/src-$s" "/tmp/dst-$s"; names -newer /tmp/devenv-mark; } | sort -zu \
-      | tar -b 2048 -cf - --null --no-recursion -T - | tar -C "/dst/$s" -b 2048 -xpf -
+    { comm -z -23 "/tmp/src-$s" "/tmp/dst-$s"; names -newer /tmp/devenv-mark; wal; } \
+      | sort -zu | tar -b 2048 -cf - --null --no-recursion -T - | tar -C "/dst/$s" -b 2048 -xpf -
   ) & pids="$pids $!"
 done
 rc=0
