@@ -156,6 +156,7 @@ def test_a_container_replaced_mid_copy_gets_the_batch_once_more(tmp_path: Path):
     from types import SimpleNamespace
 
     from devenv.engine import ContainerGoneError
+    from devenv.errors import ComposeError
     from devenv.stack import sync
 
     saved = tmp_path / "a.py"
@@ -163,6 +164,9 @@ def test_a_container_replaced_mid_copy_gets_the_batch_once_more(tmp_path: Path):
     sent: list[str] = []
 
     class Engine:
+        def exec_pipe(self, cid: str, argv: list[str]) -> None:
+            raise ComposeError("cannot run docker exec: no docker CLI")  # uploads, then
+
         def put_archive(self, cid: str, path: str, data: bytes) -> None:
             sent.append(cid)
             if cid == "old":
@@ -211,3 +215,80 @@ def test_a_remote_engine_is_watched_by_compose(tmp_path: Path):
 
     settings = load_settings(tmp_path, {}, {})
     assert (sync_engine(settings, True), sync_engine(settings, False)) == ("devenv", "compose")
+
+
+def test_the_sync_action_unpacks_through_one_process_kept_in_the_container(tmp_path: Path):
+    """A batch is its size and its tar on the unpacker's stdin (here the same shell loop,
+    run locally into a folder instead of /): two batches, one process; once it has ended,
+    the batch is uploaded instead and the next batch starts a new unpacker."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from devenv.stack import sync
+
+    root = tmp_path / "container"
+    root.mkdir()
+    src = tmp_path / "src"
+    src.mkdir()
+    started: list[subprocess.Popen[bytes]] = []
+    uploaded: list[bytes] = []
+
+    class Engine:
+        def exec_pipe(self, cid: str, argv: list[str]) -> subprocess.Popen[bytes]:
+            assert argv == ["sh", "-c", sync.RECEIVER]
+            proc = subprocess.Popen(["sh", "-c", sync.RECEIVER.replace("-C /", f"-C {root}")],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            started.append(proc)
+            return proc
+
+        def put_archive(self, cid: str, path: str, data: bytes) -> None:
+            uploaded.append(data)
+
+    watched = SimpleNamespace(engine=Engine(), service="api", container=SimpleNamespace(id="c"))
+    state = sync._Sync(watched, [_rule(src)], [], str(src), "sync",  # type: ignore[arg-type]
+                       owner=(os.getuid(), os.getgid()))
+    try:
+        for n in (1, 2):
+            (src / "a.py").write_text(f"version {n}")
+            assert sync._copy(state, _plan(src, src / "a.py")) == []
+            assert (root / "app" / "a.py").read_text() == f"version {n}"
+        assert len(started) == 1 and not uploaded
+        started[0].kill()
+        started[0].wait()
+        (src / "a.py").write_text("version 3")
+        sync._copy(state, _plan(src, src / "a.py"))
+        assert len(uploaded) == 1 and state.receiver is None
+        (src / "a.py").write_text("version 4")
+        sync._copy(state, _plan(src, src / "a.py"))
+        assert len(started) == 2 and (root / "app" / "a.py").read_text() == "version 4"
+    finally:
+        sync._drop_receiver(state)
+    assert all(p.poll() is not None for p in started)
+
+
+def test_a_container_without_an_unpacker_gets_uploads(tmp_path: Path):
+    """No sh, head or tar in the container: the unpacker's first (empty) batch fails, and
+    every batch of that container is uploaded, without trying again."""
+    import subprocess
+    from types import SimpleNamespace
+
+    from devenv.stack import sync
+
+    (tmp_path / "a.py").write_text("x")
+    tries: list[str] = []
+    uploaded: list[str] = []
+
+    class Engine:
+        def exec_pipe(self, cid: str, argv: list[str]) -> subprocess.Popen[bytes]:
+            tries.append(cid)
+            return subprocess.Popen(["sh", "-c", "exit 126"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE)
+
+        def put_archive(self, cid: str, path: str, data: bytes) -> None:
+            uploaded.append(cid)
+
+    watched = SimpleNamespace(engine=Engine(), service="api", container=SimpleNamespace(id="c"))
+    state = sync._Sync(watched, [_rule(tmp_path)], [], str(tmp_path), "sync")  # type: ignore[arg-type]
+    for _ in range(3):
+        sync._copy(state, _plan(tmp_path, tmp_path / "a.py"))
+    assert tries == ["c"] and uploaded == ["c", "c", "c"] and state.no_receiver == "c"

@@ -45,6 +45,8 @@ from .transport import (
 )
 
 if TYPE_CHECKING:
+    import subprocess
+
     from .compose import Compose
 
 #: a container's last log lines (not followed) come within this
@@ -494,6 +496,21 @@ class Engine:
         output = "\n".join([*demux.feed(raw), *demux.end()])
         code = state.get("ExitCode")
         return CommandResult(int(code) if code is not None else 125, output, "")
+
+    def exec_pipe(self, container_id: str, argv: Sequence[str],
+                  user: str = "0") -> subprocess.Popen[bytes]:
+        """A long-lived command in a running container (`docker exec -i`), its stdin and
+        stdout pipes the caller's and its stderr dropped; the caller ends it (closing
+        stdin, or Popen.terminate). Raises ComposeError when the docker CLI cannot run."""
+        import subprocess
+
+        try:
+            return subprocess.Popen([_docker_cli(), "exec", "-i", "-u", user, container_id,
+                                     *argv], env=self.target.environ(self._environ),
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            raise ComposeError(f"cannot run docker exec: {exc}") from exc
 
     def _running_named(self, name: str) -> bool:
         try:

@@ -2,10 +2,12 @@
 
 Compose's develop.watch waits for saves to settle for a fixed half second before it copies;
 this engine watches the build folder itself (watchfiles: inotify), waits only
-DEVENV_API_WATCH_DEBOUNCE_MS of quiet, and puts each batch into the running container in
-one Engine API request (a tar, as `docker cp` does), owned by the container's user; deletes
-are one `rm` in the container; with sync+restart the container is then restarted. A change
-to a rebuild file (Dockerfile, manifests) is still Compose's: `docker compose up --build`.
+DEVENV_API_WATCH_DEBOUNCE_MS of quiet, and puts each batch into the running container as
+one tar, owned by the container's user: with the sync action through an unpacker it keeps
+running in the container (_Receiver: a write into a pipe), else (or when the container has
+no sh, head and tar) in one Engine API request, as `docker cp` does. Deletes are one `rm`
+in the container; with sync+restart the container is then restarted. A change to a
+rebuild file (Dockerfile, manifests) is still Compose's: `docker compose up --build`.
 
 The events and their probe are watch.py's, so `--json`, `--logs` and the text read the
 same whichever engine runs. What a batch means is syncplan.py.
@@ -16,11 +18,12 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import select
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ..errors import DevenvError
 from ..render.watch_rules import watch_key
@@ -63,6 +66,106 @@ class _Sync:
     owner: tuple[int, int] = (0, 0)
     #: deletes that could not run yet (the container was stopped): tried with the next batch
     deletes: list[str] = field(default_factory=list)
+    #: the unpacker running in the container (the sync action only), None: uploads
+    receiver: _Receiver | None = None
+    #: the container whose unpacker could not start: it gets uploads
+    no_receiver: str = ""
+
+
+#: Runs in the container as root: a batch is its size in bytes on a line, then that many
+#: bytes of tar, unpacked at /; "ok" once done. sh, head -c and tar only (a BusyBox image
+#: has them too); anything else ends it, and the batch goes as an upload.
+RECEIVER = 'while IFS= read -r n; do head -c "$n" | tar -xf - -C / || exit 1; echo ok; done'
+#: seconds a batch may take to go through the unpacker (the Engine API upload's own bound)
+RECEIVER_TIMEOUT = 120.0
+
+
+class _Receiver:
+    """The unpacker `watch` keeps running in the container for the sync action: a batch
+    costs a write into a pipe and one tar process in the container, where an Engine API
+    upload costs about 40 ms (the engine starts a chrooted unpacker for each)."""
+
+    def __init__(self, engine: Engine, container_id: str):
+        self.container_id = container_id
+        self.process = engine.exec_pipe(container_id, ["sh", "-c", RECEIVER])
+
+    def send(self, data: bytes, timeout: float = RECEIVER_TIMEOUT) -> bool:
+        """Unpack one tar in the container; False (the unpacker is then done for) when it
+        ended, failed or did not answer in time."""
+        stdin, stdout = self.process.stdin, self.process.stdout
+        assert stdin is not None and stdout is not None
+        deadline = time.monotonic() + timeout
+        try:
+            _write_all(stdin, b"%d\n" % len(data) + data, deadline)
+            return _read_line(stdout, deadline) == b"ok\n"
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        try:
+            self.process.wait(2)
+        except Exception:  # noqa: BLE001 - TimeoutExpired, or an interrupt: end it anyway
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def _write_all(pipe: IO[bytes], data: bytes, deadline: float) -> None:
+    fd = pipe.fileno()
+    os.set_blocking(fd, False)
+    view = memoryview(data)
+    while view:
+        if not select.select([], [fd], [], max(0.0, deadline - time.monotonic()))[1]:
+            raise TimeoutError("the unpacker did not read the batch in time")
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            continue
+
+
+def _read_line(pipe: IO[bytes], deadline: float) -> bytes:
+    fd, line = pipe.fileno(), b""
+    while not line.endswith(b"\n"):
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            raise TimeoutError("the unpacker did not answer in time")
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return line  # it ended
+        line += chunk
+    return line
+
+
+def _receiver(state: _Sync) -> _Receiver | None:
+    """The unpacker for the container synced now: kept, started (and tried with an empty
+    tar), or None when this container cannot run one."""
+    watched = state.watched
+    cid = watched.container.id
+    if state.action != "sync" or state.no_receiver == cid:
+        return None  # sync+restart: each restart would end it
+    if state.receiver is not None and state.receiver.container_id == cid:
+        return state.receiver
+    _drop_receiver(state)
+    try:
+        receiver = _Receiver(watched.engine, cid)
+    except DevenvError:
+        receiver = None
+    if receiver is None or not receiver.send(archive(Batch(), 0, 0)[0], timeout=20):
+        if receiver is not None:
+            receiver.close()
+        state.no_receiver = cid
+        return None
+    state.receiver = receiver
+    return receiver
+
+
+def _drop_receiver(state: _Sync) -> None:
+    if state.receiver is not None:
+        state.receiver.close()
+        state.receiver = None
 
 
 def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
@@ -79,6 +182,7 @@ def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
     state = _Sync(watched, syncs, rebuilds, context,
                   settings[watch_key(settings, "ACTION")])
     state.owner = _owner(watched)
+    _receiver(state)  # started before the first save: a batch then costs a write
     debounce = int(settings.values.get(watch_key(settings, "DEBOUNCE_MS")) or 30)
     items: queue.Queue[tuple[str, Any]] = queue.Queue()
     stop, watching = threading.Event(), threading.Event()
@@ -124,6 +228,7 @@ def follow(ctx: Context | None, plan: WatchPlan, service: str = "",
             yield from _apply(state, batch)
     finally:
         stop.set()
+        _drop_receiver(state)
         if own_logs is not None:
             own_logs.stop()
 
@@ -221,6 +326,11 @@ def _copy(state: _Sync, batch: Batch) -> list[str]:
     watched = state.watched
     data, lost = archive(batch, *state.owner)
     notes = [f"{x}: vanished or unreadable while copying; not synced" for x in lost]
+    receiver = _receiver(state)
+    if receiver is not None:
+        if receiver.send(data):
+            return notes
+        _drop_receiver(state)  # it ended (a restart, a stop): this batch is uploaded
     try:
         watched.engine.put_archive(watched.container.id, "/", data)
     except ContainerGoneError:
