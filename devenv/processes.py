@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:  # light at run time: the host apps' supervisor imports this before its app
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Protocol, TypeVar
 
-class _Named(Protocol):
-    name: str
+    class _Named(Protocol):
+        name: str
 
-
-R = TypeVar("R", bound=_Named)
+    R = TypeVar("R", bound=_Named)
 
 
 def read_records(folder: Path, read: Callable[[Path], R | None]) -> dict[str, R]:
@@ -52,8 +53,11 @@ def same_process(pid: Any, started: Any) -> bool:
     pid, not a zombie). Without a start time nothing ties a pid to devenv, so it is not."""
     if whole(pid, 2, 2**31 - 1) is None or moment(started) is None:
         return False
+    if os.path.isdir("/proc/self"):  # Linux: two small reads, no psutil import
+        stat = _proc_stat(pid)
+        return stat is not None and stat[0] not in ("Z", "X") and abs(stat[1] - started) < 0.01
     try:
-        import psutil  # only the callers that signal or show processes need it
+        import psutil  # elsewhere (macOS): psutil knows where the kernel keeps it
 
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
@@ -61,6 +65,26 @@ def same_process(pid: Any, started: Any) -> bool:
         return abs(proc.create_time() - started) < 0.01
     except Exception:  # noqa: BLE001 - no such process, or not ours to see
         return False
+
+
+def started_at(pid: int) -> float | None:
+    """The process's start time as psutil's create_time() gives it on Linux (boot time
+    from /proc/stat plus the start in clock ticks from /proc/PID/stat); None when it is
+    gone or /proc cannot say."""
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[1]
+
+
+def _proc_stat(pid: int) -> tuple[str, float] | None:
+    """(state letter, start time) of a process, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        with open("/proc/stat", encoding="ascii") as handle:
+            boot = next(int(line.split()[1]) for line in handle if line.startswith("btime"))
+        return fields[0], boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def group_alive(pgid: int, exclude: int | None = None) -> bool:

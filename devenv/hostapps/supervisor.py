@@ -23,22 +23,11 @@ import subprocess
 import sys
 import time
 
+from ..processes import started_at
+
 RECORD_SCHEMA = "devenv.hostapp/1"
 #: seconds what the app left in its group has after SIGTERM, before SIGKILL
 LEFTOVER_SECONDS = 3.0
-
-
-def started_at(pid: int) -> float | None:
-    """The process's start time as psutil's create_time() gives it (boot time from
-    /proc/stat plus the start in clock ticks from /proc/PID/stat), without importing it."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            ticks = int(handle.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat", encoding="ascii") as handle:
-            boot = next(int(line.split()[1]) for line in handle if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
 
 
 class BoundedLog:
