@@ -5,10 +5,15 @@ takes against `devenv restart db` is bench/branches.py's to say, not a test's.""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 
-from conftest import Project
+from conftest import Project, devenv_command
+
+from devenv.config.branchstate import volume_suffix
+from devenv.data.volumes import VOLUME_KEYS
 
 
 def git(path: Path, *args: str) -> str:
@@ -88,3 +93,101 @@ def test_rows_committed_while_the_first_pass_copies_are_all_on_the_new_branch(
     project.run("up", "--only", "db")
     on_main = int(sql(project, "SELECT count(*) FROM w"))
     assert on_main == copied > before, (before, copied, on_main)
+
+
+def _on_main_with_a_row(project: Project) -> None:
+    (project.path / "devenv.toml").write_text("[data]\nbranches = true\n")
+    git(project.path, "init", "-q", "-b", "main")
+    git(project.path, "commit", "-q", "--allow-empty", "-m", "start")
+    project.run("up", "--only", "db")
+    sql(project, "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('on main'); "
+        "INSERT INTO notes SELECT md5(g::text) FROM generate_series(1, 300000) g")
+
+
+def _postgres_started(project: Project) -> str:
+    """When PostgreSQL's container last started ("" when it does not run)."""
+    return subprocess.run(["docker", "inspect", "-f",
+                           "{{if .State.Running}}{{.State.StartedAt}}{{end}}",
+                           f"{project.name}-postgres-1"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_a_disk_too_small_for_the_copy_is_said_before_anything_stops(project: Project) -> None:
+    """The new branch's volume is a 1 MB tmpfs made beforehand (devenv uses a volume of
+    that name that exists): the room is checked before the services stop, the line says
+    so, and the volume, which devenv did not make, is kept."""
+    _on_main_with_a_row(project)
+    volume = f"{project.name}_{VOLUME_KEYS['postgres']}{volume_suffix('small')}"
+    subprocess.run(["docker", "volume", "create", "--driver", "local", "--opt", "type=tmpfs",
+                    "--opt", "device=tmpfs", "--opt", "o=size=1m", volume], check=True,
+                   capture_output=True)
+    try:
+        started = _postgres_started(project)
+        git(project.path, "checkout", "-q", "-b", "small")
+        result = project.run("up", "--only", "db", check=False)
+        assert result.returncode == 1, result.stderr
+        assert "not enough room for the new branch's data" in result.stderr
+        assert "nothing was stopped or changed" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert _postgres_started(project) == started  # never stopped
+        assert sql(project, "SELECT body FROM notes LIMIT 1") == "on main"
+        assert subprocess.run(["docker", "volume", "inspect", volume],
+                              capture_output=True).returncode == 0
+    finally:
+        project.cleanup()
+        subprocess.run(["docker", "volume", "rm", "-f", volume], capture_output=True)
+
+
+def test_ctrl_c_during_the_copy_keeps_the_branch_in_use_running_on_its_data(
+        project: Project) -> None:
+    """Ctrl-C as soon as `up` says it copies (the first pass, beside the running services):
+    exit 130, PostgreSQL was never stopped and serves main's data, the new branch's volumes
+    are gone; the next `up` copies again and succeeds."""
+    _on_main_with_a_row(project)
+    started = _postgres_started(project)
+    git(project.path, "checkout", "-q", "-b", "interrupted")
+    up = subprocess.Popen([devenv_command(), "up", "--only", "db"], cwd=project.path,
+                          env={**os.environ, **project.env}, stderr=subprocess.PIPE, text=True)
+    assert up.stderr is not None
+    said = []
+    for line in up.stderr:
+        said.append(line)
+        if "data: copying branch main's data for interrupted" in line:
+            up.send_signal(signal.SIGINT)
+            break
+    said.append(up.stderr.read())
+    assert up.wait(60) == 130, "".join(said)
+    assert "Traceback" not in "".join(said)
+    assert _postgres_started(project) == started  # the first pass runs beside it
+    assert sql(project, "SELECT body FROM notes LIMIT 1") == "on main"
+    volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter",
+                              f"name={project.name}_"], capture_output=True, text=True).stdout
+    assert volume_suffix("interrupted") not in volumes, volumes
+    said_again = project.run("up", "--only", "db").stderr
+    assert "data: branch interrupted (new, from main, " in said_again, said_again
+    assert sql(project, "SELECT body FROM notes LIMIT 1") == "on main"
+
+
+def test_a_switch_closes_the_clients_connections_as_a_fast_shutdown(project: Project) -> None:
+    """A client holds a connection (a long query) while `up` switches branches: PostgreSQL
+    ends it as a fast shutdown does (it does not wait for the client, nor is it killed)."""
+    _on_main_with_a_row(project)
+    git(project.path, "checkout", "-q", "-b", "other")
+    project.run("up", "--only", "db")
+    git(project.path, "checkout", "-q", "main")
+    client = subprocess.Popen(
+        ["docker", "exec", f"{project.name}-postgres-1", "psql", "-U", "postgres", "-d",
+         "cirkelline_agents", "-c", "SELECT pg_sleep(120)"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(100):  # until its query runs
+            if sql(project, "SELECT count(*) FROM pg_stat_activity "
+                   "WHERE query LIKE 'SELECT pg_sleep%'") == "1":
+                break
+        said = project.run("up", "--only", "db").stderr
+        assert "data: branch main" in said, said
+        _out, err = client.communicate(timeout=30)
+    finally:
+        client.kill()
+    assert "terminating connection due to administrator command" in err, err
+    assert sql(project, "SELECT body FROM notes LIMIT 1") == "on main"
