@@ -8,6 +8,7 @@ stopped, as for a snapshot), else from the `seed` snapshot or a fresh database. 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -247,8 +248,10 @@ def copy_branch(ctx: Context, engine: Engine, settings: Settings, src: str, dst:
         with stopped(ctx, engine, settings, restart=False):
             if not helper.send("go") or not helper.wait_for("devenv-copied"):
                 raise _copy_error(helper.wait())
-        helper.wait()
         done = True
+        # the data is whole: the container's exit and removal (the engine removes it) need
+        # not hold up the start on the new volumes
+        threading.Thread(target=helper.wait, daemon=True, name="copy-helper").start()
     finally:
         if not done:
             helper.close()
