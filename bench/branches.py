@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench as core  # noqa: E402
 import data as databench  # noqa: E402
+
+import bench as core  # noqa: E402
 
 SCHEMA = "devenv.bench.branches/1"
 TARGETS = {"switch": 1.5, "create": 1.1}

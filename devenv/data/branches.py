@@ -3,7 +3,8 @@ data lives in its own volumes (`<project>_postgres-data--<slug>`). `up` enters t
 checked out: a branch with data is switched to by rendering its volumes (Compose recreates
 the two services on them: nothing is copied); a branch without data starts from a physical
 copy of the data in use (a first pass while the services run, the rest while they are
-stopped, as for a snapshot), else from the `seed` snapshot or a fresh database. Also `db branches`, `db branch rm` and `--prune`.
+stopped, as for a snapshot), else from the `seed` snapshot or a fresh database. Also
+`db branches`, `db branch rm` and `--prune`.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "PROJECT_LABEL", "SERVICE_LABEL", "START_INTERVAL_API", "WORKDIR_LABEL",
-    "CommandResult", "Compose", "ContainerGoneError", "HelperRun", "Container", "Engine", "EngineInfo", "EventStream",
+    "CommandResult", "Compose", "ContainerGoneError", "HelperRun", "Container", "Engine",
+    "EngineInfo", "EventStream",
     "LogDemuxer", "LogStream",
     "PortRaceError", "Published", "Removed", "ServiceNotRunningError",
     "RunInterruptedError",
