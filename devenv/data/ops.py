@@ -308,18 +308,20 @@ def create_volumes(engine: Engine, settings: Settings, services: Sequence[str]) 
 
 
 @contextlib.contextmanager
-def stopped(ctx: Context, engine: Engine, settings: Settings,
-             restart: bool = True) -> Iterator[int]:
+def stopped(ctx: Context, engine: Engine, settings: Settings, restart: bool = True,
+            closed: int | None = None) -> Iterator[int]:
     """Stop the running data services for a copy; start them again after it (also after a
     failure, with the data they had) and wait until they answer; with restart=False only
-    after a failure. Yields the number of PostgreSQL client connections the stop closes."""
+    after a failure. Yields the number of PostgreSQL client connections the stop closes
+    (`closed`, when the caller counted them beforehand)."""
     from concurrent.futures import ThreadPoolExecutor
 
     containers = project_containers(engine, settings.project)
     check_same_directory(settings, containers.values())
     running = [containers[s] for s in DATA_SERVICES if s in containers
                and containers[s].running]
-    closed = _client_connections(engine, settings, containers.get("postgres"))
+    if closed is None:
+        closed = _client_connections(engine, settings, containers.get("postgres"))
     failed = True
     stopping = False
     try:
@@ -341,6 +343,12 @@ def stopped(ctx: Context, engine: Engine, settings: Settings,
             with ThreadPoolExecutor(len(running)) as pool:
                 list(pool.map(engine.start, [c.id for c in running]))
             _wait_ready(ctx, engine, settings, [c.service for c in running])
+
+
+def client_connections(engine: Engine, settings: Settings) -> int:
+    """PostgreSQL's client connections now (0 when it does not run)."""
+    return _client_connections(engine, settings,
+                               project_containers(engine, settings.project).get("postgres"))
 
 
 def _client_connections(engine: Engine, settings: Settings, pg: Container | None) -> int:

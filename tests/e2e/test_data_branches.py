@@ -10,7 +10,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from conftest import Project, devenv_command
+from conftest import TEST_IMAGES, Project, devenv_command
 
 from devenv.config.branchstate import volume_suffix
 from devenv.data.volumes import VOLUME_KEYS
@@ -191,3 +191,48 @@ def test_a_switch_closes_the_clients_connections_as_a_fast_shutdown(project: Pro
         client.kill()
     assert "terminating connection due to administrator command" in err, err
     assert sql(project, "SELECT body FROM notes LIMIT 1") == "on main"
+
+
+
+def test_the_copy_makes_a_tree_alike_with_its_biggest_file_copied_beside_the_rest(
+        engine: str) -> None:
+    """COPY_SCRIPT in the PostgreSQL image on a made-up data folder: a 70 MB file two
+    folders down (copied by a cp of its own), folders of another owner and mode, WAL
+    segments (all copied: this is no cleanly shut-down cluster), and what is not data
+    (postmaster.pid, a restore's leftovers) left out. Names, modes, owners, sizes and
+    contents come out alike."""
+    from devenv.data.branches import COPY_SCRIPT
+
+    image = TEST_IMAGES["DEVENV_POSTGRES_IMAGE"]
+    src, dst = f"copytest-src-{os.getpid()}", f"copytest-dst-{os.getpid()}"
+    listing = ("cd \"$1\" && find . -printf '%p %m %U %s\\n' | sort "
+               "&& find . -type f -exec md5sum {} + | sort")
+
+    def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["docker", "run", "--rm", "-i", "--network", "none", *args],
+                              input=stdin, capture_output=True, text=True, timeout=120)
+
+    try:
+        made = run("-v", f"{src}:/v", "--entrypoint", "sh", image, "-c", """set -e
+            cd /v && mkdir -p base/16384 global pg_wal/archive_status .devenv-old
+            head -c 70000000 /dev/urandom > base/16384/16400
+            head -c 9000 /dev/urandom > base/16384/16401 && echo 1 > global/pg_control
+            head -c 16384 /dev/urandom > pg_wal/000000010000000000000001
+            echo x > postmaster.pid && echo old > .devenv-old/kept && echo 16 > PG_VERSION
+            chown -R 999:999 /v && chmod 700 /v base base/16384 && chmod 600 PG_VERSION""")
+        assert made.returncode == 0, made.stderr
+        copied = run("-v", f"{src}:/src/postgres:ro", "-v", f"{dst}:/dst/postgres",
+                     "--entrypoint", "sh", image, "-c", COPY_SCRIPT, "sh", "postgres",
+                     stdin="go\n")
+        assert copied.returncode == 0 and "devenv-copied" in copied.stderr, copied.stderr
+        want = run("-v", f"{src}:/v:ro", "--entrypoint", "sh", image, "-c",
+                   listing.replace("find . -printf", "find . ! -path './.devenv-old*' "
+                                   "! -name postmaster.pid -printf").replace(
+                       "find . -type f", "find . -type f ! -path './.devenv-old*' "
+                       "! -name postmaster.pid"), "sh", "/v").stdout
+        got = run("-v", f"{dst}:/v:ro", "--entrypoint", "sh", image, "-c", listing,
+                  "sh", "/v").stdout
+        assert "./base/16384 700 999 " in got and "./base/16384/16400 644 999 70000000" in got
+        assert got == want and "postmaster.pid" not in got and "kept" not in got
+    finally:
+        subprocess.run(["docker", "volume", "rm", "-f", src, dst], capture_output=True)
