@@ -53,10 +53,7 @@ def measure(p: core.Project, runs: int, say: Any) -> dict[str, dict[str, list[fl
         say(f"run {n + 1}/{runs}: devenv db restore of the same data")
         databench.settle()
         times["create"]["reference"].append(p.devenv("db", "restore", "bench").check().seconds)
-        # The restore writes its automatic snapshot in the background, under the project
-        # lock: an untimed no-op `up` waits for it, so the switch below is not timed
-        # waiting for another command's snapshot.
-        p.devenv(*up).check()
+        p.devenv("db", "snapshots").check()  # waits for its automatic snapshot, untimed
         git(p, "checkout", "-q", "main")
         say(f"run {n + 1}/{runs}: switch back to main")
         databench.settle()
